@@ -1,0 +1,66 @@
+"""One place that prints results and maps errors to exit codes (0 ok, 1 failure, 2 bad input).
+
+Human text by default (rich, colours off when not a TTY or NO_COLOR is set), JSON with --json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from vmlab.errors import VmlabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Output:
+    """Where a command writes. `json_mode` turns human text off and prints one JSON document at the end."""
+
+    def __init__(self, json_mode: bool) -> None:
+        from rich.console import Console
+
+        self.json_mode = json_mode
+        no_color = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+        self.console = Console(no_color=no_color, highlight=False, soft_wrap=True,
+                               force_terminal=None if not no_color else False)
+        self.err = Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True)
+
+    def say(self, text: str, style: str | None = None) -> None:
+        """A line for humans (suppressed in --json mode, where only the final document is printed)."""
+        if not self.json_mode:
+            self.console.print(text, style=style, markup=False)
+
+    def emit(self, document: Any) -> None:
+        if self.json_mode:
+            click.echo(json.dumps(document, indent=2, default=str))
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (for scripts).")(f)
+
+
+def handle_errors(f: F) -> F:
+    """Run a command body; a VmlabError becomes one line on stderr (or JSON) and its exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_mode = bool(kwargs.get("json_mode"))
+        try:
+            return f(*args, **kwargs)
+        except VmlabError as exc:
+            if json_mode:
+                click.echo(json.dumps({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}))
+            else:
+                click.echo(f"vmlab: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("vmlab: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

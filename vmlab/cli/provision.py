@@ -1,0 +1,94 @@
+"""`vmlab provision`: the Ansible-like mode, a recipe applied to the SSH hosts of an inventory."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import click
+
+from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.errors import BadInput
+
+STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red"}
+
+
+def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`-e key=value` pairs; values are read as YAML scalars, so `gpu=false` is a boolean and `n=2` a number."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise BadInput(f"-e {pair}: expected NAME=VALUE", "write e.g. -e jupyter_port=8889")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+@click.command()
+@click.argument("recipe_file", metavar="RECIPE")
+@click.option("-i", "--inventory", "inventory_file", required=True, metavar="INVENTORY",
+              help="Ansible-style YAML inventory of SSH hosts.")
+@click.option("--limit", "-l", metavar="GROUP|HOST", help="Only these hosts or groups (comma-separated).")
+@click.option("--check", is_flag=True, help="Plan and print what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show content changes of files and templates.")
+@click.option("-e", "--extra-var", "extra", multiple=True, metavar="NAME=VALUE",
+              help="Set a recipe variable (overrides the recipe and the inventory).")
+@click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 100),
+              help="How many hosts to provision at once.")
+@json_option
+@handle_errors
+def provision(recipe_file: str, inventory_file: str, limit: str | None, check: bool, diff: bool,
+              extra: tuple[str, ...], forks: int, json_mode: bool) -> None:
+    """Apply RECIPE to the hosts of an inventory over SSH, in parallel.
+
+    \b
+    Example:
+      vmlab provision recipes/example.py -i inventory.example.yaml --limit gpu --check --diff
+    """
+    from vmlab.engine.loader import load_recipe
+    from vmlab.inventory import load_inventory
+    from vmlab.workflows.provision import provision as run
+
+    out = Output(json_mode)
+    recipe = load_recipe(recipe_file)
+    hosts = load_inventory(inventory_file).select(limit)
+    if not hosts:
+        raise BadInput(f"{inventory_file}: no hosts to provision", "add hosts, or check --limit")
+    extra_vars = parse_extra_vars(extra)
+    lock = threading.Lock()
+    if check:
+        out.say("check mode: planning only, nothing will be changed", style="bold")
+
+    def report(r: Any) -> None:
+        with lock:
+            word = "would change" if check and r.status == "changed" else r.status
+            tag = "handler " if r.handler else ""
+            out.say(f"[{r.host}] {word:<12} {tag}{r.index:>2} {r.name}  ({r.elapsed:.2f}s)", STYLES[r.status])
+            if check or r.status == "failed":
+                for c in r.commands:
+                    out.say(f"      $ {c}")
+            if r.diff:
+                out.say(r.diff.rstrip("\n"))
+            if r.error:
+                out.say(f"      {r.error}", "red")
+
+    recaps = run(recipe, hosts, extra_vars=extra_vars, check=check, diff=diff, forks=forks, report=report)
+    out.say("")
+    out.say(f"{'host':<24} {'ok':>4} {'changed':>8} {'skipped':>8} {'failed':>7} {'time':>8}", "bold")
+    for rc in recaps:
+        if rc.unreachable:
+            out.say(f"{rc.host:<24} UNREACHABLE  {rc.error}", STYLES["failed"])
+            continue
+        style = STYLES["failed"] if rc.failed else STYLES["changed"] if rc.changed else STYLES["ok"]
+        out.say(f"{rc.host:<24} {rc.ok:>4} {rc.changed:>8} {rc.skipped:>8} {rc.failed:>7} {rc.elapsed:>7.2f}s",
+                style)
+    failed = [r for r in recaps if not r.success]
+    out.emit({"recipe": recipe.name, "check": check, "hosts": [r.to_json() for r in recaps],
+              "failed": [r.host for r in failed]})
+    if failed:
+        raise SystemExit(1)

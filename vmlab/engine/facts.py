@@ -1,0 +1,178 @@
+"""Facts: read-only questions about a host, asked with one command each and cached until the host changes.
+
+A fact is a frozen dataclass (so it can key the cache) with `command()` and `parse()`. Operations ask for facts
+through a `Facts` view; the runner clears the cache after any step that changed the host, so a step never plans
+from facts an earlier step made stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from vmlab.engine.command import Command, RunResult, sh
+from vmlab.engine.host import Host
+from vmlab.errors import CommandFailed
+
+T = TypeVar("T")
+
+
+class Fact(Generic[T]):
+    """Base of all facts. Subclasses are frozen dataclasses.
+
+    Example::
+
+        @dataclass(frozen=True)
+        class Hostname(Fact[str]):
+            def command(self) -> Command:
+                return Command("hostname")
+            def parse(self, result: RunResult) -> str:
+                return result.stdout.strip()
+    """
+
+    def command(self) -> Command:
+        raise NotImplementedError
+
+    def parse(self, result: RunResult) -> T:
+        raise NotImplementedError
+
+
+class FactCache:
+    """Per-host cache shared by all steps of one run; keyed by (fact, sudo)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._values: dict[tuple[Fact, bool], object] = {}
+        self.reads = 0
+
+    def get(self, fact: Fact[T], sudo: bool) -> T:
+        key = (fact, sudo)
+        if key in self._values:
+            return self._values[key]  # type: ignore[return-value]
+        cmd = fact.command()
+        result = self.host.execute(cmd, sudo=sudo)
+        self.reads += 1
+        if result.rc not in cmd.ok_codes:
+            last = (result.stderr.strip().splitlines() or [""])[-1]
+            raise CommandFailed(
+                f"{self.host.name}: reading {type(fact).__name__} failed (exit {result.rc}): {last}",
+                result.rc, result.stdout, result.stderr)
+        value = fact.parse(result)
+        self._values[key] = value
+        return value
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
+class Facts:
+    """What an operation sees while planning: cached fact reads with the step's privilege."""
+
+    def __init__(self, cache: FactCache, sudo: bool) -> None:
+        self._cache = cache
+        self.sudo = sudo
+
+    def get(self, fact: Fact[T]) -> T:
+        return self._cache.get(fact, self.sudo)
+
+
+# ---- facts used by several operation modules -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """What `stat` says about a path; `sha256` only for regular files."""
+
+    kind: str  # "file", "directory", "link", "other"
+    mode: str  # four octal digits, e.g. "0644"
+    owner: str
+    group: str
+    size: int
+    sha256: str | None = None
+
+
+_STAT_SCRIPT = (
+    'if [ -e "$1" ] || [ -L "$1" ]; then stat -c "%F|%a|%U|%G|%s" -- "$1" || exit 3; '
+    'if [ -f "$1" ] && [ ! -L "$1" ]; then sha256sum -- "$1" | cut -c1-64; fi; fi'
+)
+
+_KINDS = {"regular file": "file", "regular empty file": "file", "directory": "directory",
+          "symbolic link": "link"}
+
+
+@dataclass(frozen=True)
+class FileStat(Fact["PathInfo | None"]):
+    """Type, mode, owner, group, size and (for files) sha256 of a path, or None when it does not exist."""
+
+    path: str
+
+    def command(self) -> Command:
+        return sh(_STAT_SCRIPT, self.path, label=f"stat {self.path}")
+
+    def parse(self, result: RunResult) -> PathInfo | None:
+        lines = result.stdout.splitlines()
+        if not lines:
+            return None
+        kind, mode, owner, group, size = lines[0].split("|")
+        digest = lines[1].strip() if len(lines) > 1 else None
+        return PathInfo(kind=_KINDS.get(kind, "other"), mode=mode.zfill(4), owner=owner, group=group,
+                        size=int(size), sha256=digest)
+
+
+@dataclass(frozen=True)
+class FileText(Fact["str | None"]):
+    """The text of a file, or None when it does not exist (used for --diff and line edits)."""
+
+    path: str
+
+    def command(self) -> Command:
+        return sh('if [ -f "$1" ]; then printf x; cat -- "$1"; fi', self.path, label=f"read {self.path}")
+
+    def parse(self, result: RunResult) -> str | None:
+        # the leading "x" tells an empty file from a missing one
+        return result.stdout[1:] if result.stdout.startswith("x") else None
+
+
+@dataclass(frozen=True)
+class CommandSucceeds(Fact[bool]):
+    """Whether a shell command exits 0 (for `unless`/`onlyif` guards). Runs the command: keep it read-only."""
+
+    script: str
+
+    def command(self) -> Command:
+        return Command("sh", "-c", self.script, ok_codes=tuple(range(256)), label=f"test: {self.script}")
+
+    def parse(self, result: RunResult) -> bool:
+        return result.rc == 0
+
+
+@dataclass(frozen=True)
+class OsRelease(Fact["dict[str, str]"]):
+    """/etc/os-release as a dict (ID, VERSION_ID, VERSION_CODENAME, ...)."""
+
+    def command(self) -> Command:
+        return Command("cat", "/etc/os-release")
+
+    def parse(self, result: RunResult) -> dict[str, str]:
+        import shlex
+
+        out: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                parts = shlex.split(value) or [""]
+                out[key.strip()] = parts[0]
+        return out
+
+
+@dataclass(frozen=True)
+class Which(Fact["str | None"]):
+    """Absolute path of an executable on PATH, or None."""
+
+    name: str
+
+    def command(self) -> Command:
+        return sh('command -v -- "$1" || true', self.name, label=f"which {self.name}")
+
+    def parse(self, result: RunResult) -> str | None:
+        return result.stdout.strip() or None
