@@ -9,23 +9,38 @@ import click
 
 from vmlab import __version__
 
-# command name -> "module:attribute"; the plain dict is the whole registry
-COMMANDS: dict[str, str] = {
-    "provision": "vmlab.cli.provision:provision",
+# name -> ("module:attribute", one-line help); the plain dict is the whole registry, and `vmlab --help` reads
+# the help from here instead of importing every command
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bake": ("vmlab.cli.bake:bake", "Apply a recipe on a builder VM and save it as an image."),
+    "images": ("vmlab.cli.images:images", "List or remove vmlab images."),
+    "up": ("vmlab.cli.labs:up", "Launch (or resume) a lab from an image with a fresh token."),
+    "tunnel": ("vmlab.cli.tunnel:tunnel", "Forward localhost to a lab's JupyterLab and print its URL."),
+    "ls": ("vmlab.cli.labs:ls", "List labs and their state."),
+    "ssh": ("vmlab.cli.labs:ssh", "Open a shell on a lab."),
+    "stop": ("vmlab.cli.labs:stop", "Stop a lab (disk kept)."),
+    "start": ("vmlab.cli.labs:start", "Start a stopped lab."),
+    "down": ("vmlab.cli.labs:down", "Terminate a lab and delete its disk."),
+    "provision": ("vmlab.cli.provision:provision", "Apply a recipe to the SSH hosts of an inventory."),
+    "local": ("vmlab.cli.local:local", "Manage the local QEMU provider (base image)."),
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        entry = COMMANDS.get(name)
+        if entry is None:
             return None
-        module, _, attr = target.partition(":")
+        module, _, attr = entry[0].partition(":")
         command: Any = getattr(importlib.import_module(module), attr)
         return command  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -64,3 +65,39 @@ def handle_errors(f: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red"}
+
+
+def step_reporter(out: Output, check: bool = False) -> Callable[[Any], None]:
+    """A runner reporter printing one line per step (thread-safe: hosts run in parallel)."""
+    lock = threading.Lock()
+
+    def report(r: Any) -> None:
+        with lock:
+            word = "would change" if check and r.status == "changed" else r.status
+            tag = "handler " if r.handler else ""
+            out.say(f"[{r.host}] {word:<12} {tag}{r.index:>2} {r.name}  ({r.elapsed:.2f}s)", STYLES[r.status])
+            if check or r.status == "failed":
+                for c in r.commands:
+                    out.say(f"      $ {c}")
+            if r.diff:
+                out.say(r.diff.rstrip("\n"))
+            if r.error:
+                out.say(f"      {r.error}", "red")
+
+    return report
+
+
+def recap_table(out: Output, recaps: list[Any]) -> None:
+    """The per-host recap printed at the end of a run."""
+    out.say("")
+    out.say(f"{'host':<24} {'ok':>4} {'changed':>8} {'skipped':>8} {'failed':>7} {'time':>8}", "bold")
+    for rc in recaps:
+        if rc.unreachable:
+            out.say(f"{rc.host:<24} UNREACHABLE  {rc.error}", STYLES["failed"])
+            continue
+        style = STYLES["failed"] if rc.failed else STYLES["changed"] if rc.changed else STYLES["ok"]
+        out.say(f"{rc.host:<24} {rc.ok:>4} {rc.changed:>8} {rc.skipped:>8} {rc.failed:>7} {rc.elapsed:>7.2f}s",
+                style)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import click
 
-from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.cli.output import Output, handle_errors, json_option, recap_table, step_reporter
 from vmlab.errors import BadInput
-
-STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red"}
-
 
 def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
     """`-e key=value` pairs; values are read as YAML scalars, so `gpu=false` is a boolean and `n=2` a number."""
@@ -60,33 +56,11 @@ def provision(recipe_file: str, inventory_file: str, limit: str | None, check: b
     if not hosts:
         raise BadInput(f"{inventory_file}: no hosts to provision", "add hosts, or check --limit")
     extra_vars = parse_extra_vars(extra)
-    lock = threading.Lock()
     if check:
         out.say("check mode: planning only, nothing will be changed", style="bold")
-
-    def report(r: Any) -> None:
-        with lock:
-            word = "would change" if check and r.status == "changed" else r.status
-            tag = "handler " if r.handler else ""
-            out.say(f"[{r.host}] {word:<12} {tag}{r.index:>2} {r.name}  ({r.elapsed:.2f}s)", STYLES[r.status])
-            if check or r.status == "failed":
-                for c in r.commands:
-                    out.say(f"      $ {c}")
-            if r.diff:
-                out.say(r.diff.rstrip("\n"))
-            if r.error:
-                out.say(f"      {r.error}", "red")
-
-    recaps = run(recipe, hosts, extra_vars=extra_vars, check=check, diff=diff, forks=forks, report=report)
-    out.say("")
-    out.say(f"{'host':<24} {'ok':>4} {'changed':>8} {'skipped':>8} {'failed':>7} {'time':>8}", "bold")
-    for rc in recaps:
-        if rc.unreachable:
-            out.say(f"{rc.host:<24} UNREACHABLE  {rc.error}", STYLES["failed"])
-            continue
-        style = STYLES["failed"] if rc.failed else STYLES["changed"] if rc.changed else STYLES["ok"]
-        out.say(f"{rc.host:<24} {rc.ok:>4} {rc.changed:>8} {rc.skipped:>8} {rc.failed:>7} {rc.elapsed:>7.2f}s",
-                style)
+    recaps = run(recipe, hosts, extra_vars=extra_vars, check=check, diff=diff, forks=forks,
+                 report=step_reporter(out, check))
+    recap_table(out, recaps)
     failed = [r for r in recaps if not r.success]
     out.emit({"recipe": recipe.name, "check": check, "hosts": [r.to_json() for r in recaps],
               "failed": [r.host for r in failed]})

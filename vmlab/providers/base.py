@@ -112,3 +112,8 @@ class Provider(Protocol):
     def delete_image(self, image_id: str) -> None: ...
 
     def share_image(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> Image: ...
+
+
+def match_tags(tags: Mapping[str, str], wanted: Mapping[str, str] | None) -> bool:
+    """Whether `tags` satisfy a filter: every wanted key present with that value ("*" = any value)."""
+    return all(k in tags and (v == "*" or tags[k] == v) for k, v in (wanted or {}).items())

@@ -1,0 +1,29 @@
+# Sourced by scripts/*.sh: installs what vmlab needs on a Debian/Ubuntu machine, skipping what is there.
+# System: OpenSSH (client for tunnels, server for tests), QEMU + debootstrap + genisoimage (local provider).
+# Python: a virtualenv in .venv with vmlab installed editable (plus test extras when asked).
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+vmlab_system_packages() {
+  local want=(openssh-client openssh-server qemu-system-x86 qemu-utils debootstrap genisoimage e2fsprogs
+              ca-certificates curl "$@")
+  local missing=()
+  for pkg in "${want[@]}"; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "vmlab: installing system packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+vmlab_python_env() {  # $1: pip extras, e.g. "[test]" or ""
+  local py="${PYTHON:-python3}"
+  if [ ! -x .venv/bin/python ]; then
+    "$py" -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".$1"
+}

@@ -1,0 +1,62 @@
+"""`vmlab bake`: a recipe baked into a reusable image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vmlab.cli.options import provider_option
+from vmlab.cli.output import Output, handle_errors, json_option, step_reporter
+from vmlab.cli.provision import parse_extra_vars
+
+
+def bundled_recipe(name: str) -> Path:
+    """A recipe shipped with vmlab (the wheel carries recipes/ as vmlab/_recipes)."""
+    import vmlab
+
+    here = Path(vmlab.__file__).parent
+    for folder in (here / "_recipes", here.parent / "recipes"):
+        if (folder / name).is_file():
+            return folder / name
+    return Path("recipes") / name
+
+
+@click.command()
+@click.argument("recipe_file", metavar="[RECIPE]", required=False)
+@provider_option
+@click.option("--base", default=None, metavar="IMAGE",
+              help="Base image: debian-12 (local), ubuntu-24.04/ubuntu-22.04/debian-12/dlami or an AMI id (ec2).")
+@click.option("--name", default=None, help="Image name (default: vmlab-RECIPE-HASH-TIME).")
+@click.option("--builder-type", default=None, metavar="TYPE", help="Instance type of the builder.")
+@click.option("-e", "--extra-var", "extra", multiple=True, metavar="NAME=VALUE", help="Set a recipe variable.")
+@click.option("--force", is_flag=True, help="Bake even if an image of this recipe and base exists.")
+@click.option("--verify", is_flag=True, help="Apply the recipe twice; fail unless the second run changes nothing.")
+@json_option
+@handle_errors
+def bake(recipe_file: str | None, provider_name: str | None, base: str | None, name: str | None,
+         builder_type: str | None, extra: tuple[str, ...], force: bool, verify: bool, json_mode: bool) -> None:
+    """Launch a builder VM, apply RECIPE (default: the bundled recipes/lab.py), scrub it and save an image.
+
+    The builder, its key and its firewall rules are removed however the bake ends.
+
+    \b
+    Example:
+      vmlab bake recipes/lab.py --provider local
+    """
+    from vmlab.engine.loader import load_recipe
+    from vmlab.providers import get_provider
+    from vmlab.workflows.bake import bake as run
+
+    out = Output(json_mode)
+    recipe = load_recipe(recipe_file or bundled_recipe("lab.py"))
+    provider = get_provider(provider_name)
+    result = run(recipe, provider, base=base or getattr(provider, "default_base", "debian-12"), name=name,
+                 variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
+                 say=out.say, report=step_reporter(out))
+    if not result.reused:
+        t = result.timings
+        out.say(f"image {result.image.name} ({result.image.id}) ready in {t.get('total', 0):.0f}s "
+                f"(boot to SSH {t.get('boot_to_ssh', 0):.0f}s, recipe {t.get('apply', 0):.0f}s, "
+                f"image {t.get('image', 0):.0f}s)", "bold green")
+    out.emit(result.to_json())

@@ -1,0 +1,67 @@
+"""`vmlab images [ls|rm]`: the images vmlab baked."""
+
+from __future__ import annotations
+
+import click
+
+from vmlab.cli.options import provider_option
+from vmlab.cli.output import Output, handle_errors, json_option
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def images(ctx: click.Context) -> None:
+    """List (default) or remove vmlab images.
+
+    \b
+    Example:
+      vmlab images ls --provider local
+      vmlab images rm limg-1a2b3c4d
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(ls_images)
+
+
+@images.command(name="ls")
+@provider_option
+@json_option
+@handle_errors
+def ls_images(provider_name: str | None = None, json_mode: bool = False) -> None:
+    """List vmlab images (newest first)."""
+    from vmlab.providers import get_provider
+
+    out = Output(json_mode)
+    found = sorted(get_provider(provider_name).list_images({"vmlab:recipe-hash": "*"}),
+                   key=lambda i: i.created or "", reverse=True)
+    if not found:
+        out.say("no images; bake one with `vmlab bake`")
+    for i in found:
+        size = f"{i.size_bytes / 2**20:.0f} MiB" if i.size_bytes else "-"
+        out.say(f"{i.id:<24} {i.state:<10} {size:>9}  {i.created or '-':<26} {i.name}")
+    out.emit({"images": [{"id": i.id, "name": i.name, "state": i.state, "created": i.created,
+                          "size_bytes": i.size_bytes, "tags": dict(i.tags), "shared_with": list(i.shared_with)}
+                         for i in found]})
+
+
+@images.command(name="rm")
+@click.argument("image_ids", nargs=-1, required=True, metavar="IMAGE...")
+@provider_option
+@json_option
+@handle_errors
+def rm_images(image_ids: tuple[str, ...], provider_name: str | None, json_mode: bool) -> None:
+    """Delete images (and their snapshots or disk files)."""
+    from vmlab.errors import BadInput
+    from vmlab.providers import get_provider
+
+    out = Output(json_mode)
+    provider = get_provider(provider_name)
+    resolved = []
+    for ident in image_ids:
+        image = provider.describe_image(ident)
+        if image is None:
+            raise BadInput(f"image {ident!r} not found", "list images with `vmlab images`")
+        resolved.append(image)
+    for image in resolved:
+        provider.delete_image(image.id)
+        out.say(f"removed image {image.name} ({image.id})")
+    out.emit({"removed": [i.id for i in resolved]})

@@ -1,0 +1,164 @@
+"""`vmlab up / down / stop / start / ls / ssh`: day-to-day life of a lab."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from vmlab.cli.options import provider_option
+from vmlab.cli.output import Output, handle_errors, json_option
+
+
+@click.command()
+@click.argument("name", default="lab")
+@provider_option
+@click.option("--image", default=None, help="Image name or id (default: the newest vmlab image).")
+@click.option("--type", "instance_type", default=None, metavar="TYPE", help="Instance type, e.g. g4dn.xlarge.")
+@click.option("--spot", is_flag=True, help="Use a spot instance (falls back to on-demand).")
+@json_option
+@handle_errors
+def up(name: str, provider_name: str | None, image: str | None, instance_type: str | None, spot: bool,
+       json_mode: bool) -> None:
+    """Launch lab NAME from an image (or resume it) with a fresh Jupyter token, and wait until it answers.
+
+    \b
+    Example:
+      vmlab up lab --provider local
+    """
+    from vmlab.providers import get_provider
+    from vmlab.workflows.labs import up as run
+
+    out = Output(json_mode)
+    result = run(get_provider(provider_name), name, image=image, instance_type=instance_type, spot=spot,
+                 say=out.say)
+    out.say(f"lab {name} is up ({result.record.instance_id}); open it with: {result.tunnel_hint}", "bold green")
+    out.emit(result.to_json())
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@handle_errors
+def down(name: str, json_mode: bool) -> None:
+    """Terminate lab NAME and delete its disk, key and record.
+
+    \b
+    Example:
+      vmlab down lab
+    """
+    from vmlab.providers import get_provider
+    from vmlab.state import LabStore
+    from vmlab.workflows.labs import down as run, require_record
+
+    out = Output(json_mode)
+    store = LabStore()
+    record = require_record(store, name)
+    removed = run(get_provider(record.provider), name, store=store, say=out.say)
+    out.emit({"lab": name, "removed": removed})
+
+
+def _power(name: str, json_mode: bool, action: str) -> None:
+    from vmlab.providers import get_provider
+    from vmlab.state import LabStore
+    from vmlab.workflows.labs import require_record
+
+    out = Output(json_mode)
+    store = LabStore()
+    record = require_record(store, name)
+    provider = get_provider(record.provider)
+    inst = getattr(provider, action)(record.instance_id)
+    record.host, record.port = inst.host, inst.port
+    store.put(record)
+    out.say(f"lab {name} is {inst.state}")
+    out.emit({"lab": name, "state": inst.state})
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@handle_errors
+def stop(name: str, json_mode: bool) -> None:
+    """Stop lab NAME (its disk is kept; `vmlab up NAME` or `vmlab start NAME` resumes it).
+
+    \b
+    Example:
+      vmlab stop lab
+    """
+    _power(name, json_mode, "stop")
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@handle_errors
+def start(name: str, json_mode: bool) -> None:
+    """Start a stopped lab NAME (then `vmlab up NAME` gives it a fresh token).
+
+    \b
+    Example:
+      vmlab start lab
+    """
+    _power(name, json_mode, "start")
+
+
+@click.command(name="ls")
+@provider_option
+@json_option
+@handle_errors
+def ls(provider_name: str | None, json_mode: bool) -> None:
+    """List labs: this machine's records joined with what the provider reports.
+
+    \b
+    Example:
+      vmlab ls --json
+    """
+    from vmlab.providers import get_provider
+    from vmlab.state import LabStore
+
+    out = Output(json_mode)
+    records = LabStore().all()
+    wanted = {provider_name} if provider_name else {r.provider for r in records} or {None}
+    rows = []
+    for pname in sorted(wanted, key=str):
+        provider = get_provider(pname)
+        instances = {i.id: i for i in provider.list_instances({"vmlab:lab": "*"})}
+        for r in (r for r in records if r.provider == provider.name):
+            inst = instances.pop(r.instance_id, None)
+            rows.append({"name": r.name, "provider": r.provider, "instance": r.instance_id,
+                         "state": inst.state if inst else "missing", "address": f"{r.host}:{r.port}",
+                         "type": r.instance_type, "spot": r.spot, "created": r.created})
+        for inst in instances.values():
+            rows.append({"name": inst.tags.get("vmlab:lab", inst.name), "provider": provider.name,
+                         "instance": inst.id, "state": inst.state + " (no local record)",
+                         "address": f"{inst.host}:{inst.port}", "type": inst.instance_type, "spot": inst.spot,
+                         "created": inst.launched_at})
+    if not rows:
+        out.say("no labs; start one with `vmlab up`")
+    for row in rows:
+        out.say(f"{row['name']:<16} {row['state']:<12} {row['provider']:<6} {row['instance']:<22} "
+                f"{row['address']}")
+    out.emit({"labs": rows})
+
+
+@click.command()
+@click.argument("name")
+@click.argument("command", nargs=-1)
+@handle_errors
+def ssh(name: str, command: tuple[str, ...]) -> None:
+    """Open a shell on lab NAME (or run COMMAND there) with its key and pinned host key.
+
+    \b
+    Example:
+      vmlab ssh lab -- journalctl -u jupyterlab -n 50
+    """
+    from vmlab.state import LabStore
+    from vmlab.workflows.labs import require_record
+    from vmlab.workflows.tunnel import known_hosts_for
+
+    record = require_record(LabStore(), name)
+    argv = ["ssh", "-p", str(record.port), "-i", record.key_file, "-l", record.user, "-F", "none",
+            "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts_for(record)}",
+            "-o", f"HostKeyAlias=vmlab-{record.instance_id}", str(record.host), *command]
+    os.execvp("ssh", argv)

@@ -1,0 +1,103 @@
+"""The local record of labs: one JSON file per lab under the state dir, 0600, written under a file lock.
+
+A record holds what vmlab needs to reach a lab again (provider, instance id, address, key path, pinned host key,
+Jupyter token). Secrets live only here, never in an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmlab import paths
+from vmlab.errors import BadInput
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def check_name(name: str) -> str:
+    """Lab names become tags, file names and SSH host aliases: keep them simple."""
+    if not NAME_RE.match(name):
+        raise BadInput(f"lab name {name!r} is not valid",
+                       "use 1-40 lowercase letters, digits and dashes, starting with a letter or digit")
+    return name
+
+
+@dataclass
+class LabRecord:
+    name: str
+    provider: str
+    instance_id: str
+    image: str
+    user: str
+    key_file: str
+    host_key: str
+    token: str = field(repr=False)
+    host: str | None = None
+    port: int = 22
+    jupyter_port: int = 8888
+    created: str = ""
+    instance_type: str | None = None
+    spot: bool = False
+    region: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, secrets: bool = False) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if not secrets:
+            data.pop("token")
+        return data
+
+
+class LabStore:
+    """Lab records on disk. Example: `LabStore().get("lab")`."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or paths.state_dir() / "labs"
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _file(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}.json"
+
+    def get(self, name: str) -> LabRecord | None:
+        f = self._file(name)
+        if not f.exists():
+            return None
+        return LabRecord(**json.loads(f.read_text()))
+
+    def put(self, record: LabRecord) -> None:
+        f = self._file(record.name)
+        tmp = f.with_suffix(".tmp")
+        with self.locked():
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(record.to_json(secrets=True), out, indent=2)
+            os.replace(tmp, f)
+
+    def delete(self, name: str) -> None:
+        with self.locked():
+            self._file(name).unlink(missing_ok=True)
+
+    def all(self) -> list[LabRecord]:
+        return [LabRecord(**json.loads(f.read_text())) for f in sorted(self.root.glob("*.json"))]
+
+    def key_path(self, name: str) -> Path:
+        """Where a lab's private SSH key lives."""
+        return self.root / "keys" / f"{check_name(name)}_ed25519"

@@ -1,0 +1,129 @@
+"""`vmlab bake`: launch a builder, apply a recipe over SSH, scrub, scan, snapshot to an image; always clean up.
+
+The image is tagged with the recipe's digest and base, so baking an unchanged recipe again finds it instead of
+paying for a new builder (`force` rebuilds).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmlab import keys, paths
+from vmlab.engine.recipe import Recipe
+from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
+from vmlab.errors import HostError
+from vmlab.providers.base import Image, LaunchSpec, Provider
+from vmlab.workflows.cleanup import Cleanup
+from vmlab.workflows.connect import connect_instance
+from vmlab.workflows.scrub import scan, scrub
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class BakeResult:
+    image: Image
+    reused: bool
+    recipe: str
+    digest: str
+    timings: dict[str, float] = field(default_factory=dict)
+    recaps: list[HostRecap] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image.id, "name": self.image.name, "reused": self.reused, "recipe": self.recipe,
+                "recipe_hash": self.digest, "timings": {k: round(v, 2) for k, v in self.timings.items()},
+                "runs": [r.to_json() for r in self.recaps], "removed": self.removed,
+                "size_bytes": self.image.size_bytes}
+
+
+def find_baked(provider: Provider, digest: str, base: str) -> Image | None:
+    """The newest available image baked from this recipe digest on this base, if any."""
+    found = [i for i in provider.list_images({"vmlab:recipe-hash": digest, "vmlab:base": base})
+             if i.state == "available"]
+    return max(found, key=lambda i: i.created or "", default=None)
+
+
+def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = None,
+         variables: Mapping[str, Any] | None = None, force: bool = False, verify: bool = False,
+         instance_type: str | None = None, connect_timeout: float = 900.0,
+         say: Say = lambda _m: None, report: Reporter | None = None) -> BakeResult:
+    """Bake `recipe` on `base` into an image. `verify` applies the recipe a second time and fails the bake
+    unless that run changes nothing (proof the recipe is idempotent)."""
+    digest = recipe.digest()
+    env = {**recipe.vars, **(variables or {})}
+    prepare(recipe, {**env, "user": env.get("user", "admin"), "inventory_hostname": "builder"})
+    if not force:
+        existing = find_baked(provider, digest, base)
+        if existing is not None:
+            say(f"image {existing.name} ({existing.id}) already has recipe {recipe.name} {digest}: reusing it "
+                "(--force rebuilds)")
+            return BakeResult(existing, True, recipe.name, digest)
+    run_id = "bake-" + secrets.token_hex(4)
+    tags = {"vmlab:run": run_id, "vmlab:recipe": recipe.name, "vmlab:recipe-hash": digest, "vmlab:base": base}
+    image_name = name or f"vmlab-{recipe.name}-{digest[:8]}-{time.strftime('%Y%m%d%H%M%S')}"
+    client, host_key = keys.generate(f"vmlab-{run_id}"), keys.generate("host")
+    timings: dict[str, float] = {}
+    result_recaps: list[HostRecap] = []
+    t = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[phase] = now - t
+        t = now
+
+    with Cleanup(say) as cleanup:
+        key_file = client.save(paths.state_dir() / "tmp" / f"{run_id}_ed25519")
+        cleanup.always(f"temporary key {key_file.name}", lambda: keys.remove(key_file))
+        say(f"launching builder from {base} ({run_id})")
+        builder = provider.launch(LaunchSpec(name=f"vmlab-builder-{run_id}", image=base,
+                                             ssh_public_key=client.public, instance_type=instance_type,
+                                             tags=tags, host_key=host_key.private))
+        cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
+        lap("launch")
+        say(f"waiting for SSH on {builder.name}")
+        conn = connect_instance(provider, builder, key_file, host_key.public, timeout=connect_timeout)
+        cleanup.always("SSH connection to the builder", conn.close)
+        lap("boot_to_ssh")
+        host_env = {**env, "user": env.get("user", builder.user)}
+        say(f"applying recipe {recipe.name}")
+        runs = 2 if verify else 1
+        for attempt in range(runs):
+            recap = apply(recipe, conn, variables=host_env, report=report)
+            result_recaps.append(recap)
+            if not recap.success:
+                failed = next((r for r in recap.results if r.status == "failed"), None)
+                raise HostError(f"recipe {recipe.name} failed on the builder at step "
+                                f"{failed.name if failed else '?'}: {failed.error if failed else recap.error}")
+            if attempt == 1 and recap.changed:
+                raise HostError(f"recipe {recipe.name} is not idempotent: its second run changed "
+                                f"{recap.changed} step(s)", "make every step converge (use guards on shell steps)")
+        lap("apply")
+        say("scrubbing the builder")
+        scrub(conn, client.public)
+        hits = scan(conn)
+        if hits:
+            listed = ", ".join(f"{h.path} ({h.what})" for h in hits[:10])
+            raise HostError(f"secrets found on the builder, no image made: {listed}",
+                            "remove them in the recipe (or stop it from writing them) and bake again")
+        lap("scrub")
+        conn.close()
+        say(f"creating image {image_name}")
+        image = provider.create_image(builder.id, image_name, tags,
+                                      progress=lambda msg, frac: say(msg if frac is None else f"{msg} {frac:.0%}"))
+        cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
+        lap("image")
+    timings["total"] = sum(timings.values())
+    return BakeResult(image, False, recipe.name, digest, timings, result_recaps, cleanup.removed)
+
+
+def _terminate(provider: Provider, instance_id: str) -> None:
+    from vmlab.transport.hostkeys import forget
+
+    provider.terminate(instance_id)
+    forget(f"vmlab-{instance_id}")

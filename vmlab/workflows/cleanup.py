@@ -1,0 +1,62 @@
+"""Undo what a workflow created: on failure or Ctrl-C everything, newest first; on success only the temporary.
+
+    with Cleanup(say) as cleanup:
+        inst = provider.launch(spec)
+        cleanup.always(f"builder {inst.id}", lambda: provider.terminate(inst.id))
+        image = provider.create_image(...)
+        cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
+
+A second Ctrl-C while cleaning up does not interrupt it: leaking a paid VM is worse than waiting a moment.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+Say = Callable[[str], None]
+
+
+class Cleanup:
+    def __init__(self, say: Say | None = None) -> None:
+        self._say = say or (lambda _msg: None)
+        self._undo: list[tuple[str, Callable[[], None], bool]] = []
+        self.removed: list[str] = []
+        self.errors: list[str] = []
+
+    def always(self, what: str, undo: Callable[[], None]) -> None:
+        """Undo this when the workflow ends, however it ends (builders, temporary keys and security groups)."""
+        self._undo.append((what, undo, True))
+
+    def on_failure(self, what: str, undo: Callable[[], None]) -> None:
+        """Undo this only if the workflow fails (the product the user asked for is kept on success)."""
+        self._undo.append((what, undo, False))
+
+    def __enter__(self) -> Cleanup:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.run(failed=exc_type is not None)
+
+    def run(self, failed: bool) -> None:
+        todo = [(w, u) for w, u, always in reversed(self._undo) if always or failed]
+        self._undo.clear()
+        if not todo:
+            return
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for what, undo in todo:
+                try:
+                    undo()
+                    self.removed.append(what)
+                    self._say(f"removed {what}")
+                except Exception as exc:  # keep going: one stuck resource must not leak the others
+                    self.errors.append(f"{what}: {exc}")
+                    self._say(f"could not remove {what}: {exc} (`vmlab gc` finds it by its tags)")
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,32 @@
+"""Reach a VM that vmlab launched: wait for its sshd directly (not for cloud status checks), with its host key
+pinned, and fail fast when the VM itself died instead of waiting out the timeout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from vmlab.errors import ConnectError, HostError
+from vmlab.providers.base import Instance, Provider
+
+
+def connect_instance(provider: Provider, instance: Instance, key_file: Path, host_key: str,
+                     timeout: float = 900.0) -> Any:
+    """An open SSH connection to `instance`, whose host key must be `host_key` (an OpenSSH public key line)."""
+    from vmlab.transport.ssh import SSHConnection, SSHTarget
+
+    deadline = time.monotonic() + timeout
+    while True:
+        current = provider.describe(instance.id) or instance
+        if current.state in ("stopped", "stopping", "terminated"):
+            raise HostError(f"{instance.name} ({instance.id}) is {current.state} before SSH came up",
+                            "see the VM's console log; `vmlab ls` shows its state")
+        target = SSHTarget(host=current.host or "", port=current.port, user=current.user, key_file=str(key_file),
+                           name=instance.name, host_key_alias=f"vmlab-{instance.id}", pinned_host_key=host_key)
+        remaining = deadline - time.monotonic()
+        try:
+            return SSHConnection(target).open(retry_for=max(1.0, min(20.0, remaining)))
+        except ConnectError as exc:
+            if exc.reason not in ("refused", "timeout", "protocol") or time.monotonic() >= deadline:
+                raise

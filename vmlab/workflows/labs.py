@@ -1,0 +1,190 @@
+"""`vmlab up / down / stop / start / ls`: labs launched from a vmlab image, found again by their tags.
+
+`up` launches (or resumes) a lab, sends a fresh Jupyter token over SSH into a root-only file, starts JupyterLab on
+the VM's loopback and waits until it answers with that token; the lab is recorded locally so `tunnel` can reach it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vmlab import keys, lab
+from vmlab.engine.command import Command, sh
+from vmlab.errors import BadInput, HostError
+from vmlab.providers.base import Image, Instance, LaunchSpec, Provider
+from vmlab.state import LabRecord, LabStore, check_name
+from vmlab.workflows.cleanup import Cleanup
+from vmlab.workflows.connect import connect_instance
+
+Say = Callable[[str], None]
+
+# Reads the token from stdin (never on a command line, where `ps` would show it) and asks Jupyter for its status.
+STATUS_PROBE = r"""
+import json, sys, time, urllib.request, urllib.error
+token = sys.stdin.readline().strip()
+port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
+last = "no answer"
+while time.time() < deadline:
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/status",
+                                     headers={"Authorization": "token " + token})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            print(json.dumps({"status": r.status}))
+            sys.exit(0)
+    except urllib.error.HTTPError as e:
+        last = f"HTTP {e.code}"
+    except OSError as e:
+        last = str(e)
+    time.sleep(0.5)
+print(json.dumps({"error": last}))
+sys.exit(1)
+"""
+
+WRITE_TOKEN = r"""
+umask 077
+mkdir -p "$(dirname "$1")"
+printf 'JUPYTER_TOKEN=%s\n' "$(cat)" > "$1.tmp" && mv -f "$1.tmp" "$1"
+"""
+
+
+@dataclass
+class UpResult:
+    record: LabRecord
+    resumed: bool
+    tunnel_hint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lab": self.record.to_json(), "resumed": self.resumed, "tunnel": self.tunnel_hint}
+
+
+def default_image(provider: Provider) -> Image:
+    """The newest available image vmlab baked with this provider."""
+    images = [i for i in provider.list_images({"vmlab:recipe-hash": "*"}) if i.state == "available"]
+    if not images:
+        raise BadInput(f"no vmlab image found for provider {provider.name}",
+                       f"bake one first: vmlab bake recipes/lab.py --provider {provider.name}")
+    return max(images, key=lambda i: i.created or "")
+
+
+def resolve_image(provider: Provider, image: str | None) -> Image:
+    if image is None:
+        return default_image(provider)
+    found = provider.describe_image(image)
+    if found is None:
+        raise BadInput(f"image {image!r} not found for provider {provider.name}",
+                       "list images with `vmlab images`")
+    if found.state != "available":
+        raise BadInput(f"image {image!r} is {found.state}, not available", "wait for it, or bake again")
+    return found
+
+
+def find_lab_instance(provider: Provider, name: str) -> Instance | None:
+    """The live instance tagged as lab `name`; refuses when there are several."""
+    live = [i for i in provider.list_instances({"vmlab:lab": name}) if i.state != "terminated"]
+    if len(live) > 1:
+        raise HostError(f"{len(live)} instances are tagged as lab {name}: {', '.join(i.id for i in live)}",
+                        "remove the extra ones with `vmlab down` or `vmlab gc`")
+    return live[0] if live else None
+
+
+def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
+       spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
+       lab_timeout: float = 180.0, say: Say = lambda _m: None) -> UpResult:
+    """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token."""
+    check_name(name)
+    store = store or LabStore()
+    record = store.get(name)
+    existing = find_lab_instance(provider, name)
+    if existing is not None and record is not None and record.instance_id == existing.id:
+        if existing.state in ("stopped", "stopping"):
+            say(f"starting lab {name} ({existing.id})")
+            existing = provider.start(existing.id)
+        record.host, record.port = existing.host, existing.port
+        _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say)
+        store.put(record)
+        return UpResult(record, True, tunnel_hint(name))
+    if existing is not None:
+        raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
+                        f"`vmlab down {name}` it, or choose another name")
+    img = resolve_image(provider, image)
+    client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
+    run_id = "up-" + secrets.token_hex(4)
+    with Cleanup(say) as cleanup:
+        key_file = client.save(store.key_path(name))
+        cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
+        say(f"launching lab {name} from {img.name} ({img.id})")
+        inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
+                                          instance_type=instance_type, spot=spot, host_key=host_key.private,
+                                          tags={"vmlab:lab": name, "vmlab:run": run_id}))
+        cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
+        record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
+                           key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
+                           port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           instance_type=inst.instance_type, spot=inst.spot)
+        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say)
+        store.put(record)
+    return UpResult(record, False, tunnel_hint(name))
+
+
+def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
+                   lab_timeout: float, say: Say) -> None:
+    from pathlib import Path
+
+    say(f"waiting for SSH on {inst.host}:{inst.port}")
+    conn = connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=connect_timeout)
+    with conn:
+        record.token = secrets.token_urlsafe(32)
+        conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
+        conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
+        say("waiting for JupyterLab to answer")
+        probe = conn.execute(Command("python3", "-", str(record.jupyter_port), str(lab_timeout),
+                                     stdin=record.token + "\n" + STATUS_PROBE, label="probe lab"))
+        if probe.rc != 0:
+            raise HostError(f"JupyterLab on {record.name} did not answer: {probe.stdout.strip()}",
+                            f"see `vmlab ssh {record.name}` then `journalctl -u {lab.SERVICE}`")
+
+
+def conn_run(conn: Any, command: Command) -> None:
+    result = conn.execute(command, sudo=True)
+    if result.rc != 0:
+        raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
+                        f"{result.stderr.strip()[-300:]}")
+
+
+def tunnel_hint(name: str) -> str:
+    return f"vmlab tunnel {name}"
+
+
+def terminate(provider: Provider, instance_id: str) -> None:
+    from vmlab.transport.hostkeys import forget
+
+    provider.terminate(instance_id)
+    forget(f"vmlab-{instance_id}")
+
+
+def require_record(store: LabStore, name: str) -> LabRecord:
+    record = store.get(check_name(name))
+    if record is None:
+        known = ", ".join(r.name for r in store.all()) or "none"
+        raise BadInput(f"no lab named {name!r} on this machine (labs: {known})", "start one with `vmlab up NAME`")
+    return record
+
+
+def down(provider: Provider, name: str, *, store: LabStore | None = None, say: Say = lambda _m: None) -> list[str]:
+    """Terminate lab `name` (its disk goes too), forget its key and record. Returns what was removed."""
+    store = store or LabStore()
+    record = require_record(store, name)
+    removed = []
+    if provider.describe(record.instance_id) is not None:
+        terminate(provider, record.instance_id)
+        removed.append(f"instance {record.instance_id}")
+    keys.remove(store.key_path(name))
+    store.delete(name)
+    removed.append(f"record and key of lab {name}")
+    for r in removed:
+        say(f"removed {r}")
+    return removed
