@@ -187,7 +187,8 @@ class _Builder:
             name=name, host=str(conn.get("host", name)), port=port,
             user=_opt(conn.get("user")), key_file=_opt(conn.get("key_file")),
             proxy_jump=_opt(conn.get("proxy_jump")), proxy_command=_opt(conn.get("proxy_command")),
-            host_key=_opt(conn.get("host_key")), connection=connection, groups=tuple(g for g in groups if g != "all"), vars=merged)
+            host_key=_opt(conn.get("host_key")), connection=connection,
+            groups=tuple(g for g in groups if g != "all"), vars=merged)
 
 
 _CONN = {"host", "port", "user", "key_file", "proxy_jump", "proxy_command", "host_key", "connection"}

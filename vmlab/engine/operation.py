@@ -71,7 +71,7 @@ def _render_value(value: Any, variables: Mapping[str, Any], where: str) -> Any:
         return value if out == value else out
     if isinstance(value, tuple):
         items = tuple(_render_value(v, variables, where) for v in value)
-        return value if all(a is b for a, b in zip(items, value)) else items
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if isinstance(value, list):
         return [_render_value(v, variables, where) for v in value]
     if isinstance(value, dict):

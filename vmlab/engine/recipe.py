@@ -26,9 +26,6 @@ from vmlab.engine.operation import Operation
 from vmlab.errors import BadInput
 
 
-
-
-
 @dataclass(frozen=True)
 class Step:
     """One named operation of a recipe (or a handler)."""

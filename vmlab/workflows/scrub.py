@@ -49,7 +49,8 @@ sync
 # arguments: folders to scan (default: where users and services keep files); prints JSON [[path, what], ...]
 SCAN_SCRIPT = r"""
 import json, os, re, stat, sys
-roots = sys.argv[1:] or ["/root", "/home", "/etc", "/opt", "/srv", "/usr/local/etc", "/var/lib/cloud", "/var/log", "/tmp"]
+roots = sys.argv[1:] or ["/root", "/home", "/etc", "/opt", "/srv", "/usr/local/etc", "/var/lib/cloud",
+                         "/var/log", "/tmp"]
 skip = ("/etc/ssl/", "/etc/ca-certificates", "/usr/share/", "/etc/pki/")
 patterns = [
     (re.compile(rb"(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), "AWS access key id"),

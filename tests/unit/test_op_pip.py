@@ -1,0 +1,104 @@
+"""pip.Packages: plans from the interpreter's installed distributions, bad arguments, the real fact."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from planning import apply_locally, argvs, read_fact
+
+from vmlab.engine.command import RunResult
+from vmlab.engine.facts import FileStat, PathInfo
+from vmlab.errors import BadInput
+from vmlab.operations.pip import DISTS_SCRIPT, Packages, PythonDists, PythonEnv, satisfied
+
+MARKERS = {"python_version": "3.11", "sys_platform": "linux", "platform_machine": "x86_64",
+           "python_full_version": "3.11.7", "implementation_name": "cpython", "os_name": "posix"}
+ENV = PythonEnv(dists={"jupyterlab": "4.1.5", "typing-extensions": "4.10.0", "torch": "2.3.1+cu121",
+                       "notebook": "7.2.0rc1", "pip": "24.0"}, markers=MARKERS)
+VPY = "/opt/lab/bin/python"
+LINK = PathInfo("link", "0777", "root", "root", 7)
+
+
+@pytest.mark.parametrize("requirement, met", [
+    ("jupyterlab", True),
+    ("JupyterLab>=4,<5", True),
+    ("jupyterlab>=4.2", False),
+    ("typing_extensions==4.10.0", True),
+    ("Typing.Extensions~=4.10", True),
+    ("torch==2.3.1", True),  # local version labels match a plain pin
+    ("torch==2.3.1+cu118", False),
+    ("notebook>=7.1", True),  # an installed pre-release counts
+    ("ipywidgets", False),
+    ("jupyterlab[test]>=4", True),
+    ("pywin32; sys_platform == 'win32'", True),  # not for this host
+    ("ipywidgets; python_version >= '3.8'", False),
+    ("jupyterlab @ https://example.org/jupyterlab-4.1.5-py3-none-any.whl", True),
+])
+def test_satisfied(requirement, met) -> None:
+    assert satisfied(requirement, ENV) is met
+
+
+@pytest.mark.parametrize("op, facts, expected", [
+    (Packages(("jupyterlab>=4", "typing_extensions")), {PythonDists("python3"): ENV}, []),
+    (Packages(("jupyterlab>=4.2", "ipywidgets", "pip")), {PythonDists("python3"): ENV},
+     [("python3", "-m", "pip", "install", "jupyterlab>=4.2", "ipywidgets")]),
+    (Packages(("ipywidgets",), python="/usr/bin/python3.11", index_url="https://pypi.example/simple",
+              find_links="/srv/wheels", extra_args=("--no-cache-dir",)),
+     {PythonDists("/usr/bin/python3.11"): ENV},
+     [("/usr/bin/python3.11", "-m", "pip", "install", "--index-url", "https://pypi.example/simple",
+       "--find-links", "/srv/wheels", "--no-cache-dir", "ipywidgets")]),
+    (Packages(("jupyterlab",), venv="/opt/lab/"), {FileStat(VPY): LINK, PythonDists(VPY): ENV}, []),
+    (Packages(["ipywidgets"], venv="/opt/lab"), {FileStat(VPY): LINK, PythonDists(VPY): ENV},
+     [(VPY, "-m", "pip", "install", "ipywidgets")]),
+    (Packages(("jupyterlab", "pywin32; sys_platform == 'win32'"), venv="/opt/lab"), {FileStat(VPY): None},
+     [("python3", "-m", "venv", "/opt/lab"),
+      (VPY, "-m", "pip", "install", "jupyterlab", "pywin32; sys_platform == 'win32'")]),
+])
+def test_packages_plans(op, facts, expected) -> None:
+    assert argvs(op, facts) == expected
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Packages(()), "packages is empty"),
+    (lambda: Packages("jupyterlab"), "must be a tuple"),
+    (lambda: Packages(("jupyterlab>=>4",)), "is not a PEP 508 requirement"),
+    (lambda: Packages(("-r requirements.txt",)), "is not a PEP 508 requirement"),
+    (lambda: Packages(("x",), venv="venv"), "is not an absolute path"),
+    (lambda: Packages(("x",), python=""), "python '' is not valid"),
+    (lambda: Packages(("x",), index_url="--pre"), "index_url '--pre' is not valid"),
+    (lambda: Packages(("x",), extra_args="--pre"), "must be a tuple"),
+])
+def test_bad_arguments(make, message) -> None:
+    with pytest.raises(BadInput, match=message):
+        make()
+
+
+def test_fact_parses_the_scripts_json() -> None:
+    out = '{"dists": {"pip": "24.0"}, "env": {"python_version": "3.12"}}\n'
+    assert PythonDists("python3").parse(RunResult(0, out, "")) == PythonEnv({"pip": "24.0"},
+                                                                           {"python_version": "3.12"})
+    assert PythonDists("python3").command().argv == ("python3", "-c", DISTS_SCRIPT)
+
+
+def test_fact_reads_this_interpreter() -> None:
+    env = read_fact(PythonDists(sys.executable))
+    assert "packaging" in env.dists and "pytest" in env.dists
+    assert env.markers["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    import packaging
+
+    assert satisfied(f"packaging=={packaging.__version__}", env)
+    assert satisfied("Packaging>=20", env) and not satisfied("packaging<1", env)
+
+
+def test_venv_created_then_nothing_to_do(tmp_path: Path) -> None:
+    """Real run under tmp_path: make a venv, "install" pip (already there: no network), then plan nothing."""
+    venv = str(tmp_path / "venv")
+    op = Packages(("pip",), venv=venv, python=sys.executable, extra_args=("--no-index",))
+    first = apply_locally(op)
+    vpy = f"{venv}/bin/python"
+    assert [c.argv[:3] for c in first] == [(sys.executable, "-m", "venv"), (vpy, "-m", "pip")]
+    assert apply_locally(op) == []
+    facts = {FileStat(vpy): LINK, PythonDists(vpy): read_fact(PythonDists(vpy))}
+    assert argvs(Packages(("pip>=999",), venv=venv), facts) == [(vpy, "-m", "pip", "install", "pip>=999")]

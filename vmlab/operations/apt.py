@@ -1,0 +1,227 @@
+"""Debian/Ubuntu packages: Packages, UpdateCache, Repository, and the dpkg/apt facts they plan from.
+
+Example::
+
+    recipe.step("apt cache", apt.UpdateCache(max_age=3600))
+    recipe.step("tools", apt.Packages(("curl", "git", "build-essential")))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vmlab.engine.command import Command, RunResult, sh
+from vmlab.engine.facts import Fact, Facts, FileStat, FileText
+from vmlab.engine.operation import Operation, unified_diff
+from vmlab.errors import BadInput
+from vmlab.operations._write import (
+    check_sha256,
+    check_strings,
+    check_url,
+    downloader,
+    is_pending,
+    write_file,
+)
+
+_APT_ENV = ("env", "DEBIAN_FRONTEND=noninteractive")
+# keep changed config files the admin edited, take the package's for the rest: never prompt
+_DPKG_OPTS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+# apt's own "last successful update" stamp; written by us after every update we run, so a no-op update
+# (all "Hit") still counts as fresh
+UPDATE_SCRIPT = 'apt-get update && mkdir -p /var/lib/apt/periodic && touch "$1"'
+_PACKAGE = re.compile(r"(?P<name>[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?)(=(?P<version>[A-Za-z0-9.+:~_-]+))?")
+
+
+def _update() -> Command:
+    return sh(UPDATE_SCRIPT, _STAMP, label="apt-get update")
+
+
+# ---- facts ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DpkgInstalled(Fact["dict[str, str]"]):
+    """Installed versions of the named packages, keyed by name and by name:arch; absent names are left out."""
+
+    names: tuple[str, ...]
+
+    def command(self) -> Command:
+        # exit 1 just means some names are unknown to dpkg
+        return Command("dpkg-query", "-W", "-f", "${Package}\\t${Architecture}\\t${Version}\\t${Status}\\n",
+                       *self.names, ok_codes=(0, 1), label=f"dpkg-query {' '.join(self.names)}")
+
+    def parse(self, result: RunResult) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 4 and parts[3] == "install ok installed":
+                name, arch, version, _ = parts
+                out[name] = version
+                out[f"{name}:{arch}"] = version
+        return out
+
+
+@dataclass(frozen=True)
+class AptListsAge(Fact["int | None"]):
+    """Seconds since apt's package lists were last updated, or None when there are no lists at all."""
+
+    def command(self) -> Command:
+        return sh(
+            'now=$(date +%s); newest=0; has=no\n'
+            'for f in "$1" /var/lib/apt/lists /var/lib/apt/lists/partial; do\n'
+            '  if [ -e "$f" ]; then m=$(stat -c %Y "$f"); if [ "$m" -gt "$newest" ]; then newest=$m; fi; fi\n'
+            'done\n'
+            'for f in /var/lib/apt/lists/*_Packages* /var/lib/apt/lists/*Release; do\n'
+            '  if [ -e "$f" ]; then has=yes; break; fi\n'
+            'done\n'
+            'echo "$now $newest $has"\n', _STAMP, label="age of apt lists")
+
+    def parse(self, result: RunResult) -> int | None:
+        now, newest, has = result.stdout.split()
+        return max(0, int(now) - int(newest)) if has == "yes" else None
+
+
+# ---- operations -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Packages(Operation):
+    """Packages installed (`apt-get install --no-install-recommends`) or purged (`present=False`).
+
+    Example: ``apt.Packages(("curl", "git", "libc6:i386", "htop=3.3.0-4"))``. A name may carry an
+    architecture and an exact version (no globs). Only the packages not yet in the wanted state are passed to
+    apt. A virtual name (``awk``) always looks missing to dpkg: name the real package (``mawk``).
+    """
+
+    names: tuple[str, ...]
+    present: bool = True
+
+    def __post_init__(self) -> None:
+        names = check_strings(self, "names", "Debian package names")
+        for name in names:
+            if not is_pending(name) and not _PACKAGE.fullmatch(name):
+                raise BadInput(f"Packages: {name!r} is not a Debian package name",
+                               "use names such as 'curl', optionally 'name:arch' or 'name=version'")
+        if not self.present and any("=" in n for n in names):
+            raise BadInput("Packages: a version pin makes no sense with present=False", "drop the '=version'")
+
+    def plan(self, facts: Facts) -> Iterator[Command]:
+        specs = list(dict.fromkeys(self.names))
+        keys = {spec: spec.partition("=")[0] for spec in specs}
+        installed = facts.get(DpkgInstalled(tuple(dict.fromkeys(keys.values()))))
+        if self.present:
+            missing = [s for s in specs if installed.get(keys[s]) is None
+                       or ("=" in s and installed[keys[s]] != s.partition("=")[2])]
+            if missing:
+                yield Command(*_APT_ENV, "apt-get", "install", "-y", "--no-install-recommends", *_DPKG_OPTS,
+                              *missing)
+        else:
+            there = [s for s in specs if s in installed]
+            if there:
+                yield Command(*_APT_ENV, "apt-get", "purge", "-y", *there)
+
+
+@dataclass(frozen=True)
+class UpdateCache(Operation):
+    """`apt-get update` when the package lists are older than `max_age` seconds (or were never fetched).
+
+    Example: ``apt.UpdateCache(max_age=6 * 3600)``; ``max_age=0`` updates every run.
+    """
+
+    max_age: int = 3600
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_age, int) or isinstance(self.max_age, bool) or self.max_age < 0:
+            raise BadInput(f"UpdateCache: max_age {self.max_age!r} is not a number of seconds",
+                           "e.g. max_age=3600")
+
+    def plan(self, facts: Facts) -> Iterator[Command]:
+        age = facts.get(AptListsAge())
+        if age is None or age >= self.max_age:
+            yield _update()
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+-]*")
+_SUITE = re.compile(r"[A-Za-z0-9./][A-Za-z0-9_./+-]*")
+_ARCH = re.compile(r"[a-z0-9-]+(,[a-z0-9-]+)*")
+
+
+@dataclass(frozen=True)
+class Repository(Operation):
+    """An apt source with its own signing key, then `apt-get update` in the same step if either changed.
+
+    The key goes to /etc/apt/keyrings/NAME.asc (NAME.gpg when `key_url` ends in .gpg, as binary keys do) and
+    the source to /etc/apt/sources.list.d/NAME.list with `signed-by`, so the key vouches for it alone::
+
+        apt.Repository("docker", "https://download.docker.com/linux/ubuntu", "noble", components=("stable",),
+                       key_url="https://download.docker.com/linux/ubuntu/gpg", arch="amd64")
+
+    With `key_sha256` the key is re-fetched whenever it differs and checked before use; without it, a key
+    already on the host is kept as it is.
+    """
+
+    name: str
+    url: str
+    suite: str
+    key_url: str
+    components: tuple[str, ...] = ("main",)
+    key_sha256: str | None = None
+    arch: str | None = None
+
+    def __post_init__(self) -> None:
+        for field, pattern, example in (("name", _NAME, "'docker'"), ("suite", _SUITE, "'noble' or './'")):
+            value = getattr(self, field)
+            if not is_pending(value) and not (isinstance(value, str) and pattern.fullmatch(value)):
+                raise BadInput(f"Repository: {field} {value!r} is not valid", f"e.g. {field}={example}")
+        check_url(self, "url")
+        check_url(self, "key_url")
+        check_sha256(self, "key_sha256", optional=True)
+        for component in check_strings(self, "components", "components", allow_empty=True):
+            if not is_pending(component) and not _WORD.fullmatch(component):
+                raise BadInput(f"Repository: component {component!r} is not valid",
+                               "e.g. components=('main', 'contrib')")
+        if self.arch is not None and not is_pending(self.arch) and not _ARCH.fullmatch(self.arch):
+            raise BadInput(f"Repository: arch {self.arch!r} is not valid",
+                           "e.g. arch='amd64' or arch='amd64,arm64'")
+
+    @property
+    def key_path(self) -> str:
+        ext = ".gpg" if self.key_url.split("?")[0].endswith(".gpg") else ".asc"
+        return f"/etc/apt/keyrings/{self.name}{ext}"
+
+    @property
+    def list_path(self) -> str:
+        return f"/etc/apt/sources.list.d/{self.name}.list"
+
+    def source_line(self) -> str:
+        options = ([f"arch={self.arch}"] if self.arch else []) + [f"signed-by={self.key_path}"]
+        return " ".join(["deb", f"[{' '.join(options)}]", self.url, self.suite, *self.components]) + "\n"
+
+    def plan(self, facts: Facts) -> Iterator[Command]:
+        import hashlib
+
+        commands: list[Command] = []
+        key = facts.get(FileStat(self.key_path))
+        if key is None or (self.key_sha256 is not None and key.sha256 != self.key_sha256):
+            if facts.get(FileStat("/etc/apt/keyrings")) is None:
+                commands.append(Command("mkdir", "-p", "-m", "0755", "/etc/apt/keyrings"))
+            commands.append(write_file(self.key_path, fetch=downloader(facts, self.key_url),
+                                       sha256=self.key_sha256 or "", mode="0644",
+                                       label=f"download {self.key_url} to {self.key_path}"))
+        line = self.source_line().encode()
+        listing = facts.get(FileStat(self.list_path))
+        if listing is None or listing.sha256 != hashlib.sha256(line).hexdigest():
+            commands.append(write_file(self.list_path, content=line, mode="0644"))
+        if commands:
+            yield from commands
+            yield _update()
+
+    def diff(self, facts: Facts) -> str | None:
+        return unified_diff(facts.get(FileText(self.list_path)), self.source_line(), self.list_path)
+
+
+__all__ = ["AptListsAge", "DpkgInstalled", "Packages", "Repository", "UpdateCache"]
