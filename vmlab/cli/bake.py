@@ -51,7 +51,7 @@ def bake(recipe_file: str | None, provider_name: str | None, base: str | None, n
     out = Output(json_mode)
     recipe = load_recipe(recipe_file or bundled_recipe("lab.py"))
     provider = get_provider(provider_name)
-    result = run(recipe, provider, base=base or getattr(provider, "default_base", "debian-12"), name=name,
+    result = run(recipe, provider, base=base or provider.default_base, name=name,
                  variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
                  say=out.say, report=step_reporter(out))
     if not result.reused:

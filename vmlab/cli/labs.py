@@ -49,7 +49,8 @@ def down(name: str, json_mode: bool) -> None:
     """
     from vmlab.providers import get_provider
     from vmlab.state import LabStore
-    from vmlab.workflows.labs import down as run, require_record
+    from vmlab.workflows.labs import down as run
+    from vmlab.workflows.labs import require_record
 
     out = Output(json_mode)
     store = LabStore()
@@ -118,7 +119,7 @@ def ls(provider_name: str | None, json_mode: bool) -> None:
 
     out = Output(json_mode)
     records = LabStore().all()
-    wanted = {provider_name} if provider_name else {r.provider for r in records} or {None}
+    wanted: set[str | None] = {provider_name} if provider_name else {r.provider for r in records} or {None}
     rows = []
     for pname in sorted(wanted, key=str):
         provider = get_provider(pname)

@@ -9,6 +9,7 @@ import click
 from vmlab.cli.output import Output, handle_errors, json_option, recap_table, step_reporter
 from vmlab.errors import BadInput
 
+
 def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
     """`-e key=value` pairs; values are read as YAML scalars, so `gpu=false` is a boolean and `n=2` a number."""
     import yaml

@@ -89,6 +89,8 @@ class Provider(Protocol):
     """
 
     name: str
+    #: the base image `bake` starts from when the user names none
+    default_base: str
 
     def launch(self, spec: LaunchSpec) -> Instance: ...
 

@@ -22,11 +22,14 @@ def connect_instance(provider: Provider, instance: Instance, key_file: Path, hos
         if current.state in ("stopped", "stopping", "terminated"):
             raise HostError(f"{instance.name} ({instance.id}) is {current.state} before SSH came up",
                             "see the VM's console log; `vmlab ls` shows its state")
-        target = SSHTarget(host=current.host or "", port=current.port, user=current.user, key_file=str(key_file),
+        target = SSHTarget(host=current.host or "", port=current.port, user=current.user, key_file=key_file,
                            name=instance.name, host_key_alias=f"vmlab-{instance.id}", pinned_host_key=host_key)
         remaining = deadline - time.monotonic()
         try:
-            return SSHConnection(target).open(retry_for=max(1.0, min(20.0, remaining)))
+            # cloud-init writes the key and host key during boot: until then sshd may reject the key or show
+            # another host key. Retrying is safe: nothing but the pinned key is ever accepted.
+            return SSHConnection(target).open(retry_for=max(1.0, min(20.0, remaining)), retry_auth=True)
         except ConnectError as exc:
-            if exc.reason not in ("refused", "timeout", "protocol") or time.monotonic() >= deadline:
+            if exc.reason == "dns" or time.monotonic() >= deadline:
                 raise
+            time.sleep(1.0)

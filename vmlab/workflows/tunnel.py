@@ -133,7 +133,7 @@ def _openssh(record: LabRecord, local: int) -> Tunnel:
 def _paramiko(record: LabRecord, local: int) -> Tunnel:
     from vmlab.transport.ssh import SSHConnection, SSHTarget
 
-    target = SSHTarget(host=record.host or "", port=record.port, user=record.user, key_file=record.key_file,
+    target = SSHTarget(host=record.host or "", port=record.port, user=record.user, key_file=Path(record.key_file),
                        name=record.name, host_key_alias=f"vmlab-{record.instance_id}",
                        pinned_host_key=record.host_key)
     conn = SSHConnection(target).open(retry_for=10)

@@ -1,0 +1,69 @@
+"""Fixtures shared by every test: private state/cache dirs, a real sshd, a moto server. Logic lives in
+tests/harness/; this file only wires it to pytest."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# `pytest` run from anywhere (not only `python -m pytest` in the repo) must import vmlab and tests.harness.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.harness.moto import MotoServer  # noqa: E402
+from tests.harness.sshd import SSHD  # noqa: E402
+
+AWS_TEST_ENV = {
+    "AWS_MAX_ATTEMPTS": "1",  # botocore would retry moto's 500s and hide them
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own VMLAB_STATE_DIR and VMLAB_CACHE_DIR: no test reads or writes the user's."""
+    base = tmp_path_factory.mktemp("vmlab")
+    monkeypatch.setenv("VMLAB_STATE_DIR", str(base / "state"))
+    monkeypatch.setenv("VMLAB_CACHE_DIR", str(base / "cache"))
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    """A real OpenSSH sshd on 127.0.0.1: `.host`, `.port`, `.user`, `.client_key`, `.host_key_pub`,
+    `.target(**overrides)` -> SSHTarget, `.restart()`, `.stop()`, `.start()`, `.log()`."""
+    server = SSHD(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A moto server on 127.0.0.1 with AWS_* pointing at it for the whole session (restored afterwards):
+    `.endpoint`, `.reset()`, `.stop()`. Tests that need a clean account call `moto_server.reset()`."""
+    server = MotoServer.start_new()
+    saved = {name: os.environ.get(name) for name in [*AWS_TEST_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
+    os.environ.update(AWS_TEST_ENV)
+    os.environ["AWS_ENDPOINT_URL"] = server.endpoint
+    # A profile from the developer's ~/.aws would override the fake credentials above.
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield server
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.cleanup()

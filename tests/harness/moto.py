@@ -1,0 +1,96 @@
+"""A moto server (AWS emulator) on 127.0.0.1 for tests that drive vmlab's ec2 provider over real HTTP.
+
+Example::
+
+    server = MotoServer.start_new()
+    os.environ["AWS_ENDPOINT_URL"] = server.endpoint
+    ...
+    server.reset()      # between tests: forget every resource
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.harness.sshd import free_port
+
+
+class MotoServer:
+    """`python -m moto.server -H 127.0.0.1 -p PORT`, with `endpoint` ("http://127.0.0.1:PORT"), `reset()`
+    and `stop()`. Extra environment (for example `MOTO_AMIS_PATH`) can be given to the server process."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://{self.host}:{self.port}"
+        self._env = env or {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix="vmlab-moto-", suffix=".log")[1])
+
+    @classmethod
+    def start_new(cls, env: dict[str, str] | None = None) -> MotoServer:
+        server = cls(env=env)
+        server.start()
+        return server
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it answers HTTP."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        env = {**os.environ, **self._env}
+        # An endpoint override is meant for clients (the tests), not for the emulator process itself.
+        env.pop("AWS_ENDPOINT_URL", None)
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            try:
+                # Any HTTP answer means the server is up; the dashboard data endpoint is cheap.
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                time.sleep(0.05)
+        log_text = self.log_path.read_text(errors="replace")
+        self.stop()
+        raise TimeoutError(f"moto server on {self.endpoint} did not answer within {timeout}s\n{log_text}")
+
+    def reset(self) -> None:
+        """Forget every emulated resource (POST /moto-api/reset)."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def cleanup(self) -> None:
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None

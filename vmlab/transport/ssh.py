@@ -1,0 +1,331 @@
+"""`SSHConnection`: the engine's Host over one persistent paramiko transport (no Fabric, no shell text).
+
+A command is an argument tuple quoted once here with `shlex.join`; it runs through the login shell sshd
+starts, so quoting is exactly what keeps `$(...)`, spaces and quotes literal. Commands reuse one
+transport (a channel each, ~3 ms on loopback); a transport that died (VM rebooted, network blip) is reopened
+once, transparently, before a command starts, never in the middle of one (a half-run command is reported, not
+repeated).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import select
+import shlex
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import paramiko
+
+from vmlab.engine.command import Command, RunResult
+from vmlab.errors import CommandFailed, HostError
+from vmlab.transport.connect import Link, connect
+from vmlab.transport.forward import Forward
+from vmlab.transport.target import SSHTarget
+
+__all__ = ["Forward", "SSHConnection", "SSHTarget"]
+
+log = logging.getLogger("vmlab.transport")
+
+READ_CHUNK = 1 << 16
+# stdin up to this size is written before reading output: it always fits the channel window, so the write
+# cannot block; larger stdin gets a writer thread so a command echoing it back cannot deadlock against us.
+INLINE_STDIN = 16 << 10
+SUDO_PREFIX = ("sudo", "-n", "-H", "--")
+_SUDO_PASSWORD = ("a password is required", "a terminal is required", "no tty present")
+# OSError covers socket errors and EOFError-like closes from paramiko's send path.
+_CHANNEL_ERRORS = (paramiko.SSHException, EOFError, OSError)
+
+
+class SSHConnection:
+    """A persistent SSH connection implementing the engine's `Host` protocol, plus files and port forwards.
+
+    Opened lazily by the first call, or explicitly with `open(retry_for=...)` to wait for a booting VM.
+
+    Example::
+
+        target = SSHTarget("127.0.0.1", port=2222, user="debian", key_file=key, host_key_alias="vm-1")
+        with SSHConnection(target).open(retry_for=180) as conn:
+            conn.run("mkdir", "-p", "/srv/lab dir")           # one argument, spaces and all
+            conn.put(b"TOKEN=...\\n", "/etc/lab.env", mode=0o600)
+            result = conn.execute(Command("apt-get", "update"), sudo=True)
+    """
+
+    def __init__(self, target: SSHTarget, *, on_event: Callable[[str], None] | None = None) -> None:
+        self.target = target
+        self.name = target.name
+        self._on_event = on_event
+        self._link: Link | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_link: Link | None = None
+        # Opening and reopening must not race when several threads share the connection (forwards do).
+        self._lock = threading.RLock()
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+
+    def open(self, retry_for: float = 0.0, *, retry_auth: bool = False) -> SSHConnection:
+        """Connect now (no-op when open), retrying transient failures for `retry_for` seconds; returns
+        self."""
+        with self._lock:
+            if self._link is not None:
+                if self._link.active:
+                    return self
+                # It was open and died since (reboot, network): give a restarting host a moment.
+                self._lost("the transport closed")
+                retry_for = max(retry_for, self.target.connect_timeout)
+            self._link = connect(self.target, retry_for=retry_for, retry_auth=retry_auth,
+                                 on_event=self._on_event)
+            return self
+
+    def _lost(self, why: object) -> None:
+        """Forget a dead link, and say so: a reconnect is worth a line in the user's progress output."""
+        self._drop()
+        log.info("connection to %s was lost (%s); reconnecting", self.target.describe(), why)
+        if self._on_event is not None:
+            self._on_event(f"connection to {self.name} was lost; reconnecting")
+
+    @property
+    def is_open(self) -> bool:
+        return self._link is not None and self._link.active
+
+    def close(self) -> None:
+        """Close the connection (forwards made from it stop working). Safe to call twice."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> SSHConnection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SSHConnection({self.target.describe()}, {'open' if self.is_open else 'closed'})"
+
+    def _drop(self) -> None:
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except Exception:  # closing a dead SFTP session: nothing to report
+                pass
+        self._sftp = self._sftp_link = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    def _with_transport(self, what: str, use: Callable[[paramiko.Transport], Any]) -> Any:
+        """Run `use(transport)`, reopening the connection once if the transport turned out to be dead.
+
+        Only the step that opens a channel goes through here, so nothing is ever sent twice.
+        """
+        with self._lock:
+            link = self.open()._link
+        assert link is not None
+        try:
+            return use(link.transport)
+        except paramiko.ChannelException as exc:  # the server refused this channel; the link is fine
+            raise HostError(f"{self.name} refused to {what}: {exc.text}") from None
+        except _CHANNEL_ERRORS as exc:
+            # EOF or a socket error means the link is gone even if paramiko's thread has not noticed yet.
+            if link.active and not isinstance(exc, (EOFError, OSError)):
+                raise HostError(f"cannot {what} on {self.name}: {exc}") from None
+            first = exc
+        with self._lock:
+            if self._link is link:
+                self._lost(first)
+            link = self.open(self.target.connect_timeout)._link
+        assert link is not None
+        try:
+            return use(link.transport)
+        except _CHANNEL_ERRORS as exc:
+            raise HostError(f"cannot {what} on {self.name} even after reconnecting: {exc}") from None
+
+    # -- commands -----------------------------------------------------------------------------------------
+
+    def execute(self, command: Command, *, sudo: bool = False) -> RunResult:
+        """Run `command` (as root when `sudo`); returns its exit status and output, whatever the status.
+
+        Raises HostError when the connection is lost mid-command, or when sudo needs a password.
+        """
+        line = remote_command(command.argv, sudo=sudo, user=self.target.user)
+
+        chan: paramiko.Channel = self._with_transport(
+            "open a session", lambda t: t.open_session(timeout=self.target.connect_timeout))
+        try:
+            # Not retried: once the request is sent the command may have started, and running it twice is
+            # worse than reporting the failure.
+            try:
+                chan.exec_command(line)
+            except _CHANNEL_ERRORS as exc:
+                raise HostError(
+                    f"connection to {self.name} failed while starting: {command.describe()} ({exc})",
+                    "the command may or may not have started; check the host, then retry") from None
+            result = self._collect(chan, command)
+        finally:
+            chan.close()
+        if sudo and self.target.user != "root":
+            refused = sudo_refusal(result, user=self.target.user, host=self.name)
+            if refused is not None:
+                raise refused
+        return result
+
+    def _collect(self, chan: paramiko.Channel, command: Command) -> RunResult:
+        """Feed stdin and read both streams until the command ends, without ever blocking on one stream."""
+        writer: threading.Thread | None = None
+        stdin = command.stdin or b""
+        if len(stdin) <= INLINE_STDIN:
+            _feed(chan, stdin)
+        else:
+            writer = threading.Thread(target=_feed, args=(chan, stdin), name=f"stdin-{self.name}",
+                                      daemon=True)
+            writer.start()
+        out: list[bytes] = []
+        err: list[bytes] = []
+        fd = chan.fileno()  # a pipe paramiko signals on data, EOF or close of either stream
+        while True:
+            progressed = False
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(READ_CHUNK))
+                progressed = True
+            if chan.recv_ready():
+                out.append(chan.recv(READ_CHUNK))
+                progressed = True
+            if progressed:
+                continue
+            if chan.eof_received or chan.closed:
+                break
+            select.select([fd], [], [], 1.0)
+            if not chan.get_transport().is_active():  # type: ignore[union-attr]
+                break
+        # Exit status follows EOF on the wire; closure (also on a dead transport) sets the event too.
+        while not chan.status_event.wait(1.0):
+            if not chan.get_transport().is_active():  # type: ignore[union-attr]
+                break
+        if writer is not None:
+            writer.join(timeout=5.0)
+        stdout = b"".join(out).decode("utf-8", errors="replace")
+        stderr = b"".join(err).decode("utf-8", errors="replace")
+        rc = chan.exit_status
+        if rc == -1:
+            transport = chan.get_transport()
+            if transport is None or not transport.is_active():
+                raise HostError(f"connection to {self.name} was lost while running: {command.describe()}",
+                                "the command may or may not have finished; check the host, then run it again")
+            # sshd sends exit-signal instead of exit-status for a killed command; paramiko ignores it.
+            rc = 255
+            stderr += "\n(vmlab: the command ended without an exit status; probably killed by a signal)"
+        return RunResult(rc, stdout, stderr)
+
+    def run(self, *argv: str, sudo: bool = False, stdin: bytes | str | None = None,
+            check: bool = True) -> RunResult:
+        """Convenience: `conn.run("ls", "-l", path)`; raises CommandFailed on a non-zero exit when `check`."""
+        command = Command(*argv, stdin=stdin)
+        result = self.execute(command, sudo=sudo)
+        if check and result.rc != 0:
+            raise command_failed(self.name, command, result)
+        return result
+
+    # -- files --------------------------------------------------------------------------------------------
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        with self._lock:
+            if self._sftp is not None and self._sftp_link is self._link and self.is_open:
+                return self._sftp
+
+            def start(t: paramiko.Transport) -> paramiko.SFTPClient:
+                client = paramiko.SFTPClient.from_transport(t)
+                if client is None:
+                    raise paramiko.SSHException("the server did not start an SFTP session")
+                return client
+
+            self._sftp = self._with_transport("start SFTP", start)
+            self._sftp_link = self._link
+            return self._sftp
+
+    def put(self, source: str | Path | bytes, remote_path: str, mode: int | None = None) -> None:
+        """Upload a local file (path) or `bytes` to `remote_path`; `mode` (e.g. 0o600) is set before any byte
+        is written, so a secret is never readable with a looser mode, even briefly."""
+        sftp = self._sftp_client()
+        src: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+        try:
+            with sftp.open(remote_path, "wb") as fh:
+                if mode is not None:
+                    fh.chmod(mode)
+                fh.set_pipelined(True)
+                while chunk := src.read(READ_CHUNK):
+                    fh.write(chunk)
+        except _CHANNEL_ERRORS as exc:
+            raise HostError(f"cannot write {remote_path} on {self.name}: {exc}") from None
+        finally:
+            src.close()
+
+    def get(self, remote_path: str, local_path: str | Path) -> Path:
+        """Download `remote_path` to `local_path`; returns the local path."""
+        sftp = self._sftp_client()
+        local = Path(local_path)
+        try:
+            sftp.get(remote_path, str(local))
+        except _CHANNEL_ERRORS as exc:
+            raise HostError(f"cannot read {remote_path} on {self.name}: {exc}") from None
+        return local
+
+    # -- port forwarding ----------------------------------------------------------------------------------
+
+    def forward_local(self, local_port: int, remote_host: str, remote_port: int) -> Forward:
+        """Listen on 127.0.0.1:`local_port` (0 picks a free one) and carry each connection to
+        `remote_host:remote_port` as seen from the server. Close the returned Forward when done."""
+
+        def open_channel(origin: tuple[str, int]) -> paramiko.Channel:
+            return self._with_transport(
+                f"forward to {remote_host}:{remote_port}",
+                lambda t: t.open_channel("direct-tcpip", (remote_host, remote_port), origin,
+                                         timeout=self.target.connect_timeout))
+
+        return Forward(open_channel, local_port, f"{self.name} -> {remote_host}:{remote_port}")
+
+
+def remote_command(argv: tuple[str, ...], *, sudo: bool, user: str) -> str:
+    """The command line sent to sshd: argv quoted once, behind `sudo -n -H --` when root is wanted and the
+    user is not root (`-n`: fail instead of waiting for a password nobody will type)."""
+    if sudo and user != "root":
+        argv = (*SUDO_PREFIX, *argv)
+    return shlex.join(argv)
+
+
+def sudo_refusal(result: RunResult, *, user: str, host: str) -> HostError | None:
+    """The HostError for a command sudo refused to run (password needed, user not allowed), else None."""
+    if result.rc == 127 and "sudo: " in result.stderr and "not found" in result.stderr:
+        # The shell's words for a missing sudo; sudo's own "command not found" (for the program) exits 1.
+        return HostError(f"sudo is not installed on {host}", "install sudo there, or connect as root")
+    if result.rc != 1:
+        return None
+    if any(s in result.stderr for s in _SUDO_PASSWORD):
+        return HostError(f"passwordless sudo is required for {user} on {host}",
+                         f"allow it with a sudoers line `{user} ALL=(ALL) NOPASSWD:ALL`, or connect as root")
+    if "not in the sudoers file" in result.stderr or "is not allowed to run sudo" in result.stderr:
+        return HostError(f"{user} may not use sudo on {host}",
+                         "connect as a user with passwordless sudo, or as root")
+    return None
+
+
+def _feed(chan: paramiko.Channel, data: bytes) -> None:
+    """Send stdin then EOF. A command that exits without reading closes the channel under us: not an error."""
+    try:
+        if data:
+            chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        log.debug("stdin not fully consumed: %s", exc)
+
+
+def command_failed(host: str, command: Command, result: RunResult) -> CommandFailed:
+    """The CommandFailed for `result`: host, command, exit status and the last stderr line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    tail = f": {lines[-1].strip()}" if lines else ""
+    return CommandFailed(f"`{command.describe()}` failed on {host} with exit status {result.rc}{tail}",
+                         rc=result.rc, stdout=result.stdout, stderr=result.stderr)
