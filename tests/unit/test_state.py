@@ -1,0 +1,45 @@
+"""Lab records: private files, round trip, names validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmlab import keys
+from vmlab.errors import BadInput
+from vmlab.state import LabRecord, LabStore
+
+
+def record(name: str = "lab") -> LabRecord:
+    return LabRecord(name=name, provider="local", instance_id="lvm-1", image="limg-1", user="admin",
+                     key_file="/k", host_key="ssh-ed25519 AAAA", token="secret-token", host="127.0.0.1", port=2222)
+
+
+def test_round_trip_and_private_files(tmp_path: Path) -> None:
+    store = LabStore(tmp_path / "labs")
+    store.put(record())
+    assert store.get("lab") == record()
+    f = tmp_path / "labs" / "lab.json"
+    assert f.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "labs").stat().st_mode & 0o777 == 0o700
+    assert [r.name for r in store.all()] == ["lab"]
+    assert "token" not in record().to_json()
+    store.delete("lab")
+    assert store.get("lab") is None
+
+
+@pytest.mark.parametrize("name", ["", "UPPER", "-lead", "a" * 41, "has space", "../escape"])
+def test_bad_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(BadInput):
+        LabStore(tmp_path).get(name)
+
+
+def test_saved_keys_are_private(tmp_path: Path) -> None:
+    pair = keys.generate("c")
+    path = pair.save(tmp_path / "k" / "id")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert (tmp_path / "k" / "id.pub").read_text().startswith("ssh-ed25519 ")
+    keys.remove(path)
+    assert not path.exists() and not (tmp_path / "k" / "id.pub").exists()
