@@ -101,3 +101,7 @@ class LabStore:
     def key_path(self, name: str) -> Path:
         """Where a lab's private SSH key lives."""
         return self.root / "keys" / f"{check_name(name)}_ed25519"
+
+    def known_hosts_path(self, name: str) -> Path:
+        """Where the one-line known_hosts pinning a lab's host key (for the OpenSSH client) lives."""
+        return self.root / f"{check_name(name)}.known_hosts"

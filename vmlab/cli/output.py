@@ -40,6 +40,7 @@ class Output:
     def emit(self, document: Any) -> None:
         if self.json_mode:
             click.echo(json.dumps(document, indent=2, default=str))
+            sys.stdout.flush()  # long-running commands (tunnel) print it before they block
 
 
 def json_option(f: F) -> F:

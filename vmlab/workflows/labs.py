@@ -141,10 +141,12 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
         conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
         conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
         say("waiting for JupyterLab to answer")
-        probe = conn.execute(Command("python3", "-", str(record.jupyter_port), str(lab_timeout),
-                                     stdin=record.token + "\n" + STATUS_PROBE, label="probe lab"))
+        # the script rides in argv (it is no secret), the token on stdin (argv is visible to every user)
+        probe = conn.execute(Command("python3", "-c", STATUS_PROBE, str(record.jupyter_port), str(lab_timeout),
+                                     stdin=record.token + "\n", label="probe lab"))
         if probe.rc != 0:
-            raise HostError(f"JupyterLab on {record.name} did not answer: {probe.stdout.strip()}",
+            detail = (probe.stdout.strip() or probe.stderr.strip()).splitlines()[-1:] or [f"exit {probe.rc}"]
+            raise HostError(f"JupyterLab on {record.name} did not answer: {detail[0]}",
                             f"see `vmlab ssh {record.name}` then `journalctl -u {lab.SERVICE}`")
 
 
@@ -183,6 +185,7 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, say: S
         terminate(provider, record.instance_id)
         removed.append(f"instance {record.instance_id}")
     keys.remove(store.key_path(name))
+    store.known_hosts_path(name).unlink(missing_ok=True)
     store.delete(name)
     removed.append(f"record and key of lab {name}")
     for r in removed:

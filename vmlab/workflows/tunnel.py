@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmlab import paths
 from vmlab.errors import BadInput, HostError
-from vmlab.state import LabRecord
+from vmlab.state import LabRecord, LabStore
 
 Say = Callable[[str], None]
 
@@ -74,7 +73,7 @@ class Tunnel:
 
 def known_hosts_for(record: LabRecord) -> Path:
     """A one-line known_hosts pinning the lab's host key under its alias (for the OpenSSH client)."""
-    path = paths.state_dir() / "labs" / f"{record.name}.known_hosts"
+    path = LabStore().known_hosts_path(record.name)
     path.write_text(f"vmlab-{record.instance_id} {record.host_key}\n")
     path.chmod(0o600)
     return path
