@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole vmlab flow on this machine, no cloud account needed: installs what it needs, builds the local
+# Debian base image (once), bakes recipes/lab.py into an image, launches a lab from it and opens a tunnel.
+# Ctrl-C closes the tunnel; `.venv/bin/vmlab down lab` removes the lab.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+vmlab_system_packages
+vmlab_python_env ""
+export VMLAB_PROVIDER=local
+.venv/bin/vmlab local init
+.venv/bin/vmlab bake recipes/lab.py
+.venv/bin/vmlab up lab
+exec .venv/bin/vmlab tunnel lab
