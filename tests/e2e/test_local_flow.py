@@ -114,8 +114,9 @@ def baked(flow: Flow) -> Flow:
 @pytest.fixture(scope="module")
 def lab(baked: Flow) -> Flow:
     t0 = time.monotonic()
-    baked.run("up", baked.lab, "--image", baked.image, "--json", timeout=900)
-    print(f"\nup: {time.monotonic() - t0:.1f} s")
+    up = json.loads(baked.run("up", baked.lab, "--image", baked.image, "--json", timeout=900).stdout)
+    assert up["resumed"] is False and up["lab"]["name"] == baked.lab and "token" not in up["lab"]
+    print(f"\nup: {up['timings']}, wall {time.monotonic() - t0:.1f} s")
     return baked
 
 

@@ -32,7 +32,10 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
     out = Output(json_mode)
     result = run(get_provider(provider_name), name, image=image, instance_type=instance_type, spot=spot,
                  say=out.say)
-    out.say(f"lab {name} is up ({result.record.instance_id}); open it with: {result.tunnel_hint}", "bold green")
+    t = result.timings
+    out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
+            f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
+            f"{t['overhead']:.1f}s); open it with: {result.tunnel_hint}", "bold green")
     out.emit(result.to_json())
 
 

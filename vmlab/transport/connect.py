@@ -244,7 +244,7 @@ def connect(target: SSHTarget, *, retry_for: float = 0.0, retry_auth: bool = Fal
                 jump.close()
             raise
         except ConnectError as exc:  # the jump host's own failure
-            reason, detail, last = exc.reason, f"via {exc}", exc
+            reason, detail, last = exc.reason, f"via {exc.message}", exc
             retryable = reason in ("refused", "timeout")
         except Exception as exc:
             reason, retryable, detail = _classify(exc, target, timeout)

@@ -6,10 +6,12 @@ the VM's loopback and waits until it answers with that token; the lab is recorde
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from vmlab import keys, lab
@@ -56,9 +58,34 @@ class UpResult:
     record: LabRecord
     resumed: bool
     tunnel_hint: str
+    #: seconds: launch (or start), boot_to_ssh, token (write + restart), jupyter_start, total and overhead =
+    #: total - boot_to_ssh - jupyter_start (what vmlab itself adds to the guest's own boot and start-up)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lab": self.record.to_json(), "resumed": self.resumed, "tunnel": self.tunnel_hint}
+        return {"lab": self.record.to_json(), "resumed": self.resumed, "tunnel": self.tunnel_hint,
+                "timings": {k: round(v, 2) for k, v in self.timings.items()}}
+
+
+class Stopwatch(dict[str, float]):
+    """Named durations: `with watch.lap("boot_to_ssh"): ...` records how long the block took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.monotonic()
+
+    @contextlib.contextmanager
+    def lap(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = time.monotonic() - t0
+
+    def finish(self) -> dict[str, float]:
+        self["total"] = time.monotonic() - self.started
+        self["overhead"] = self["total"] - self.get("boot_to_ssh", 0.0) - self.get("jupyter_start", 0.0)
+        return dict(self)
 
 
 def default_image(provider: Provider) -> Image:
@@ -96,17 +123,19 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
        lab_timeout: float = 180.0, say: Say = lambda _m: None) -> UpResult:
     """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token."""
     check_name(name)
+    watch = Stopwatch()
     store = store or LabStore()
     record = store.get(name)
     existing = find_lab_instance(provider, name)
     if existing is not None and record is not None and record.instance_id == existing.id:
         if existing.state in ("stopped", "stopping"):
             say(f"starting lab {name} ({existing.id})")
-            existing = provider.start(existing.id)
+            with watch.lap("launch"):
+                existing = provider.start(existing.id)
         record.host, record.port = existing.host, existing.port
-        _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say)
+        _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch)
         store.put(record)
-        return UpResult(record, True, tunnel_hint(name))
+        return UpResult(record, True, tunnel_hint(name), watch.finish())
     if existing is not None:
         raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
                         f"`vmlab down {name}` it, or choose another name")
@@ -117,33 +146,37 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         key_file = client.save(store.key_path(name))
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
         say(f"launching lab {name} from {img.name} ({img.id})")
-        inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
-                                          instance_type=instance_type, spot=spot, host_key=host_key.private,
-                                          tags={"vmlab:lab": name, "vmlab:run": run_id}))
+        with watch.lap("launch"):
+            inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
+                                              instance_type=instance_type, spot=spot, host_key=host_key.private,
+                                              tags={"vmlab:lab": name, "vmlab:run": run_id}))
         cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
                            key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot)
-        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say)
+        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch)
         store.put(record)
-    return UpResult(record, False, tunnel_hint(name))
+    return UpResult(record, False, tunnel_hint(name), watch.finish())
 
 
 def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
-                   lab_timeout: float, say: Say) -> None:
+                   lab_timeout: float, say: Say, watch: Stopwatch) -> None:
     from pathlib import Path
 
     say(f"waiting for SSH on {inst.host}:{inst.port}")
-    conn = connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=connect_timeout)
+    with watch.lap("boot_to_ssh"):
+        conn = connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=connect_timeout)
     with conn:
         record.token = secrets.token_urlsafe(32)
-        conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
-        conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
+        with watch.lap("token"):
+            conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
+            conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
         say("waiting for JupyterLab to answer")
         # the script rides in argv (it is no secret), the token on stdin (argv is visible to every user)
-        probe = conn.execute(Command("python3", "-c", STATUS_PROBE, str(record.jupyter_port), str(lab_timeout),
-                                     stdin=record.token + "\n", label="probe lab"))
+        with watch.lap("jupyter_start"):
+            probe = conn.execute(Command("python3", "-c", STATUS_PROBE, str(record.jupyter_port),
+                                         str(lab_timeout), stdin=record.token + "\n", label="probe lab"))
         if probe.rc != 0:
             detail = (probe.stdout.strip() or probe.stderr.strip()).splitlines()[-1:] or [f"exit {probe.rc}"]
             raise HostError(f"JupyterLab on {record.name} did not answer: {detail[0]}",
