@@ -1,7 +1,7 @@
 """The whole flow on real QEMU VMs, through the real CLI: bake (with a verify run), up, tunnel, resume, down.
 
 VM boots are slow under TCG (~40 s each, plus ~4 min for JupyterLab's pip install in the bake), so the module
-shares one bake and one lab across its tests and boots five VMs in all. Every test checks what it created and
+shares one bake and one lab across its tests and boots six VMs in all. Every test checks what it created and
 what it must not leave behind; the module's finaliser removes whatever a failed test left.
 """
 
@@ -178,6 +178,18 @@ def test_failing_bake_removes_builder_and_key(flow: Flow) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "exit 3" in proc.stderr or "exit 3" in proc.stdout
     assert "removed builder" in proc.stdout
+    assert flow.vm_dirs() == vms
+    assert flow.image_dirs() == images
+    assert flow.secrets_on_disk() == []
+
+
+def test_secret_left_on_the_builder_fails_the_bake_without_an_image(flow: Flow) -> None:
+    vms, images = flow.vm_dirs(), flow.image_dirs()
+    proc = flow.run("bake", str(E2E_RECIPES / "plants_secret.py"), "--force", timeout=900, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "secrets found on the builder, no image made" in error
+    assert "/opt/app/settings.ini (AWS access key id)" in error and "/srv/deploy/id_ed25519 (private key)" in error
     assert flow.vm_dirs() == vms
     assert flow.image_dirs() == images
     assert flow.secrets_on_disk() == []
