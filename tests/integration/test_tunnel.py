@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -195,3 +197,89 @@ def test_no_ssh_binary_falls_back_to_paramiko(sshd: SSHD, jupyter: int, monkeypa
     finally:
         t.close()
     assert os.environ["PATH"] == "/nonexistent"
+
+
+def _lines(stream: IO[str]) -> queue.Queue[str]:
+    """A queue fed with a subprocess's output lines by a reader thread (so a test can wait with a timeout)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_line(lines: queue.Queue[str], needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"no line with {needle!r} within {timeout}s; got {seen}")
+
+
+def test_tunnel_reconnects_within_5s_of_sshd_answering_again(sshd: SSHD, jupyter: int) -> None:
+    make_record(sshd, jupyter)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vmlab", "tunnel", "lab", "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    out = _lines(proc.stdout)
+    try:
+        _wait_line(out, f"http://localhost:{port}/lab?token={TOKEN}", 30)
+        assert status(port) == 200
+        for down_for in (0.0, 3.0):  # an instant restart, then a host away for a while (retries meanwhile)
+            sshd.stop()  # kills every session too, like a VM going away
+            _wait_line(out, "lost", 5)
+            time.sleep(down_for)
+            sshd.start()  # returns once the new sshd answers with a banner
+            back = time.monotonic()
+            while True:
+                try:
+                    if status(port) == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() - back < 5, "the tunnel did not serve again within 5 s"
+                time.sleep(0.05)
+            print(f"serving again {time.monotonic() - back:.2f}s after sshd answered")  # shown with -s
+            _wait_line(out, "reconnected to lab after", 5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_stopped_or_gone_lab_ends_the_reconnects(sshd: SSHD, jupyter: int) -> None:
+    from vmlab.errors import HostError
+    from vmlab.providers.base import Instance
+    from vmlab.workflows.tunnel import keep_alive, open_tunnel
+
+    record = make_record(sshd, jupyter)
+    stopped = Instance(id=record.instance_id, name="lab", state="stopped", host=None, port=22, user="debian",
+                       image="limg-000000", provider="local")
+    notices: list[str] = []
+    try:
+        t = open_tunnel(record, free_port())
+        sshd.stop()
+        t0 = time.monotonic()
+        with pytest.raises(HostError, match=r"lab lab is stopped .*vmlab start lab"):
+            keep_alive(t, say=notices.append, check_after=1.0, describe=lambda: stopped)
+        assert time.monotonic() - t0 < 5
+        t.close()
+        sshd.start()
+        t = open_tunnel(record, free_port())
+        sshd.stop()
+        # the real local provider: this record's instance id does not exist there
+        with pytest.raises(HostError, match=r"lab lab no longer exists.*vmlab up lab"):
+            keep_alive(t, say=notices.append, check_after=1.0)
+        t.close()
+    finally:
+        sshd.start()
+    assert any("lost" in n and "reconnecting" in n for n in notices), notices

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import time
 
 import click
 
@@ -24,13 +23,16 @@ from vmlab.cli.output import Output, handle_errors, json_option
 def tunnel(name: str, port: int, open_browser: bool, once: bool, backend: str | None, json_mode: bool) -> None:
     """Forward localhost:PORT to lab NAME's JupyterLab and print its URL; runs until Ctrl-C.
 
+    A dropped connection is reopened within seconds of the lab answering again; a lab that was stopped
+    ends the tunnel with a hint.
+
     \b
     Example:
       vmlab tunnel lab --port 8888 --open
     """
     from vmlab.state import LabStore
     from vmlab.workflows.labs import require_record
-    from vmlab.workflows.tunnel import check_port, open_tunnel
+    from vmlab.workflows.tunnel import check_port, keep_alive, open_tunnel
 
     out = Output(json_mode)
     # a refused forward is reported once as the error below, not as a log line per attempt
@@ -47,9 +49,7 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, backend: str | 
             import webbrowser
 
             webbrowser.open(t.url)
-        while not once and t.alive():
-            time.sleep(1)
         if not once:
-            out.say(f"the tunnel to {name} closed")
+            keep_alive(t, say=out.say)
     finally:
         t.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vmlab.errors import BadInput, HostError, HostKeyMismatch, VmlabError
+from vmlab.providers.base import Instance
 from vmlab.state import LabRecord, LabStore
 
 Say = Callable[[str], None]
@@ -28,6 +29,10 @@ Say = Callable[[str], None]
 BACKENDS = ("openssh", "paramiko")
 #: how long the lab may keep refusing the forwarded connection before we say its service is down
 REFUSED_GRACE = 3.0
+#: pause between reconnect attempts: short, so the tunnel is back within about a second of the host answering
+RETRY_DELAY = 0.5
+#: after this long without a connection, ask the provider whether the lab was stopped (then stop retrying)
+CHECK_AFTER = 15.0
 
 
 def check_port(port: int, what: str = "--port") -> int:
@@ -174,6 +179,70 @@ def wait_ready(tunnel: Tunnel, timeout: float) -> None:
         time.sleep(0.2)
     raise HostError(f"JupyterLab on {record.name} does not answer on its port {record.jupyter_port} ({last})",
                     f"the lab service may be down: `vmlab ssh {record.name} -- journalctl -u jupyterlab -n 50`")
+
+
+def keep_alive(tunnel: Tunnel, *, say: Say = lambda _m: None, stop: threading.Event | None = None,
+               check_after: float = CHECK_AFTER, describe: Callable[[], Instance | None] | None = None) -> None:
+    """Serve until `stop` is set; when the SSH client exits (VM rebooted, network changed, sshd restarted),
+    start it again and prove it with a request. Raises HostError when the provider says the lab is stopped or
+    gone, HostKeyMismatch when the host comes back with another key.
+
+    `describe` reports the lab's instance (default: its provider's `describe`); it is only asked after
+    reconnects have failed for `check_after` seconds, so a healthy tunnel never calls the cloud.
+    """
+    stop = stop or threading.Event()
+    name = tunnel.record.name
+    while not stop.wait(0.2):
+        if tunnel.alive():
+            continue
+        lost = time.monotonic()
+        say(f"connection to {name} lost ({tunnel.backend.failure() or 'ssh exited'}); reconnecting")
+        if _reconnect(tunnel, stop, check_after, describe or _describer(tunnel.record)):
+            say(f"reconnected to {name} after {time.monotonic() - lost:.1f}s")
+
+
+def _reconnect(tunnel: Tunnel, stop: threading.Event, check_after: float,
+               describe: Callable[[], Instance | None]) -> bool:
+    checked = time.monotonic()
+    while not stop.is_set():
+        try:
+            tunnel.backend.start()
+            wait_ready(tunnel, timeout=10.0)
+            return True
+        except HostKeyMismatch:
+            tunnel.close()
+            raise
+        except VmlabError:
+            tunnel.backend.stop()
+        if time.monotonic() - checked >= check_after:
+            checked = time.monotonic()
+            check_running(tunnel.record, describe)
+        stop.wait(RETRY_DELAY)
+    return False
+
+
+def _describer(record: LabRecord) -> Callable[[], Instance | None]:
+    def describe() -> Instance | None:
+        from vmlab.providers import get_provider
+
+        return get_provider(record.provider).describe(record.instance_id)
+
+    return describe
+
+
+def check_running(record: LabRecord, describe: Callable[[], Instance | None]) -> None:
+    """Raise HostError when the lab's instance is stopped or gone; return when running or unknown."""
+    try:
+        inst = describe()
+    except VmlabError:
+        return  # the provider cannot tell right now: keep trying the host itself
+    name = record.name
+    if inst is None or inst.state == "terminated":
+        raise HostError(f"lab {name} no longer exists (instance {record.instance_id} is gone)",
+                        f"launch it again with `vmlab up {name}`")
+    if inst.state in ("stopped", "stopping"):
+        raise HostError(f"lab {name} is {inst.state} ({record.instance_id})",
+                        f"start it with `vmlab start {name}`, then run `vmlab tunnel {name}` again")
 
 
 def connect_failure(record: LabRecord, why: str) -> VmlabError:
