@@ -133,6 +133,40 @@ def test_tunnel_cli_runs_until_terminated(sshd: SSHD, jupyter: int) -> None:
 
 
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_extra_ports_are_forwarded_too(sshd: SSHD, jupyter: int, backend: str) -> None:
+    """The "TensorBoard" listens on this machine's loopback, which is also the "VM's": its own port is busy
+    here, so the forward moves to the next free one and says so."""
+    from vmlab.workflows.tunnel import open_tunnel
+
+    board = ThreadingHTTPServer(("127.0.0.1", 0), FakeLab)
+    threading.Thread(target=board.serve_forever, daemon=True).start()
+    remote = int(board.server_address[1])
+    notices: list[str] = []
+    try:
+        t = open_tunnel(make_record(sshd, jupyter), free_port(), extra=(remote, remote), backend=backend,
+                        say=notices.append)
+        try:
+            local = t.extra[remote]
+            assert list(t.extra) == [remote] and local != remote and status(local) == 200
+            assert notices == [f"port {remote} is busy here; the lab's port {remote} is on local port {local}"]
+            assert t.to_json()["extra"] == [{"remote_port": remote, "local_port": local,
+                                             "url": f"http://localhost:{local}/"}]
+        finally:
+            t.close()
+    finally:
+        board.shutdown()
+        board.server_close()
+
+
+def test_extra_port_in_cli_output(sshd: SSHD, jupyter: int) -> None:
+    make_record(sshd, jupyter)
+    proc = vmlab("tunnel", "lab", "--once", "--port", str(free_port()), "--extra", str(jupyter))
+    assert proc.returncode == 0, proc.stderr
+    assert f"port {jupyter} of lab: http://localhost:" in proc.stdout
+    one_line_error(vmlab("tunnel", "lab", "--once", "--extra", "0"), 2, "--extra 0 is out of range")
+
+
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
 def test_wrong_pinned_host_key_is_refused(sshd: SSHD, jupyter: int, tmp_path: Path, backend: str) -> None:
     impostor = public_key_line(make_keypair(tmp_path, "impostor"))
     make_record(sshd, jupyter, host_key=impostor)

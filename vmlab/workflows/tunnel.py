@@ -90,6 +90,8 @@ class Tunnel:
     local_port: int
     backend: Backend = field(repr=False)
     requested_port: int = 8888
+    #: remote loopback port -> local port, for `--extra` (TensorBoard and the like)
+    extra: dict[int, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -103,7 +105,9 @@ class Tunnel:
 
     def to_json(self) -> dict[str, Any]:
         return {"lab": self.record.name, "local_port": self.local_port, "requested_port": self.requested_port,
-                "url": self.url, "backend": self.backend.name}
+                "url": self.url, "backend": self.backend.name,
+                "extra": [{"remote_port": r, "local_port": loc, "url": f"http://localhost:{loc}/"}
+                          for r, loc in self.extra.items()]}
 
 
 def known_hosts_for(record: LabRecord) -> Path:
@@ -126,9 +130,15 @@ def check_key_file(record: LabRecord) -> None:
                        f"run `chmod 600 {path}`")
 
 
-def open_tunnel(record: LabRecord, port: int = 8888, *, backend: str | None = None, timeout: float = 30.0,
-                say: Say = lambda _m: None) -> Tunnel:
-    """Open the tunnel and prove it with an authenticated request; raises HostError if the lab does not answer."""
+def open_tunnel(record: LabRecord, port: int = 8888, *, extra: tuple[int, ...] = (), backend: str | None = None,
+                timeout: float = 30.0, say: Say = lambda _m: None) -> Tunnel:
+    """Open the tunnel and prove it with an authenticated request; raises HostError if the lab does not answer.
+
+    `extra` lists more ports on the lab's loopback to forward, each to the same local port number (or the next
+    free one); only JupyterLab's is checked, since a TensorBoard may start later.
+    """
+    for remote in extra:
+        check_port(remote, "--extra")
     if not record.host:
         raise HostError(f"lab {record.name} has no address (is it stopped?)", f"vmlab start {record.name}")
     if backend is not None and backend not in BACKENDS:
@@ -139,9 +149,15 @@ def open_tunnel(record: LabRecord, port: int = 8888, *, backend: str | None = No
         say(f"port {port} is busy; using {local}")
     use = backend or ("openssh" if shutil.which("ssh") else "paramiko")
     forwards = [(local, record.jupyter_port)]
+    mapped: dict[int, int] = {}
+    for remote in dict.fromkeys(extra):
+        mapped[remote] = free_port(remote, taken={loc for loc, _ in forwards})
+        forwards.append((mapped[remote], remote))
+        if mapped[remote] != remote:
+            say(f"port {remote} is busy here; the lab's port {remote} is on local port {mapped[remote]}")
     carrier: Backend = OpenSSH(record, forwards) if use == "openssh" else Paramiko(record, forwards)
     carrier.start()
-    tunnel = Tunnel(record, local, carrier, port)
+    tunnel = Tunnel(record, local, carrier, port, mapped)
     try:
         wait_ready(tunnel, timeout)
     except BaseException:
