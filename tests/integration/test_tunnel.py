@@ -317,3 +317,14 @@ def test_stopped_or_gone_lab_ends_the_reconnects(sshd: SSHD, jupyter: int) -> No
     finally:
         sshd.start()
     assert any("lost" in n and "reconnecting" in n for n in notices), notices
+
+
+def test_a_lab_that_changed_its_token_ends_the_reconnects(sshd: SSHD, jupyter: int) -> None:
+    from vmlab.workflows.tunnel import TokenRefused, keep_alive, open_tunnel
+
+    t = open_tunnel(make_record(sshd, jupyter), free_port())
+    t.record.token = "the-old-one"  # as if `vmlab up` ran again from another machine
+    sshd.restart()
+    with pytest.raises(TokenRefused, match="refuses the recorded token.*vmlab up lab"):
+        keep_alive(t)
+    assert not t.alive()

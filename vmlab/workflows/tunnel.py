@@ -68,6 +68,10 @@ def lab_status(port: int, token: str | None, timeout: float = 5.0) -> int:
         return int(e.code)
 
 
+class TokenRefused(HostError):
+    """JupyterLab answers but not to the recorded token (the lab was relaunched elsewhere)."""
+
+
 class Backend(Protocol):
     """One SSH connection carrying the forwards; `start` may be called again after the connection dropped."""
 
@@ -180,7 +184,7 @@ def wait_ready(tunnel: Tunnel, timeout: float) -> None:
             if status == 200:
                 return
             if status in (401, 403):
-                raise HostError(f"JupyterLab on {record.name} refuses the recorded token (HTTP {status})",
+                raise TokenRefused(f"JupyterLab on {record.name} refuses the recorded token (HTTP {status})",
                                 f"get a fresh token with `vmlab up {record.name}`")
             last = f"HTTP {status}"
             refused_since = None
@@ -225,7 +229,7 @@ def _reconnect(tunnel: Tunnel, stop: threading.Event, check_after: float,
             tunnel.backend.start()
             wait_ready(tunnel, timeout=10.0)
             return True
-        except HostKeyMismatch:
+        except (HostKeyMismatch, TokenRefused):  # waiting cannot fix these
             tunnel.close()
             raise
         except VmlabError:
