@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tunnel": ("vmlab.cli.tunnel:tunnel", "Forward localhost to a lab's JupyterLab and print its URL."),
     "ls": ("vmlab.cli.labs:ls", "List labs and their state."),
     "ssh": ("vmlab.cli.labs:ssh", "Open a shell on a lab."),
+    "ssh-config": ("vmlab.cli.sshconfig:ssh_config", "Write SSH Host entries for the labs (`ssh NAME`)."),
     "stop": ("vmlab.cli.labs:stop", "Stop a lab (disk kept)."),
     "start": ("vmlab.cli.labs:start", "Start a stopped lab."),
     "down": ("vmlab.cli.labs:down", "Terminate a lab and delete its disk."),
