@@ -93,9 +93,9 @@ def resolve_alias(base: Base, ec2: Any, ssm: Any, region: str) -> str:
     found = ec2.describe_images(Owners=list(base.owners), Filters=[
         {"Name": "name", "Values": [base.name_pattern]},
         {"Name": "state", "Values": ["available"]},
-        {"Name": "architecture", "Values": [base.architecture]},
     ]).get("Images", [])
-    image = newest(found)
+    # architecture checked here, not in the filter: moto's registered images carry none
+    image = newest([i for i in found if i.get("Architecture", base.architecture) == base.architecture])
     if image is None:
         raise BadInput(f"no AMI for {base.alias} in {region} (SSM {base.ssm_parameter} and owner {base.owners[0]} "
                        "gave nothing)", "name an AMI id instead: --base ami-...")
