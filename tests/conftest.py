@@ -67,3 +67,17 @@ def moto_server() -> Iterator[MotoServer]:
             else:
                 os.environ[name] = value
         server.cleanup()
+
+
+from tests.harness.awsfaults import FaultProxy  # noqa: E402
+
+
+@pytest.fixture()
+def aws_faults(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A clean moto account behind a FaultProxy, with AWS_ENDPOINT_URL pointing at the proxy for this test (so
+    vmlab subprocesses go through it too): `.calls`, `.records`, `.fail()`, `.fail_call()`, `.delay()`,
+    `.wait_for()`, `.reset()`. Reset moto yourself (`moto_server.reset()`) when a test runs several attempts."""
+    moto_server.reset()
+    with FaultProxy(moto_server.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        yield proxy

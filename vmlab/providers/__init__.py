@@ -11,6 +11,7 @@ from vmlab.providers.base import Provider
 
 PROVIDERS: dict[str, str] = {
     "local": "vmlab.providers.local.provider:LocalProvider",
+    "ec2": "vmlab.providers.ec2.provider:Ec2Provider",
 }
 
 

@@ -23,6 +23,14 @@ import yaml
 
 from vmlab.errors import BadInput, HostError
 
+# The user-data rendering shared with other providers lives in vmlab.providers.cloudinit; these names stay
+# importable from here (explicit re-exports) for the local provider and its tests.
+from vmlab.providers.cloudinit import BOUNDARY as BOUNDARY
+from vmlab.providers.cloudinit import dump_cloud_config as dump_cloud_config
+from vmlab.providers.cloudinit import host_key_entries
+from vmlab.providers.cloudinit import merge_config as merge_config
+from vmlab.providers.cloudinit import render_user_data as render_user_data
+
 #: where slirp (QEMU user networking) makes the host reachable from the guest
 GUEST_HOST_ALIAS = "10.0.2.2"
 #: the guest's system bundle; pip and requests are pointed at it so an intercepting proxy's CA is honoured
@@ -30,8 +38,6 @@ GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy")
 
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-_KEY_KINDS = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa",
-              "ecdsa-sha2-nistp384": "ecdsa", "ecdsa-sha2-nistp521": "ecdsa"}
 
 
 def split_pem(text: str) -> list[str]:
@@ -47,32 +53,6 @@ def extra_ca_certs(host_bundle: str, guest_bundle: str | None) -> list[str]:
     """
     known = set(split_pem(guest_bundle)) if guest_bundle else set()
     return [c for c in dict.fromkeys(split_pem(host_bundle)) if c not in known]
-
-
-def host_key_entries(private_key: str) -> dict[str, str]:
-    """cloud-init `ssh_keys` entries for an OpenSSH or PEM private host key (the public half is derived).
-
-    >>> sorted(host_key_entries(ed25519_text))  # doctest: +SKIP
-    ['ed25519_private', 'ed25519_public']
-    """
-    from cryptography.hazmat.primitives import serialization
-
-    data = private_key.encode()
-    try:
-        if b"BEGIN OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=None)
-        else:
-            key = serialization.load_pem_private_key(data, password=None)  # type: ignore[assignment]
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                               serialization.PublicFormat.OpenSSH).decode()
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise BadInput("the host key is not an unencrypted OpenSSH/PEM private key",
-                       "pass the text of a key made by `ssh-keygen -t ed25519 -N ''`") from exc
-    kind = _KEY_KINDS.get(public.split()[0])
-    if kind is None:
-        raise BadInput(f"host key type {public.split()[0]} is not supported", "use an ed25519 key")
-    text = private_key if private_key.endswith("\n") else private_key + "\n"
-    return {f"{kind}_private": text, f"{kind}_public": public}
 
 
 def guest_proxy_url(url: str) -> str:
@@ -149,79 +129,6 @@ def ca_cert_files(ca_certs: list[str]) -> list[dict[str, Any]]:
     if ca_certs:
         files.append({"path": GUEST_CA_BUNDLE, "append": True, "content": "\n".join(ca_certs) + "\n"})
     return files
-
-
-def merge_config(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge, lists concatenate (ours first), other values from the caller win."""
-    out = dict(ours)
-    for key, value in theirs.items():
-        mine = out.get(key)
-        if isinstance(mine, dict) and isinstance(value, dict):
-            out[key] = merge_config(mine, value)
-        elif isinstance(mine, list) and isinstance(value, list):
-            out[key] = mine + value
-        else:
-            out[key] = value
-    return out
-
-
-class _Dumper(yaml.SafeDumper):
-    """Writes multi-line strings (keys, certificates) as literal blocks so the seed stays readable."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def dump_cloud_config(cfg: Mapping[str, Any]) -> str:
-    """`#cloud-config` YAML text for a config mapping."""
-    return "#cloud-config\n" + yaml.dump(dict(cfg), Dumper=_Dumper, sort_keys=False,
-                                        default_flow_style=False, width=4096)
-
-
-_SCRIPT_TYPES = {"#!": "text/x-shellscript", "#include": "text/x-include-url",
-                 "#cloud-boothook": "text/cloud-boothook"}
-BOUNDARY = "==vmlab-seed-boundary=="
-
-
-def render_user_data(cfg: dict[str, Any], user_data: str | None) -> str:
-    """The user-data file: vmlab's config merged with the caller's.
-
-    A caller's `#cloud-config` is merged into one document; a script (`#!...`) or `#include` rides along as a
-    second part of a MIME multipart document, which cloud-init runs after its own modules.
-    """
-    if not user_data or not user_data.strip():
-        return dump_cloud_config(cfg)
-    first = user_data.lstrip().splitlines()[0].strip()
-    if first.startswith("#cloud-config"):
-        try:
-            theirs = yaml.safe_load(user_data)
-        except yaml.YAMLError as exc:
-            raise BadInput(f"user_data is not valid YAML: {str(exc).splitlines()[0]}",
-                           "check the #cloud-config document") from exc
-        if theirs is None:
-            return dump_cloud_config(cfg)
-        if not isinstance(theirs, dict):
-            raise BadInput("user_data #cloud-config must be a mapping", "start it with keys such as runcmd:")
-        return dump_cloud_config(merge_config(cfg, theirs))
-    kind = next((t for prefix, t in _SCRIPT_TYPES.items() if first.startswith(prefix)), None)
-    if kind is None:
-        raise BadInput("user_data must start with #cloud-config, #! (a script) or #include",
-                       "add the header line cloud-init expects")
-    ours = dump_cloud_config(cfg)
-    if BOUNDARY in user_data or BOUNDARY in ours:
-        raise BadInput("user_data contains vmlab's MIME boundary", f"remove the text {BOUNDARY}")
-    parts = [(ours, "text/cloud-config", "vmlab.cfg"), (user_data, kind, "user-script")]
-    lines = ["Content-Type: multipart/mixed; boundary=\"" + BOUNDARY + "\"", "MIME-Version: 1.0", ""]
-    for body, ctype, fname in parts:
-        lines += [f"--{BOUNDARY}", f"Content-Type: {ctype}; charset=\"utf-8\"", "MIME-Version: 1.0",
-                  f"Content-Disposition: attachment; filename=\"{fname}\"", "", body.rstrip("\n")]
-    lines += [f"--{BOUNDARY}--", ""]
-    return "\n".join(lines)
 
 
 def meta_data(instance_id: str, hostname: str) -> str:

@@ -1,0 +1,177 @@
+"""AMIs vmlab makes: create (wait until available, tag image and snapshots), find, list, delete, share.
+
+An image is only as private as its snapshots: deleting deregisters the AMI and deletes its snapshots, sharing
+grants both the launch permission and each snapshot's createVolumePermission.
+
+Example::
+
+    amis = Amis(Aws(), poll=15.0, timeout=3600.0)
+    raw = amis.create("i-0abc...", "lab-v1", {"vmlab:recipe-hash": "ab12"}, progress)
+    amis.share(raw["ImageId"], ("123456789012",))
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from vmlab.errors import BadInput, HostError
+from vmlab.providers.base import Progress
+from vmlab.providers.ec2.bases import USER_TAG, check_ami_id, is_ami_id
+from vmlab.providers.ec2.client import Aws, error_code
+from vmlab.providers.ec2.records import SOURCE_TAG, snapshot_ids, tag_dict, tag_filters, tag_list
+
+log = logging.getLogger("vmlab.providers.ec2")
+
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
+
+
+def check_accounts(accounts: tuple[str, ...]) -> tuple[str, ...]:
+    """Account ids, each exactly 12 digits (BadInput otherwise); duplicates dropped, order kept."""
+    if not accounts:
+        raise BadInput("no account to share with", "pass --account 123456789012")
+    bad = [a for a in accounts if not ACCOUNT_RE.match(a)]
+    if bad:
+        raise BadInput(f"not an AWS account id: {', '.join(bad)}", "account ids are exactly 12 digits")
+    return tuple(dict.fromkeys(accounts))
+
+
+def check_image_name(name: str) -> str:
+    if not IMAGE_NAME_RE.match(name):
+        raise BadInput(f"image name {name!r} is not valid for EC2",
+                       "use 3-128 letters, digits, spaces and ()[]./-'@_")
+    return name
+
+
+def _snapshot_progress(ec2: Any, snapshots: list[str]) -> float | None:
+    """Mean progress of the image's snapshots (EC2 reports none for the AMI itself)."""
+    if not snapshots:
+        return None
+    found = ec2.describe_snapshots(SnapshotIds=snapshots).get("Snapshots", [])
+    values = [float(str(s.get("Progress", "0%")).rstrip("%") or 0) for s in found]
+    return sum(values) / len(values) / 100 if values else None
+
+
+class Amis:
+    """The image verbs of the ec2 provider over one region's EC2 client."""
+
+    def __init__(self, aws: Aws, poll: float, timeout: float) -> None:
+        self.aws = aws
+        self.poll = poll
+        self.timeout = timeout
+
+    def raw(self, image: str) -> dict[str, Any] | None:
+        """An image by id (any owner) or by name (yours; ambiguous names are refused); None when missing."""
+        ec2 = self.aws.ec2
+        if image.startswith("ami-"):
+            check_ami_id(image)
+            try:
+                found = ec2.describe_images(ImageIds=[image]).get("Images", [])
+            except Exception as exc:
+                if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                    return None
+                raise
+        else:
+            found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [image]}]).get(
+                "Images", [])
+            if len(found) > 1:
+                raise BadInput(f"{len(found)} images are named {image!r}: {', '.join(i['ImageId'] for i in found)}",
+                               "name the image by its id")
+        return dict(found[0]) if found else None
+
+    def shared_with(self, image_id: str) -> tuple[str, ...]:
+        perms = self.aws.ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+        return tuple(p["UserId"] for p in perms.get("LaunchPermissions", []) if "UserId" in p)
+
+    def matching(self, tags: Mapping[str, str] | None) -> list[dict[str, Any]]:
+        """Your images carrying all of `tags` (default: every image vmlab made)."""
+        filters = tag_filters(tags) if tags else [{"Name": "tag-key", "Values": [SOURCE_TAG]}]
+        paginator = self.aws.ec2.get_paginator("describe_images")
+        return [dict(i) for page in paginator.paginate(Owners=["self"], Filters=filters) for i in page["Images"]]
+
+    def create(self, instance_id: str, name: str, tags: Mapping[str, str], progress: Progress) -> dict[str, Any]:
+        """Snapshot an instance into an AMI (rebooting it for a consistent file system), wait until available,
+        tag the image and its snapshots. If the wait fails or is interrupted, the half-made image is removed."""
+        ec2 = self.aws.ec2
+        check_image_name(name)
+        found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        if not found:
+            raise BadInput(f"no instance {instance_id}", "list instances with `vmlab ls`")
+        instance_tags = tag_dict(found[0]["Instances"][0].get("Tags"))
+        all_tags = {**tags, SOURCE_TAG: instance_id, "Name": name}
+        if USER_TAG in instance_tags:
+            all_tags[USER_TAG] = instance_tags[USER_TAG]
+        image_id = ec2.create_image(InstanceId=instance_id, Name=name, NoReboot=False,
+                                    Description=f"vmlab image {name} from {instance_id}")["ImageId"]
+        try:
+            # tagged at once so `gc` can find it even if this process dies while waiting
+            ec2.create_tags(Resources=[image_id], Tags=tag_list(all_tags))
+            raw = self._wait_available(image_id, progress)
+            snapshots = snapshot_ids(raw)
+            if snapshots:
+                # moto refuses snapshot tags in create_image's TagSpecifications; tagging after works everywhere
+                ec2.create_tags(Resources=snapshots, Tags=tag_list(all_tags))
+        except BaseException:
+            self.delete(image_id)
+            raise
+        return self.raw(image_id) or raw
+
+    def _wait_available(self, image_id: str, progress: Progress) -> dict[str, Any]:
+        ec2 = self.aws.ec2
+        deadline = time.monotonic() + self.timeout
+        while True:
+            raw = self.raw(image_id)
+            state = raw.get("State", "pending") if raw else "pending"
+            if raw is not None and state == "available":
+                progress(f"image {image_id} available", 1.0)
+                return raw
+            if state in ("failed", "invalid", "deregistered", "error"):
+                reason = (raw or {}).get("StateReason", {}).get("Message", "no reason given")
+                raise HostError(f"image {image_id} is {state}: {reason}", "bake again; check the builder's disk")
+            if time.monotonic() > deadline:
+                raise HostError(f"image {image_id} still {state} after {self.timeout:.0f} s",
+                                "EC2 is slow today; bake again later")
+            progress(f"image {image_id} {state}", _snapshot_progress(ec2, snapshot_ids(raw or {})))
+            time.sleep(self.poll)
+
+    def delete(self, image_id: str) -> list[str]:
+        """Deregister the image and delete its snapshots; a missing image is a no-op. Returns what was removed."""
+        ec2 = self.aws.ec2
+        raw = self.raw(check_ami_id(image_id))
+        if raw is None:
+            return []
+        snapshots = snapshot_ids(raw)
+        ec2.deregister_image(ImageId=image_id)
+        removed = [image_id]
+        for snap in snapshots:
+            try:
+                ec2.delete_snapshot(SnapshotId=snap)
+                removed.append(snap)
+            except Exception as exc:
+                if error_code(exc) != "InvalidSnapshot.NotFound":
+                    raise
+        return removed
+
+    def share(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> dict[str, Any]:
+        """Grant (or with `remove` revoke) launch permission on the image and createVolumePermission on each of its
+        snapshots for `accounts`."""
+        accounts = check_accounts(accounts)
+        ec2 = self.aws.ec2
+        if not is_ami_id(image_id):
+            found = self.raw(image_id)
+            image_id = found["ImageId"] if found else image_id
+        raw = self.raw(image_id)
+        if raw is None:
+            raise BadInput(f"image {image_id!r} not found", "list images with `vmlab images`")
+        key = "Remove" if remove else "Add"
+        ec2.modify_image_attribute(ImageId=raw["ImageId"],
+                                   LaunchPermission={key: [{"UserId": a} for a in accounts]})
+        for snap in snapshot_ids(raw):
+            # the Attribute=/OperationType=/UserIds= form: the one both AWS and moto accept
+            ec2.modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
+                                          OperationType=key.lower(), UserIds=list(accounts))
+        return raw
