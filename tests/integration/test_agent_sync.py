@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -256,3 +259,96 @@ def test_open_store_by_url_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         open_store(None)
     with pytest.raises(BadInput, match="unsupported"):
         open_store("ftp://x/y")
+
+
+class Daemon:
+    """`vmlab-agent sync` in a subprocess, started the way systemd would (SIGTERM to stop)."""
+
+    def __init__(self, folder: Path, url: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "--url", url, *args],
+            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        status_dir = Path(os.environ["VMLAB_STATE_DIR"]) / "agent"
+        deadline = time.monotonic() + 20
+        while not list(status_dir.glob("status-*.json")):  # written after the first pass, watch running
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"agent did not start:\n{self.stop()}")
+            time.sleep(0.05)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=90)
+        return out
+
+
+def wait_for_object(s3: Any, bucket: str, key: str, body: bytes, timeout: float = 10.0) -> float:
+    """Seconds until `key` holds `body`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body:
+                return time.monotonic() - start
+        except s3.exceptions.NoSuchKey:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{key} did not reach the bucket within {timeout}s")
+
+
+def test_daemon_pushes_changes_within_seconds(env, s3, bucket) -> None:
+    folder, store, _, _ = env
+    write(folder / "before.txt", b"made while the agent was down")
+    daemon = Daemon(folder, store.url)
+    try:
+        latencies = {}
+        assert objects(s3, bucket)[PREFIX + "before.txt"] == b"made while the agent was down"
+        write(folder / "a.txt", b"hello")
+        latencies["new file"] = wait_for_object(s3, bucket, PREFIX + "a.txt", b"hello")
+        # files created inside a folder created just now (before any watch on it can exist)
+        write(folder / "fresh" / "deeper" / "b.txt", b"in a new folder")
+        latencies["file in a new folder"] = wait_for_object(s3, bucket, PREFIX + "fresh/deeper/b.txt",
+                                                            b"in a new folder")
+        # Jupyter-style atomic save: write a temporary, rename over the notebook
+        tmp = folder / ".~nb.ipynb"
+        tmp.write_bytes(b'{"cells": [1]}')
+        tmp.rename(folder / "nb.ipynb")
+        latencies["rename into place"] = wait_for_object(s3, bucket, PREFIX + "nb.ipynb", b'{"cells": [1]}')
+        # a file moved in from outside the folder
+        outside = folder.parent / "outside.txt"
+        outside.write_bytes(b"moved in")
+        outside.rename(folder / "moved.txt")
+        latencies["move into folder"] = wait_for_object(s3, bucket, PREFIX + "moved.txt", b"moved in")
+        # same-size edit with an older mtime
+        write(folder / "a.txt", b"jello")
+        os.utime(folder / "a.txt", ns=(10**18, 10**18))
+        latencies["same-size edit, older mtime"] = wait_for_object(s3, bucket, PREFIX + "a.txt", b"jello")
+        (folder / "before.txt").unlink()
+        deadline = time.monotonic() + 10
+        while PREFIX + "before.txt" in objects(s3, bucket):
+            assert time.monotonic() < deadline, "delete did not propagate"
+            time.sleep(0.05)
+        print("save-to-object latency:", {k: f"{v:.2f}s" for k, v in latencies.items()})
+        assert max(latencies.values()) < 5
+    finally:
+        out = daemon.stop()
+    assert daemon.proc.returncode == 0, out
+    assert synced(s3, bucket, folder)
+
+
+def test_sigterm_with_pending_changes_loses_nothing(env, s3, bucket) -> None:
+    folder, store, _, _ = env
+    write(folder / "known.txt", b"k")
+    write(folder / "doomed.txt", b"d")
+    # a long quiet period: nothing is pushed by the loop, only by the flush on SIGTERM
+    daemon = Daemon(folder, store.url, "--quiet", "60")
+    for i in range(50):
+        write(folder / "burst" / f"f{i}.txt", f"file {i}".encode())
+    write(folder / "known.txt", b"K")
+    (folder / "doomed.txt").unlink()
+    started = time.monotonic()
+    out = daemon.stop()
+    elapsed = time.monotonic() - started
+    assert daemon.proc.returncode == 0, out
+    assert synced(s3, bucket, folder)
+    print(f"SIGTERM flush of 51 changes + 1 delete: {elapsed:.2f}s")
