@@ -265,10 +265,12 @@ class Daemon:
     """`vmlab-agent sync` in a subprocess, started the way systemd would (SIGTERM to stop)."""
 
     def __init__(self, folder: Path, url: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "--url", url, *args],
-            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        self.log = folder.parent / "agent.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "--url", url, "-v", *args],
+                cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT,
+            )
         status_dir = Path(os.environ["VMLAB_STATE_DIR"]) / "agent"
         deadline = time.monotonic() + 20
         while not list(status_dir.glob("status-*.json")):  # written after the first pass, watch running
@@ -279,8 +281,10 @@ class Daemon:
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=90)
-        return out
+        self.proc.wait(timeout=90)
+        # shown by pytest when a test fails
+        print(self.log.read_text())
+        return self.log.read_text()
 
 
 def wait_for_object(s3: Any, bucket: str, key: str, body: bytes, timeout: float = 10.0) -> float:
@@ -325,7 +329,7 @@ def test_daemon_pushes_changes_within_seconds(env, s3, bucket) -> None:
         latencies["same-size edit, older mtime"] = wait_for_object(s3, bucket, PREFIX + "a.txt", b"jello")
         (folder / "before.txt").unlink()
         deadline = time.monotonic() + 10
-        while PREFIX + "before.txt" in objects(s3, bucket):
+        while PREFIX + "before.txt" in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}:
             assert time.monotonic() < deadline, "delete did not propagate"
             time.sleep(0.05)
         print("save-to-object latency:", {k: f"{v:.2f}s" for k, v in latencies.items()})
@@ -352,3 +356,18 @@ def test_sigterm_with_pending_changes_loses_nothing(env, s3, bucket) -> None:
     assert daemon.proc.returncode == 0, out
     assert synced(s3, bucket, folder)
     print(f"SIGTERM flush of 51 changes + 1 delete: {elapsed:.2f}s")
+
+
+def test_once_and_bad_input(env, s3, bucket, tmp_path: Path) -> None:
+    folder, store, _, _ = env
+    write(folder / "a.txt", b"a")
+    run = [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder)]
+    cwd = Path(__file__).resolve().parents[2]
+    done = subprocess.run([*run, "--url", store.url, "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert synced(s3, bucket, folder)
+    bad = subprocess.run([*run, "--url", "gs://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unsupported sync URL" in bad.stderr
+    env_without = {k: v for k, v in os.environ.items() if k != "AWS_S3_BUCKET_FOLDER"}
+    bad = subprocess.run([*run, "--once"], cwd=cwd, capture_output=True, text=True, timeout=60, env=env_without)
+    assert bad.returncode == 2 and "AWS_S3_BUCKET_FOLDER" in bad.stderr
