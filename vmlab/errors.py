@@ -54,3 +54,11 @@ class CommandFailed(HostError):
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
+
+
+class StoreError(VmlabError):
+    """An object store (S3 bucket prefix) refused or failed a request; local files are left as they are."""
+
+
+class DeleteGuard(VmlabError):
+    """A sync would delete a large share of the synced tree at once; the deletes were held for review."""

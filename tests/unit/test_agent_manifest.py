@@ -1,0 +1,175 @@
+"""The sync manifest: the diff of a folder against it (pure logic), excludes, scanning, atomic persistence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
+from vmlab.errors import BadInput
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def entry(size: int, mtime_ns: int, data: bytes) -> Entry:
+    return Entry(size, mtime_ns, md5(data), md5(data))
+
+
+def hashes(contents: dict[str, bytes]):
+    calls: list[str] = []
+
+    def md5_of(rel: str) -> str | None:
+        calls.append(rel)
+        return md5(contents[rel]) if rel in contents else None
+
+    return md5_of, calls
+
+
+@pytest.mark.parametrize(
+    ("case", "local", "known", "contents", "expect", "hashed"),
+    [
+        ("nothing", {}, {}, {}, dict(), []),
+        ("unchanged: size and mtime equal, no hashing",
+         {"a": Stat(3, 100)}, {"a": entry(3, 100, b"abc")}, {"a": b"abc"}, dict(), []),
+        ("new file", {"a": Stat(3, 100)}, {}, {}, dict(new={"a"}), []),
+        ("deleted known file", {}, {"a": entry(3, 100, b"abc")}, {}, dict(deleted={"a"}), []),
+        ("size changed", {"a": Stat(4, 200)}, {"a": entry(3, 100, b"abc")}, {"a": b"abcd"},
+         dict(changed={"a"}), ["a"]),
+        ("same size, newer mtime, new bytes", {"a": Stat(3, 200)}, {"a": entry(3, 100, b"abc")},
+         {"a": b"xyz"}, dict(changed={"a"}), ["a"]),
+        ("same size, OLDER mtime, new bytes", {"a": Stat(3, 50)}, {"a": entry(3, 100, b"abc")},
+         {"a": b"xyz"}, dict(changed={"a"}), ["a"]),
+        ("touched: mtime differs, bytes equal", {"a": Stat(3, 200)}, {"a": entry(3, 100, b"abc")},
+         {"a": b"abc"}, dict(touched={"a"}), ["a"]),
+        ("vanished before hashing: left for the next pass", {"a": Stat(3, 200)},
+         {"a": entry(3, 100, b"abc")}, {}, dict(), ["a"]),
+        ("rename: new path + delete of the old", {"b": Stat(3, 100)}, {"a": entry(3, 100, b"abc")},
+         {"b": b"abc"}, dict(new={"b"}, deleted={"a"}), []),
+    ],
+)
+def test_diff(case, local, known, contents, expect, hashed) -> None:
+    md5_of, calls = hashes(contents)
+    result = diff(local, known, md5_of)
+    assert result.new == expect.get("new", set()), case
+    assert result.changed == expect.get("changed", set()), case
+    assert result.deleted == expect.get("deleted", set()), case
+    assert set(result.touched) == expect.get("touched", set()), case
+    assert calls == hashed, case
+    assert bool(result) == bool(expect), case
+
+
+def test_diff_touched_carries_new_stat_and_md5() -> None:
+    md5_of, _ = hashes({"a": b"abc"})
+    result = diff({"a": Stat(3, 200)}, {"a": entry(3, 100, b"abc")}, md5_of)
+    assert result.touched == {"a": (Stat(3, 200), md5(b"abc"))}
+    assert result.uploads == []
+
+
+def test_diff_deletes_only_known_paths() -> None:
+    md5_of, _ = hashes({})
+    result = diff({}, {"known": entry(1, 1, b"x")}, md5_of)
+    assert result.deleted == {"known"}
+
+
+@pytest.mark.parametrize(
+    ("rel", "excluded"),
+    [
+        ("a.ipynb", False),
+        (".ipynb_checkpoints/a-checkpoint.ipynb", True),
+        ("deep/.ipynb_checkpoints/a-checkpoint.ipynb", True),
+        ("notes/.~lock.report.odt#", True),
+        (".~vmlab-1234-a.txt", True),
+        ("pkg/__pycache__/m.cpython-311.pyc", True),
+        ("my__pycache__notes.txt", False),
+        ("a~.txt", False),
+    ],
+)
+def test_default_excludes(rel: str, excluded: bool) -> None:
+    assert Excludes().matches(rel) is excluded
+
+
+def test_extra_excludes_by_name_and_by_path() -> None:
+    ex = Excludes(extra=["*.tmp", "scratch/big"])
+    assert ex.matches("x/y.tmp")
+    assert ex.matches("scratch/big")
+    assert ex.matches("scratch/big/file.bin")
+    assert not ex.matches("scratch/small/file.bin")
+    assert not ex.matches("other/scratch/big/file.bin")
+    assert Excludes(patterns=[]).matches(".ipynb_checkpoints/a") is False
+
+
+def test_scan_skips_excludes_and_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "deeper" / "b.txt").write_text("bb")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("a")
+    (tmp_path / "link").symlink_to(tmp_path / "a.txt")
+    (tmp_path / "dirlink").symlink_to(tmp_path / "sub")
+    found = scan(tmp_path, Excludes())
+    assert set(found) == {"a.txt", "sub/deeper/b.txt"}
+    st = os.stat(tmp_path / "sub" / "deeper" / "b.txt")
+    assert found["sub/deeper/b.txt"] == Stat(2, st.st_mtime_ns)
+
+
+def test_scan_only_given_paths(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "new" / "inner").mkdir(parents=True)
+    (tmp_path / "new" / "inner" / "c.txt").write_text("c")
+    found = scan(tmp_path, Excludes(), only=["new", "missing.txt", ".ipynb_checkpoints/x"])
+    assert set(found) == {"new/inner/c.txt"}
+    assert set(scan(tmp_path, Excludes(), only=[""])) == {"a.txt", "new/inner/c.txt"}
+
+
+def test_md5_reader(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"abc")
+    read = md5_reader(tmp_path)
+    assert read("a") == md5(b"abc")
+    assert read("gone") is None
+
+
+def test_manifest_round_trip_is_atomic_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "manifest.json"
+    m = Manifest.load(path, "s3://b/p/")
+    assert m.entries == {}
+    m.record("a", entry(3, 100, b"abc"))
+    m.save()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary left behind
+    again = Manifest.load(path, "s3://b/p/")
+    assert again.entries == {"a": entry(3, 100, b"abc")}
+    assert again.under("") == {"a"}
+    again.forget("a")
+    again.save()
+    assert Manifest.load(path, "s3://b/p/").entries == {}
+
+
+def test_manifest_for_another_url_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    m = Manifest(path, "s3://b/alice/")
+    m.record("a", entry(1, 1, b"x"))
+    m.save()
+    assert Manifest.load(path, "s3://b/bob/").entries == {}
+
+
+def test_manifest_under() -> None:
+    m = Manifest(Path("unused"), "u")
+    for rel in ["a", "ab", "a/b", "a/c/d", "b"]:
+        m.record(rel, entry(1, 1, b"x"))
+    assert m.under("a") == {"a", "a/b", "a/c/d"}
+    assert m.under("a/c") == {"a/c/d"}
+
+
+def test_corrupt_manifest_is_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text("{not json")
+    with pytest.raises(BadInput, match="move it away"):
+        Manifest.load(path, "u")
+    path.write_text(json.dumps({"version": 99, "url": "u", "entries": {"a": [1, 1, "x", "x"]}}))
+    assert Manifest.load(path, "u").entries == {}

@@ -1,0 +1,249 @@
+"""What the agent last synced, and what changed in the folder since.
+
+The manifest maps a path relative to the synced folder ("notebooks/a.ipynb", always "/"-separated) to the size,
+mtime_ns, MD5 and ETag it had when it was last uploaded or restored. It is the only thing that lets the agent find
+a change without listing the bucket, and the only thing that lets it delete a key: a key the manifest does not know
+is never deleted.
+
+Example::
+
+    manifest = Manifest.load(Path("~/.local/state/vmlab-agent/m.json").expanduser(), url="s3://b/alice")
+    excludes = Excludes()
+    changes = diff(scan(Path("~/data").expanduser(), excludes), manifest.entries, md5_reader(folder))
+    for rel in changes.new | changes.changed: ...
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import stat as stat_module
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmlab.errors import BadInput
+
+# Jupyter's autosave copies, editors' and LibreOffice's save temps (also the agent's own restore temps, which are
+# named ".~vmlab-*"), and Python bytecode caches.
+DEFAULT_EXCLUDES = (".ipynb_checkpoints", ".~*", "__pycache__")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What `os.stat` says about a file, the part that tells whether it may have changed."""
+
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file as it was when last synced: its stat then, the MD5 of its bytes and the store's ETag."""
+
+    size: int
+    mtime_ns: int
+    md5: str
+    etag: str
+
+    @property
+    def stat(self) -> Stat:
+        return Stat(self.size, self.mtime_ns)
+
+
+class Excludes:
+    """Shell patterns matched against every component of a relative path, or against the whole path when the
+    pattern holds a "/". Example: `Excludes(extra=["*.tmp", "scratch/big/*"]).matches("a/.ipynb_checkpoints/x")`."""
+
+    def __init__(self, patterns: Iterable[str] = DEFAULT_EXCLUDES, extra: Iterable[str] = ()) -> None:
+        self.patterns = tuple(patterns) + tuple(extra)
+        self._parts = [p for p in self.patterns if "/" not in p]
+        self._paths = [p.strip("/") for p in self.patterns if "/" in p]
+
+    def matches(self, rel: str) -> bool:
+        parts = rel.split("/")
+        if any(fnmatch.fnmatchcase(part, p) for part in parts for p in self._parts):
+            return True
+        # a path pattern excludes the match and everything under it
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatchcase(prefix, p) for prefix in prefixes for p in self._paths)
+
+
+@dataclass
+class Diff:
+    """The folder against the manifest. `touched` files differ in stat only (same bytes): record their new stat,
+    upload nothing. `deleted` only ever holds paths the manifest knows."""
+
+    new: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    touched: dict[str, tuple[Stat, str]] = field(default_factory=dict)
+
+    @property
+    def uploads(self) -> list[str]:
+        return sorted(self.new | self.changed)
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.changed or self.deleted or self.touched)
+
+
+def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable[[str], str | None]) -> Diff:
+    """Compare scanned files with the manifest. A file whose size and mtime both equal the manifest's is taken as
+    unchanged; any other difference (an older mtime included: a restored copy, `touch -d`, an editor keeping the
+    mtime) is settled by MD5, so a same-size edit is never missed and a touch costs no upload. `md5_of` returns
+    None for a file that vanished since the scan; it is then left for the next pass.
+
+    Example: `diff({"a": Stat(1, 5)}, {}, md5_of).new == {"a"}`.
+    """
+    result = Diff()
+    for rel, st in local.items():
+        entry = known.get(rel)
+        if entry is None:
+            result.new.add(rel)
+            continue
+        if entry.stat == st:
+            continue
+        digest = md5_of(rel)
+        if digest is None:
+            continue
+        if digest == entry.md5:
+            result.touched[rel] = (st, digest)
+        else:
+            result.changed.add(rel)
+    result.deleted = {rel for rel in known if rel not in local}
+    return result
+
+
+def scan(folder: Path, excludes: Excludes, only: Iterable[str] | None = None) -> dict[str, Stat]:
+    """Regular files under `folder` (symlinks are not followed, excluded paths are skipped), by relative path.
+    With `only`, look at just those relative paths: a file is stat'ed, a folder is walked.
+
+    Example: `scan(Path("/home/u/data"), Excludes(), only=["new-folder"])`.
+    """
+    found: dict[str, Stat] = {}
+    if only is None:
+        _walk(folder, "", excludes, found)
+        return found
+    for rel in only:
+        if not rel:
+            _walk(folder, "", excludes, found)
+            continue
+        if excludes.matches(rel):
+            continue
+        try:
+            st = os.lstat(folder / rel)
+        except OSError:
+            continue
+        if stat_module.S_ISREG(st.st_mode):
+            found[rel] = Stat(st.st_size, st.st_mtime_ns)
+        elif stat_module.S_ISDIR(st.st_mode):
+            _walk(folder / rel, rel + "/", excludes, found)
+    return found
+
+
+def _walk(directory: Path, prefix: str, excludes: Excludes, found: dict[str, Stat]) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for item in entries:
+        rel = prefix + item.name
+        if excludes.matches(rel):
+            continue
+        try:
+            if item.is_dir(follow_symlinks=False):
+                _walk(Path(item.path), rel + "/", excludes, found)
+            elif item.is_file(follow_symlinks=False):
+                st = item.stat(follow_symlinks=False)
+                found[rel] = Stat(st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            continue  # removed while we looked
+
+
+def md5_file(path: Path) -> str | None:
+    """Hex MD5 of a file's bytes, or None when it is gone."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return digest.hexdigest()
+
+
+def md5_reader(folder: Path) -> Callable[[str], str | None]:
+    """The `md5_of` argument of `diff` for files under `folder`."""
+    return lambda rel: md5_file(folder / rel)
+
+
+class Manifest:
+    """The persisted map of relative path -> Entry for one folder and one store URL. Saved atomically (temporary
+    file, fsync, rename), mode 0600. A manifest written for another URL is ignored, since its entries say nothing
+    about this store.
+
+    Example::
+
+        m = Manifest.load(path, url="s3://bucket/alice")
+        m.record("a.txt", Entry(3, 1700000000000000000, md5, etag))
+        m.save()
+    """
+
+    def __init__(self, path: Path, url: str, entries: dict[str, Entry] | None = None) -> None:
+        self.path = path
+        self.url = url
+        self.entries: dict[str, Entry] = entries or {}
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: Path, url: str) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(path, url)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"cannot read the sync manifest {path}: {e}",
+                           "move it away; the next sync uploads everything once and deletes nothing") from e
+        if data.get("version") != FORMAT_VERSION or data.get("url") != url:
+            return cls(path, url)
+        entries = {rel: Entry(*values) for rel, values in data.get("entries", {}).items()}
+        return cls(path, url, entries)
+
+    def record(self, rel: str, entry: Entry) -> None:
+        self.entries[rel] = entry
+        self.dirty = True
+
+    def forget(self, rel: str) -> None:
+        if self.entries.pop(rel, None) is not None:
+            self.dirty = True
+
+    def under(self, rel: str) -> set[str]:
+        """Known paths equal to `rel` or inside the folder `rel` ("" means all)."""
+        if not rel:
+            return set(self.entries)
+        return {k for k in self.entries if k == rel or k.startswith(rel + "/")}
+
+    def save(self) -> None:
+        if not self.dirty and self.path.exists():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = {
+            "version": FORMAT_VERSION,
+            "url": self.url,
+            "entries": {rel: [e.size, e.mtime_ns, e.md5, e.etag] for rel, e in sorted(self.entries.items())},
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.dirty = False
