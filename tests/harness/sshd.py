@@ -176,7 +176,14 @@ class SSHD:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        for pid in [proc.pid, *_descendants(proc.pid)]:
+        # the listener's own process group, then any session that left it; listed before the listener dies so
+        # orphans (re-parented to init) are still found
+        sessions = _descendants(proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in [proc.pid, *sessions]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -3,6 +3,7 @@ for JupyterLab: both backends, the pinned host key, busy and bad ports, a lab se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -290,6 +291,18 @@ def test_tunnel_reconnects_within_5s_of_sshd_answering_again(sshd: SSHD, jupyter
         proc.wait(10)
 
 
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[threading.Event]:
+    """A stop event set after `seconds`: a keep_alive that misses the drop fails its test instead of hanging."""
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        yield stop
+    finally:
+        timer.cancel()
+
+
 def test_stopped_or_gone_lab_ends_the_reconnects(sshd: SSHD, jupyter: int) -> None:
     from vmlab.errors import HostError
     from vmlab.providers.base import Instance
@@ -303,16 +316,16 @@ def test_stopped_or_gone_lab_ends_the_reconnects(sshd: SSHD, jupyter: int) -> No
         t = open_tunnel(record, free_port())
         sshd.stop()
         t0 = time.monotonic()
-        with pytest.raises(HostError, match=r"lab lab is stopped .*vmlab start lab"):
-            keep_alive(t, say=notices.append, check_after=1.0, describe=lambda: stopped)
+        with pytest.raises(HostError, match=r"lab lab is stopped .*vmlab start lab"), deadline(60) as stop:
+            keep_alive(t, say=notices.append, check_after=1.0, describe=lambda: stopped, stop=stop)
         assert time.monotonic() - t0 < 5
         t.close()
         sshd.start()
         t = open_tunnel(record, free_port())
         sshd.stop()
         # the real local provider: this record's instance id does not exist there
-        with pytest.raises(HostError, match=r"lab lab no longer exists.*vmlab up lab"):
-            keep_alive(t, say=notices.append, check_after=1.0)
+        with pytest.raises(HostError, match=r"lab lab no longer exists.*vmlab up lab"), deadline(60) as stop:
+            keep_alive(t, say=notices.append, check_after=1.0, stop=stop)
         t.close()
     finally:
         sshd.start()
@@ -325,6 +338,9 @@ def test_a_lab_that_changed_its_token_ends_the_reconnects(sshd: SSHD, jupyter: i
     t = open_tunnel(make_record(sshd, jupyter), free_port())
     t.record.token = "the-old-one"  # as if `vmlab up` ran again from another machine
     sshd.restart()
-    with pytest.raises(TokenRefused, match="refuses the recorded token.*vmlab up lab"):
-        keep_alive(t)
+    try:
+        with pytest.raises(TokenRefused, match="refuses the recorded token.*vmlab up lab"), deadline(60) as stop:
+            keep_alive(t, stop=stop)
+    finally:
+        t.close()
     assert not t.alive()
