@@ -19,6 +19,7 @@ from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LaunchSpec, Provider
 from vmlab.state import LabRecord, LabStore, check_name
+from vmlab.workflows import tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
 
@@ -214,6 +215,9 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, say: S
     store = store or LabStore()
     record = require_record(store, name)
     removed = []
+    pid = tunnel_bg.stop(name)
+    if pid is not None:
+        removed.append(f"background tunnel (pid {pid})")
     if provider.describe(record.instance_id) is not None:
         terminate(provider, record.instance_id)
         removed.append(f"instance {record.instance_id}")
