@@ -65,6 +65,7 @@ def down(name: str, json_mode: bool) -> None:
 def _power(name: str, json_mode: bool, action: str) -> None:
     from vmlab.providers import get_provider
     from vmlab.state import LabStore
+    from vmlab.workflows import sshconfig
     from vmlab.workflows.labs import require_record
 
     out = Output(json_mode)
@@ -74,6 +75,7 @@ def _power(name: str, json_mode: bool, action: str) -> None:
     inst = getattr(provider, action)(record.instance_id)
     record.host, record.port = inst.host, inst.port
     store.put(record)
+    sshconfig.refresh(store)
     out.say(f"lab {name} is {inst.state}")
     out.emit({"lab": name, "state": inst.state})
 
