@@ -124,3 +124,59 @@ def test_install_creates_ssh_dir_and_follows_a_symlinked_config(tmp_path: Path) 
     (other / ".ssh" / "config").symlink_to(dotfiles)
     vmlab("ssh-config", "--install", home=other)
     assert (other / ".ssh" / "config").is_symlink() and "Include" in dotfiles.read_text()
+
+
+class Provider:
+    """Just enough of a provider for `up`/`down`: one image, instances that all answer at the test sshd."""
+
+    name = "local"
+
+    def __init__(self, sshd: SSHD) -> None:
+        from vmlab.providers.base import Image
+
+        self.sshd = sshd
+        self.image = Image(id="limg-000000", name="lab-image", state="available", provider="local",
+                           tags={"vmlab:recipe-hash": "x"})
+        self.instances: dict[str, object] = {}
+
+    def list_images(self, tags: dict[str, str]) -> list[object]:
+        return [self.image]
+
+    def list_instances(self, tags: dict[str, str]) -> list[object]:
+        return [i for i in self.instances.values() if tags.get("vmlab:lab") in ("*", i.tags["vmlab:lab"])]  # type: ignore[attr-defined]
+
+    def launch(self, spec: object) -> object:
+        from vmlab.providers.base import Instance
+
+        inst = Instance(id=f"lvm-{len(self.instances):012d}", name=spec.name, state="running",  # type: ignore[attr-defined]
+                        host=self.sshd.host, port=self.sshd.port, user=self.sshd.user, image=self.image.id,
+                        provider="local", tags=dict(spec.tags))  # type: ignore[attr-defined]
+        self.instances[inst.id] = inst
+        return inst
+
+    def describe(self, instance_id: str) -> object:
+        return self.instances.get(instance_id)
+
+    def terminate(self, instance_id: str) -> None:
+        self.instances.pop(instance_id, None)
+
+
+def test_up_and_down_refresh_an_existing_config(sshd: SSHD, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launching or removing a lab rewrites vmlab's SSH config when the user has one; no file appears otherwise.
+    (Starting JupyterLab is replaced: this test is about the records and the config.)"""
+    from vmlab.workflows import labs
+
+    monkeypatch.setattr(labs, "_start_jupyter", lambda *args: None)
+    monkeypatch.setattr(labs, "terminate", lambda provider, instance_id: provider.terminate(instance_id))
+    provider = Provider(sshd)
+    config = Path(os.environ["VMLAB_STATE_DIR"]) / "ssh_config"
+    labs.up(provider, "first")  # type: ignore[arg-type]
+    assert not config.exists()
+    vmlab("ssh-config", home=tmp_path)
+    labs.up(provider, "second")  # type: ignore[arg-type]
+    text = config.read_text()
+    assert "Host first\n" in text and "Host second\n" in text
+    assert ssh_g(config, "second")["port"] == str(sshd.port)
+    labs.down(provider, "first")  # type: ignore[arg-type]
+    text = config.read_text()
+    assert "Host first" not in text and "Host second\n" in text

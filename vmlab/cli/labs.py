@@ -65,6 +65,7 @@ def down(name: str, json_mode: bool) -> None:
 def _power(name: str, json_mode: bool, action: str) -> None:
     from vmlab.providers import get_provider
     from vmlab.state import LabStore
+    from vmlab.workflows import sshconfig
     from vmlab.workflows.labs import require_record
 
     out = Output(json_mode)
@@ -74,6 +75,7 @@ def _power(name: str, json_mode: bool, action: str) -> None:
     inst = getattr(provider, action)(record.instance_id)
     record.host, record.port = inst.host, inst.port
     store.put(record)
+    sshconfig.refresh(store)
     out.say(f"lab {name} is {inst.state}")
     out.emit({"lab": name, "state": inst.state})
 
@@ -119,6 +121,7 @@ def ls(provider_name: str | None, json_mode: bool) -> None:
     """
     from vmlab.providers import get_provider
     from vmlab.state import LabStore
+    from vmlab.workflows import tunnel_bg
 
     out = Output(json_mode)
     records = LabStore().all()
@@ -131,17 +134,18 @@ def ls(provider_name: str | None, json_mode: bool) -> None:
             inst = instances.pop(r.instance_id, None)
             rows.append({"name": r.name, "provider": r.provider, "instance": r.instance_id,
                          "state": inst.state if inst else "missing", "address": f"{r.host}:{r.port}",
-                         "type": r.instance_type, "spot": r.spot, "created": r.created})
+                         "type": r.instance_type, "spot": r.spot, "created": r.created,
+                         "tunnel_port": (tunnel_bg.running(r.name) or {}).get("local_port")})
         for inst in instances.values():
             rows.append({"name": inst.tags.get("vmlab:lab", inst.name), "provider": provider.name,
                          "instance": inst.id, "state": inst.state + " (no local record)",
                          "address": f"{inst.host}:{inst.port}", "type": inst.instance_type, "spot": inst.spot,
-                         "created": inst.launched_at})
+                         "created": inst.launched_at, "tunnel_port": None})
     if not rows:
         out.say("no labs; start one with `vmlab up`")
     for row in rows:
         out.say(f"{row['name']:<16} {row['state']:<12} {row['provider']:<6} {row['instance']:<22} "
-                f"{row['address']}")
+                f"{row['address']}" + (f"  tunnel: localhost:{row['tunnel_port']}" if row["tunnel_port"] else ""))
     out.emit({"labs": rows})
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 import click
 
 from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.errors import BadInput
 
 
 @click.command()
@@ -20,10 +22,14 @@ from vmlab.cli.output import Output, handle_errors, json_option
               help="Also forward this port of the lab's loopback (repeatable), e.g. 6006 for TensorBoard.")
 @click.option("--backend", type=click.Choice(["openssh", "paramiko"]), default=None,
               help="SSH client carrying the tunnel (default: openssh when `ssh` exists, else paramiko).")
+@click.option("--background", is_flag=True,
+              help="Detach: keep the tunnel running after the command returns (pid file in vmlab's state dir).")
+@click.option("--stop", "stop_it", is_flag=True, help="End the lab's background tunnel.")
+@click.option("--detached", is_flag=True, hidden=True)  # set by --background on the process it starts
 @json_option
 @handle_errors
 def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[int, ...], backend: str | None,
-           json_mode: bool) -> None:
+           background: bool, stop_it: bool, detached: bool, json_mode: bool) -> None:
     """Forward localhost:PORT to lab NAME's JupyterLab and print its URL; runs until Ctrl-C.
 
     A dropped connection is reopened within seconds of the lab answering again; a lab that was stopped
@@ -32,8 +38,10 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
     \b
     Example:
       vmlab tunnel lab --port 8888 --extra 6006 --open
+      vmlab tunnel lab --background    (then `vmlab tunnel lab --stop`)
     """
     from vmlab.state import LabStore
+    from vmlab.workflows import tunnel_bg
     from vmlab.workflows.labs import require_record
     from vmlab.workflows.tunnel import check_port, keep_alive, open_tunnel
 
@@ -44,13 +52,31 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
     for remote in extra:
         check_port(remote, "--extra")
     record = require_record(LabStore(), name)
+    if stop_it and (background or once):
+        raise BadInput("--stop cannot be combined with --background or --once", f"run `vmlab tunnel {name} --stop`")
+    if stop_it:
+        pid = tunnel_bg.stop(name)
+        out.say(f"stopped the background tunnel to {name} (pid {pid})" if pid else f"no background tunnel to {name}")
+        out.emit({"lab": name, "stopped": pid is not None, "pid": pid})
+        return
+    if background:
+        argv = ["--port", str(port), "--detached", *(a for r in extra for a in ("--extra", str(r)))]
+        state = tunnel_bg.start(name, argv + (["--backend", backend] if backend else []))
+        _announce(out, name, state)
+        out.say(f"running in the background (pid {state['pid']}); end it with `vmlab tunnel {name} --stop`")
+        out.emit(state)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(state["url"])
+        return
     # SIGTERM (kill, a service manager) must close the ssh child too, as Ctrl-C does
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     t = open_tunnel(record, port, extra=extra, backend=backend, say=out.say)
     try:
-        out.say(f"JupyterLab of {name}: {t.url}", "bold green")
-        for remote, local in t.extra.items():
-            out.say(f"port {remote} of {name}: http://localhost:{local}/")
+        if detached:
+            tunnel_bg.record_running(name, t.to_json())
+        _announce(out, name, t.to_json())
         out.emit(t.to_json())
         if open_browser:
             import webbrowser
@@ -60,3 +86,11 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
             keep_alive(t, say=out.say)
     finally:
         t.close()
+        if detached:
+            tunnel_bg.forget_running(name)
+
+
+def _announce(out: Output, name: str, state: dict[str, Any]) -> None:
+    out.say(f"JupyterLab of {name}: {state['url']}", "bold green")
+    for fwd in state["extra"]:
+        out.say(f"port {fwd['remote_port']} of {name}: {fwd['url']}")

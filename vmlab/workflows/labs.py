@@ -2,6 +2,7 @@
 
 `up` launches (or resumes) a lab, sends a fresh Jupyter token over SSH into a root-only file, starts JupyterLab on
 the VM's loopback and waits until it answers with that token; the lab is recorded locally so `tunnel` can reach it.
+`up` and `down` also rewrite vmlab's SSH config when it exists (`vmlab ssh-config`), so it never goes stale.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LaunchSpec, Provider
 from vmlab.state import LabRecord, LabStore, check_name
+from vmlab.workflows import sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
 
@@ -135,6 +137,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         record.host, record.port = existing.host, existing.port
         _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch)
         store.put(record)
+        sshconfig.refresh(store)
         return UpResult(record, True, tunnel_hint(name), watch.finish())
     if existing is not None:
         raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
@@ -157,6 +160,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                            instance_type=inst.instance_type, spot=inst.spot)
         _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch)
         store.put(record)
+    sshconfig.refresh(store)
     return UpResult(record, False, tunnel_hint(name), watch.finish())
 
 
@@ -214,12 +218,16 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, say: S
     store = store or LabStore()
     record = require_record(store, name)
     removed = []
+    pid = tunnel_bg.stop(name)
+    if pid is not None:
+        removed.append(f"background tunnel (pid {pid})")
     if provider.describe(record.instance_id) is not None:
         terminate(provider, record.instance_id)
         removed.append(f"instance {record.instance_id}")
     keys.remove(store.key_path(name))
     store.known_hosts_path(name).unlink(missing_ok=True)
     store.delete(name)
+    sshconfig.refresh(store)
     removed.append(f"record and key of lab {name}")
     for r in removed:
         say(f"removed {r}")

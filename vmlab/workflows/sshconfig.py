@@ -73,6 +73,14 @@ def write_config(store: LabStore | None = None) -> SSHConfigResult:
     return SSHConfigResult(path, [r.name for r in usable], skipped=[r.name for r in records if not r.host])
 
 
+def refresh(store: LabStore | None = None) -> SSHConfigResult | None:
+    """Rewrite vmlab's SSH config if the user ever wrote one, so `up`/`down`/`start`/`stop` never leave a stale
+    address or a gone lab in it; None when there is none (then nothing is created)."""
+    if not config_path().exists():
+        return None
+    return write_config(store)
+
+
 def install(result: SSHConfigResult, user_config: Path | None = None) -> SSHConfigResult:
     """Add `Include <vmlab's file>` at the top of ~/.ssh/config unless it is there already (under a lock)."""
     target = user_config or Path.home() / ".ssh" / "config"
