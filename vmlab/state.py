@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from vmlab import paths
 from vmlab.errors import BadInput
+from vmlab.fileio import write_atomic
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -83,13 +83,8 @@ class LabStore:
         return LabRecord(**json.loads(f.read_text()))
 
     def put(self, record: LabRecord) -> None:
-        f = self._file(record.name)
-        tmp = f.with_suffix(".tmp")
         with self.locked():
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(record.to_json(secrets=True), out, indent=2)
-            os.replace(tmp, f)
+            write_atomic(self._file(record.name), json.dumps(record.to_json(secrets=True), indent=2))
 
     def delete(self, name: str) -> None:
         with self.locked():

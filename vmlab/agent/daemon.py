@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.store import Store
 from vmlab.agent.sync import DeletePolicy, PushResult, push, restore
 from vmlab.errors import VmlabError
+from vmlab.fileio import write_atomic
 
 log = logging.getLogger("vmlab.agent")
 
@@ -205,7 +205,4 @@ def _write_status(options: SyncOptions, pending: Pending, last_error: str, final
     }
     path = options.status_file
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data))

@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import stat as stat_module
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmlab.errors import BadInput
+from vmlab.fileio import write_atomic
 
 # Jupyter's autosave copies, editors' and LibreOffice's save temps (also the agent's own restore temps, which are
 # named ".~vmlab-*"), and Python bytecode caches.
@@ -236,14 +236,5 @@ class Manifest:
             "url": self.url,
             "entries": {rel: [e.size, e.mtime_ns, e.md5, e.etag] for rel, e in sorted(self.entries.items())},
         }
-        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")))
         self.dirty = False

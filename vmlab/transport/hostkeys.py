@@ -20,13 +20,13 @@ import hmac
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmlab.errors import BadInput, HostKeyMismatch
+from vmlab.fileio import write_atomic
 
 log = logging.getLogger("vmlab.transport")
 
@@ -209,17 +209,7 @@ class KnownHosts:
             os.close(fd)
 
     def _write(self, lines: list[str]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write("".join(line + "\n" for line in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, "".join(line + "\n" for line in lines))
 
 
 def offered_algorithms(alias: str, known_hosts: Path, pinned: str | None) -> list[str] | None:

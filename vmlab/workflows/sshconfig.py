@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 from vmlab import paths
 from vmlab.errors import BadInput
+from vmlab.fileio import write_atomic
 from vmlab.state import LabRecord, LabStore
 from vmlab.workflows.tunnel import known_hosts_for
 
@@ -112,12 +111,4 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _replace(path: Path, text: str, mode: int) -> None:
     """Write `text` to `path` atomically (a reader never sees half a config)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode)

@@ -19,6 +19,7 @@ from typing import Any
 
 from vmlab import paths
 from vmlab.errors import HostError
+from vmlab.fileio import write_atomic
 from vmlab.state import check_name
 
 
@@ -51,11 +52,7 @@ class TunnelFiles:
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` with mode 0600 from the start (then rename, so a reader never sees half)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def record_running(name: str, state: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.errors import VmlabError
+from vmlab.fileio import write_atomic
 from vmlab.providers.base import Image
 
 DISK = "disk.qcow2"
@@ -48,12 +48,7 @@ def new_id(prefix: str) -> str:
 
 def write_json(path: Path, data: Mapping[str, Any], mode: int = 0o600) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
 def read_json(path: Path) -> dict[str, Any]:
