@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.harness.agent import AgentDaemon
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.store import S3Store, open_store
 from vmlab.agent.sync import DeletePolicy, push, restore
@@ -261,30 +261,8 @@ def test_open_store_by_url_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         open_store("ftp://x/y")
 
 
-class Daemon:
-    """`vmlab-agent sync` in a subprocess, started the way systemd would (SIGTERM to stop)."""
-
-    def __init__(self, folder: Path, url: str, *args: str) -> None:
-        self.log = folder.parent / "agent.log"
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "--url", url, "-v", *args],
-                cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT,
-            )
-        status_dir = Path(os.environ["VMLAB_STATE_DIR"]) / "agent"
-        deadline = time.monotonic() + 20
-        while not list(status_dir.glob("status-*.json")):  # written after the first pass, watch running
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"agent did not start:\n{self.stop()}")
-            time.sleep(0.05)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=90)
-        # shown by pytest when a test fails
-        print(self.log.read_text())
-        return self.log.read_text()
+def Daemon(folder: Path, url: str, *args: str) -> AgentDaemon:  # noqa: N802 (reads as the class it makes)
+    return AgentDaemon(folder, url, folder.parent / "agent-state", *args)
 
 
 def wait_for_object(s3: Any, bucket: str, key: str, body: bytes, timeout: float = 10.0) -> float:
@@ -368,6 +346,11 @@ def test_once_and_bad_input(env, s3, bucket, tmp_path: Path) -> None:
     assert synced(s3, bucket, folder)
     bad = subprocess.run([*run, "--url", "gs://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unsupported sync URL" in bad.stderr
-    env_without = {k: v for k, v in os.environ.items() if k != "AWS_S3_BUCKET_FOLDER"}
-    bad = subprocess.run([*run, "--once"], cwd=cwd, capture_output=True, text=True, timeout=60, env=env_without)
-    assert bad.returncode == 2 and "AWS_S3_BUCKET_FOLDER" in bad.stderr
+    # no URL configured (a lab launched without --sync): the units' commands exit 0 and touch nothing
+    env_without = {k: v for k, v in os.environ.items() if k not in ("AWS_S3_BUCKET_FOLDER", "VMLAB_SYNC_URL")}
+    (folder / "b.txt").write_bytes(b"b")
+    for command in (["sync", "--once"], ["restore"]):
+        done = subprocess.run([sys.executable, "-m", "vmlab.agent", *command, "--folder", str(folder)], cwd=cwd,
+                              capture_output=True, text=True, timeout=60, env=env_without)
+        assert done.returncode == 0 and "no sync URL configured" in done.stderr, done.stderr
+    assert PREFIX + "b.txt" not in objects(s3, bucket)

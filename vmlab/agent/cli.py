@@ -1,16 +1,24 @@
-"""The `vmlab-agent` command, run on a lab VM (by systemd units the lab recipe installs).
+"""The `vmlab-agent` command, run on a lab VM by the systemd units the lab recipe installs. Every setting comes
+from the environment first (see vmlab.agent.config: VMLAB_SYNC_URL, VMLAB_DATA_DIR, VMLAB_IDLE_MINUTES,
+VMLAB_DEADLINE, ...), so a unit needs only `EnvironmentFile=-/etc/vmlab/agent.env` and one of::
 
-Example::
+    vmlab-agent restore        # oneshot before JupyterLab: download the bucket's files; exit 0 when no URL is set
+    vmlab-agent sync           # restore, then watch and push until SIGTERM (which pushes what is pending)
+    vmlab-agent idle           # power off after VMLAB_IDLE_MINUTES unused, and at VMLAB_DEADLINE
 
-    vmlab-agent sync --folder ~/data --url s3://my-bucket/alice     # restore, then watch and push until SIGTERM
-    vmlab-agent sync --once                                          # restore and push once (AWS_S3_BUCKET_FOLDER)
+By hand::
+
+    vmlab-agent sync --folder ~/data --url s3://my-bucket/alice
+    vmlab-agent sync --once                       # restore and push once (VMLAB_SYNC_URL or AWS_S3_BUCKET_FOLDER)
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -18,13 +26,15 @@ from typing import Any
 
 import click
 
-from vmlab import paths
+from vmlab import lab
 from vmlab.errors import VmlabError
+
+log = logging.getLogger("vmlab.agent")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def cli() -> None:
-    """The vmlab agent on a lab VM: keeps a folder synced with a bucket prefix.
+    """The vmlab agent on a lab VM: keeps a folder synced with a bucket prefix, and stops the lab when unused.
 
     \b
     Example:
@@ -32,13 +42,95 @@ def cli() -> None:
     """
 
 
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _fail(e: VmlabError) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+def _setup(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...],
+           max_delete_share: float, force_deletes: bool, status_file: Path | None) -> Any:
+    """SyncOptions from the flags, with the environment's configuration as defaults; None when no URL is set."""
+    from vmlab.agent.config import AgentConfig
+    from vmlab.agent.daemon import SyncOptions
+    from vmlab.agent.manifest import Excludes, Manifest
+    from vmlab.agent.store import open_store
+    from vmlab.agent.sync import DeletePolicy
+
+    config = AgentConfig.from_env()
+    url = url or config.sync_url
+    if not url:
+        return None
+    folder = (folder or config.data_dir).expanduser().absolute()
+    store = open_store(url)
+    name = hashlib.sha256(f"{folder}\0{store.url}".encode()).hexdigest()[:16]
+    return SyncOptions(
+        folder=folder, store=store,
+        manifest=Manifest.load(manifest or config.state_dir / f"manifest-{name}.json", store.url),
+        excludes=Excludes(extra=exclude),
+        policy=DeletePolicy(max_share=max_delete_share, force=force_deletes),
+        status_file=status_file or config.status_file,
+        queue_file=config.state_dir / f"queue-{name}.jsonl",
+    )
+
+
+_folder = click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+                       help="The folder to keep synced (default: VMLAB_DATA_DIR, else ~/data).")
+_url = click.option("--url", help="s3://bucket/prefix (default: VMLAB_SYNC_URL, else AWS_S3_BUCKET_FOLDER).")
+_manifest = click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Where to keep the record of synced files (default: under the agent's state dir).")
+_exclude = click.option("--exclude", multiple=True, help="Extra shell pattern to leave out (repeatable).")
+_status = click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                       help=f"Status for `vmlab ls` (default: VMLAB_AGENT_STATUS_FILE, else {lab.AGENT_STATUS_FILE} "
+                            "when writable).")
+_verbose = click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
+
+
 @cli.command()
-@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=Path("~/data"),
-              show_default=True, help="The folder to keep synced.")
-@click.option("--url", help="s3://bucket/prefix (default: AWS_S3_BUCKET_FOLDER).")
-@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to keep the record of synced files (default: under the state dir).")
-@click.option("--exclude", multiple=True, help="Extra shell pattern to leave out (repeatable).")
+@_folder
+@_url
+@_manifest
+@_exclude
+@_status
+@_verbose
+def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...],
+            status_file: Path | None, verbose: bool) -> None:
+    """Download the bucket's files into FOLDER (never deleting or overwriting a local change), then exit.
+    Exits 0 without doing anything when no sync URL is configured.
+
+    \b
+    Example:
+      vmlab-agent restore --folder ~/data --url s3://my-bucket/alice
+    """
+    from vmlab.agent.queue import Pending
+    from vmlab.agent.sync import restore as run
+
+    _logging(True)
+    try:
+        options = _setup(folder, url, manifest, exclude, 0.5, False, status_file)
+        if options is None:
+            log.info("no sync URL configured (VMLAB_SYNC_URL): nothing to restore")
+            return
+        queue = Pending(options.queue_file)
+        result = run(options.folder, options.store, options.manifest, options.excludes,
+                     local_changes=queue.journaled())
+        queue.close()
+    except VmlabError as e:
+        _fail(e)
+    log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(result.downloaded),
+             result.in_sync, len(result.kept_local), len(result.failed), options.store.url)
+    sys.exit(1 if result.failed else 0)
+
+
+@cli.command()
+@_folder
+@_url
+@_manifest
+@_exclude
 @click.option("--once", is_flag=True, help="Restore and push once, then exit.")
 @click.option("--no-restore", is_flag=True, help="Do not download from the bucket first.")
 @click.option("--quiet", "quiet_s", type=float, default=0.4, show_default=True,
@@ -48,58 +140,107 @@ def cli() -> None:
 @click.option("--max-delete-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Hold a batch of deletes larger than this share of the tree.")
 @click.option("--force-deletes", is_flag=True, help="Apply deletes even past --max-delete-share.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
-def sync(folder: Path, url: str | None, manifest: Path | None, exclude: tuple[str, ...], once: bool,
+@_status
+@_verbose
+def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...], once: bool,
          no_restore: bool, quiet_s: float, reconcile_s: float, max_delete_share: float, force_deletes: bool,
-         verbose: bool) -> None:
+         status_file: Path | None, verbose: bool) -> None:
     """Restore FOLDER from the bucket, then upload its changes as they happen. SIGTERM pushes what is pending
-    and exits 0.
+    and exits 0. On EC2, a spot interruption or rebalance notice pushes everything at once. Exits 0 without
+    doing anything when no sync URL is configured.
 
     \b
     Example:
       vmlab-agent sync --folder ~/data --url s3://my-bucket/alice --exclude '*.tmp'
     """
-    from vmlab.agent.daemon import SyncOptions, flush, run
-    from vmlab.agent.manifest import Excludes, Manifest
-    from vmlab.agent.store import open_store
-    from vmlab.agent.sync import DeletePolicy
+    from vmlab.agent.daemon import flush, run
+    from vmlab.agent.queue import Pending
+    from vmlab.agent.sync import restore as run_restore
 
-    logging.basicConfig(level=logging.INFO if verbose or not once else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    folder = folder.expanduser().absolute()
+    _logging(verbose or not once)
     try:
-        store = open_store(url)
-        state = paths.state_dir() / "agent"
-        name = hashlib.sha256(f"{folder}\0{store.url}".encode()).hexdigest()[:16]
-        options = SyncOptions(
-            folder=folder, store=store,
-            manifest=Manifest.load(manifest or state / f"manifest-{name}.json", store.url),
-            excludes=Excludes(extra=exclude),
-            policy=DeletePolicy(max_share=max_delete_share, force=force_deletes),
-            quiet_s=quiet_s, reconcile_s=reconcile_s, status_file=state / f"status-{name}.json",
-        )
-        stop = threading.Event()
+        options = _setup(folder, url, manifest, exclude, max_delete_share, force_deletes, status_file)
+        if options is None:
+            log.warning("no sync URL configured (VMLAB_SYNC_URL): nothing to sync")
+            return
+        options.quiet_s, options.reconcile_s = quiet_s, reconcile_s
         if once:
-            from vmlab.agent.daemon import Pending
-            from vmlab.agent.sync import restore
-
+            pending = Pending(options.queue_file)
             if not no_restore:
-                restore(folder, store, options.manifest, options.excludes)
-            folder.mkdir(parents=True, exist_ok=True)
+                run_restore(options.folder, options.store, options.manifest, options.excludes,
+                            local_changes=pending.journaled())
+            options.folder.mkdir(parents=True, exist_ok=True)
             options.flush_s = 0
-            result = flush(options, Pending())
+            result = flush(options, pending)
+            pending.close()
         else:
+            stop = threading.Event()
+
             def on_signal(signum: int, frame: Any) -> None:
-                logging.getLogger("vmlab.agent").info("signal %d: pushing what is pending, then exiting", signum)
+                log.info("signal %d: pushing what is pending, then exiting", signum)
                 stop.set()
 
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
             result = run(options, stop, restore_first=not no_restore)
     except VmlabError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+        _fail(e)
     sys.exit(1 if result.pending else 0)
+
+
+@cli.command()
+@click.option("--jupyter-url", default=f"http://127.0.0.1:{lab.PORT}", show_default=True,
+              help="JupyterLab's address on the VM.")
+@click.option("--count-connections", is_flag=True,
+              help="Count a kernel with a browser tab connected as use (off: an open tab alone lets it stop).")
+@click.option("--poweroff-command", envvar="VMLAB_POWEROFF_COMMAND", default="systemctl poweroff",
+              show_default=True, help="What to run to stop the lab (env VMLAB_POWEROFF_COMMAND).")
+@click.option("--wall-command", envvar="VMLAB_WALL_COMMAND", default="wall", show_default=True,
+              help="What to run, with the message as its last argument, to warn logged-in users.")
+@click.option("--interval", "interval_s", type=float, default=None,
+              help="Seconds between looks (default: a quarter of an agent minute, so 15).")
+@_verbose
+def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_command: str,
+         interval_s: float | None, verbose: bool) -> None:
+    """Power the lab off after VMLAB_IDLE_MINUTES without use (Jupyter activity, busy kernels, terminals, SSH
+    logins, GPU load), and at VMLAB_DEADLINE regardless (warning logged-in users 10 minutes before). Exits 0
+    at once when neither is set. VMLAB_AGENT_MINUTE_SECONDS shortens a minute, for tests.
+
+    \b
+    Example:
+      VMLAB_IDLE_MINUTES=30 vmlab-agent idle
+    """
+    from vmlab.agent import idle as idle_mod
+    from vmlab.agent.config import AgentConfig
+
+    _logging(True)
+    try:
+        config = AgentConfig.from_env()
+    except VmlabError as e:
+        _fail(e)
+    limits = idle_mod.Limits(idle_s=config.idle_s, deadline=config.deadline,
+                             warn_s=idle_mod.WARN_MINUTES * config.minute_s)
+    if not limits.idle_s and not limits.deadline:
+        log.info("no idle limit and no deadline configured: nothing to watch")
+        return
+    jupyter = idle_mod.Jupyter(jupyter_url, config.jupyter_env)
+
+    def run(command: str, *extra: str) -> None:
+        argv = [*shlex.split(command), *extra]
+        try:
+            subprocess.run(argv, check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.error("`%s` failed: %s", shlex.join(argv), e)
+
+    log.info("idle limit %s, deadline %s", f"{config.idle_s:.0f}s" if limits.idle_s else "off",
+             f"{limits.deadline:.0f}" if limits.deadline else "off")
+    def poweroff(reason: str) -> None:
+        run(wall_command, f"vmlab: powering off: {reason}")
+        run(poweroff_command)
+
+    idle_mod.watch(limits, lambda: idle_mod.look(jupyter), poweroff=poweroff,
+                   warn=lambda message: run(wall_command, message),
+                   interval_s=interval_s or max(0.05, config.minute_s / 4), count_connections=count_connections)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -21,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.agent.manifest import Excludes, Manifest
+from vmlab.agent.queue import Pending, size_of
+from vmlab.agent.status import AgentStatus
 from vmlab.agent.store import Store
 from vmlab.agent.sync import DeletePolicy, PushResult, push, restore
 from vmlab.errors import VmlabError
-from vmlab.fileio import write_atomic
 
 log = logging.getLogger("vmlab.agent")
 
@@ -49,39 +49,11 @@ class SyncOptions:
     flush_s: float = 60.0
     tick_s: float = 0.1
     status_file: Path | None = None
-
-
-class Pending:
-    """Relative paths with a recent event, and when they were first and last seen. Thread-safe: watchdog's
-    thread adds, the loop takes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._paths: dict[str, tuple[float, float]] = {}
-
-    def add(self, rel: str, at: float | None = None) -> None:
-        now = time.monotonic() if at is None else at
-        with self._lock:
-            first, _ = self._paths.get(rel, (now, now))
-            self._paths[rel] = (min(first, now), now)
-
-    def take_ready(self, quiet_s: float, max_wait_s: float) -> set[str]:
-        now = time.monotonic()
-        with self._lock:
-            ready = {rel for rel, (first, last) in self._paths.items()
-                     if now - last >= quiet_s or now - first >= max_wait_s}
-            for rel in ready:
-                del self._paths[rel]
-        return ready
-
-    def take_all(self) -> set[str]:
-        with self._lock:
-            paths, self._paths = set(self._paths), {}
-        return paths
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._paths)
+    #: the journal of pending paths (None: memory only)
+    queue_file: Path | None = None
+    #: poll EC2's metadata service for spot notices (only happens on EC2, see vmlab.agent.imds)
+    watch_imds: bool = True
+    imds_interval_s: float = 5.0
 
 
 def _handler(folder: Path, excludes: Excludes, pending: Pending) -> Any:
@@ -107,21 +79,71 @@ def _handler(folder: Path, excludes: Excludes, pending: Pending) -> Any:
     return Handler()
 
 
+class Tracker:
+    """What the status file reports, updated after each pass; written at most every `every_s` unless forced."""
+
+    def __init__(self, options: SyncOptions, every_s: float = 1.0) -> None:
+        self.options = options
+        self.status = AgentStatus(url=options.store.url, folder=str(options.folder))
+        self.every_s = every_s
+        self._written = (-1, 0.0)
+
+    def after(self, result: PushResult) -> None:
+        _report(result)
+        if result.failed:
+            self.status.last_error = next(iter(result.failed.values()))
+        else:
+            self.status.last_sync = time.time()
+            if not result.retry:
+                self.status.last_error = ""
+        self.status.held_deletes = len(result.held_deletes)
+
+    def write(self, pending: Pending, force: bool = False, extra: list[str] | None = None) -> None:
+        if self.options.status_file is None:
+            return
+        paths = pending.journaled() | set(extra or ())
+        now = time.monotonic()
+        if not force and len(paths) == self._written[0] and now - self._written[1] < 30:
+            return
+        if not force and now - self._written[1] < self.every_s:
+            return
+        self.status.pending = len(paths)
+        self.status.pending_bytes = size_of(self.options.folder, paths)
+        self.status.updated = time.time()
+        self.status.write(self.options.status_file)
+        self._written = (len(paths), now)
+
+
 def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True) -> PushResult:
-    """Restore, watch and push until `stop` is set; then push everything pending. Returns the final push."""
+    """Restore, watch and push until `stop` is set; then push everything pending. Returns the final push.
+    A spot interruption or rebalance notice (on EC2) makes every later pass immediate and starts a full one."""
     from watchdog.observers import Observer
 
+    from vmlab.agent.imds import InterruptionWatcher
+
     folder = options.folder
+    pending = Pending(options.queue_file)
+    if pending:
+        log.info("%d paths left pending by the last run: pushing them first", len(pending))
+    tracker = Tracker(options)
     if restore_first:
-        restored = restore(folder, options.store, options.manifest, options.excludes)
+        restored = restore(folder, options.store, options.manifest, options.excludes,
+                           local_changes=pending.journaled())
         log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(restored.downloaded),
                  restored.in_sync, len(restored.kept_local), len(restored.failed), options.store.url)
     folder.mkdir(parents=True, exist_ok=True)
-    pending = Pending()
     observer = Observer()
     observer.schedule(_handler(folder, options.excludes, pending), str(folder), recursive=True)
     observer.start()
-    last_error = ""
+    urgent = threading.Event()
+
+    def on_notice(text: str) -> None:
+        tracker.status.interruption = text
+        urgent.set()
+
+    watcher = InterruptionWatcher(on_notice, options.imds_interval_s) if options.watch_imds else None
+    if watcher is not None:
+        watcher.start()
     try:
         # Files made before the watch started (or while the agent was down) are found by a full pass.
         retry_at = 0.0
@@ -130,13 +152,19 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
         while not stop.is_set():
             stop.wait(options.tick_s)
             now = time.monotonic()
-            ready = pending.take_ready(options.quiet_s, options.max_wait_s)
-            full = now >= next_reconcile
+            notice = urgent.is_set()
+            urgent.clear()
+            quiet_s = 0.0 if tracker.status.interruption else options.quiet_s
+            ready = pending.take_ready(quiet_s, options.max_wait_s)
+            full = now >= next_reconcile or notice
             if not ready and not full:
+                tracker.write(pending)
                 continue
             if now < retry_at and not full:
                 for rel in ready:
                     pending.add(rel)
+                pending.done(ready)
+                tracker.write(pending)
                 continue
             try:
                 result = push(folder, options.store, options.manifest, options.excludes,
@@ -146,42 +174,53 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
                 log.error("%s", e)
             if full:
                 next_reconcile = now + options.reconcile_s
-            _report(result)
+            tracker.after(result)
             if result.failed:
-                last_error = next(iter(result.failed.values()))
                 retry_at = now + backoff
                 backoff = min(backoff * 2, 60.0)
             else:
                 backoff = 1.0
             for rel in result.pending:
-                pending.add(rel)
-            _write_status(options, pending, last_error)
+                if rel:
+                    pending.add(rel)
+            pending.done(ready)
+            tracker.write(pending, force=True)
     finally:
         observer.stop()
         observer.join(timeout=5)
-    return flush(options, pending)
+        if watcher is not None:
+            watcher.stop()
+    try:
+        return flush(options, pending, tracker)
+    finally:
+        pending.close()
 
 
-def flush(options: SyncOptions, pending: Pending) -> PushResult:
+def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None) -> PushResult:
     """The push on exit: a full pass (so nothing pending or missed is lost), repeated while files change under
-    it or the store fails, for at most `flush_s`."""
+    it or the store fails, for at most `flush_s`. The journal is emptied only when nothing is left."""
+    tracker = tracker or Tracker(options)
     deadline = time.monotonic() + options.flush_s
     delay = 0.2
     while True:
-        pending.take_all()
+        taken = pending.take_all()
         try:
             result = push(options.folder, options.store, options.manifest, options.excludes, policy=options.policy)
         except VmlabError as e:
             result = PushResult(failed={"": str(e)})
             log.error("%s", e)
-        _report(result)
-        if not result.pending or time.monotonic() + delay > deadline:
+        tracker.after(result)
+        if not result.pending:
+            pending.done(taken | pending.journaled())
+            break
+        if time.monotonic() + delay > deadline:
             break
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
     if result.pending:
         log.error("exiting with %d files not synced: %s", len(result.pending), ", ".join(result.pending[:10]))
-    _write_status(options, pending, next(iter(result.failed.values()), ""), final=result)
+    tracker.status.stopped = True
+    tracker.write(pending, force=True, extra=[rel for rel in result.pending if rel])
     return result
 
 
@@ -189,20 +228,3 @@ def _report(result: PushResult) -> None:
     if result.uploaded or result.deleted:
         log.info("pushed %d, deleted %d%s", len(result.uploaded), len(result.deleted),
                  f", {len(result.held_deletes)} deletes held" if result.held_deletes else "")
-
-
-def _write_status(options: SyncOptions, pending: Pending, last_error: str, final: PushResult | None = None) -> None:
-    """A small JSON file for `vmlab ls`/`status` to read: pending count, held deletes, last error."""
-    if options.status_file is None:
-        return
-    data = {
-        "url": options.store.url,
-        "folder": str(options.folder),
-        "pending": len(pending) + (len(final.pending) if final else 0),
-        "last_error": last_error,
-        "updated": time.time(),
-        "stopped": final is not None,
-    }
-    path = options.status_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data))

@@ -71,7 +71,7 @@ class PushResult:
 class RestoreResult:
     downloaded: list[str] = field(default_factory=list)
     in_sync: int = 0
-    kept_local: list[str] = field(default_factory=list)  # a local file differs from the object and wins
+    kept_local: list[str] = field(default_factory=list)  # the local side wins: it differs, or was deleted here
     skipped: list[str] = field(default_factory=list)  # keys that are excluded or not a safe relative path
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -170,12 +170,19 @@ def _entry(st: Stat, digest: str, etag: str) -> Entry:
     return Entry(st.size, 0 if racy else st.mtime_ns, digest, etag)
 
 
-def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | None = None) -> RestoreResult:
+def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | None = None,
+            local_changes: Iterable[str] = ()) -> RestoreResult:
     """Download every object under the store's prefix that the folder lacks, or whose local copy is unchanged
     since the last sync while the object changed. Each file is written to a temporary name beside it and renamed
     into place. Local files are never deleted, and a local file that differs from the object is kept (the next
-    push uploads it). A listing failure raises StoreError before anything local is touched."""
+    push uploads it). A listing failure raises StoreError before anything local is touched.
+
+    The local side wins for a path that was synced and then deleted here (the manifest knows it with the listed
+    ETag: the next push deletes the key), and for `local_changes`, the paths the daemon's journal holds (changed
+    here after the last sync, maybe deleted): a missing one is recorded from the listing so that push deletes
+    its key instead of restore bringing it back."""
     excludes = excludes or Excludes()
+    changed_here = set(local_changes)
     folder.mkdir(parents=True, exist_ok=True)
     result = RestoreResult()
     objects = list(store.list())
@@ -194,6 +201,12 @@ def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes |
             st = None
         except OSError as e:
             result.failed[rel] = str(e)
+            continue
+        if st is None and (rel in changed_here or (entry is not None and entry.etag == obj.etag)):
+            if entry is None:
+                # uploaded by the run that crashed before saving its manifest, then deleted here
+                manifest.record(rel, Entry(obj.size, 0, "", obj.etag))
+            result.kept_local.append(rel)
             continue
         if st is not None:
             if not stat_module.S_ISREG(st.st_mode):

@@ -1,0 +1,107 @@
+"""The agent's status file (vmlab.lab.AGENT_STATUS_FILE): what `vmlab ls`, `vmlab status` and `vmlab down` read
+over SSH to tell whether a lab holds data that is not in its bucket yet.
+
+The sync daemon rewrites it (atomically) after every pass and on exit. Fields: `url`, `folder`, `pending` (files
+not synced yet), `pending_bytes`, `held_deletes`, `last_sync` (unix time of the last pass that left nothing
+pending, 0 = never), `last_error`, `updated`, `stopped` (the daemon exited), `interruption` (an EC2 spot or
+rebalance notice it saw).
+
+Example::
+
+    status = AgentStatus.parse(text)        # None when the text is not a status file
+    if status.unsynced: ...
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from vmlab.fileio import write_atomic
+
+
+@dataclass
+class AgentStatus:
+    url: str = ""
+    folder: str = ""
+    pending: int = 0
+    pending_bytes: int = 0
+    held_deletes: int = 0
+    last_sync: float = 0.0
+    last_error: str = ""
+    updated: float = 0.0
+    stopped: bool = False
+    interruption: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> AgentStatus | None:
+        """The status in `text`, or None when it is not a JSON object (unknown keys are ignored, so an older
+        vmlab reads a newer agent's file)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        names = {f.name: f.type for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in names:
+                continue
+            default = getattr(cls, key)
+            try:
+                kwargs[key] = type(default)(value) if value is not None else default
+            except (TypeError, ValueError):
+                continue
+        return cls(**kwargs)
+
+    @property
+    def unsynced(self) -> bool:
+        """Files the bucket lacks (or deletes held for review): terminating the lab now would lose them."""
+        return self.pending > 0 or self.held_deletes > 0
+
+    def summary(self, now: float | None = None) -> str:
+        """One short line for `vmlab ls`: "synced 2m ago", "3 files (1.2 MB) pending", "error: ..."."""
+        now = time.time() if now is None else now
+        if self.unsynced:
+            parts = [f"{self.pending} pending ({_size(self.pending_bytes)})"]
+            if self.held_deletes:
+                parts.append(f"{self.held_deletes} deletes held")
+        elif self.last_sync:
+            parts = [f"synced {_ago(now - self.last_sync)} ago"]
+        else:
+            parts = ["not synced yet"]
+        if self.last_error:
+            parts.append(f"error: {self.last_error[:80]}")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # readable by all: `vmlab ls` reads it over SSH as the lab's user, and it holds no secret
+        write_atomic(path, json.dumps(self.to_json()), mode=0o644)
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
