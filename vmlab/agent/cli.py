@@ -140,11 +140,13 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
 @click.option("--max-delete-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Hold a batch of deletes larger than this share of the tree.")
 @click.option("--force-deletes", is_flag=True, help="Apply deletes even past --max-delete-share.")
+@click.option("--imds-interval", "imds_s", type=float, default=5.0, show_default=True,
+              help="Seconds between looks for EC2 spot notices (on EC2 only).")
 @_status
 @_verbose
 def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...], once: bool,
          no_restore: bool, quiet_s: float, reconcile_s: float, max_delete_share: float, force_deletes: bool,
-         status_file: Path | None, verbose: bool) -> None:
+         imds_s: float, status_file: Path | None, verbose: bool) -> None:
     """Restore FOLDER from the bucket, then upload its changes as they happen. SIGTERM pushes what is pending
     and exits 0. On EC2, a spot interruption or rebalance notice pushes everything at once. Exits 0 without
     doing anything when no sync URL is configured.
@@ -163,7 +165,7 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
         if options is None:
             log.warning("no sync URL configured (VMLAB_SYNC_URL): nothing to sync")
             return
-        options.quiet_s, options.reconcile_s = quiet_s, reconcile_s
+        options.quiet_s, options.reconcile_s, options.imds_interval_s = quiet_s, reconcile_s, imds_s
         if once:
             pending = Pending(options.queue_file)
             if not no_restore:

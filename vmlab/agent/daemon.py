@@ -168,7 +168,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
                 continue
             try:
                 result = push(folder, options.store, options.manifest, options.excludes,
-                              only=None if full else ready, policy=options.policy)
+                              only=None if full else ready, policy=options.policy, before_change=pending.hold)
             except VmlabError as e:
                 result = PushResult(failed={rel: str(e) for rel in ready or {""}})
                 log.error("%s", e)
@@ -183,7 +183,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
             for rel in result.pending:
                 if rel:
                     pending.add(rel)
-            pending.done(ready)
+            pending.done(pending.taken())  # this loop is the only taker: all of them were this push's
             tracker.write(pending, force=True)
     finally:
         observer.stop()
@@ -203,15 +203,16 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
     deadline = time.monotonic() + options.flush_s
     delay = 0.2
     while True:
-        taken = pending.take_all()
+        pending.take_all()
         try:
-            result = push(options.folder, options.store, options.manifest, options.excludes, policy=options.policy)
+            result = push(options.folder, options.store, options.manifest, options.excludes, policy=options.policy,
+                          before_change=pending.hold)
         except VmlabError as e:
             result = PushResult(failed={"": str(e)})
             log.error("%s", e)
         tracker.after(result)
         if not result.pending:
-            pending.done(taken | pending.journaled())
+            pending.done(pending.journaled())
             break
         if time.monotonic() + delay > deadline:
             break

@@ -119,6 +119,17 @@ class Pending:
             self._paths = {}
         return paths
 
+    def hold(self, rel: str) -> None:
+        """Journal `rel` as taken by the running push (one that found it without an event: a full pass)."""
+        with self._lock:
+            if rel not in self._paths and rel not in self._taken:
+                self._log("+", [rel])
+            self._taken.add(rel)
+
+    def taken(self) -> set[str]:
+        with self._lock:
+            return set(self._taken)
+
     def done(self, rels: Iterable[str]) -> None:
         """The push that took `rels` finished (synced, or held back for a reason that a retry will not change).
         A path with a new event since it was taken stays queued."""

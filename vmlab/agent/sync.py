@@ -22,7 +22,7 @@ import os
 import secrets
 import stat as stat_module
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -77,11 +77,15 @@ class RestoreResult:
 
 
 def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | None = None,
-         only: Iterable[str] | None = None, policy: DeletePolicy | None = None) -> PushResult:
+         only: Iterable[str] | None = None, policy: DeletePolicy | None = None,
+         before_change: Callable[[str], None] | None = None) -> PushResult:
     """Upload what changed under `folder` (all of it, or the relative paths in `only`, folders walked) and
     propagate deletes of known keys. Per-file errors are collected in `failed`, never raised: the manifest keeps
     the old entry and the next pass tries again. Raises BadInput when the folder is missing, so an unmounted
-    disk never reads as "everything was deleted"."""
+    disk never reads as "everything was deleted". `before_change(rel)` is called before each upload or delete
+    (the daemon journals the path: a crash before the manifest is saved must not make the store's copy look
+    like someone else's)."""
+    before_change = before_change or (lambda _rel: None)
     excludes = excludes or Excludes()
     policy = policy or DeletePolicy()
     if not folder.is_dir():
@@ -97,6 +101,7 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
         result.touched += 1
     last_save = time.monotonic()
     for rel in changes.uploads:
+        before_change(rel)
         try:
             entry = _upload(folder, rel, store)
         except (OSError, VmlabError) as e:
@@ -118,6 +123,7 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
                                     "check the folder; run `vmlab-agent sync --once --force-deletes` to apply"))
         deletes = []
     for rel in deletes:
+        before_change(rel)
         try:
             store.delete(rel)
         except VmlabError as e:
@@ -141,8 +147,11 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
     if not stat_module.S_ISREG(before.st_mode):
         return None
     if before.st_size <= MULTIPART_THRESHOLD:
-        with path.open("rb") as f:
-            data = f.read()
+        try:
+            with path.open("rb") as f:
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None  # renamed or deleted since the scan: its event is queued
         if not _same(path, before):
             return None
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
