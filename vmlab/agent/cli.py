@@ -106,7 +106,7 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
     Example:
       vmlab-agent restore --folder ~/data --url s3://my-bucket/alice
     """
-    from vmlab.agent.queue import Pending
+    from vmlab.agent.queue import replay
     from vmlab.agent.sync import restore as run
 
     _logging(True)
@@ -115,10 +115,8 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
         if options is None:
             log.info("no sync URL configured (VMLAB_SYNC_URL): nothing to restore")
             return
-        queue = Pending(options.queue_file)
         result = run(options.folder, options.store, options.manifest, options.excludes,
-                     local_changes=queue.journaled())
-        queue.close()
+                     local_changes=replay(options.queue_file))
     except VmlabError as e:
         _fail(e)
     log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(result.downloaded),

@@ -46,27 +46,9 @@ class Pending:
         self._lines = 0
         if journal is not None:
             now = time.monotonic()
-            for rel in self._replay(journal):
+            for rel in replay(journal):
                 self._paths[rel] = (now, now)
             self._compact()
-
-    @staticmethod
-    def _replay(journal: Path) -> set[str]:
-        live: set[str] = set()
-        try:
-            text = journal.read_text(errors="replace")
-        except FileNotFoundError:
-            return live
-        for line in text.splitlines():
-            try:
-                op, rel = json.loads(line)
-            except (ValueError, TypeError):
-                continue  # a line cut short by a power loss
-            if op == "+":
-                live.add(rel)
-            elif op == "-":
-                live.discard(rel)
-        return live
 
     def _compact(self) -> None:
         """Rewrite the journal with the live paths only (caller holds the lock, or no thread runs yet)."""
@@ -152,6 +134,25 @@ class Pending:
     def __len__(self) -> int:
         with self._lock:
             return len(self._paths) + len(self._taken)
+
+
+def replay(journal: Path) -> set[str]:
+    """The paths a journal holds as not yet synced (read only; an unfinished last line is skipped)."""
+    live: set[str] = set()
+    try:
+        text = journal.read_text(errors="replace")
+    except FileNotFoundError:
+        return live
+    for line in text.splitlines():
+        try:
+            op, rel = json.loads(line)
+        except (ValueError, TypeError):
+            continue  # a line cut short by a power loss
+        if op == "+":
+            live.add(rel)
+        elif op == "-":
+            live.discard(rel)
+    return live
 
 
 def size_of(folder: Path, rels: Iterable[str]) -> int:
