@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("vmlab.cli.labs:up", "Launch (or resume) a lab from an image with a fresh token."),
     "tunnel": ("vmlab.cli.tunnel:tunnel", "Forward localhost to a lab's JupyterLab and print its URL."),
     "ls": ("vmlab.cli.labs:ls", "List labs and their state."),
+    "status": ("vmlab.cli.labs:status", "Show a lab's settings and its data sync status."),
     "ssh": ("vmlab.cli.labs:ssh", "Open a shell on a lab."),
     "ssh-config": ("vmlab.cli.sshconfig:ssh_config", "Write SSH Host entries for the labs (`ssh NAME`)."),
     "stop": ("vmlab.cli.labs:stop", "Stop a lab (disk kept)."),

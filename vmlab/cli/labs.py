@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -16,22 +17,30 @@ from vmlab.cli.output import Output, handle_errors, json_option
 @click.option("--image", default=None, help="Image name or id (default: the newest vmlab image).")
 @click.option("--type", "instance_type", default=None, metavar="TYPE", help="Instance type, e.g. g4dn.xlarge.")
 @click.option("--spot", is_flag=True, help="Use a spot instance (falls back to on-demand).")
+@click.option("--idle", default=None, metavar="DURATION",
+              help="Power off after this long unused, e.g. 30m, 2h; 0 = never (default 30m, or the lab's last).")
+@click.option("--max-hours", type=float, default=None, metavar="HOURS",
+              help="Power off this many hours after this `up`, used or not; 0 = never (default 24).")
+@click.option("--sync", default=None, metavar="URL",
+              help="Keep ~/data synced with s3://bucket/prefix (on EC2 an instance profile allows that prefix "
+                   "only); '' = stop syncing.")
 @json_option
 @handle_errors
 def up(name: str, provider_name: str | None, image: str | None, instance_type: str | None, spot: bool,
-       json_mode: bool) -> None:
+       idle: str | None, max_hours: float | None, sync: str | None, json_mode: bool) -> None:
     """Launch lab NAME from an image (or resume it) with a fresh Jupyter token, and wait until it answers.
 
     \b
     Example:
       vmlab up lab --provider local
+      vmlab up gpu --type g4dn.xlarge --spot --idle 30m --max-hours 12 --sync s3://my-bucket/alice
     """
     from vmlab.providers import get_provider
     from vmlab.workflows.labs import up as run
 
     out = Output(json_mode)
     result = run(get_provider(provider_name), name, image=image, instance_type=instance_type, spot=spot,
-                 say=out.say)
+                 idle=idle, max_hours=max_hours, sync=sync, say=out.say)
     t = result.timings
     out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
             f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
@@ -41,10 +50,12 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
 
 @click.command()
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Terminate even while the lab's agent reports unsynced data.")
 @json_option
 @handle_errors
-def down(name: str, json_mode: bool) -> None:
-    """Terminate lab NAME and delete its disk, key and record.
+def down(name: str, force: bool, json_mode: bool) -> None:
+    """Terminate lab NAME and delete its disk, key and record. A lab that syncs ~/data is terminated only once
+    its agent reports nothing pending (or with --force).
 
     \b
     Example:
@@ -58,7 +69,7 @@ def down(name: str, json_mode: bool) -> None:
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    removed = run(get_provider(record.provider), name, store=store, say=out.say)
+    removed = run(get_provider(record.provider), name, store=store, force=force, say=out.say)
     out.emit({"lab": name, "removed": removed})
 
 
@@ -135,18 +146,79 @@ def ls(provider_name: str | None, json_mode: bool) -> None:
             rows.append({"name": r.name, "provider": r.provider, "instance": r.instance_id,
                          "state": inst.state if inst else "missing", "address": f"{r.host}:{r.port}",
                          "type": r.instance_type, "spot": r.spot, "created": r.created,
-                         "tunnel_port": (tunnel_bg.running(r.name) or {}).get("local_port")})
+                         "tunnel_port": (tunnel_bg.running(r.name) or {}).get("local_port"),
+                         "agent": _agent_row(provider, r, inst)})
         for inst in instances.values():
             rows.append({"name": inst.tags.get("vmlab:lab", inst.name), "provider": provider.name,
                          "instance": inst.id, "state": inst.state + " (no local record)",
                          "address": f"{inst.host}:{inst.port}", "type": inst.instance_type, "spot": inst.spot,
-                         "created": inst.launched_at, "tunnel_port": None})
+                         "created": inst.launched_at, "tunnel_port": None, "agent": None})
     if not rows:
         out.say("no labs; start one with `vmlab up`")
     for row in rows:
+        agent: dict[str, Any] = row["agent"] or {}  # type: ignore[assignment]
         out.say(f"{row['name']:<16} {row['state']:<12} {row['provider']:<6} {row['instance']:<22} "
-                f"{row['address']}" + (f"  tunnel: localhost:{row['tunnel_port']}" if row["tunnel_port"] else ""))
+                f"{row['address']}" + (f"  tunnel: localhost:{row['tunnel_port']}" if row["tunnel_port"] else "")
+                + (f"  sync: {agent['summary']}" if agent.get("summary") else ""))
     out.emit({"labs": rows})
+
+
+def _agent_row(provider: Any, record: Any, inst: Any) -> dict[str, Any] | None:
+    """The agent's status of a running lab that syncs, for `ls` (a few seconds at most per lab)."""
+    from vmlab.errors import VmlabError
+    from vmlab.workflows.labs import agent_status
+
+    if inst is None or inst.state != "running" or not (record.extra.get("agent") or {}).get("sync_url"):
+        return None
+    try:
+        status = agent_status(provider, record, timeout=5.0)
+    except VmlabError as e:
+        return {"summary": "unreachable", "error": str(e)}
+    if status is None:
+        return {"summary": "no status yet"}
+    return {**status.to_json(), "summary": status.summary()}
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@handle_errors
+def status(name: str, json_mode: bool) -> None:
+    """Show lab NAME's state, its agent settings and its sync status (read from the lab over SSH).
+
+    \b
+    Example:
+      vmlab status lab
+    """
+    import time
+
+    from vmlab.providers import get_provider
+    from vmlab.state import LabStore
+    from vmlab.workflows.labs import agent_status, require_record
+
+    out = Output(json_mode)
+    record = require_record(LabStore(), name)
+    provider = get_provider(record.provider)
+    inst = provider.describe(record.instance_id)
+    settings = record.extra.get("agent") or {}
+    agent = agent_status(provider, record) if inst is not None and inst.state == "running" else None
+    out.say(f"lab {name}: {inst.state if inst else 'missing'} ({record.provider} {record.instance_id}, "
+            f"{record.host}:{record.port})")
+    out.say(f"  idle stop: {settings.get('idle_minutes', '-')} min, time limit: {settings.get('max_hours', '-')} h, "
+            f"sync: {settings.get('sync_url') or 'off'}")
+    if agent is not None:
+        now = time.time()
+        out.say(f"  agent: {agent.summary(now)}")
+        out.say(f"  pending: {agent.pending} files, {agent.pending_bytes} bytes; held deletes: {agent.held_deletes}")
+        last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent.last_sync)) if agent.last_sync else "never"
+        stopped = " (agent stopped)" if agent.stopped else ""
+        out.say(f"  last sync: {last}; status written {now - agent.updated:.0f}s ago{stopped}")
+        if agent.last_error:
+            out.say(f"  last error: {agent.last_error}")
+        if agent.interruption:
+            out.say(f"  EC2 notice: {agent.interruption}")
+    out.emit({"lab": name, "state": inst.state if inst else "missing", "settings": settings,
+              "agent": agent.to_json() if agent else None})
 
 
 @click.command()

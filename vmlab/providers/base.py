@@ -35,6 +35,8 @@ class LaunchSpec:
     host_key: str | None = field(default=None, repr=False)
     memory_mb: int | None = None
     cpus: int | None = None
+    #: EC2: name of an IAM instance profile to attach (the lab agent's bucket access); ignored elsewhere
+    instance_profile: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmlab import keys, lab
+from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LaunchSpec, Provider
 from vmlab.state import LabRecord, LabStore, check_name
-from vmlab.workflows import sshconfig, tunnel_bg
+from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
+from vmlab.workflows.labagent import AgentSettings, s3_parts
 
 Say = Callable[[str], None]
 
@@ -122,20 +124,27 @@ def find_lab_instance(provider: Provider, name: str) -> Instance | None:
 
 def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
        spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
-       lab_timeout: float = 180.0, say: Say = lambda _m: None) -> UpResult:
-    """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token."""
+       lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
+       sync: str | None = None, say: Say = lambda _m: None) -> UpResult:
+    """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
+    `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
+    a flag left None keeps the lab's previous setting."""
     check_name(name)
     watch = Stopwatch()
     store = store or LabStore()
     record = store.get(name)
+    previous = record.extra.get("agent") if record is not None else None
+    settings = AgentSettings.from_flags(idle, max_hours, sync, previous)
     existing = find_lab_instance(provider, name)
     if existing is not None and record is not None and record.instance_id == existing.id:
+        _check_same_profile(provider, name, previous, settings)
         if existing.state in ("stopped", "stopping"):
             say(f"starting lab {name} ({existing.id})")
             with watch.lap("launch"):
                 existing = provider.start(existing.id)
         record.host, record.port = existing.host, existing.port
-        _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch)
+        record.extra["agent"] = settings.to_record()
+        _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
         sshconfig.refresh(store)
         return UpResult(record, True, tunnel_hint(name), watch.finish())
@@ -148,24 +157,53 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
     with Cleanup(say) as cleanup:
         key_file = client.save(store.key_path(name))
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
+        profile = _sync_profile(provider, settings, cleanup, say)
         say(f"launching lab {name} from {img.name} ({img.id})")
         with watch.lap("launch"):
             inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
                                               instance_type=instance_type, spot=spot, host_key=host_key.private,
-                                              tags={"vmlab:lab": name, "vmlab:run": run_id}))
+                                              tags={"vmlab:lab": name, "vmlab:run": run_id},
+                                              instance_profile=profile))
         cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
                            key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           instance_type=inst.instance_type, spot=inst.spot)
-        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch)
+                           instance_type=inst.instance_type, spot=inst.spot,
+                           extra={"agent": settings.to_record()})
+        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
     sshconfig.refresh(store)
     return UpResult(record, False, tunnel_hint(name), watch.finish())
 
 
+def _sync_profile(provider: Provider, settings: AgentSettings, cleanup: Cleanup, say: Say) -> str | None:
+    """On EC2 with an s3:// sync URL: the instance profile that allows that prefix only (found or created; one
+    created now is removed if the launch fails). Elsewhere None: the VM needs its own credentials."""
+    parts = s3_parts(settings.sync_url or "")
+    if provider.name != "ec2" or parts is None:
+        return None
+    from vmlab.providers.ec2 import profile as iam
+
+    aws = provider.aws  # type: ignore[attr-defined]
+    name, created = iam.ensure_sync_profile(aws, *parts)
+    if created:
+        cleanup.on_failure(f"IAM role and instance profile {name}", lambda: iam.delete_sync_profile(aws, name))
+        say(f"created IAM instance profile {name} (access to {settings.sync_url} only)")
+        iam.wait_usable()
+    return name
+
+
+def _check_same_profile(provider: Provider, name: str, previous: dict[str, Any] | None,
+                        settings: AgentSettings) -> None:
+    """An EC2 lab's bucket access is fixed at launch by its instance profile."""
+    before = (previous or {}).get("sync_url")
+    if provider.name == "ec2" and settings.sync_url != before and s3_parts(settings.sync_url or "") is not None:
+        raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its EC2 permissions cannot "
+                       f"follow --sync {settings.sync_url}", f"`vmlab down {name}` and launch it again")
+
+
 def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
-                   lab_timeout: float, say: Say, watch: Stopwatch) -> None:
+                   lab_timeout: float, say: Say, watch: Stopwatch, settings: AgentSettings) -> None:
     from pathlib import Path
 
     say(f"waiting for SSH on {inst.host}:{inst.port}")
@@ -175,6 +213,7 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
         record.token = secrets.token_urlsafe(32)
         with watch.lap("token"):
             conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
+            labagent.write_agent_env(conn, settings, record.user, time.time())
             conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
         say("waiting for JupyterLab to answer")
         # the script rides in argv (it is no secret), the token on stdin (argv is visible to every user)
@@ -185,6 +224,8 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
             detail = (probe.stdout.strip() or probe.stderr.strip()).splitlines()[-1:] or [f"exit {probe.rc}"]
             raise HostError(f"JupyterLab on {record.name} did not answer: {detail[0]}",
                             f"see `vmlab ssh {record.name}` then `journalctl -u {lab.SERVICE}`")
+        labagent.restart_agent(conn)
+        say(settings.describe())
 
 
 def conn_run(conn: Any, command: Command) -> None:
@@ -213,10 +254,31 @@ def require_record(store: LabStore, name: str) -> LabRecord:
     return record
 
 
-def down(provider: Provider, name: str, *, store: LabStore | None = None, say: Say = lambda _m: None) -> list[str]:
-    """Terminate lab `name` (its disk goes too), forget its key and record. Returns what was removed."""
+def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0) -> AgentStatus | None:
+    """The lab agent's status read over SSH; None when the lab is not running or has no status file. Raises
+    HostError (ConnectError) when the lab runs but cannot be reached."""
+    from pathlib import Path
+
+    inst = provider.describe(record.instance_id)
+    if inst is None or inst.state != "running":
+        return None
+    with connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=timeout) as conn:
+        return labagent.read_status(conn)
+
+
+def down(provider: Provider, name: str, *, store: LabStore | None = None, force: bool = False,
+         say: Say = lambda _m: None) -> list[str]:
+    """Terminate lab `name` (its disk goes too), forget its key and record. Returns what was removed. Refuses
+    while the lab's agent reports data not yet in its bucket, unless `force`."""
     store = store or LabStore()
     record = require_record(store, name)
+    if not force and (record.extra.get("agent") or {}).get("sync_url"):
+        try:
+            status = agent_status(provider, record)
+        except HostError as e:
+            say(f"could not read the agent's status on {name} ({e}); going ahead")
+            status = None
+        labagent.check_can_remove(name, status, force)
     removed = []
     pid = tunnel_bg.stop(name)
     if pid is not None:

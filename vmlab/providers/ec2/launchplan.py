@@ -75,7 +75,9 @@ def run_request(spec: LaunchSpec, *, ami: str, root: Mapping[str, Any], key_name
                 instance_type: str, tags: Mapping[str, str], user_data: str, client_token: str) -> dict[str, Any]:
     """Keyword arguments for run_instances (without market options)."""
     size = volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
+    profile = {"IamInstanceProfile": {"Name": spec.instance_profile}} if spec.instance_profile else {}
     return {
+        **profile,
         "ImageId": ami, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
         "KeyName": key_name, "SecurityGroupIds": [group_id],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},

@@ -1,0 +1,166 @@
+"""The lab side of the on-VM agent: the settings `vmlab up` sends it, and the status `ls`/`status`/`down` read back.
+
+At every `up`, /etc/vmlab/agent.env (root-only, never baked: the bake's scrub removes /etc/vmlab/*.env) gets the
+sync URL, the idle limit and a deadline of now + max-hours; then the agent's units are restarted so they read it
+(restore first, before JupyterLab). The settings are kept in the lab's record, so a later `vmlab up NAME` without
+flags keeps them (and starts a new max-hours period).
+
+Defaults: `--idle 30m` (an unused GPU costs the most), `--max-hours 24` (the hard stop the Terraform launcher
+had); `0` turns either off. Example::
+
+    settings = AgentSettings.from_flags(idle="30m", max_hours=24, sync="s3://my-bucket/alice")
+    write_agent_env(conn, settings, user="ubuntu", now=time.time())
+    status = read_status(conn)          # AgentStatus, or None when the agent wrote none
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from vmlab import lab
+from vmlab.agent.status import AgentStatus
+from vmlab.engine.command import Command, sh
+from vmlab.errors import BadInput, HostError
+
+DEFAULT_IDLE_MINUTES = 30.0
+DEFAULT_MAX_HOURS = 24.0
+MAX_HOURS_LIMIT = 24.0 * 31
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+)s)?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# the schemes the agent's stores understand (vmlab.agent.store / stores)
+OTHER_SCHEMES = ("gs://", "az://", "https://")
+
+# $1: the env file; the content on stdin (it may hold a storage credential, never on a command line)
+WRITE_ENV = r"""
+umask 077
+mkdir -p "$(dirname "$1")"
+cat > "$1.tmp" && mv -f "$1.tmp" "$1"
+"""
+# the agent's units that exist on this image, restarted in order ($@); a lab baked without them skips this
+RESTART_UNITS = r"""
+for unit in "$@"; do
+  if systemctl cat "$unit" >/dev/null 2>&1; then
+    systemctl restart "$unit" || { echo "$unit failed: see journalctl -u $unit" >&2; exit 1; }
+  fi
+done
+"""
+
+
+def parse_idle(text: str) -> float:
+    """Minutes from "30m", "1h", "1h30m", "90s" or a bare number of minutes; "0" turns the idle stop off."""
+    raw = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        return float(raw)
+    match = _DURATION.match(raw)
+    if not raw or not match or not any(match.groups()):
+        raise BadInput(f"--idle {text!r} is not a duration", "use e.g. 30m, 2h, 1h30m, or 0 to turn it off")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 60 + minutes + seconds / 60
+
+
+def check_max_hours(hours: float) -> float:
+    if hours < 0 or hours > MAX_HOURS_LIMIT:
+        raise BadInput(f"--max-hours {hours:g} is out of range",
+                       f"give 0 (no limit) up to {MAX_HOURS_LIMIT:.0f} hours, e.g. --max-hours 24")
+    return hours
+
+
+def check_sync_url(url: str) -> str:
+    """The URL when the agent can sync with it; BadInput otherwise. s3:// needs a valid bucket name."""
+    url = url.strip()
+    if url.startswith("s3://"):
+        bucket, _, _prefix = url[5:].partition("/")
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise BadInput(f"--sync {url!r} does not name a valid S3 bucket",
+                           "use s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, dots, hyphens)")
+        return url
+    if url.startswith(OTHER_SCHEMES) and len(url.split("/", 3)) >= 3 and url.split("/", 3)[2]:
+        return url
+    raise BadInput(f"--sync {url!r} is not a storage URL", "use s3://bucket/prefix")
+
+
+def s3_parts(url: str) -> tuple[str, str] | None:
+    """(bucket, prefix) of an s3:// URL, else None."""
+    if not url.startswith("s3://"):
+        return None
+    bucket, _, prefix = url[5:].partition("/")
+    return bucket, prefix.strip("/")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    idle_minutes: float = DEFAULT_IDLE_MINUTES
+    max_hours: float = DEFAULT_MAX_HOURS
+    sync_url: str | None = None
+
+    @classmethod
+    def from_flags(cls, idle: str | None = None, max_hours: float | None = None, sync: str | None = None,
+                   previous: dict[str, Any] | None = None) -> AgentSettings:
+        """Validate the flags; a flag not given keeps the lab's previous value (from its record), else the
+        default. `--sync ""` turns sync off."""
+        previous = previous or {}
+        minutes = parse_idle(idle) if idle is not None else float(previous.get("idle_minutes", DEFAULT_IDLE_MINUTES))
+        hours = check_max_hours(max_hours if max_hours is not None
+                                else float(previous.get("max_hours", DEFAULT_MAX_HOURS)))
+        url = previous.get("sync_url") if sync is None else (check_sync_url(sync) if sync.strip() else None)
+        return cls(minutes, hours, url)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"idle_minutes": self.idle_minutes, "max_hours": self.max_hours, "sync_url": self.sync_url}
+
+    def env_text(self, user: str, now: float) -> str:
+        home = "/root" if user == "root" else f"/home/{user}"
+        deadline = int(now + self.max_hours * 3600) if self.max_hours else 0
+        lines = [
+            "# written by `vmlab up` at every launch; read by the vmlab-agent units (EnvironmentFile=)",
+            f"VMLAB_SYNC_URL={self.sync_url or ''}",
+            f"VMLAB_DATA_DIR={home}/{lab.DATA_DIR}",
+            f"VMLAB_IDLE_MINUTES={self.idle_minutes:g}",
+            f"VMLAB_MAX_HOURS={self.max_hours:g}",
+            f"VMLAB_DEADLINE={deadline}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def describe(self) -> str:
+        parts = [f"idle stop after {self.idle_minutes:g} min" if self.idle_minutes else "no idle stop",
+                 f"hard stop after {self.max_hours:g} h" if self.max_hours else "no time limit",
+                 f"syncing ~/{lab.DATA_DIR} with {self.sync_url}" if self.sync_url else "no sync"]
+        return ", ".join(parts)
+
+
+def write_agent_env(conn: Any, settings: AgentSettings, user: str, now: float) -> None:
+    """Write agent.env (root-only) on the lab and restart the agent's restore unit (so ~/data is there before
+    JupyterLab restarts). Raises HostError when a step fails."""
+    _sudo(conn, sh(WRITE_ENV, lab.AGENT_ENV_FILE, stdin=settings.env_text(user, now), label="write agent settings"))
+    _sudo(conn, sh(RESTART_UNITS, lab.RESTORE_SERVICE, label="restore the data folder"))
+
+
+def restart_agent(conn: Any) -> None:
+    """Restart the sync and idle units (after JupyterLab), so they read the new settings."""
+    _sudo(conn, sh(RESTART_UNITS, lab.SYNC_SERVICE, lab.IDLE_SERVICE, label="restart the lab agent"))
+
+
+def _sudo(conn: Any, command: Command) -> None:
+    result = conn.execute(command, sudo=True)
+    if result.rc != 0:
+        raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
+                        f"{result.stderr.strip()[-300:]}", "see `vmlab ssh NAME -- journalctl -b`")
+
+
+def read_status(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
+    """The agent's status file on the lab, or None when there is none (no sync configured, or an old image)."""
+    result = conn.execute(Command("cat", path, label="read agent status"))
+    if result.rc != 0:
+        return None
+    return AgentStatus.parse(result.stdout)
+
+
+def check_can_remove(name: str, status: AgentStatus | None, force: bool) -> None:
+    """Refuse to terminate a lab whose agent reports data not yet in its bucket, unless forced."""
+    if force or status is None or not status.unsynced:
+        return
+    raise HostError(f"lab {name} has data not yet synced to {status.url or 'its bucket'} "
+                    f"({status.summary()})",
+                    f"wait and check `vmlab status {name}`, or `vmlab down {name} --force` to lose it")
