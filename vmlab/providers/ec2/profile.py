@@ -33,7 +33,7 @@ TRUST = {
 
 def profile_name(bucket: str, prefix: str) -> str:
     """A stable IAM name for one bucket prefix (IAM names are at most 64 characters; this is 27)."""
-    return "vmlab-sync-" + hashlib.sha256(f"{bucket}/{prefix}".encode()).hexdigest()[:16]
+    return "vmlab-sync-" + hashlib.sha256(f"{bucket}/{prefix.strip('/')}".encode()).hexdigest()[:16]
 
 
 def prefix_policy(bucket: str, prefix: str) -> dict[str, Any]:
