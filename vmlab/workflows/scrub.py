@@ -2,7 +2,8 @@
 
 Both run over the builder's SSH connection as root. The scrub removes the builder's key, SSH host keys (a new VM
 makes its own at first boot), cloud-init state (it holds the user data), histories, cloud credentials, Jupyter
-runtime files, package caches, logs and the machine id. The scan then looks through the places users and
+runtime files, the per-launch files in /etc/vmlab and the sync agent's state, package caches, logs and the
+machine id. The scan then looks through the places users and
 services keep files for AWS key ids, private keys and tokens; any hit fails the bake and no image is made.
 """
 
@@ -37,7 +38,10 @@ for home in /root /home/*; do
          "$home/.cache/pip" "$home/.ipython/profile_default/history.sqlite"
 done
 rm -rf /root/.cache/pip /var/cache/apt/archives/*.deb /tmp/* /var/tmp/*
-if [ -f /etc/vmlab/jupyter.env ]; then rm -f /etc/vmlab/jupyter.env; fi
+# per-launch secrets `vmlab up` writes (jupyter.env: the token; agent.env: sync URL, maybe a storage SAS), and
+# the agent's record of a bucket (a new lab must not trust a manifest of files it never had)
+rm -f /etc/vmlab/*.env
+rm -rf /var/lib/vmlab-agent
 find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' \) -delete 2>/dev/null || true
 find /var/log -type f -exec truncate -s 0 {} + 2>/dev/null || true
 rm -rf /var/log/journal/*
@@ -58,7 +62,8 @@ patterns = [
     (re.compile(rb"(?i)aws_secret_access_key\s*[=:]\s*[A-Za-z0-9/+]{40}"), "AWS secret key"),
     (re.compile(rb"JUPYTER_TOKEN=[A-Za-z0-9_\-]{16,}"), "Jupyter token"),
     (re.compile(rb"(?:ghp|gho|github_pat)_[A-Za-z0-9_]{30,}"), "GitHub token"),
-    (re.compile(rb"[?&]sig=[A-Za-z0-9%/+]{30,}"), "Azure SAS signature"),
+    (re.compile(rb"(?:^|[?&\s\"'=])sig=[A-Za-z0-9%/+]{30,}", re.M), "Azure SAS signature"),
+    (re.compile(rb"(?im)^\s*(?:export\s+)?AZURE_[A-Z_]*SAS[A-Z_]*\s*=\s*['\"]?[^\s'\"]{16,}"), "Azure SAS token"),
 ]
 hits = []
 for root in roots:
