@@ -149,6 +149,18 @@ def _sudo(conn: Any, command: Command) -> None:
                         f"{result.stderr.strip()[-300:]}", "see `vmlab ssh NAME -- journalctl -b`")
 
 
+# stop the sync daemon if this image has it: SIGTERM makes it push what is pending and write its final status
+STOP_SYNC = r"""
+if systemctl cat "$1" >/dev/null 2>&1; then systemctl stop "$1"; fi
+"""
+
+
+def flush_and_read(conn: Any) -> AgentStatus | None:
+    """Stop the sync daemon (it pushes everything pending first) and read its final status."""
+    _sudo(conn, sh(STOP_SYNC, lab.SYNC_SERVICE, label="stop the sync agent (it pushes what is pending)"))
+    return read_status(conn)
+
+
 def read_status(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """The agent's status file on the lab, or None when there is none (no sync configured, or an old image)."""
     result = conn.execute(Command("cat", path, label="read agent status"))

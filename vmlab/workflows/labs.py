@@ -254,16 +254,23 @@ def require_record(store: LabStore, name: str) -> LabRecord:
     return record
 
 
-def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0) -> AgentStatus | None:
-    """The lab agent's status read over SSH; None when the lab is not running or has no status file. Raises
-    HostError (ConnectError) when the lab runs but cannot be reached."""
+def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0,
+                 flush: bool = False) -> AgentStatus | None:
+    """The lab agent's status read over SSH (with `flush`: after stopping the sync daemon, which pushes what is
+    pending); None when the lab is not running or has no status file. Raises HostError (ConnectError) when the
+    lab runs but cannot be reached."""
     from pathlib import Path
 
     inst = provider.describe(record.instance_id)
     if inst is None or inst.state != "running":
         return None
     with connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=timeout) as conn:
-        return labagent.read_status(conn)
+        if not flush:
+            return labagent.read_status(conn)
+        status = labagent.flush_and_read(conn)
+        if status is not None and status.unsynced:
+            labagent.restart_agent(conn)  # the lab stays: keep syncing
+        return status
 
 
 def down(provider: Provider, name: str, *, store: LabStore | None = None, force: bool = False,
@@ -273,8 +280,9 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
     store = store or LabStore()
     record = require_record(store, name)
     if not force and (record.extra.get("agent") or {}).get("sync_url"):
+        say(f"pushing lab {name}'s pending changes to its bucket")
         try:
-            status = agent_status(provider, record)
+            status = agent_status(provider, record, flush=True)
         except HostError as e:
             say(f"could not read the agent's status on {name} ({e}); going ahead")
             status = None
