@@ -90,3 +90,12 @@ def test_no_metadata_service_stops_watching_at_once(monkeypatch: pytest.MonkeyPa
     started = time.monotonic()
     assert watcher.start() is False
     assert time.monotonic() - started < 2 and not watcher.active
+
+
+def test_a_deadline_from_before_this_boot_starts_a_new_period() -> None:
+    boot = 10_000.0
+    assert idle.effective_deadline(20_000, 3600, boot) == 20_000  # written by `vmlab up` after this boot
+    assert idle.effective_deadline(5_000, 3600, boot) == boot + 3600  # `vmlab start` of a lab stopped long ago
+    assert idle.effective_deadline(5_000, 0, boot) == 0
+    assert idle.effective_deadline(0, 3600, boot) == 0  # no limit
+    assert 0 < idle.boot_time() < time.time()

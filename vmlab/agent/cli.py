@@ -218,8 +218,9 @@ def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_
         config = AgentConfig.from_env()
     except VmlabError as e:
         _fail(e)
-    limits = idle_mod.Limits(idle_s=config.idle_s, deadline=config.deadline,
-                             warn_s=idle_mod.WARN_MINUTES * config.minute_s)
+    deadline = idle_mod.effective_deadline(config.deadline, config.max_hours * 60 * config.minute_s,
+                                           idle_mod.boot_time())
+    limits = idle_mod.Limits(idle_s=config.idle_s, deadline=deadline, warn_s=idle_mod.WARN_MINUTES * config.minute_s)
     if not limits.idle_s and not limits.deadline:
         log.info("no idle limit and no deadline configured: nothing to watch")
         return

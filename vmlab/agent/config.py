@@ -9,7 +9,7 @@
 | VMLAB_DATA_DIR | the folder to sync | ~/data |
 | VMLAB_IDLE_MINUTES | power off after this long without activity; 0 = never | 0 |
 | VMLAB_DEADLINE | unix time of the hard stop; 0 = none | 0 |
-| VMLAB_MAX_HOURS | informational (the deadline is computed by `vmlab up`) | 0 |
+| VMLAB_MAX_HOURS | the period a boot gets when VMLAB_DEADLINE is older than the boot | 0 |
 | VMLAB_AGENT_STATE_DIR | manifest, queue, status.json | $STATE_DIRECTORY, /var/lib/vmlab-agent if writable, ... |
 | VMLAB_AGENT_STATUS_FILE | the status file `vmlab ls` reads | state dir/status.json |
 | VMLAB_JUPYTER_ENV | the file holding JUPYTER_TOKEN | /etc/vmlab/jupyter.env |
@@ -67,6 +67,7 @@ class AgentConfig:
     status_file: Path
     idle_minutes: float
     deadline: float
+    max_hours: float
     jupyter_env: Path
     minute_s: float
 
@@ -90,6 +91,7 @@ class AgentConfig:
             status_file=Path(env.get("VMLAB_AGENT_STATUS_FILE") or state / "status.json"),
             idle_minutes=_number(env, "VMLAB_IDLE_MINUTES"),
             deadline=_number(env, "VMLAB_DEADLINE"),
+            max_hours=_number(env, "VMLAB_MAX_HOURS"),
             jupyter_env=Path(env.get("VMLAB_JUPYTER_ENV") or lab.ENV_FILE),
             minute_s=_number(env, "VMLAB_AGENT_MINUTE_SECONDS", 60.0) or 60.0,
         )

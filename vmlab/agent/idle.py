@@ -87,6 +87,24 @@ class Decision:
     reason: str = ""
 
 
+def effective_deadline(deadline: float, max_hours_s: float, boot_time: float) -> float:
+    """The hard stop for this boot. `vmlab up` writes now + max-hours; a deadline from before this boot belongs
+    to an earlier run (the lab was stopped, then started with `vmlab start` or the console), so this boot gets
+    a period of its own, counted from boot, instead of powering off at once."""
+    if not deadline or deadline > boot_time:
+        return deadline
+    return boot_time + max_hours_s if max_hours_s else 0.0
+
+
+def boot_time() -> float:
+    """Unix time this machine booted (now minus /proc/uptime)."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return time.time() - uptime
+
+
 def last_active(previous: float, now: float, activity: Activity, count_connections: bool = False) -> float:
     """The newest moment the lab was known in use: now when something is in use, else Jupyter's own record."""
     latest = previous
