@@ -101,12 +101,11 @@ class Tracker:
     def write(self, pending: Pending, force: bool = False, extra: list[str] | None = None) -> None:
         if self.options.status_file is None:
             return
-        paths = pending.journaled() | set(extra or ())
         now = time.monotonic()
-        if not force and len(paths) == self._written[0] and now - self._written[1] < 30:
+        if not force and (now - self._written[1] < self.every_s
+                          or (len(pending) == self._written[0] and now - self._written[1] < 30)):
             return
-        if not force and now - self._written[1] < self.every_s:
-            return
+        paths = pending.journaled() | set(extra or ())
         self.status.pending = len(paths)
         self.status.pending_bytes = size_of(self.options.folder, paths)
         self.status.updated = time.time()

@@ -192,6 +192,7 @@ def status(name: str, json_mode: bool) -> None:
     """
     import time
 
+    from vmlab.errors import VmlabError
     from vmlab.providers import get_provider
     from vmlab.state import LabStore
     from vmlab.workflows.labs import agent_status, require_record
@@ -201,11 +202,17 @@ def status(name: str, json_mode: bool) -> None:
     provider = get_provider(record.provider)
     inst = provider.describe(record.instance_id)
     settings = record.extra.get("agent") or {}
-    agent = agent_status(provider, record) if inst is not None and inst.state == "running" else None
+    unreachable = ""
+    try:
+        agent = agent_status(provider, record) if inst is not None and inst.state == "running" else None
+    except VmlabError as e:
+        agent, unreachable = None, str(e)
     out.say(f"lab {name}: {inst.state if inst else 'missing'} ({record.provider} {record.instance_id}, "
             f"{record.host}:{record.port})")
     out.say(f"  idle stop: {settings.get('idle_minutes', '-')} min, time limit: {settings.get('max_hours', '-')} h, "
             f"sync: {settings.get('sync_url') or 'off'}")
+    if unreachable:
+        out.say(f"  agent: unreachable ({unreachable})")
     if agent is not None:
         now = time.time()
         out.say(f"  agent: {agent.summary(now)}")
