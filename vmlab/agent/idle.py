@@ -3,9 +3,9 @@
 Every few seconds it looks at what counts as use:
 - Jupyter (REST API on the VM's loopback, token from /etc/vmlab/jupyter.env): `/api/status` `last_activity`
   (notebook edits, kernel messages, terminal input, API calls from a browser), kernels whose `execution_state` is
-  busy, and open terminals. A kernel that merely has a browser tab connected does not count (a tab left open
-  overnight would keep a GPU running) unless `--count-connections`. vmlab's own requests carry
-  `no_track_activity=1`, so looking never counts as use.
+  busy, and open terminals. A kernel connection alone does not count (an idle kernel behind a forgotten tab
+  would keep a GPU running) unless `--count-connections`; a JupyterLab page polling the API does show up in
+  `last_activity`. vmlab's own requests carry `no_track_activity=1`, so looking never counts as use.
 - interactive SSH sessions (`who`: logins with a terminal; `vmlab tunnel`'s `ssh -N` is no login, its traffic
   shows up as Jupyter activity instead),
 - GPU utilisation above 10% (`nvidia-smi`, when present): a training script run with nohup.
