@@ -155,10 +155,10 @@ if systemctl cat "$1" >/dev/null 2>&1; then systemctl stop "$1"; fi
 """
 
 
-def flush_and_read(conn: Any) -> AgentStatus | None:
+def flush_and_read(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """Stop the sync daemon (it pushes everything pending first) and read its final status."""
     _sudo(conn, sh(STOP_SYNC, lab.SYNC_SERVICE, label="stop the sync agent (it pushes what is pending)"))
-    return read_status(conn)
+    return read_status(conn, path)
 
 
 def read_status(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:

@@ -254,8 +254,8 @@ def require_record(store: LabStore, name: str) -> LabRecord:
     return record
 
 
-def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0,
-                 flush: bool = False) -> AgentStatus | None:
+def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0, flush: bool = False,
+                 status_path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """The lab agent's status read over SSH (with `flush`: after stopping the sync daemon, which pushes what is
     pending); None when the lab is not running or has no status file. Raises HostError (ConnectError) when the
     lab runs but cannot be reached."""
@@ -266,23 +266,24 @@ def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0,
         return None
     with connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=timeout) as conn:
         if not flush:
-            return labagent.read_status(conn)
-        status = labagent.flush_and_read(conn)
+            return labagent.read_status(conn, status_path)
+        status = labagent.flush_and_read(conn, status_path)
         if status is not None and status.unsynced:
             labagent.restart_agent(conn)  # the lab stays: keep syncing
         return status
 
 
 def down(provider: Provider, name: str, *, store: LabStore | None = None, force: bool = False,
-         say: Say = lambda _m: None) -> list[str]:
+         say: Say = lambda _m: None, status_path: str = lab.AGENT_STATUS_FILE) -> list[str]:
     """Terminate lab `name` (its disk goes too), forget its key and record. Returns what was removed. Refuses
-    while the lab's agent reports data not yet in its bucket, unless `force`."""
+    while the lab's agent reports data not yet in its bucket (its status file, `status_path` on the lab),
+    unless `force`."""
     store = store or LabStore()
     record = require_record(store, name)
     if not force and (record.extra.get("agent") or {}).get("sync_url"):
         say(f"pushing lab {name}'s pending changes to its bucket")
         try:
-            status = agent_status(provider, record, flush=True)
+            status = agent_status(provider, record, flush=True, status_path=status_path)
         except HostError as e:
             say(f"could not read the agent's status on {name} ({e}); going ahead")
             status = None
