@@ -83,3 +83,14 @@ def test_run_request_attaches_the_profile_only_when_asked() -> None:
     assert "IamInstanceProfile" not in run_request(spec, **common)
     spec = LaunchSpec(name="lab", image="ami-1", ssh_public_key="ssh-ed25519 AAAA", instance_profile="vmlab-sync-x")
     assert run_request(spec, **common)["IamInstanceProfile"] == {"Name": "vmlab-sync-x"}
+
+
+def test_missing_agent_is_reported_only_when_it_matters() -> None:
+    from vmlab.workflows.labagent import missing_agent_warning
+
+    both = ["vmlab-sync.service", "vmlab-idle.service"]
+    assert missing_agent_warning(AgentSettings(0, 0, None), both) == ""
+    assert missing_agent_warning(AgentSettings(30, 24, "s3://b/a"), []) == ""
+    text = missing_agent_warning(AgentSettings(30, 24, "s3://b/a"), both)
+    assert "the idle stop and time limit and sync will not happen" in text and "recipes/lab.py" in text
+    assert "sync" not in missing_agent_warning(AgentSettings(30, 0, None), both).split("so ")[1]

@@ -38,11 +38,14 @@ umask 077
 mkdir -p "$(dirname "$1")"
 cat > "$1.tmp" && mv -f "$1.tmp" "$1"
 """
-# the agent's units that exist on this image, restarted in order ($@); a lab baked without them skips this
+# the agent's units that exist on this image, restarted in order ($@); prints the names of those it lacks (an
+# image baked without the agent)
 RESTART_UNITS = r"""
 for unit in "$@"; do
   if systemctl cat "$unit" >/dev/null 2>&1; then
     systemctl restart "$unit" || { echo "$unit failed: see journalctl -u $unit" >&2; exit 1; }
+  else
+    echo "$unit"
   fi
 done
 """
@@ -137,16 +140,32 @@ def write_agent_env(conn: Any, settings: AgentSettings, user: str, now: float) -
     _sudo(conn, sh(RESTART_UNITS, lab.RESTORE_SERVICE, label="restore the data folder"))
 
 
-def restart_agent(conn: Any) -> None:
-    """Restart the sync and idle units (after JupyterLab), so they read the new settings."""
-    _sudo(conn, sh(RESTART_UNITS, lab.SYNC_SERVICE, lab.IDLE_SERVICE, label="restart the lab agent"))
+def restart_agent(conn: Any) -> list[str]:
+    """Restart the sync and idle units (after JupyterLab), so they read the new settings. Returns the agent units
+    this image lacks."""
+    missing = _sudo(conn, sh(RESTART_UNITS, lab.SYNC_SERVICE, lab.IDLE_SERVICE, label="restart the lab agent"))
+    return missing.split()
 
 
-def _sudo(conn: Any, command: Command) -> None:
+def missing_agent_warning(settings: AgentSettings, missing: list[str]) -> str:
+    """What to tell the user when the image lacks a unit the settings need ("" when nothing is lost)."""
+    lost = []
+    if lab.IDLE_SERVICE in missing and (settings.idle_minutes or settings.max_hours):
+        lost.append("the idle stop and time limit")
+    if lab.SYNC_SERVICE in missing and settings.sync_url:
+        lost.append("sync")
+    if not lost:
+        return ""
+    return (f"warning: this image has no vmlab agent ({', '.join(missing)}), so {' and '.join(lost)} will not "
+            "happen; bake it again from recipes/lab.py")
+
+
+def _sudo(conn: Any, command: Command) -> str:
     result = conn.execute(command, sudo=True)
     if result.rc != 0:
         raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
                         f"{result.stderr.strip()[-300:]}", "see `vmlab ssh NAME -- journalctl -b`")
+    return str(result.stdout)
 
 
 # stop the sync daemon if this image has it: SIGTERM makes it push what is pending and write its final status

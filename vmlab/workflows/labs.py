@@ -62,8 +62,9 @@ class UpResult:
     record: LabRecord
     resumed: bool
     tunnel_hint: str
-    #: seconds: launch (or start), boot_to_ssh, token (write + restart), jupyter_start, total and overhead =
-    #: total - boot_to_ssh - jupyter_start (what vmlab itself adds to the guest's own boot and start-up)
+    #: seconds: launch (or start), boot_to_ssh, token (write + restart), restore (agent settings and ~/data from
+    #: the bucket), jupyter_start, total and overhead = total - boot_to_ssh - restore - jupyter_start (what vmlab
+    #: itself adds to the guest's own boot, download and start-up)
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -72,7 +73,7 @@ class UpResult:
 
 
 class Stopwatch(dict[str, float]):
-    """Named durations: `with watch.lap("boot_to_ssh"): ...` records how long the block took."""
+    """Named durations: `with watch.lap("boot_to_ssh"): ...` adds how long the block took."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,11 +85,12 @@ class Stopwatch(dict[str, float]):
         try:
             yield
         finally:
-            self[name] = time.monotonic() - t0
+            self[name] = self.get(name, 0.0) + time.monotonic() - t0
 
     def finish(self) -> dict[str, float]:
         self["total"] = time.monotonic() - self.started
-        self["overhead"] = self["total"] - self.get("boot_to_ssh", 0.0) - self.get("jupyter_start", 0.0)
+        self["overhead"] = (self["total"] - self.get("boot_to_ssh", 0.0) - self.get("jupyter_start", 0.0)
+                            - self.get("restore", 0.0))
         return dict(self)
 
 
@@ -213,7 +215,9 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
         record.token = secrets.token_urlsafe(32)
         with watch.lap("token"):
             conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
+        with watch.lap("restore"):  # agent settings, then ~/data from the bucket before JupyterLab starts
             labagent.write_agent_env(conn, settings, record.user, time.time())
+        with watch.lap("token"):
             conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
         say("waiting for JupyterLab to answer")
         # the script rides in argv (it is no secret), the token on stdin (argv is visible to every user)
@@ -224,8 +228,10 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
             detail = (probe.stdout.strip() or probe.stderr.strip()).splitlines()[-1:] or [f"exit {probe.rc}"]
             raise HostError(f"JupyterLab on {record.name} did not answer: {detail[0]}",
                             f"see `vmlab ssh {record.name}` then `journalctl -u {lab.SERVICE}`")
-        labagent.restart_agent(conn)
+        missing = labagent.restart_agent(conn)
         say(settings.describe())
+        if warning := labagent.missing_agent_warning(settings, missing):
+            say(warning)
 
 
 def conn_run(conn: Any, command: Command) -> None:
