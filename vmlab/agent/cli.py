@@ -199,9 +199,8 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
               help="What to run, with the message as its last argument, to warn logged-in users.")
 @click.option("--interval", "interval_s", type=float, default=None,
               help="Seconds between looks (default: a quarter of an agent minute, so 15).")
-@_verbose
 def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_command: str,
-         interval_s: float | None, verbose: bool) -> None:
+         interval_s: float | None) -> None:
     """Power the lab off after VMLAB_IDLE_MINUTES without use (Jupyter activity, busy kernels, terminals, SSH
     logins, GPU load), and at VMLAB_DEADLINE regardless (warning logged-in users 10 minutes before). Exits 0
     at once when neither is set. VMLAB_AGENT_MINUTE_SECONDS shortens a minute, for tests.
