@@ -95,10 +95,7 @@ _verbose = click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
 @_url
 @_manifest
 @_exclude
-@_status
-@_verbose
-def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...],
-            status_file: Path | None, verbose: bool) -> None:
+def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...]) -> None:
     """Download the bucket's files into FOLDER (never deleting or overwriting a local change), then exit.
     Exits 0 without doing anything when no sync URL is configured.
 
@@ -111,7 +108,7 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
 
     _logging(True)
     try:
-        options = _setup(folder, url, manifest, exclude, 0.5, False, status_file)
+        options = _setup(folder, url, manifest, exclude, 0.5, False, None)
         if options is None:
             log.info("no sync URL configured (VMLAB_SYNC_URL): nothing to restore")
             return
