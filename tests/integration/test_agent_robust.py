@@ -9,6 +9,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.agent import AgentDaemon, agent_env
+from tests.harness.agent import ROOT, AgentDaemon, agent_env
 from tests.harness.imds import ImdsEmulator
 from vmlab.agent.manifest import Excludes
 
@@ -270,3 +272,23 @@ def test_1000_random_operations_with_a_crash_midway(lab, s3) -> None:
     assert sorted(k for k in local if local[k] != remote[k]) == [], f"seed {seed}"
     print(f"seed {seed}: {counts}, crash at op {crash_at}, restart at {restart_at}, {len(local)} files in the end,"
           f" {time.monotonic() - started:.1f}s")
+
+
+def test_commands_read_their_settings_from_the_environment(lab, s3) -> None:
+    """As the systemd units run them: no flags, everything from agent.env (EnvironmentFile=)."""
+    folder, bucket, url, state = lab
+    s3.put_object(Bucket=bucket, Key=PREFIX + "nb/from-last-week.ipynb", Body=b"{}")
+    env = agent_env(state, VMLAB_SYNC_URL=url, VMLAB_DATA_DIR=str(folder))
+    env.pop("AWS_S3_BUCKET_FOLDER", None)
+    done = subprocess.run([sys.executable, "-m", "vmlab.agent", "restore"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "nb" / "from-last-week.ipynb").read_bytes() == b"{}"
+    write(folder / "new.txt", b"n")
+    done = subprocess.run([sys.executable, "-m", "vmlab.agent", "sync", "--once"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert objects(s3, bucket) == {"nb/from-last-week.ipynb": b"{}", "new.txt": b"n"}
+    status = json.loads((state / "status.json").read_text())
+    assert (status["pending"], status["url"], status["folder"]) == (0, url, str(folder))
+    assert status["last_sync"] > 0 and status["stopped"] is True
