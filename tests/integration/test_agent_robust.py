@@ -197,7 +197,7 @@ def test_spot_notice_pushes_at_once(lab, s3) -> None:
             write(folder / "after-notice.txt", b"x")
             after = wait_synced(s3, bucket, folder, timeout=5)
             print(f"notice to synced: {time.monotonic() - started:.2f}s; a change after it: {after:.2f}s")
-            assert elapsed < 3
+            assert elapsed < 5
             assert "spot interruption" in daemon.status()["interruption"]
         finally:
             out = daemon.stop()
