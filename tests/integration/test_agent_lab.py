@@ -114,3 +114,43 @@ def test_status_is_read_over_ssh(sshd, tmp_path: Path) -> None:
         assert read_status(conn, str(tmp_path / "missing.json")) is None
         path.write_text("garbage")
         assert read_status(conn, str(path)) is None
+
+
+def _image(ec2) -> str:
+    ami = ec2.register_image(Name="vmlab-lab", RootDeviceName="/dev/sda1", VirtualizationType="hvm",
+                             BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}])["ImageId"]
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": "vmlab:recipe-hash", "Value": "abc"}])
+    return str(ami)
+
+
+@pytest.mark.moto
+def test_failed_up_removes_the_profile_it_created_and_keeps_a_reused_one(aws_faults, monkeypatch) -> None:
+    from vmlab.errors import VmlabError
+    from vmlab.state import LabStore
+    from vmlab.workflows.labs import up
+
+    monkeypatch.setenv("VMLAB_SSH_CIDR", "203.0.113.7/32")
+    monkeypatch.setenv("VMLAB_IAM_SETTLE_SECONDS", "0")
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    iam = boto3.client("iam", region_name="us-east-1")
+    _image(ec2)
+    provider = Ec2Provider(poll=0.05, timeout=30.0)
+    store = LabStore()
+
+    aws_faults.fail("RunInstances", code="InsufficientInstanceCapacity", status=400)
+    said: list[str] = []
+    with pytest.raises(VmlabError, match="no capacity"):
+        up(provider, "lab", store=store, sync="s3://class-bucket/alice", say=said.append)
+    assert any("created IAM instance profile" in line for line in said)
+    assert iam.list_roles()["Roles"] == [] and iam.list_instance_profiles()["InstanceProfiles"] == []
+    assert store.get("lab") is None and not store.key_path("lab").exists()
+
+    # a profile an earlier lab made is shared: a failed launch leaves it
+    name, _ = ensure_sync_profile(Aws(region="us-east-1"), "class-bucket", "alice")
+    aws_faults.fail("RunInstances", code="InsufficientInstanceCapacity", status=400)
+    with pytest.raises(VmlabError, match="no capacity"):
+        up(provider, "lab", store=store, sync="s3://class-bucket/alice")
+    assert [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]] == [name]
+    running = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+               if i["State"]["Name"] != "terminated"]
+    assert running == []
