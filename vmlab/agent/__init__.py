@@ -1,5 +1,8 @@
-"""The agent that runs on a lab VM from the same wheel: `vmlab-agent sync` keeps a folder and a bucket prefix in step.
+"""The agent that runs on a lab VM from the same wheel (`vmlab-agent restore | sync | idle`, see docs/agent.md).
 
-Modules: `manifest` (what was last synced, and the diff of a folder against it), `store` (object stores by URL),
-`sync` (restore and push), `daemon` (watch, debounce, reconcile, flush on SIGTERM), `cli` (the command).
+Modules: `config` (settings from the environment, i.e. /etc/vmlab/agent.env), `manifest` (what was last synced,
+and the diff of a folder against it), `store` (object stores by URL), `sync` (restore and push), `queue` (the
+journal of pending paths that survives a crash), `daemon` (watch, debounce, reconcile, flush on SIGTERM and on a
+spot notice), `imds` (EC2 interruption notices), `status` (the file `vmlab ls` reads), `idle` (power off when
+unused or out of time), `cli` (the command).
 """
