@@ -59,6 +59,7 @@ def test_last_active() -> None:
 def test_parsers() -> None:
     assert idle.parse_time("2026-11-24T19:38:20.000000Z") == 1795549100.0
     assert idle.count_logins("ubuntu   pts/0   2026-11-24 19:00 (10.0.0.1)\nubuntu pts/1 ...\n\n") == 2
+    assert idle.count_logins("root     ttyS0        2026-11-24 19:00\n") == 0  # a serial console autologin
     assert idle.gpu_percent("3\n87\n") == 87.0
     assert idle.gpu_percent("[N/A]\n") == 0.0
 

@@ -6,8 +6,8 @@ Every few seconds it looks at what counts as use:
   busy, and open terminals. A kernel connection alone does not count (an idle kernel behind a forgotten tab
   would keep a GPU running) unless `--count-connections`; a JupyterLab page polling the API does show up in
   `last_activity`. vmlab's own requests carry `no_track_activity=1`, so looking never counts as use.
-- interactive SSH sessions (`who`: logins with a terminal; `vmlab tunnel`'s `ssh -N` is no login, its traffic
-  shows up as Jupyter activity instead),
+- interactive SSH sessions (`who` lines on a pts: logins with a terminal; `vmlab tunnel`'s `ssh -N` is no login,
+  its traffic shows up as Jupyter activity instead; a console login does not count),
 - GPU utilisation above 10% (`nvidia-smi`, when present): a training script run with nohup.
 
 After VMLAB_IDLE_MINUTES without any, it runs `systemctl poweroff` (EC2 then stops the instance and keeps its
@@ -186,8 +186,9 @@ def parse_time(text: str) -> float:
 
 
 def count_logins(who_output: str) -> int:
-    """Sessions in `who` output (one line each)."""
-    return sum(1 for line in who_output.splitlines() if line.strip())
+    """SSH logins in `who` output: sessions on a pseudo-terminal (a console login, e.g. a VM's serial console
+    with autologin, is no sign of use)."""
+    return sum(1 for line in who_output.splitlines() if len(line.split()) > 1 and line.split()[1].startswith("pts/"))
 
 
 def gpu_percent(nvidia_smi_output: str) -> float:
