@@ -199,7 +199,8 @@ def _check_same_profile(provider: Provider, name: str, previous: dict[str, Any] 
                         settings: AgentSettings) -> None:
     """An EC2 lab's bucket access is fixed at launch by its instance profile."""
     before = (previous or {}).get("sync_url")
-    if provider.name == "ec2" and settings.sync_url != before and s3_parts(settings.sync_url or "") is not None:
+    after = s3_parts(settings.sync_url or "")
+    if provider.name == "ec2" and after is not None and after != s3_parts(before or ""):
         raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its EC2 permissions cannot "
                        f"follow --sync {settings.sync_url}", f"`vmlab down {name}` and launch it again")
 
