@@ -84,14 +84,15 @@ Reporter = Callable[[StepResult], None]
 def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = None, check: bool = False,
           diff: bool = False, report: Reporter | None = None) -> HostRecap:
     """Apply `recipe` to `host`. `variables` override the recipe's own. Stops at the first failed step;
-    handlers run only when every step succeeded. Returns the recap; raises only for bad input (recipe errors),
-    before anything ran."""
+    handlers run only when every step succeeded. Returns the recap; raises only for bad input (recipe errors,
+    or a host check refusing this host), before anything ran."""
     started = time.perf_counter()
     env: dict[str, Any] = {**recipe.vars, **(variables or {})}
     env.setdefault("inventory_hostname", host.name)
     planned, prepared_handlers = prepare(recipe, env)
     recap = HostRecap(host=host.name, check=check)
     cache = FactCache(host)
+    check_host(recipe, env, Facts(cache, recipe.become))
     notified: list[str] = []
 
     def emit(result: StepResult) -> None:
@@ -122,9 +123,23 @@ Prepared = list[tuple[Step, "Operation | None"]]
 
 
 def prepare(recipe: Recipe, env: Mapping[str, Any]) -> tuple[Prepared, Prepared]:
-    """Validate the recipe and render its steps and handlers with `env`; raises BadInput, touches no host."""
+    """Validate the recipe, run its variable checks and render its steps and handlers with `env`; raises
+    BadInput, touches no host."""
     recipe.validate()
+    for c in recipe.checks:
+        where = f"recipe {recipe.name!r} check {getattr(c.fn, '__name__', '?')}"
+        if not c.host and all(evaluate(x, env, where) for x in c.conditions if isinstance(x, str)):
+            c.fn(env)
     return _prepare(recipe.steps, recipe, env), _prepare(recipe.handlers, recipe, env)
+
+
+def check_host(recipe: Recipe, env: Mapping[str, Any], facts: Facts) -> None:
+    """Run the recipe's host checks whose conditions hold on this host; raises BadInput before any step ran."""
+    ctx = StepContext(env, facts)
+    for c in recipe.checks:
+        where = f"recipe {recipe.name!r} check {getattr(c.fn, '__name__', '?')}"
+        if c.host and all(evaluate(x, env, where) if isinstance(x, str) else x(ctx) for x in c.conditions):
+            c.fn(ctx)
 
 
 def _prepare(steps: list[Step], recipe: Recipe, env: Mapping[str, Any]) -> list[tuple[Step, Operation | None]]:

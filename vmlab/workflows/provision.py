@@ -45,7 +45,11 @@ def provision(recipe: Recipe, hosts: list[InventoryHost], *, extra_vars: Mapping
         if on_connect:
             on_connect(host, time.perf_counter() - started)
         with conn:
-            return apply(recipe, conn, variables=envs[host.name], check=check, diff=diff, report=report)
+            try:
+                return apply(recipe, conn, variables=envs[host.name], check=check, diff=diff, report=report)
+            except VmlabError as exc:  # a host check refused this host: the others go on
+                return HostRecap(host=host.name, failed=1, error=str(exc), check=check,
+                                 elapsed=time.perf_counter() - started)
 
     if not hosts:
         return []
