@@ -8,9 +8,10 @@ The installer is checked against `miniforge_sha256` before it runs. An environme
 updated (`conda env update --prune`) whenever its file changes; a file that does not parse, has no `name` or
 lacks `ipykernel` stops the recipe as it loads, before any host is touched.
 
-Variables: `conda_prefix` (/opt/conda), `miniforge_version`, `miniforge_url` and `miniforge_sha256` (pin
-another release, or an organisation's mirror of the installer), `conda_channel` (conda-forge, or a mirror's
-URL). The environment files are `ENVIRONMENTS` below.
+Variables: `conda_prefix` (/opt/conda), `miniforge_version` and `miniforge_sha256` (pin another release:
+its sha256 is on the release page), `miniforge_mirror` (a mirror of the GitHub release downloads, same
+layout: VERSION/Miniforge3-VERSION-Linux-x86_64.sh), `conda_channel` (conda-forge, or a mirror's URL).
+The environment files are `ENVIRONMENTS` below.
 """
 
 from pathlib import Path
@@ -52,11 +53,12 @@ def environment_name(path):
 recipe = Recipe("conda", become=True, vars={
     "conda_prefix": "/opt/conda",
     "miniforge_version": "24.11.3-0",
-    "miniforge_url": "https://github.com/conda-forge/miniforge/releases/download/{{ miniforge_version }}/"
-                     "Miniforge3-{{ miniforge_version }}-Linux-x86_64.sh",
+    "miniforge_mirror": "https://github.com/conda-forge/miniforge/releases/download",
     "miniforge_sha256": "2e1ad2188fe69fcdd522c2b20c08c800a5c7411b775eca768318b1540ed32e53",
     "conda_channel": "conda-forge",
 })
+# variables hold no templates themselves: the URL is put together here
+URL = "{{ miniforge_mirror }}/{{ miniforge_version }}/Miniforge3-{{ miniforge_version }}-Linux-x86_64.sh"
 INSTALLER = "/var/cache/vmlab/Miniforge3-{{ miniforge_version }}.sh"
 
 
@@ -66,7 +68,7 @@ def no_conda_yet(ctx):
 
 recipe.step("downloader", apt.Packages(("ca-certificates", "curl", "bzip2")))
 recipe.step("installer folder", files.Directory("/var/cache/vmlab", mode="0755"), when=no_conda_yet)
-recipe.step("Miniforge installer", files.Download("{{ miniforge_url }}", INSTALLER, sha256="{{ miniforge_sha256 }}",
+recipe.step("Miniforge installer", files.Download(URL, INSTALLER, sha256="{{ miniforge_sha256 }}",
                                                   mode="0700"), when=no_conda_yet)
 recipe.step("Miniforge", shell.Shell(f"bash {INSTALLER} -b -p {{{{ conda_prefix }}}} && rm -f {INSTALLER}",
                                      creates="{{ conda_prefix }}/bin/conda"))

@@ -83,7 +83,7 @@ TOOLKIT = "cuda-toolkit-{{ cuda_version | string | replace('.', '-') }}"
 
 recipe.step("contrib component", shell.Shell(CONTRIB, unless=HAS_CONTRIB), when=on_debian)
 recipe.step("kernel headers", shell.Shell(HEADERS, unless=HAS_HEADERS), when=wanted)
-recipe.step("DKMS", apt.Packages(("dkms",)), when=wanted)
+recipe.step("DKMS and downloader", apt.Packages(("dkms", "curl", "ca-certificates")), when=wanted)
 recipe.step("CUDA repository", nvidia.CudaRepository(url="{{ cuda_repo_url }}",
                                                      keyring_version="{{ cuda_keyring_version }}"), when=wanted)
 recipe.step("driver and toolkit", apt.Packages(("{{ cuda_driver }}", TOOLKIT)), when=wanted)

@@ -116,7 +116,8 @@ RestartSec=5
 WantedBy=multi-user.target
 """
 UNIT, TENSORBOARD_UNIT = (text.replace("{{ jupyter_home }}", HOME) for text in (UNIT, TENSORBOARD_UNIT))
-CONFIG_DIR = HOME + "/etc/jupyter/jupyter_server_config.d"
+# sys.prefix/etc/jupyter is on Jupyter's config path (a *.d folder would only enable extensions, not configure)
+CONFIG_DIR = HOME + "/etc/jupyter"
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
 recipe.step("jupyterlab in a venv", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
@@ -124,8 +125,8 @@ recipe.step("jupyterlab in a venv", pip.Packages(("{{ jupyterlab_spec }}",), ven
 recipe.step("jupyterlab in conda base", pip.Packages(("{{ jupyterlab_spec }}",),
                                                      python="{{ conda_prefix }}/bin/python"), when="conda")
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
-recipe.step("culling and password", files.Template(CONFIG_DIR + "/vmlab.json", source=SETTINGS, mode="0644"),
-            notify="restart jupyterlab")
+recipe.step("culling and password", files.Template(CONFIG_DIR + "/jupyter_server_config.json", source=SETTINGS,
+                                                   mode="0644"), notify="restart jupyterlab")
 recipe.step("token folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
 recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="restart jupyterlab")
 recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))

@@ -135,9 +135,10 @@ class CudaRepository(Operation):
         repo, list_path = self.repository(facts)
         commands: list[Command] = []
         if facts.get(FileStat(KEYRING_FILE)) is None:
-            deb = f"/tmp/cuda-keyring_{self.keyring_version}_all.deb"
-            commands += [write_file(deb, fetch=downloader(facts, f"{repo}/cuda-keyring_{self.keyring_version}_all.deb"),
-                                    mode="0644", label=f"download {repo}/cuda-keyring_{self.keyring_version}_all.deb"),
+            name = f"cuda-keyring_{self.keyring_version}_all.deb"
+            deb = f"/tmp/{name}"
+            commands += [write_file(deb, fetch=downloader(facts, f"{repo}/{name}"), mode="0644",
+                                    label=f"download {repo}/{name} to {deb}"),
                          Command("dpkg", "-i", deb),
                          Command("rm", "-f", deb)]
         line = f"deb [signed-by={KEYRING_FILE}] {repo}/ /\n".encode()
