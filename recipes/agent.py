@@ -54,6 +54,9 @@ SYNC = f"""\
 Description=vmlab agent: sync ~/data with the bucket
 Wants=network-online.target
 After=network-online.target {lab.RESTORE_SERVICE}
+# a sync that keeps failing (bad credentials, say) gives up after 5 tries in 10 minutes
+StartLimitIntervalSec=600
+StartLimitBurst=5
 
 [Service]
 User={{{{ user }}}}
@@ -61,7 +64,7 @@ User={{{{ user }}}}
 # SIGTERM makes it flush pending uploads: give it the time
 TimeoutStopSec=120
 Restart=on-failure
-RestartSec=5
+RestartSec=10
 
 [Install]
 WantedBy=multi-user.target
@@ -70,6 +73,8 @@ IDLE = f"""\
 [Unit]
 Description=vmlab agent: stop the lab when idle or past its time limit
 After=network-online.target {lab.SERVICE}
+StartLimitIntervalSec=600
+StartLimitBurst=5
 
 [Service]
 {COMMON}ExecStart={AGENT} idle

@@ -124,6 +124,8 @@ recipe.step("jupyterlab in a venv", pip.Packages(("{{ jupyterlab_spec }}",), ven
             when="not conda")
 recipe.step("jupyterlab in conda base", pip.Packages(("{{ jupyterlab_spec }}",),
                                                      python="{{ conda_prefix }}/bin/python"), when="conda")
+recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
+                                           group="{{ user }}"))
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
 recipe.step("culling and password", files.Template(CONFIG_DIR + "/jupyter_server_config.json", source=SETTINGS,
                                                    mode="0644"), notify="restart jupyterlab")
