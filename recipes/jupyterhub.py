@@ -4,7 +4,8 @@
     vmlab provision recipes/jupyterhub.py -i inventory.yaml -e hub_authenticator=pam
 
 The hub listens on the VM's 127.0.0.1:8000 only, like a single lab: reach it through SSH
-(`vmlab tunnel NAME --extra 8000`, or `ssh -L 8000:127.0.0.1:8000 ...`) and open http://localhost:8000.
+(`ssh -L 8000:127.0.0.1:8000 HOST`, or `vmlab tunnel NAME --extra 8000` for a lab image that also has
+jupyterlab.py) and open http://localhost:8000.
 Every name in `hub_users` becomes a system user with `~/data`; JupyterHub starts each user's server as that
 user (LocalProcessSpawner), opening JupyterLab in `~/data`, and stops servers idle for `hub_cull_idle` seconds.
 
