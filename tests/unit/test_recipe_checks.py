@@ -98,3 +98,24 @@ def test_callable_include_condition_guards_host_checks(tmp_path: Path) -> None:
     assert apply(outer, LocalHost()).skipped == 1
     with pytest.raises(BadInput, match="refused"):
         apply(outer, LocalHost(), variables={"on": True})
+
+
+def test_provision_reports_a_refused_host_and_goes_on_with_the_others(tmp_path: Path) -> None:
+    from vmlab.inventory import InventoryHost
+    from vmlab.workflows.provision import provision
+
+    r = Recipe("t")
+    r.step("made", files.Directory("{{ folder }}/{{ inventory_hostname }}"))
+
+    @r.check_host
+    def not_on_b(ctx: Any) -> None:
+        if ctx.vars["inventory_hostname"] == "b":
+            raise BadInput("host b runs an unsupported release", "leave it out with --limit")
+
+    hosts = [InventoryHost(name, "localhost", connection="local", vars={"folder": str(tmp_path)})
+             for name in ("a", "b")]
+    a, b = provision(r, hosts)
+    assert a.success and a.changed == 1 and (tmp_path / "a").is_dir()
+    assert not b.success and b.failed == 1 and b.results == []
+    assert b.error == "host b runs an unsupported release: leave it out with --limit"
+    assert not (tmp_path / "b").exists()
