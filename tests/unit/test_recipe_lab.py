@@ -82,3 +82,30 @@ def test_e2e_recipe_on_the_local_debian_vm() -> None:
     assert "lab: agent: vmlab with the agent extra" in plan
     for command in (c for commands in plan.values() for c in commands):
         assert "nvidia" not in command and "github.com" not in command  # the VM reaches PyPI and Debian only
+
+
+def test_hold_guard_does_not_find_itself_but_finds_a_running_upgrade() -> None:
+    """The guard is read-only (systemctl is-active, pgrep), so it runs here for real: the shell running it holds
+    the pattern in its own command line, which must not count as an upgrade in progress."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(RECIPES))
+    try:
+        import base
+    finally:
+        sys.path.remove(str(RECIPES))
+    guard = ["sh", "-c", base.HELD]
+    idle = subprocess.run(guard, capture_output=True, timeout=30)
+    assert idle.returncode == 0, idle.stderr  # no timers running here (no systemd), no upgrade
+    upgrade = subprocess.Popen(["bash", "-c", "exec -a /usr/bin/unattended-upgrade sleep 60"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while subprocess.run(guard, capture_output=True, timeout=30).returncode == 0:
+            assert time.monotonic() < deadline, "the guard never saw the running upgrade"
+            time.sleep(0.1)
+    finally:
+        upgrade.kill()
+        upgrade.wait()
