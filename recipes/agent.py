@@ -3,7 +3,7 @@ back, and stops an idle lab.
 
     vmlab provision recipes/agent.py -i inventory.yaml -e user=ubuntu
 
-vmlab's own wheel is packed on this machine from the code you run (no build tool, no network), uploaded, and
+vmlab's own wheel is packed in memory from the code you run (no build tool, no network), uploaded, and
 installed with the `agent` extra's dependencies from PyPI into its own virtualenv (/opt/vmlab-agent). Three
 units read the root-only `/etc/vmlab/agent.env` that `vmlab up` writes at each launch (bucket URL, idle
 limit, credentials; never baked); with no such file, or nothing configured in it, each one exits 0 and
@@ -19,11 +19,9 @@ Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`
 
 from vmlab import lab
 from vmlab.engine import Recipe
-from vmlab.operations import apt, files, pip, shell, systemd
-from vmlab.wheel import own_wheel
+from vmlab.operations import apt, files, ownwheel, pip, shell, systemd
 
-WHEEL = own_wheel()
-WHEEL_ON_VM = f"{lab.AGENT_VENV}/wheels/{WHEEL.name}"
+WHEEL_ON_VM = f"{lab.AGENT_VENV}/wheels/{ownwheel.wheel_name()}"
 AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
 
 recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR})
@@ -87,7 +85,7 @@ WantedBy=multi-user.target
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")))
 recipe.step("agent folder", files.Directory(f"{lab.AGENT_VENV}/wheels", mode="0755"))
-recipe.step("vmlab wheel", files.Copy(str(WHEEL), WHEEL_ON_VM, mode="0644"), notify="reinstall the agent")
+recipe.step("vmlab wheel", ownwheel.OwnWheel(f"{lab.AGENT_VENV}/wheels"), notify="reinstall the agent")
 recipe.step("vmlab with the agent extra", pip.Packages((f"vmlab[agent] @ file://{WHEEL_ON_VM}",),
                                                      venv=lab.AGENT_VENV))
 recipe.step("agent state", files.Directory(lab.AGENT_STATE_DIR, mode="0755", owner="{{ user }}",

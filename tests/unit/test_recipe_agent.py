@@ -15,17 +15,18 @@ from recipehost import DEBIAN_12, FreshHost, planned
 from vmlab import lab
 from vmlab.engine.loader import load_recipe
 from vmlab.engine.runner import apply
-from vmlab.wheel import own_wheel, wheel_bytes
+from vmlab.operations.ownwheel import OwnWheel, wheel_bytes, wheel_name
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def test_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
     name, data = wheel_bytes()
-    assert wheel_bytes() == (name, data)
-    assert name.startswith("vmlab-") and name.endswith("-py3-none-any.whl")
-    path = own_wheel(tmp_path)
-    assert path.read_bytes() == data and own_wheel(tmp_path) == path
+    wheel_bytes.cache_clear()
+    assert wheel_bytes() == (name, data)  # packed again: the same bytes
+    assert name == wheel_name() and name.startswith("vmlab-") and name.endswith("-py3-none-any.whl")
+    path = tmp_path / name
+    path.write_bytes(data)
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
@@ -39,7 +40,9 @@ def test_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
 
 def test_pip_installs_the_wheel(tmp_path: Path) -> None:
     """pip itself (no network: --no-deps) accepts the wheel and lays out the package and the console script."""
-    wheel = own_wheel(tmp_path / "w")
+    name, data = wheel_bytes()
+    wheel = tmp_path / name
+    wheel.write_bytes(data)
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target",
                            str(tmp_path / "t"), str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -64,7 +67,7 @@ def unit_text(recap, unit: str) -> str:
 def test_install_plan_uploads_the_wheel_into_the_agent_venv() -> None:
     recap = agent_recap()
     plan = planned(recap)
-    wheel = f"{lab.AGENT_VENV}/wheels/{own_wheel().name}"
+    wheel = f"{lab.AGENT_VENV}/wheels/{wheel_name()}"
     assert plan["vmlab wheel"][0].startswith(f"write {wheel} (")
     assert plan["vmlab with the agent extra"] == (
         f"python3 -m venv {lab.AGENT_VENV}",
@@ -88,6 +91,29 @@ def test_units_say_what_the_agent_contract_says() -> None:
     assert f"ExecStart={agent} sync" in sync and "TimeoutStopSec=120" in sync and "User=lab" in sync
     assert f"After=network-online.target {lab.RESTORE_SERVICE}" in sync
     assert f"ExecStart={agent} idle" in idle and "User=" not in idle  # root: it powers the VM off
+
+
+def test_wheel_operation_uploads_only_changed_bytes() -> None:
+    import hashlib
+
+    from vmlab.engine.facts import FactCache, Facts, FileStat, PathInfo
+
+    name, data = wheel_bytes()
+    op = OwnWheel("/opt/w/")
+    fresh = list(op.plan(Facts(FactCache(FreshHost(DEBIAN_12)), True)))
+    assert len(fresh) == 1 and fresh[0].stdin == data and fresh[0].argv[4] == f"/opt/w/{name}"
+    there = PathInfo("file", "0644", "root", "root", len(data), hashlib.sha256(data).hexdigest())
+    from planning import plan
+
+    assert plan(op, {FileStat(f"/opt/w/{name}"): there}) == []
+    assert hashlib.sha256(data).hexdigest() in op.fingerprint()
+
+
+def test_loading_the_recipe_writes_nothing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VMLAB_STATE_DIR", str(tmp_path / "state"))
+    load_recipe(RECIPES / "lab.py").digest()
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "state").exists()
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

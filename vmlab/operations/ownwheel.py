@@ -1,10 +1,12 @@
-"""vmlab's own wheel, packed from the code this process runs, for installing the agent on a lab VM.
+"""vmlab's own wheel, packed in memory from the code this process runs, and the operation that uploads it.
 
-No build backend and no network: the wheel is a zip of the imported `vmlab` package plus the installed
-distribution's metadata (dependencies, extras, console scripts). Entries carry a fixed timestamp, so the same
-code always gives the same bytes (a recipe that uploads the wheel keeps its digest, and bakes are reused)::
+No build backend, no network, no file on this machine: the wheel is a zip of the imported `vmlab` package plus
+the installed distribution's metadata (dependencies, extras, console scripts). Entries carry a fixed
+timestamp, so the same code always gives the same bytes (a recipe that uploads it keeps its digest, and
+bakes are reused until vmlab's code changes)::
 
-    path = own_wheel()        # ~/.cache/vmlab/wheels/vmlab-0.1.0-py3-none-any.whl
+    recipe.step("vmlab wheel", ownwheel.OwnWheel("/opt/vmlab-agent/wheels"))
+    # then: pip.Packages((f"vmlab[agent] @ file:///opt/vmlab-agent/wheels/{ownwheel.wheel_name()}",), ...)
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ import base64
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from vmlab.engine.command import Command
+from vmlab.engine.facts import Facts
+from vmlab.engine.operation import Operation
 from vmlab.errors import BadInput
+from vmlab.operations._write import check_mode, check_path
+from vmlab.operations.files import plan_content
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -45,8 +55,14 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
+def wheel_name() -> str:
+    """The wheel's file name, `vmlab-VERSION-py3-none-any.whl` (cheap: reads the installed metadata only)."""
+    return f"vmlab-{_metadata()[0]}-py3-none-any.whl"
+
+
+@lru_cache(maxsize=1)
 def wheel_bytes() -> tuple[str, bytes]:
-    """(file name, bytes) of a pure-Python wheel of the running vmlab package."""
+    """(file name, bytes) of a pure-Python wheel of the running vmlab package; packed once per process."""
     import vmlab
 
     version, metadata_text, entry_points = _metadata()
@@ -71,15 +87,24 @@ def wheel_bytes() -> tuple[str, bytes]:
     return f"vmlab-{version}-py3-none-any.whl", buffer.getvalue()
 
 
-def own_wheel(folder: Path | None = None) -> Path:
-    """Write the wheel into `folder` (default: vmlab's cache dir) unless it is already there; returns its path."""
-    from vmlab import paths
+@dataclass(frozen=True)
+class OwnWheel(Operation):
+    """vmlab's own wheel in `folder` on the host (`folder/vmlab-VERSION-py3-none-any.whl`), uploaded only when
+    its bytes differ. Example: ``OwnWheel("/opt/vmlab-agent/wheels")``."""
 
-    name, data = wheel_bytes()
-    target = (folder or paths.cache_dir() / "wheels") / name
-    if not target.is_file() or target.read_bytes() != data:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(target)
-    return target
+    folder: str
+    mode: str = "0644"
+
+    def __post_init__(self) -> None:
+        check_path(self, "folder")
+        check_mode(self)
+
+    def plan(self, facts: Facts) -> Iterator[Command]:
+        name, data = wheel_bytes()
+        yield from plan_content(facts, f"{self.folder.rstrip('/')}/{name}", data, self.mode, None, None)
+
+    def fingerprint(self) -> str:
+        return f"{self!r} sha256={hashlib.sha256(wheel_bytes()[1]).hexdigest()}"
+
+
+__all__ = ["OwnWheel", "wheel_bytes", "wheel_name"]
