@@ -75,13 +75,16 @@ HAS_CONTRIB = ("grep -Rqs -E '^(deb .* main.* contrib|Components:.* contrib)' "
 HEADERS = """\
 for d in /lib/modules/*/; do
   k=$(basename "$d")
+  [ -e "/boot/vmlinuz-$k" ] || continue  # modules left behind by a removed kernel
   [ -e "$d/build" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "linux-headers-$k"
 done
 """
-HAS_HEADERS = 'for d in /lib/modules/*/; do [ -e "$d/build" ] || exit 1; done'
+HAS_HEADERS = ('for d in /lib/modules/*/; do k=$(basename "$d"); [ ! -e "/boot/vmlinuz-$k" ] || [ -e "$d/build" ] '
+               '|| exit 1; done')
 TOOLKIT = "cuda-toolkit-{{ cuda_version | string | replace('.', '-') }}"
 
 recipe.step("contrib component", shell.Shell(CONTRIB, unless=HAS_CONTRIB), when=on_debian)
+recipe.step("package lists", apt.UpdateCache(max_age=6 * 3600), when=wanted)
 recipe.step("kernel headers", shell.Shell(HEADERS, unless=HAS_HEADERS), when=wanted)
 recipe.step("DKMS and downloader", apt.Packages(("dkms", "curl", "ca-certificates")), when=wanted)
 recipe.step("CUDA repository", nvidia.CudaRepository(url="{{ cuda_repo_url }}",
