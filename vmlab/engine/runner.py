@@ -42,7 +42,8 @@ class StepResult:
 
 @dataclass
 class HostRecap:
-    """Counts for one host after a run; `unreachable` when it could not even be connected to."""
+    """Counts for one host after a run; `unreachable` when it could not even be connected to, `refused` when a
+    recipe check turned the host down before any step (bad input for that host)."""
 
     host: str
     ok: int = 0
@@ -50,6 +51,7 @@ class HostRecap:
     skipped: int = 0
     failed: int = 0
     unreachable: bool = False
+    refused: bool = False
     error: str | None = None
     elapsed: float = 0.0
     check: bool = False
@@ -65,7 +67,7 @@ class HostRecap:
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "ok": self.ok, "changed": self.changed, "skipped": self.skipped,
-                "failed": self.failed, "unreachable": self.unreachable, "error": self.error,
+                "failed": self.failed, "unreachable": self.unreachable, "refused": self.refused, "error": self.error,
                 "elapsed": round(self.elapsed, 3), "check": self.check,
                 "steps": [r.to_json() for r in self.results]}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
-from vmlab.errors import VmlabError
+from vmlab.errors import BadInput, VmlabError
 from vmlab.inventory import InventoryHost
 
 
@@ -47,9 +47,9 @@ def provision(recipe: Recipe, hosts: list[InventoryHost], *, extra_vars: Mapping
         with conn:
             try:
                 return apply(recipe, conn, variables=envs[host.name], check=check, diff=diff, report=report)
-            except VmlabError as exc:  # a host check refused this host: the others go on
-                return HostRecap(host=host.name, failed=1, error=str(exc), check=check,
-                                 elapsed=time.perf_counter() - started)
+            except VmlabError as exc:  # a recipe check refused this host (or could not read it): the others go on
+                return HostRecap(host=host.name, failed=1, refused=isinstance(exc, BadInput), error=str(exc),
+                                 check=check, elapsed=time.perf_counter() - started)
 
     if not hosts:
         return []
