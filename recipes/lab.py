@@ -1,53 +1,51 @@
-"""The default lab: JupyterLab in its own virtualenv, run by systemd on the VM's loopback only.
+"""The default lab: base system, CUDA when the lab will have a GPU, Miniforge, JupyterLab and the vmlab agent.
 
 `vmlab bake` uses this recipe when none is given; `vmlab up` then writes a fresh token into a root-only file
-(`/etc/vmlab/jupyter.env`, never baked) and starts the service. Reach it with `vmlab tunnel`.
+(`/etc/vmlab/jupyter.env`, never baked) and starts JupyterLab on the VM's 127.0.0.1:8888. Reach it with
+`vmlab tunnel`.
 
-    vmlab bake recipes/lab.py --provider local
-    vmlab provision recipes/lab.py -i inventory.yaml -e user=ubuntu
+    vmlab bake recipes/lab.py --provider local                 # Debian 12 in QEMU: no CUDA
+    vmlab bake recipes/lab.py --provider ec2 --base ubuntu-24.04 --builder-type t3.large   # CUDA, no GPU needed
+    vmlab bake recipes/lab.py -e conda=false -e agent=false    # JupyterLab in a plain venv, nothing else
 
-Variables: `user` (who runs JupyterLab; default: the SSH user), `jupyter_venv`, `jupyterlab_spec`.
+Switches (each part's own variables are in its file: base.py, cuda.py, conda.py, jupyterlab.py, agent.py):
+- `cuda`: "auto" (default) installs the NVIDIA driver and toolkit on EC2 (a lab image there is meant for GPU
+  instances, and the builder may be a CPU one) and on any host with an NVIDIA GPU; true always; false never.
+- `conda` (true): Miniforge with the environments of environment.yml, JupyterLab in its base; false puts
+  JupyterLab in its own virtualenv.
+- `agent` (true): the on-VM agent (bucket sync of ~/data, idle stop).
 """
 
-from vmlab import lab
+from agent import recipe as agent  # the recipes next to this file (the loader puts their folder on sys.path)
+from base import recipe as base
+from conda import recipe as conda
+from cuda import recipe as cuda
+from jupyterlab import recipe as jupyterlab
+
 from vmlab.engine import Recipe
-from vmlab.operations import apt, files, pip, systemd, users
+from vmlab.errors import BadInput
+from vmlab.operations.nvidia import Cloud, NvidiaGpus
 
-UNIT = """\
-[Unit]
-Description=JupyterLab (vmlab) on 127.0.0.1:{{ jupyter_port }}
-After=network.target
-# no token, no lab: the token file is written by `vmlab up` and is never part of an image
-ConditionPathExists={{ env_file }}
+recipe = Recipe("lab", become=True, vars={"cuda": "auto", "conda": True, "agent": True})
 
-[Service]
-User={{ user }}
-WorkingDirectory=/home/{{ user }}/{{ data_dir }}
-# jupyter_server reads JUPYTER_TOKEN from the environment, so the token never shows in `ps`
-EnvironmentFile={{ env_file }}
-ExecStart={{ jupyter_venv }}/bin/jupyter lab --no-browser --ip=127.0.0.1 --port={{ jupyter_port }} \\
-  --ServerApp.root_dir=/home/{{ user }}/{{ data_dir }}
-Restart=on-failure
-RestartSec=2
 
-[Install]
-WantedBy=multi-user.target
-"""
+@recipe.check
+def _switches(v):
+    if v["cuda"] not in (True, False, "auto"):
+        raise BadInput(f"cuda {v['cuda']!r} is not auto, true or false", "use -e cuda=auto (or true, or false)")
+    for name in ("conda", "agent"):
+        if not isinstance(v[name], bool):
+            raise BadInput(f"{name} {v[name]!r} is not true or false", f"use -e {name}=true or -e {name}=false")
 
-recipe = Recipe("lab", become=True, vars={
-    "jupyter_venv": "/opt/jupyter",
-    "jupyterlab_spec": "jupyterlab>=4,<5",
-    "jupyter_port": lab.PORT,
-    "env_file": lab.ENV_FILE,
-    "data_dir": lab.DATA_DIR,
-})
-recipe.step("package lists", apt.UpdateCache(max_age=24 * 3600))
-recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")))
-recipe.step("lab user", users.User("{{ user }}", shell="/bin/bash"))
-recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
-                                           group="{{ user }}"))
-recipe.step("jupyterlab", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"))
-recipe.step("token folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
-recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="restart jupyterlab")
-recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))
-recipe.handler("restart jupyterlab", systemd.Service(lab.SERVICE, restarted=True))
+
+def wants_cuda(ctx):
+    if ctx.vars["cuda"] == "auto":
+        return ctx.facts.get(Cloud()) == "ec2" or ctx.facts.get(NvidiaGpus()) > 0
+    return ctx.vars["cuda"] is True
+
+
+recipe.include(base)
+recipe.include(cuda, when=wants_cuda)
+recipe.include(conda, when="conda")
+recipe.include(jupyterlab)
+recipe.include(agent, when="agent")

@@ -9,6 +9,8 @@ vmlab_system_packages
 vmlab_python_env ""
 export VMLAB_PROVIDER=local
 .venv/bin/vmlab local init
-.venv/bin/vmlab bake recipes/lab.py
+# conda=false: JupyterLab in a venv, a quick first try under emulation; drop it for Miniforge and the lab
+# environment of recipes/environment.yml (a much longer bake without hardware virtualisation)
+.venv/bin/vmlab bake recipes/lab.py -e conda=false
 .venv/bin/vmlab up lab
 exec .venv/bin/vmlab tunnel lab

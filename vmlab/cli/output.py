@@ -102,3 +102,5 @@ def recap_table(out: Output, recaps: list[Any]) -> None:
         style = STYLES["failed"] if rc.failed else STYLES["changed"] if rc.changed else STYLES["ok"]
         out.say(f"{rc.host:<24} {rc.ok:>4} {rc.changed:>8} {rc.skipped:>8} {rc.failed:>7} {rc.elapsed:>7.2f}s",
                 style)
+        if rc.error and not rc.results:  # refused by a recipe check before any step
+            out.say(f"      {rc.error}", "red")

@@ -65,5 +65,5 @@ def provision(recipe_file: str, inventory_file: str, limit: str | None, check: b
     failed = [r for r in recaps if not r.success]
     out.emit({"recipe": recipe.name, "check": check, "hosts": [r.to_json() for r in recaps],
               "failed": [r.host for r in failed]})
-    if failed:
-        raise SystemExit(1)
+    if failed:  # 2 when every failed host was refused by a recipe check before anything ran on it
+        raise SystemExit(2 if all(r.refused for r in failed) else 1)

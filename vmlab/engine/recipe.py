@@ -13,6 +13,18 @@ A recipe file is plain Python that builds a `Recipe` and assigns it to a module 
 
 A step is identified by its name and position; `notify` names handlers that run once, at the end, if any step
 that notified them changed something.
+
+Checks turn bad variables and unsupported hosts into one-line errors before anything is installed::
+
+    @recipe.check                 # variables only: runs before any host is contacted
+    def _port(vars):
+        if not 1024 <= int(vars["port"]) < 65536:
+            raise BadInput(f"port {vars['port']} is not a user port", "use -e port=8888")
+
+    @recipe.check_host            # vars and facts: runs on each host before its first step
+    def _os(ctx):
+        if ctx.facts.get(OsRelease()).get("ID") != "debian":
+            raise BadInput("this recipe needs Debian", "use a Debian base image")
 """
 
 from __future__ import annotations
@@ -41,6 +53,19 @@ class Step:
         return self.conditions + ((self.when,) if self.when is not None else ())
 
 
+VarsCheck = Callable[[Mapping[str, Any]], None]
+HostCheck = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A validation a recipe runs before it changes anything; `host` checks also read facts."""
+
+    fn: Callable[[Any], None]
+    host: bool
+    conditions: tuple[str | Callable[[Any], bool], ...] = ()
+
+
 class Recipe:
     """An ordered list of steps with variables and handlers; see the module docstring for an example."""
 
@@ -54,6 +79,7 @@ class Recipe:
         self.description = description
         self.steps: list[Step] = []
         self.handlers: list[Step] = []
+        self.checks: list[Check] = []
 
     # ---- building ------------------------------------------------------------------------------------------
 
@@ -82,10 +108,22 @@ class Recipe:
         self.handlers.append(step)
         return step
 
-    def include(self, other: Recipe, *, when: str | Callable[[Any], bool] | None = None) -> None:
-        """Append another recipe's steps (named "OTHER: step"), handlers and variable defaults.
+    def check(self, fn: VarsCheck) -> VarsCheck:
+        """Register `fn(vars)`, run before any host is contacted; it raises BadInput for bad variables.
+        Returns `fn`, so it works as a decorator."""
+        self.checks.append(Check(fn, host=False))
+        return fn
 
-        The other recipe's `become` applies to its steps; `when` guards all of them.
+    def check_host(self, fn: HostCheck) -> HostCheck:
+        """Register `fn(ctx)` (ctx.vars, ctx.facts), run on each host before its first step; it raises BadInput
+        for a host the recipe cannot handle (unsupported OS release, ...). Returns `fn`."""
+        self.checks.append(Check(fn, host=True))
+        return fn
+
+    def include(self, other: Recipe, *, when: str | Callable[[Any], bool] | None = None) -> None:
+        """Append another recipe's steps (named "OTHER: step"), handlers, checks and variable defaults.
+
+        The other recipe's `become` applies to its steps; `when` guards all of them and its checks.
         """
         for key, value in other.vars.items():
             self.vars.setdefault(key, value)
@@ -99,6 +137,8 @@ class Recipe:
             extra = s.conditions + ((when,) if when is not None else ())
             self.steps.append(Step(name, s.operation, s.become if s.become is not None else other.become,
                                    s.when, s.notify, extra))
+        for c in other.checks:
+            self.checks.append(Check(c.fn, c.host, c.conditions + ((when,) if when is not None else ())))
 
     # ---- checks and identity -------------------------------------------------------------------------------
 

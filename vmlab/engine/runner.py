@@ -42,7 +42,8 @@ class StepResult:
 
 @dataclass
 class HostRecap:
-    """Counts for one host after a run; `unreachable` when it could not even be connected to."""
+    """Counts for one host after a run; `unreachable` when it could not even be connected to, `refused` when a
+    recipe check turned the host down before any step (bad input for that host)."""
 
     host: str
     ok: int = 0
@@ -50,6 +51,7 @@ class HostRecap:
     skipped: int = 0
     failed: int = 0
     unreachable: bool = False
+    refused: bool = False
     error: str | None = None
     elapsed: float = 0.0
     check: bool = False
@@ -65,7 +67,7 @@ class HostRecap:
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "ok": self.ok, "changed": self.changed, "skipped": self.skipped,
-                "failed": self.failed, "unreachable": self.unreachable, "error": self.error,
+                "failed": self.failed, "unreachable": self.unreachable, "refused": self.refused, "error": self.error,
                 "elapsed": round(self.elapsed, 3), "check": self.check,
                 "steps": [r.to_json() for r in self.results]}
 
@@ -84,14 +86,15 @@ Reporter = Callable[[StepResult], None]
 def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = None, check: bool = False,
           diff: bool = False, report: Reporter | None = None) -> HostRecap:
     """Apply `recipe` to `host`. `variables` override the recipe's own. Stops at the first failed step;
-    handlers run only when every step succeeded. Returns the recap; raises only for bad input (recipe errors),
-    before anything ran."""
+    handlers run only when every step succeeded. Returns the recap; raises only for bad input (recipe errors,
+    or a host check refusing this host), before anything ran."""
     started = time.perf_counter()
     env: dict[str, Any] = {**recipe.vars, **(variables or {})}
     env.setdefault("inventory_hostname", host.name)
     planned, prepared_handlers = prepare(recipe, env)
     recap = HostRecap(host=host.name, check=check)
     cache = FactCache(host)
+    check_host(recipe, env, Facts(cache, recipe.become))
     notified: list[str] = []
 
     def emit(result: StepResult) -> None:
@@ -122,9 +125,23 @@ Prepared = list[tuple[Step, "Operation | None"]]
 
 
 def prepare(recipe: Recipe, env: Mapping[str, Any]) -> tuple[Prepared, Prepared]:
-    """Validate the recipe and render its steps and handlers with `env`; raises BadInput, touches no host."""
+    """Validate the recipe, run its variable checks and render its steps and handlers with `env`; raises
+    BadInput, touches no host."""
     recipe.validate()
+    for c in recipe.checks:
+        where = f"recipe {recipe.name!r} check {getattr(c.fn, '__name__', '?')}"
+        if not c.host and all(evaluate(x, env, where) for x in c.conditions if isinstance(x, str)):
+            c.fn(env)
     return _prepare(recipe.steps, recipe, env), _prepare(recipe.handlers, recipe, env)
+
+
+def check_host(recipe: Recipe, env: Mapping[str, Any], facts: Facts) -> None:
+    """Run the recipe's host checks whose conditions hold on this host; raises BadInput before any step ran."""
+    ctx = StepContext(env, facts)
+    for c in recipe.checks:
+        where = f"recipe {recipe.name!r} check {getattr(c.fn, '__name__', '?')}"
+        if c.host and all(evaluate(x, env, where) if isinstance(x, str) else x(ctx) for x in c.conditions):
+            c.fn(ctx)
 
 
 def _prepare(steps: list[Step], recipe: Recipe, env: Mapping[str, Any]) -> list[tuple[Step, Operation | None]]:

@@ -10,6 +10,8 @@
 | systemd | Unit, Service, DaemonReload                                 |
 | users   | User, AuthorizedKey                                         |
 | shell   | Shell, Run                                                  |
+| nvidia  | CudaRepository (and the Machine, NvidiaGpus, Cloud facts)   |
+| ownwheel| OwnWheel: vmlab's own wheel, packed in memory, uploaded     |
 
 Each is a frozen dataclass that checks its arguments when built (BadInput says what is wrong and how to fix
 it) and plans from facts: it yields nothing when the host is already as asked. The modules are not imported

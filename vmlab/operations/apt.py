@@ -35,7 +35,8 @@ UPDATE_SCRIPT = 'apt-get update && mkdir -p /var/lib/apt/periodic && touch "$1"'
 _PACKAGE = re.compile(r"(?P<name>[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?)(=(?P<version>[A-Za-z0-9.+:~_-]+))?")
 
 
-def _update() -> Command:
+def update_command() -> Command:
+    """`apt-get update`, then apt's success stamp (which `UpdateCache` reads)."""
     return sh(UPDATE_SCRIPT, _STAMP, label="apt-get update")
 
 
@@ -141,7 +142,7 @@ class UpdateCache(Operation):
     def plan(self, facts: Facts) -> Iterator[Command]:
         age = facts.get(AptListsAge())
         if age is None or age >= self.max_age:
-            yield _update()
+            yield update_command()
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -218,7 +219,7 @@ class Repository(Operation):
             commands.append(write_file(self.list_path, content=line, mode="0644"))
         if commands:
             yield from commands
-            yield _update()
+            yield update_command()
 
     def diff(self, facts: Facts) -> str | None:
         return unified_diff(facts.get(FileText(self.list_path)), self.source_line(), self.list_path)

@@ -9,7 +9,7 @@ from typing import Any
 
 from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
-from vmlab.errors import VmlabError
+from vmlab.errors import BadInput, VmlabError
 from vmlab.inventory import InventoryHost
 
 
@@ -45,7 +45,11 @@ def provision(recipe: Recipe, hosts: list[InventoryHost], *, extra_vars: Mapping
         if on_connect:
             on_connect(host, time.perf_counter() - started)
         with conn:
-            return apply(recipe, conn, variables=envs[host.name], check=check, diff=diff, report=report)
+            try:
+                return apply(recipe, conn, variables=envs[host.name], check=check, diff=diff, report=report)
+            except VmlabError as exc:  # a recipe check refused this host (or could not read it): the others go on
+                return HostRecap(host=host.name, failed=1, refused=isinstance(exc, BadInput), error=str(exc),
+                                 check=check, elapsed=time.perf_counter() - started)
 
     if not hosts:
         return []

@@ -1,0 +1,99 @@
+"""The on-VM agent (`vmlab-agent`): restores `~/data` from a bucket before JupyterLab starts, syncs every change
+back, and stops an idle lab.
+
+    vmlab provision recipes/agent.py -i inventory.yaml -e user=ubuntu
+
+vmlab's own wheel is packed in memory from the code you run (no build tool, no network), uploaded, and
+installed with the `agent` extra's dependencies from PyPI into its own virtualenv (/opt/vmlab-agent). Three
+units read the root-only `/etc/vmlab/agent.env` that `vmlab up` writes at each launch (bucket URL, idle
+limit, credentials; never baked); with no such file, or nothing configured in it, each one exits 0 and
+stays inert:
+
+- vmlab-restore.service: oneshot `vmlab-agent restore`, before JupyterLab;
+- vmlab-sync.service: `vmlab-agent sync` as the lab user, given 120 s after SIGTERM to flush pending uploads;
+- vmlab-idle.service: `vmlab-agent idle` as root (it powers the VM off after the idle limit).
+
+Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`). pip follows
+/etc/pip.conf, so a PyPI mirror set there by an earlier step is used.
+"""
+
+from vmlab import lab
+from vmlab.engine import Recipe
+from vmlab.operations import apt, files, ownwheel, pip, shell, systemd
+
+WHEEL_ON_VM = f"{lab.AGENT_VENV}/wheels/{ownwheel.wheel_name()}"
+AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
+
+recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR})
+
+COMMON = f"""\
+# written by `vmlab up` at each launch; missing or empty: the agent has nothing to do and exits 0
+EnvironmentFile=-{lab.AGENT_ENV_FILE}
+Environment=VMLAB_DATA_DIR=/home/{{{{ user }}}}/{{{{ data_dir }}}}
+"""
+RESTORE = f"""\
+[Unit]
+Description=vmlab agent: restore ~/data from the bucket before JupyterLab starts
+Wants=network-online.target
+After=network-online.target
+Before={lab.SERVICE}
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+User={{{{ user }}}}
+{COMMON}ExecStart={AGENT} restore
+
+[Install]
+WantedBy=multi-user.target
+"""
+SYNC = f"""\
+[Unit]
+Description=vmlab agent: sync ~/data with the bucket
+Wants=network-online.target
+After=network-online.target {lab.RESTORE_SERVICE}
+# a sync that keeps failing (bad credentials, say) gives up after 5 tries in 10 minutes
+StartLimitIntervalSec=600
+StartLimitBurst=5
+
+[Service]
+User={{{{ user }}}}
+{COMMON}ExecStart={AGENT} sync
+# SIGTERM makes it flush pending uploads: give it the time
+TimeoutStopSec=120
+Restart=on-failure
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+IDLE = f"""\
+[Unit]
+Description=vmlab agent: stop the lab when idle or past its time limit
+After=network-online.target {lab.SERVICE}
+StartLimitIntervalSec=600
+StartLimitBurst=5
+
+[Service]
+{COMMON}ExecStart={AGENT} idle
+Restart=on-failure
+RestartSec=30
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")))
+recipe.step("agent folder", files.Directory(f"{lab.AGENT_VENV}/wheels", mode="0755"))
+recipe.step("vmlab wheel", ownwheel.OwnWheel(f"{lab.AGENT_VENV}/wheels"), notify="reinstall the agent")
+recipe.step("vmlab with the agent extra", pip.Packages((f"vmlab[agent] @ file://{WHEEL_ON_VM}",),
+                                                     venv=lab.AGENT_VENV))
+recipe.step("agent state", files.Directory(lab.AGENT_STATE_DIR, mode="0755", owner="{{ user }}",
+                                           group="{{ user }}"))
+recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
+for unit, text in ((lab.RESTORE_SERVICE, RESTORE), (lab.SYNC_SERVICE, SYNC), (lab.IDLE_SERVICE, IDLE)):
+    recipe.step(f"{unit}", systemd.Unit(unit, content=text))
+    recipe.step(f"{unit} at boot", systemd.Service(unit, enabled=True))
+# same version, new code: pip would call the installed one satisfied, so a changed wheel is forced in
+recipe.handler("reinstall the agent", shell.Run((f"{lab.AGENT_VENV}/bin/python", "-m", "pip", "install",
+                                                 "--force-reinstall", "--no-deps", WHEEL_ON_VM)))

@@ -1,0 +1,140 @@
+"""JupyterHub for a class or a lab group: one VM, a JupyterLab per user, each in their own `~/data`.
+
+    vmlab bake recipes/jupyterhub.py -e 'hub_users=[ana, ben, chloe]' -e 'hub_admins=[ana]'
+    vmlab provision recipes/jupyterhub.py -i inventory.yaml -e hub_authenticator=pam
+
+The hub listens on the VM's 127.0.0.1:8000 only, like a single lab: reach it through SSH
+(`ssh -L 8000:127.0.0.1:8000 HOST`, or `vmlab tunnel NAME --extra 8000` for a lab image that also has
+jupyterlab.py) and open http://localhost:8000.
+Every name in `hub_users` becomes a system user with `~/data`; JupyterHub starts each user's server as that
+user (LocalProcessSpawner), opening JupyterLab in `~/data`, and stops servers idle for `hub_cull_idle` seconds.
+
+`hub_authenticator` picks how people log in:
+- "native" (default): NativeAuthenticator. Each listed user signs up once at /hub/signup and chooses a
+  password; admins (`hub_admins`) are let in at once, the others wait until an admin approves them at
+  /hub/authorize.
+- "pam": the users' system passwords (set them yourself, e.g. `chpasswd` in a step of your own).
+- "oauth": GenericOAuthenticator (GitHub, Google, GitLab, Keycloak, ...). Its settings are read from the
+  environment at start, from the root-only /etc/vmlab/hub.env, which is never baked (the scrub removes
+  /etc/vmlab/*.env): write it on the VM after launch and restart the hub::
+
+      OAUTH_CLIENT_ID=...            OAUTH_CLIENT_SECRET=...
+      OAUTH_CALLBACK_URL=http://localhost:8000/hub/oauth_callback
+      OAUTH2_AUTHORIZE_URL=https://github.com/login/oauth/authorize
+      OAUTH2_TOKEN_URL=https://github.com/login/oauth/access_token
+      OAUTH2_USERDATA_URL=https://api.github.com/user
+      OAUTH2_USERNAME_KEY=login
+
+  Only the names in `hub_users` are let in (`allowed_users`), so each must match the provider's user name.
+
+Variables: `hub_users`, `hub_admins`, `hub_authenticator`, `hub_port` (8000), `hub_cull_idle` (3600 s),
+`hub_venv` (/opt/jupyterhub), `jupyterhub_spec`, `jupyterlab_spec`, `data_dir` (`data`).
+"""
+
+import re
+
+from vmlab import lab
+from vmlab.engine import Recipe
+from vmlab.errors import BadInput
+from vmlab.operations import apt, files, pip, shell, systemd
+
+recipe = Recipe("jupyterhub", become=True, vars={
+    "hub_users": ["student1", "student2"],
+    "hub_admins": [],
+    "hub_authenticator": "native",
+    "hub_port": 8000,
+    "hub_cull_idle": 3600,
+    "hub_venv": "/opt/jupyterhub",
+    "jupyterhub_spec": "jupyterhub>=5,<6",
+    "jupyterlab_spec": "jupyterlab>=4,<5",
+    "data_dir": lab.DATA_DIR,
+})
+#: hub_authenticator -> JupyterHub's authenticator class (all three are installed, so switching needs no bake)
+AUTHENTICATORS = {"native": "nativeauthenticator.NativeAuthenticator", "pam": "jupyterhub.auth.PAMAuthenticator",
+                  "oauth": "oauthenticator.generic.GenericOAuthenticator"}
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+@recipe.check
+def _variables(v):
+    users, admins = v["hub_users"], v["hub_admins"]
+    if not isinstance(users, list) or not users or not all(isinstance(u, str) and USER_NAME.fullmatch(u)
+                                                           for u in users):
+        raise BadInput(f"hub_users {users!r} is not a list of user names",
+                       "use e.g. -e 'hub_users=[ana, ben]' (lower-case letters, digits, _ and -)")
+    if not isinstance(admins, list) or not set(admins) <= set(users):
+        raise BadInput(f"hub_admins {admins!r} must list some of hub_users", "use e.g. -e 'hub_admins=[ana]'")
+    if v["hub_authenticator"] not in AUTHENTICATORS:
+        raise BadInput(f"hub_authenticator {v['hub_authenticator']!r} is not native, pam or oauth",
+                       "use -e hub_authenticator=native")
+    if not isinstance(v["hub_port"], int) or not 1024 <= v["hub_port"] < 65536:
+        raise BadInput(f"hub_port {v['hub_port']!r} is not a port number from 1024 to 65535", "use -e hub_port=8000")
+
+
+CONFIG = """\
+# written by vmlab (recipes/jupyterhub.py); changes here are overwritten by the next run
+c = get_config()  # noqa: F821
+
+c.JupyterHub.bind_url = "http://127.0.0.1:{{ hub_port }}"
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{{ hub_port + 1 }}"
+c.JupyterHub.cookie_secret_file = "/var/lib/jupyterhub/jupyterhub_cookie_secret"
+c.JupyterHub.db_url = "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
+
+c.JupyterHub.authenticator_class = {{ AUTHENTICATORS[hub_authenticator] | tojson }}
+c.Authenticator.allowed_users = set({{ hub_users | list | tojson }})
+c.Authenticator.admin_users = set({{ hub_admins | list | tojson }})
+{%- if hub_authenticator == "native" %}
+c.NativeAuthenticator.open_signup = False
+{%- endif %}
+
+c.Spawner.cmd = ["{{ hub_venv }}/bin/jupyterhub-singleuser"]
+c.Spawner.default_url = "/lab"
+c.Spawner.notebook_dir = "~/{{ data_dir }}"
+
+c.JupyterHub.load_roles = [{"name": "idle-culler", "services": ["idle-culler"],
+                            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
+c.JupyterHub.services = [{"name": "idle-culler",
+                          "command": ["{{ hub_venv }}/bin/python", "-m", "jupyterhub_idle_culler",
+                                      "--timeout={{ hub_cull_idle }}"]}]
+""".replace("AUTHENTICATORS", repr(AUTHENTICATORS))
+UNIT = """\
+[Unit]
+Description=JupyterHub (vmlab) on 127.0.0.1:{{ hub_port }}
+After=network.target
+
+[Service]
+WorkingDirectory=/var/lib/jupyterhub
+# OAuth client settings, written on the VM after launch; never baked
+EnvironmentFile=-/etc/vmlab/hub.env
+Environment=PATH={{ hub_venv }}/bin:/usr/local/bin:/usr/bin:/bin
+ExecStart={{ hub_venv }}/bin/jupyterhub -f /etc/jupyterhub/jupyterhub_config.py
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+"""
+# one account and `~/data` per listed user; the guard makes a second run change nothing
+USERS = """\
+set -e
+for u in {{ hub_users | join(' ') }}; do
+  id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
+  install -d -m 0750 -o "$u" -g "$u" "/home/$u/{{ data_dir }}"
+done
+"""
+USERS_DONE = ("for u in {{ hub_users | join(' ') }}; do id -u \"$u\" >/dev/null 2>&1 "
+              "&& [ -d \"/home/$u/{{ data_dir }}\" ] || exit 1; done")
+
+recipe.step("python and the proxy", apt.Packages(("python3-venv", "ca-certificates", "node-configurable-http-proxy")))
+recipe.step("jupyterhub", pip.Packages(("{{ jupyterhub_spec }}", "{{ jupyterlab_spec }}", "jupyterhub-idle-culler",
+                                        "jupyterhub-nativeauthenticator", "oauthenticator"), venv="{{ hub_venv }}"))
+recipe.step("users and their data", shell.Shell(USERS, unless=USERS_DONE))
+recipe.step("hub state", files.Directory("/var/lib/jupyterhub", mode="0700", owner="root", group="root"))
+recipe.step("hub settings folder", files.Directory("/etc/jupyterhub", mode="0755"))
+recipe.step("hub settings", files.Template("/etc/jupyterhub/jupyterhub_config.py", source=CONFIG, mode="0644"),
+            notify="restart jupyterhub")
+recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
+recipe.step("jupyterhub unit", systemd.Unit("jupyterhub.service", content=UNIT), notify="restart jupyterhub")
+recipe.step("jupyterhub at boot", systemd.Service("jupyterhub.service", enabled=True, running=True))
+recipe.handler("restart jupyterhub", systemd.Service("jupyterhub.service", restarted=True))

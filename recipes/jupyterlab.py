@@ -1,0 +1,146 @@
+"""JupyterLab as a systemd service on the VM's loopback (127.0.0.1:8888), serving `~/data`.
+
+    vmlab provision recipes/jupyterlab.py -i inventory.yaml -e user=ubuntu
+    hash=$(python -c 'from jupyter_server.auth import passwd; print(passwd())')   # asks for the password
+    vmlab bake recipes/lab.py -e jupyter_password_hash="$hash"
+
+It goes into the conda base when `conda` is true (recipes/conda.py ran first), into its own virtualenv
+otherwise. The token is never baked: `vmlab up` writes a fresh one into the root-only `/etc/vmlab/jupyter.env`
+at every launch, and the unit does not start without that file. Reach the lab with `vmlab tunnel`.
+
+Variables:
+- `user` (who runs JupyterLab; default: the SSH user), `data_dir` (`data`: the folder it serves).
+- `conda` (false here, true in lab.py), `conda_prefix`, `jupyter_venv` (/opt/jupyter), `jupyterlab_spec`.
+- `jupyter_password_hash`: a hash from `jupyter_server.auth.passwd()` (argon2 or sha1) to also allow a
+  password login; the hash, never the password, is written into the image.
+- `jupyter_cull_idle` / `jupyter_cull_terminals`: seconds after which idle kernels / terminals are stopped
+  (0: never), so an idle lab really is idle for the agent's idle stop.
+- `tensorboard` (false): a second unit, TensorBoard on 127.0.0.1:`tensorboard_port` (6006) over
+  `~/data/{{ tensorboard_logdir }}`; reach it with `vmlab tunnel --extra 6006`. TensorBoard has no login of
+  its own: anyone with a shell on the VM can read it.
+"""
+
+import re
+
+from vmlab import lab
+from vmlab.engine import Recipe
+from vmlab.errors import BadInput
+from vmlab.operations import apt, files, pip, systemd
+
+recipe = Recipe("jupyterlab", become=True, vars={
+    "data_dir": lab.DATA_DIR,
+    "conda": False,
+    "conda_prefix": "/opt/conda",
+    "jupyter_venv": "/opt/jupyter",
+    "jupyterlab_spec": "jupyterlab>=4,<5",
+    "jupyter_port": lab.PORT,
+    "env_file": lab.ENV_FILE,
+    "jupyter_password_hash": "",
+    "jupyter_cull_idle": 3600,
+    "jupyter_cull_terminals": 3600,
+    "tensorboard": False,
+    "tensorboard_port": 6006,
+    "tensorboard_logdir": "runs",
+})
+
+#: where JupyterLab lives: the conda base or its own venv (a template: variables hold no templates themselves)
+HOME = "{{ conda_prefix if conda else jupyter_venv }}"
+# what jupyter_server.auth.passwd() returns: argon2 (jupyter_server 2) or the older salted sha1
+PASSWORD_HASH = re.compile(r"argon2:\$argon2id?\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"
+                           r"|sha1:[0-9a-f]+:[0-9a-f]{40}")
+
+
+@recipe.check
+def _variables(v):
+    for name in ("conda", "tensorboard"):
+        if not isinstance(v[name], bool):
+            raise BadInput(f"{name} {v[name]!r} is not true or false", f"use -e {name}=true or -e {name}=false")
+    for name in ("jupyter_port", "tensorboard_port"):
+        if not isinstance(v[name], int) or not 1024 <= v[name] < 65536:
+            raise BadInput(f"{name} {v[name]!r} is not a port number from 1024 to 65535", f"use e.g. -e {name}=8888")
+    for name in ("jupyter_cull_idle", "jupyter_cull_terminals"):
+        if not isinstance(v[name], int) or v[name] < 0:
+            raise BadInput(f"{name} {v[name]!r} is not a number of seconds", f"use e.g. -e {name}=3600 (0: never)")
+    secret = v["jupyter_password_hash"]
+    if secret and not (isinstance(secret, str) and PASSWORD_HASH.fullmatch(secret)):
+        raise BadInput("jupyter_password_hash is not a Jupyter password hash (argon2:... or sha1:...)",
+                       "make one with python -c 'from jupyter_server.auth import passwd; print(passwd())'")
+
+
+SETTINGS = """\
+{
+  "MappingKernelManager": {"cull_idle_timeout": {{ jupyter_cull_idle }}, "cull_interval": 300,
+                           "cull_connected": false, "cull_busy": false},
+  "TerminalManager": {"cull_inactive_timeout": {{ jupyter_cull_terminals }}, "cull_interval": 300}
+{%- if jupyter_password_hash %},
+  "PasswordIdentityProvider": {"hashed_password": {{ jupyter_password_hash | tojson }},
+                               "allow_password_change": false}
+{%- endif %}
+}
+"""
+UNIT = """\
+[Unit]
+Description=JupyterLab (vmlab) on 127.0.0.1:{{ jupyter_port }}
+After=network.target
+# no token, no lab: the token file is written by `vmlab up` and is never part of an image
+ConditionPathExists={{ env_file }}
+
+[Service]
+User={{ user }}
+WorkingDirectory=/home/{{ user }}/{{ data_dir }}
+# jupyter_server reads JUPYTER_TOKEN from the environment, so the token never shows in `ps`
+EnvironmentFile={{ env_file }}
+Environment=PATH={{ jupyter_home }}/bin:/usr/local/bin:/usr/bin:/bin
+# the address and port are on the command line so no config file can widen them
+ExecStart={{ jupyter_home }}/bin/jupyter lab --no-browser --ip=127.0.0.1 --port={{ jupyter_port }} \\
+  --ServerApp.port_retries=0 --ServerApp.root_dir=/home/{{ user }}/{{ data_dir }}
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+TENSORBOARD_UNIT = """\
+[Unit]
+Description=TensorBoard (vmlab) on 127.0.0.1:{{ tensorboard_port }}
+After=network.target
+
+[Service]
+User={{ user }}
+ExecStart={{ jupyter_home }}/bin/tensorboard --logdir /home/{{ user }}/{{ data_dir }}/{{ tensorboard_logdir }} \\
+  --host 127.0.0.1 --port {{ tensorboard_port }}
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+"""
+UNIT, TENSORBOARD_UNIT = (text.replace("{{ jupyter_home }}", HOME) for text in (UNIT, TENSORBOARD_UNIT))
+# sys.prefix/etc/jupyter is on Jupyter's config path (a *.d folder would only enable extensions, not configure)
+CONFIG_DIR = HOME + "/etc/jupyter"
+
+recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
+recipe.step("jupyterlab in a venv", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
+            when="not conda")
+recipe.step("jupyterlab in conda base", pip.Packages(("{{ jupyterlab_spec }}",),
+                                                     python="{{ conda_prefix }}/bin/python"), when="conda")
+recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
+                                           group="{{ user }}"))
+recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
+recipe.step("culling and password", files.Template(CONFIG_DIR + "/jupyter_server_config.json", source=SETTINGS,
+                                                   mode="0644"), notify="restart jupyterlab")
+recipe.step("token folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
+recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="restart jupyterlab")
+recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))
+recipe.handler("restart jupyterlab", systemd.Service(lab.SERVICE, restarted=True))
+
+recipe.step("tensorboard", pip.Packages(("tensorboard",), python=HOME + "/bin/python"),
+            when="tensorboard")
+recipe.step("tensorboard logs", files.Directory("/home/{{ user }}/{{ data_dir }}/{{ tensorboard_logdir }}",
+                                                mode="0755", owner="{{ user }}", group="{{ user }}"),
+            when="tensorboard")
+recipe.step("tensorboard unit", systemd.Unit("tensorboard.service", content=TENSORBOARD_UNIT),
+            when="tensorboard", notify="restart tensorboard")
+recipe.step("tensorboard at boot", systemd.Service("tensorboard.service", enabled=True, running=True),
+            when="tensorboard")
+recipe.handler("restart tensorboard", systemd.Service("tensorboard.service", restarted=True))

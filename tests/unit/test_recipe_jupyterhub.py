@@ -1,0 +1,89 @@
+"""recipes/jupyterhub.py: the plan on a fresh host, the hub settings it writes (valid Python, loopback only, the
+chosen authenticator, the listed users) and bad variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from recipehost import DEBIAN_12, UBUNTU_2404, FreshHost, planned
+
+from vmlab.engine.loader import load_recipe
+from vmlab.engine.runner import apply, prepare
+from vmlab.errors import BadInput
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def hub(variables: dict[str, Any] | None = None, os_release: str = DEBIAN_12):
+    return apply(load_recipe(RECIPES / "jupyterhub.py"), FreshHost(os_release),
+                 variables={"user": "admin", **(variables or {})}, check=True, diff=True)
+
+
+def written(recap, step: str) -> str:
+    result = next(r for r in recap.results if r.name == step)
+    return "".join(line[1:] + "\n" for line in (result.diff or "").splitlines()
+                   if line.startswith("+") and not line.startswith("+++"))
+
+
+def settings(variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the written jupyterhub_config.py the way JupyterHub does (with a `get_config()`), return what it set."""
+    text = written(hub(variables), "hub settings")
+
+    class Section(dict):
+        def __getattr__(self, name: str) -> Any:
+            return self.setdefault(name, Section())
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            self[name] = value
+
+    config = Section()
+    exec(compile(text, "jupyterhub_config.py", "exec"), {"get_config": lambda: config})
+    return config
+
+
+def test_plan_on_a_fresh_host() -> None:
+    plan = planned(hub(os_release=UBUNTU_2404))
+    assert "node-configurable-http-proxy" in plan["python and the proxy"][0]
+    assert plan["jupyterhub"][0] == "python3 -m venv /opt/jupyterhub"
+    assert plan["jupyterhub at boot"] == ("systemctl enable jupyterhub.service", "systemctl start jupyterhub.service")
+    assert "users and their data" in plan
+
+
+@pytest.mark.parametrize("authenticator, cls", [
+    ("native", "nativeauthenticator.NativeAuthenticator"),
+    ("pam", "jupyterhub.auth.PAMAuthenticator"),
+    ("oauth", "oauthenticator.generic.GenericOAuthenticator"),
+])
+def test_settings_bind_loopback_and_name_the_authenticator(authenticator: str, cls: str) -> None:
+    c = settings({"hub_authenticator": authenticator, "hub_users": ["ana", "ben"], "hub_admins": ["ana"]})
+    assert c["JupyterHub"]["bind_url"] == "http://127.0.0.1:8000"
+    assert c["JupyterHub"]["hub_ip"] == "127.0.0.1"
+    assert c["ConfigurableHTTPProxy"]["api_url"] == "http://127.0.0.1:8001"
+    assert c["JupyterHub"]["authenticator_class"] == cls
+    assert c["Authenticator"]["allowed_users"] == {"ana", "ben"}
+    assert c["Authenticator"]["admin_users"] == {"ana"}
+    assert c["Spawner"]["notebook_dir"] == "~/data"
+    assert ("open_signup" in c.get("NativeAuthenticator", {})) == (authenticator == "native")
+    assert c["JupyterHub"]["services"][0]["command"][-1] == "--timeout=3600"
+
+
+def test_unit_reads_the_oauth_settings_from_an_unbaked_file() -> None:
+    unit = written(hub(), "jupyterhub unit")
+    assert "EnvironmentFile=-/etc/vmlab/hub.env" in unit
+    assert "ExecStart=/opt/jupyterhub/bin/jupyterhub -f /etc/jupyterhub/jupyterhub_config.py" in unit
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"hub_users": ["Ana Smith"]}, "hub_users ['Ana Smith'] is not a list of user names"),
+    ({"hub_users": "ana"}, "hub_users 'ana' is not a list of user names"),
+    ({"hub_users": ["ana"], "hub_admins": ["zoe"]}, "hub_admins ['zoe'] must list some of hub_users"),
+    ({"hub_authenticator": "ldap"}, "hub_authenticator 'ldap' is not native, pam or oauth"),
+    ({"hub_port": "8000x"}, "hub_port '8000x' is not a port number"),
+])
+def test_bad_variables_are_refused_before_any_host(variables: dict[str, Any], message: str) -> None:
+    recipe = load_recipe(RECIPES / "jupyterhub.py")
+    with pytest.raises(BadInput) as err:
+        prepare(recipe, {**recipe.vars, "user": "admin", **variables})
+    assert message in str(err.value) and "\n" not in str(err.value)
