@@ -93,7 +93,8 @@ patterns = [
     (re.compile(rb"(?i)aws_secret_access_key\s*[=:]\s*[A-Za-z0-9/+]{40}"), "AWS secret key"),
     (re.compile(rb"JUPYTER_TOKEN=[A-Za-z0-9_\-]{16,}"), "Jupyter token"),
     (re.compile(rb"(?:ghp|gho|github_pat)_[A-Za-z0-9_]{30,}"), "GitHub token"),
-    (re.compile(rb"[?&]sig=[A-Za-z0-9%/+]{30,}"), "Azure SAS signature"),
+    (re.compile(rb"(?:^|[?&\s\"'=])sig=[A-Za-z0-9%/+]{30,}", re.M), "Azure SAS signature"),
+    (re.compile(rb"(?im)^\s*(?:export\s+)?AZURE_[A-Z_]*SAS[A-Z_]*\s*=\s*['\"]?[^\s'\"]{16,}"), "Azure SAS token"),
 ]
 hits = []
 for root in roots:
