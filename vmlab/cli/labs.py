@@ -6,7 +6,7 @@ import os
 
 import click
 
-from vmlab.cli.options import provider_option
+from vmlab.cli.options import open_provider, provider_for, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
 
 
@@ -15,28 +15,42 @@ from vmlab.cli.output import Output, handle_errors, json_option
 @provider_option
 @click.option("--image", default=None, help="Image name or id (default: the newest vmlab image).")
 @click.option("--type", "instance_type", default=None, metavar="TYPE", help="Instance type, e.g. g4dn.xlarge.")
-@click.option("--spot", is_flag=True, help="Use a spot instance (falls back to on-demand).")
+@click.option("--spot", is_flag=True, help="Use a spot instance (ec2; falls back to on-demand).")
+@click.option("--max-price", type=float, default=None, metavar="USD",
+              help="Highest spot price per hour (ec2, with --spot; default: the on-demand price).")
+@click.option("--volume-size", type=click.IntRange(1, 16384), default=None, metavar="GB",
+              help="Root disk in GB (default: the image's).")
+@click.option("--ssh-cidr", default=None, metavar="CIDR",
+              help="Who may SSH to the lab (ec2; default: this machine's public IP /32).")
+@region_option
 @json_option
 @handle_errors
 def up(name: str, provider_name: str | None, image: str | None, instance_type: str | None, spot: bool,
+       max_price: float | None, volume_size: int | None, ssh_cidr: str | None, region: str | None,
        json_mode: bool) -> None:
     """Launch lab NAME from an image (or resume it) with a fresh Jupyter token, and wait until it answers.
 
     \b
     Example:
       vmlab up lab --provider local
+      vmlab up lab --provider ec2 --region us-west-2 --type g4dn.xlarge --spot --max-price 0.3
     """
-    from vmlab.providers import get_provider
+    from vmlab.cli.quote import launch_checks
     from vmlab.workflows.labs import up as run
 
     out = Output(json_mode)
-    result = run(get_provider(provider_name), name, image=image, instance_type=instance_type, spot=spot,
-                 say=out.say)
+    provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
+    launch, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
+    result = run(provider, name, image=image, instance_type=instance_type, spot=spot, say=out.say,
+                 launch_options=launch, quote=quote)
     t = result.timings
+    if result.record.hourly_price is not None:
+        market = "spot" if result.record.spot else "on-demand"
+        out.say(f"{market}, about ${result.record.hourly_price:.4g}/h (estimate) until `vmlab stop {name}`")
     out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
             f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
             f"{t['overhead']:.1f}s); open it with: {result.tunnel_hint}", "bold green")
-    out.emit(result.to_json())
+    out.emit({**result.to_json(), "offer": quote.offer if quote else None})
 
 
 @click.command()
@@ -50,7 +64,6 @@ def down(name: str, json_mode: bool) -> None:
     Example:
       vmlab down lab
     """
-    from vmlab.providers import get_provider
     from vmlab.state import LabStore
     from vmlab.workflows.labs import down as run
     from vmlab.workflows.labs import require_record
@@ -58,12 +71,11 @@ def down(name: str, json_mode: bool) -> None:
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    removed = run(get_provider(record.provider), name, store=store, say=out.say)
+    removed = run(provider_for(record), name, store=store, say=out.say)
     out.emit({"lab": name, "removed": removed})
 
 
 def _power(name: str, json_mode: bool, action: str) -> None:
-    from vmlab.providers import get_provider
     from vmlab.state import LabStore
     from vmlab.workflows import sshconfig
     from vmlab.workflows.labs import require_record
@@ -71,7 +83,7 @@ def _power(name: str, json_mode: bool, action: str) -> None:
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    provider = get_provider(record.provider)
+    provider = provider_for(record)
     inst = getattr(provider, action)(record.instance_id)
     record.host, record.port = inst.host, inst.port
     store.put(record)
@@ -110,43 +122,26 @@ def start(name: str, json_mode: bool) -> None:
 
 @click.command(name="ls")
 @provider_option
+@region_option
 @json_option
 @handle_errors
-def ls(provider_name: str | None, json_mode: bool) -> None:
-    """List labs: this machine's records joined with what the provider reports.
+def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
+    """List labs: this machine's records joined with what the provider reports, with state, type, uptime,
+    spot or on-demand and an estimate of the cost so far (hourly price x time since the last start).
 
     \b
     Example:
       vmlab ls --json
+      vmlab ls --provider ec2 --region eu-west-1
     """
-    from vmlab.providers import get_provider
+    from vmlab.cli.labrows import lab_rows, render_rows
     from vmlab.state import LabStore
-    from vmlab.workflows import tunnel_bg
 
     out = Output(json_mode)
-    records = LabStore().all()
-    wanted: set[str | None] = {provider_name} if provider_name else {r.provider for r in records} or {None}
-    rows = []
-    for pname in sorted(wanted, key=str):
-        provider = get_provider(pname)
-        instances = {i.id: i for i in provider.list_instances({"vmlab:lab": "*"})}
-        for r in (r for r in records if r.provider == provider.name):
-            inst = instances.pop(r.instance_id, None)
-            rows.append({"name": r.name, "provider": r.provider, "instance": r.instance_id,
-                         "state": inst.state if inst else "missing", "address": f"{r.host}:{r.port}",
-                         "type": r.instance_type, "spot": r.spot, "created": r.created,
-                         "tunnel_port": (tunnel_bg.running(r.name) or {}).get("local_port")})
-        for inst in instances.values():
-            rows.append({"name": inst.tags.get("vmlab:lab", inst.name), "provider": provider.name,
-                         "instance": inst.id, "state": inst.state + " (no local record)",
-                         "address": f"{inst.host}:{inst.port}", "type": inst.instance_type, "spot": inst.spot,
-                         "created": inst.launched_at, "tunnel_port": None})
-    if not rows:
-        out.say("no labs; start one with `vmlab up`")
-    for row in rows:
-        out.say(f"{row['name']:<16} {row['state']:<12} {row['provider']:<6} {row['instance']:<22} "
-                f"{row['address']}" + (f"  tunnel: localhost:{row['tunnel_port']}" if row["tunnel_port"] else ""))
-    out.emit({"labs": rows})
+    rows = lab_rows(LabStore().all(), provider_name, region)
+    render_rows(out, rows)
+    out.emit({"labs": rows, "cost_note": "estimates: hourly price when launched x time since the last start; "
+                                         "disks, traffic and stopped time are not counted"})
 
 
 @click.command()

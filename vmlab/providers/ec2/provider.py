@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from vmlab.providers.ec2.amis import Amis
 from vmlab.providers.ec2.client import Aws, error_code, translated
 from vmlab.providers.ec2.launchplan import (
     DEFAULT_INSTANCE_TYPE,
+    check_kms_key,
     check_spot,
     new_launch_id,
     resource_name,
@@ -41,6 +43,7 @@ from vmlab.providers.ec2.launchplan import (
     volume_size,
 )
 from vmlab.providers.ec2.network import default_vpc, ssh_cidr, ssh_permission
+from vmlab.providers.ec2.offers import Offer, to_offer
 from vmlab.providers.ec2.records import (
     HOST_ENV,
     INSTANCE_TAG,
@@ -54,6 +57,7 @@ from vmlab.providers.ec2.records import (
     to_image,
     to_instance,
 )
+from vmlab.providers.ec2.sharing import Grantees, check_accounts
 
 log = logging.getLogger("vmlab.providers.ec2")
 
@@ -89,6 +93,7 @@ class Ec2Provider:
 
     `poll` is the delay between describe calls while waiting (EC2 is eventually consistent; 5 s keeps the call
     count low), `timeout` bounds each wait. `bases` maps base aliases to their lookup (tests seed their own).
+    `kms_key` encrypts every root volume this provider launches with that customer-managed KMS key.
     """
 
     name = "ec2"
@@ -96,13 +101,20 @@ class Ec2Provider:
 
     def __init__(self, region: str | None = None, *, profile: str | None = None, progress: Progress | None = None,
                  bases: Mapping[str, base_images.Base] | None = None, poll: float = 5.0,
-                 timeout: float = 900.0, image_timeout: float = 3600.0) -> None:
+                 timeout: float = 900.0, image_timeout: float = 3600.0, kms_key: str | None = None) -> None:
         self.aws = Aws(region, profile)
+        self.kms_key = check_kms_key(kms_key) if kms_key else None
         self.progress: Progress = progress or _quiet
         self.bases = dict(bases if bases is not None else base_images.BASES)
         self.poll = poll
         self.timeout = timeout
         self.amis = Amis(self.aws, poll=poll, timeout=image_timeout)
+
+    @property
+    def region(self) -> str:
+        """The region (checked: an unknown region or missing credentials chain is BadInput here)."""
+        with translated("open an AWS session"):
+            return self.aws.region
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def _note(self, message: str) -> None:
@@ -143,8 +155,24 @@ class Ec2Provider:
             raise BadInput(f"AMI {raw['ImageId']} is {raw.get('State')}, not available", "wait, or choose another")
         return raw, alias
 
-    def _check_type(self, instance_type: str, image: Mapping[str, Any]) -> None:
-        """Fail before creating anything when the type does not exist here or cannot run the image."""
+    def _check_kms_key(self) -> None:
+        """Fail before creating anything when the KMS key does not exist in this region or is AWS-managed."""
+        if not self.kms_key:
+            return
+        try:
+            meta = self.aws.client("kms").describe_key(KeyId=self.kms_key)["KeyMetadata"]
+        except Exception as exc:
+            if error_code(exc) in ("NotFoundException", "InvalidArnException"):
+                raise BadInput(f"KMS key {self.kms_key} not found in {self.aws.region}",
+                               "KMS keys are regional: name a key of this region (`aws kms list-aliases`)") from None
+            raise
+        if meta.get("KeyManager") == "AWS":
+            raise BadInput(f"KMS key {self.kms_key} is AWS-managed; other accounts can never use it",
+                           "create a customer-managed key (`aws kms create-key`) and pass its alias or ARN")
+
+    def _check_type(self, instance_type: str, image: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Fail before creating anything when the type does not exist here or cannot run the image (when one is
+        given); returns EC2's description of the type."""
         try:
             types = self.aws.ec2.describe_instance_types(InstanceTypes=[instance_type]).get("InstanceTypes", [])
         except Exception as exc:
@@ -156,10 +184,11 @@ class Ec2Provider:
             raise BadInput(f"instance type {instance_type!r} does not exist in {self.aws.region}",
                            "see `aws ec2 describe-instance-types`; e.g. t3.large or g4dn.xlarge")
         arches = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-        arch = image.get("Architecture", "x86_64")
-        if arches and arch not in arches:
+        arch = image.get("Architecture", "x86_64") if image is not None else None
+        if image is not None and arches and arch not in arches:
             raise BadInput(f"instance type {instance_type} ({'/'.join(arches)}) cannot run the {arch} image "
                            f"{image['ImageId']}", "choose a type of the image's architecture")
+        return dict(types[0])
 
     def _wait_address(self, instance_id: str) -> dict[str, Any]:
         """Wait until the instance has a public address (seconds after launch), not for status checks."""
@@ -217,6 +246,7 @@ class Ec2Provider:
             volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
             instance_type = spec.instance_type or DEFAULT_INSTANCE_TYPE
             self._check_type(instance_type, image)
+            self._check_kms_key()
             vpc = default_vpc(ec2, self.aws.region)
             made = _Made(new_launch_id())
             name = resource_name(spec, made.launch_id)
@@ -232,7 +262,8 @@ class Ec2Provider:
                 ec2.authorize_security_group_ingress(GroupId=made.group_id, IpPermissions=[ssh_permission(cidr)])
                 request = run_request(spec, ami=image["ImageId"], root=root, key_name=name,
                                       group_id=made.group_id, instance_type=instance_type, tags=tags,
-                                      user_data=user_data, client_token=f"vmlab-{made.launch_id}")
+                                      user_data=user_data, client_token=f"vmlab-{made.launch_id}",
+                                      kms_key=self.kms_key)
                 raw, _spot = run_with_fallback(ec2.run_instances, request, spec.spot, spec.max_price, self._note)
                 made.instance_id = str(raw["InstanceId"])
                 ec2.create_tags(Resources=[made.key_id, made.group_id],
@@ -301,6 +332,22 @@ class Ec2Provider:
             for g in ec2.describe_security_groups(Filters=tag_filters(wanted)).get("SecurityGroups", []):
                 groups[g["GroupId"]] = None
         return list(keys), list(groups)
+
+    def offer(self, instance_type: str | None, image: str | None = None, spot: bool = False) -> Offer:
+        """What `instance_type` gives (vCPUs, memory, GPUs) and roughly costs here, checked against the image's
+        architecture when `image` (alias, id or name) is given; with `spot`, the latest spot price per zone."""
+        instance_type = instance_type or DEFAULT_INSTANCE_TYPE
+        with translated(f"describe instance type {instance_type}"):
+            raw_image = self._base_image(image)[0] if image else None
+            raw_type = self._check_type(instance_type, raw_image)
+            history: list[dict[str, Any]] = []
+            if spot:
+                since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=6)
+                pages = self.aws.ec2.get_paginator("describe_spot_price_history").paginate(
+                    InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
+                    StartTime=since)
+                history = [h for page in pages for h in page.get("SpotPriceHistory", [])]
+        return to_offer(raw_type, self.aws.region, history)
 
     def describe(self, instance_id: str) -> Instance | None:
         """The instance's current state and address, or None when EC2 does not know it."""
@@ -386,7 +433,33 @@ class Ec2Provider:
 
     def share_image(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> Image:
         """Let `accounts` launch the image and create volumes from its snapshots (or revoke it, `remove`)."""
-        with translated(f"share image {image_id}"):
-            raw = self.amis.share(image_id, accounts, remove)
+        return self.share(image_id, Grantees(accounts=check_accounts(accounts)), remove)
+
+    def share(self, image: str, who: Grantees, remove: bool = False) -> Image:
+        """Share the image (id or name) with accounts, organizations, OUs or everyone, or revoke that."""
+        with translated(f"share image {image}"):
+            raw = self.amis.share(image, who, remove)
             shared = self.amis.shared_with(raw["ImageId"])
         return to_image(raw, shared)
+
+    def launch_permissions(self, image: str) -> list[dict[str, str]]:
+        """Everyone the image is shared with, as EC2 lists it ({"UserId"}, {"OrganizationArn"}, {"Group"}...)."""
+        with translated(f"read the permissions of image {image}"):
+            return self.amis.launch_permissions(self.amis.resolve(image)["ImageId"])
+
+    def default_key_snapshots(self, image: str) -> list[str]:
+        """The image's encrypted snapshots whose key is AWS-managed or unknown (see Amis.default_key_snapshots)."""
+        with translated(f"read the snapshots of image {image}"):
+            return self.amis.default_key_snapshots(self.amis.resolve(image))
+
+    def copy_image_to(self, image: str, region: str, kms_key: str | None = None,
+                      progress: Progress | None = None) -> tuple[Image, bool]:
+        """Copy the image into `region` (encrypted, tagged like the source, `kms_key` there when given) and wait
+        until it is available; an existing vmlab copy is reused. Returns (the copy, whether it was made now)."""
+        with translated(f"copy image {image} to {region}"):
+            source = self.amis.resolve(image)
+            target = Ec2Provider(region, poll=self.poll, timeout=self.timeout, image_timeout=self.amis.timeout)
+            target_region = target.region
+            raw, made = target.amis.copy_from(source, self.aws.region, kms_key, progress or self.progress)
+        log.debug("copied %s to %s as %s", source["ImageId"], target_region, raw["ImageId"])
+        return to_image(raw), made
