@@ -442,6 +442,23 @@ class Ec2Provider:
             shared = self.amis.shared_with(raw["ImageId"])
         return to_image(raw, shared)
 
+    def describe_owned(self, image: str) -> Image:
+        """An image of this account by id or name; BadInput when it is missing or owned by another account
+        (only the owner may share an AMI)."""
+        with translated(f"describe image {image}"):
+            raw = self.amis.resolve(image)
+            mine = self.aws.ec2.describe_images(ImageIds=[raw["ImageId"]], Owners=["self"]).get("Images", [])
+        if not mine:
+            raise BadInput(f"image {raw['ImageId']} belongs to account {raw.get('OwnerId', '?')}, not this one",
+                           "only the owner can share an AMI; copy it into this account first")
+        return to_image(raw)
+
+    def find_copy(self, source_region: str, source_id: str) -> str | None:
+        """The id of the copy vmlab made of `source_id` (from `source_region`) in this region, if any."""
+        with translated(f"look for a copy of {source_id}"):
+            raw = self.amis.find_copy(source_region, source_id)
+        return str(raw["ImageId"]) if raw else None
+
     def launch_permissions(self, image: str) -> list[dict[str, str]]:
         """Everyone the image is shared with, as EC2 lists it ({"UserId"}, {"OrganizationArn"}, {"Group"}...)."""
         with translated(f"read the permissions of image {image}"):
