@@ -23,7 +23,7 @@ from vmlab.providers.base import Progress
 from vmlab.providers.ec2.bases import USER_TAG, check_ami_id
 from vmlab.providers.ec2.client import Aws, error_code
 from vmlab.providers.ec2.records import SOURCE_TAG, snapshot_ids, tag_dict, tag_filters, tag_list
-from vmlab.providers.ec2.sharing import Grantees, check_accounts
+from vmlab.providers.ec2.sharing import Grantees, check_accounts, unshareable_snapshots
 
 __all__ = ["Amis", "check_accounts", "check_image_name", "COPY_TAG"]
 
@@ -187,23 +187,15 @@ class Amis:
         if not snapshots:
             return []
         found = self.aws.ec2.describe_snapshots(SnapshotIds=snapshots).get("Snapshots", [])
-        risky = []
-        for snap in found:
-            if not snap.get("Encrypted"):
-                continue
-            key = snap.get("KmsKeyId")
-            if not key:
-                risky.append(str(snap["SnapshotId"]))
-                continue
-            try:
-                manager = self.aws.client("kms").describe_key(KeyId=key)["KeyMetadata"].get("KeyManager")
-            except Exception as exc:
-                if not error_code(exc):
-                    raise
-                manager = None  # no kms:DescribeKey permission: a customer key we cannot read is not our concern
-            if manager == "AWS":
-                risky.append(str(snap["SnapshotId"]))
-        return risky
+        return unshareable_snapshots(found, self._key_manager)
+
+    def _key_manager(self, key: str) -> str | None:
+        try:
+            return str(self.aws.client("kms").describe_key(KeyId=key)["KeyMetadata"].get("KeyManager"))
+        except Exception as exc:
+            if not error_code(exc):
+                raise
+            return None  # no kms:DescribeKey permission: a customer key we cannot read is not our concern
 
     def find_copy(self, source_region: str, source_id: str) -> dict[str, Any] | None:
         """A copy vmlab already made of the source image in this region (pending or available)."""

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,3 +126,17 @@ def kms_keys_by_region(values: Iterable[str], regions: Iterable[str]) -> dict[st
                                "give one key per copied region: --kms-key REGION=KEY or a key ARN of that region")
             keys[target] = key.strip()
     return keys
+
+
+def unshareable_snapshots(snapshots: Iterable[Mapping[str, Any]],
+                          key_manager: Callable[[str], str | None]) -> list[str]:
+    """Ids of encrypted snapshots whose KMS key is AWS-managed (`key_manager(key) == "AWS"`, i.e. aws/ebs) or
+    not reported at all: other accounts cannot create volumes from them, so they cannot launch the image."""
+    risky = []
+    for snap in snapshots:
+        if not snap.get("Encrypted"):
+            continue
+        key = snap.get("KmsKeyId")
+        if not key or key_manager(str(key)) == "AWS":
+            risky.append(str(snap["SnapshotId"]))
+    return risky
