@@ -51,8 +51,8 @@ def arranged(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[s
                                         tags={"vmlab:lab": "other", "vmlab:run": "up-0002"}))
     products = vmlab_resources(ec2)
     # what moto keeps after terminate although AWS deletes it (DeleteOnTermination): the builder's root volume
-    stale_volumes = {v["VolumeId"] for v in ec2.describe_volumes(
-        Filters=[{"Name": "status", "Values": ["available"]}, {"Name": "tag-key", "Values": ["vmlab:launch"]}])["Volumes"]}
+    stale_volumes = {v["VolumeId"] for v in ec2.describe_volumes(Filters=[
+        {"Name": "status", "Values": ["available"]}, {"Name": "tag-key", "Values": ["vmlab:launch"]}])["Volumes"]}
 
     # leftovers of a crashed bake: builder alive, its group and key, plus a group and key whose launch is gone
     stray = provider.launch(LaunchSpec(name="b2", image=base, ssh_public_key=pub, tags={"vmlab:run": "bake-0002"}))
