@@ -98,9 +98,3 @@ def to_offer(raw: Mapping[str, Any], region: str, spot_history: Iterable[Mapping
                  architectures=tuple(raw.get("ProcessorInfo", {}).get("SupportedArchitectures", [])),
                  on_demand=prices.on_demand(region, instance_type), spot=latest_spot(spot_history))
 
-
-def estimate_cost(hourly: float | None, hours: float | None) -> float | None:
-    """hourly x hours (None when either is unknown)."""
-    if hourly is None or hours is None:
-        return None
-    return round(hourly * max(hours, 0.0), 4)
