@@ -99,6 +99,8 @@ def test_public_needs_yes(baked: tuple[Any, str, list[str]]) -> None:
     (["--account", A1, "--regions", "eu-west-1", "--kms-key", "arn:aws:kms:us-west-2:123456789012:key/x"],
      "is for us-west-2, which is not in --regions"),
     (["--account", A1, "--region", "mars-north-1"], "unknown AWS region 'mars-north-1'"),
+    (["--account", A1, "--regions", "eu-west-1", "--kms-key", "alias/missing"],
+     "KMS key alias/missing not found in eu-west-1"),
 ])
 def test_bad_input_changes_nothing(baked: tuple[Any, str, list[str]], args: list[str], fragment: str) -> None:
     ec2, image, snapshots = baked

@@ -62,6 +62,13 @@ def share_ami(image: str, accounts: tuple[str, ...], orgs: tuple[str, ...], ous:
     if here in targets:
         raise BadInput(f"the image is already in {here}", f"drop {here} from --regions")
     source = provider.describe_owned(image)
+    if not remove:
+        from vmlab.providers.ec2.client import translated
+        from vmlab.providers.ec2.provider import Ec2Provider
+
+        for target, key in keys.items():  # a missing key would fail the copy after the source was shared
+            with translated(f"check KMS key {key} in {target}"):
+                Ec2Provider(target, kms_key=key).verify_kms_key()
     warnings = []
     if not remove and (who.accounts or who.orgs or who.ous or who.public):
         risky = provider.default_key_snapshots(source.id)
