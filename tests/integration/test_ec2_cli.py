@@ -174,3 +174,36 @@ def test_up_json_offer_for_an_unknown_price(aws_faults: FaultProxy, moto_server:
     doc = json.loads(result.stdout)
     assert doc["exit_code"] == 1 and "capacity" in doc["error"]
     assert "DescribeInstanceTypes" in aws_faults.calls and "DescribeSpotPriceHistory" not in aws_faults.calls
+
+
+@pytest.mark.parametrize(("command", "first_wait"), [
+    (["bake", "--spot", "--volume-size", "40", "--ssh-cidr", "198.51.100.9", "--base", "@image"], 1),
+    # up looks for the lab's instance first
+    (["up", "lab", "--spot", "--max-price", "0.5", "--volume-size", "40", "--ssh-cidr", "198.51.100.9",
+      "--image", "@image"], 2),
+])
+def test_launch_options_reach_ec2(aws_faults: FaultProxy, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch,
+                                  command: list[str], first_wait: int) -> None:
+    """The options arrive in the launch: a spot instance with a 40 GB root, SSH open to the given address only.
+    moto boots nothing to SSH to, so the launch is failed on its first wait, and its terminate is failed too, so
+    that the instance stays to be looked at (the test removes it)."""
+    no_ssh_beyond_loopback(monkeypatch)
+    monkeypatch.delenv("VMLAB_SSH_CIDR", raising=False)  # --ssh-cidr must be enough: no IP lookup on the internet
+    direct = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server.endpoint)
+    seeded = seed(direct)
+    aws_faults.fail("DescribeInstances", nth=first_wait, code="InternalError", status=500)
+    aws_faults.fail("TerminateInstances", nth=None, code="InternalError", status=500)
+    aws_faults.fail("DeleteSecurityGroup", nth=None, code="InternalError", status=500)
+    args = [seeded.image if a == "@image" else a for a in command]
+    result = run_vmlab(*args, "--provider", "ec2")
+    assert result.exit_code == 1, result.output
+    (inst,) = [i for r in direct.describe_instances()["Reservations"] for i in r["Instances"]]
+    try:
+        assert inst["InstanceLifecycle"] == "spot"
+        (mapping,) = inst["BlockDeviceMappings"]
+        (volume,) = direct.describe_volumes(VolumeIds=[mapping["Ebs"]["VolumeId"]])["Volumes"]
+        assert volume["Size"] == 40 and volume["Encrypted"] is True
+        (group,) = direct.describe_security_groups(GroupIds=[inst["SecurityGroups"][0]["GroupId"]])["SecurityGroups"]
+        assert [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]] == ["198.51.100.9/32"]
+    finally:
+        direct.terminate_instances(InstanceIds=[inst["InstanceId"]])

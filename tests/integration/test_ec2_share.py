@@ -197,3 +197,17 @@ def test_no_key_warning_for_snapshots_others_can_use(baked: tuple[Any, str, list
     can be shown against it; the warning itself is unit-tested (tests/unit/test_ec2_cli_logic.py)."""
     result = run_vmlab("share-ami", baked[1], "--account", A1)
     assert result.exit_code == 0 and "warning" not in result.stderr, result.output
+
+
+def test_images_ls_and_rm(baked: tuple[Any, str, list[str]]) -> None:
+    ec2, image, snapshots = baked
+    listed = run_vmlab("images", "ls", "--provider", "ec2", "--region", "us-east-1", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [i["id"] for i in json.loads(listed.stdout)["images"]] == [image]
+    assert run_vmlab("images", "ls", "--provider", "ec2", "--region", "eu-west-1", "--json").stdout.count(image) == 0
+    missing = run_vmlab("images", "rm", "ami-0123456789abcdef0", image, "--provider", "ec2")
+    assert missing.exit_code == 2 and ec2.describe_images(ImageIds=[image])["Images"]  # nothing removed
+    removed = run_vmlab("images", "rm", "vmlab-lab-ab12", "--provider", "ec2", "--json")
+    assert removed.exit_code == 0 and json.loads(removed.stdout)["removed"] == [image]
+    assert ec2.describe_images(Owners=["self"], Filters=[{"Name": "image-id", "Values": [image]}])["Images"] == []
+    assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": snapshots}])["Snapshots"] == []
