@@ -48,6 +48,11 @@ def gc(region: str | None, yes: bool, labs: bool, json_mode: bool) -> None:
         go = yes or (sys.stdin.isatty() and not json_mode and click.confirm(f"remove {len(doomed)} resource(s)?"))
         if go:
             removed, failed = sweep.remove(doomed)
+            from vmlab.transport.hostkeys import forget
+
+            for item in removed:
+                if item.kind in ("instance", "lab"):
+                    forget(f"vmlab-{item.id}")  # the host key vmlab pinned for it
             out.say(f"removed {len(removed)} resource(s)" + (f", {len(failed)} failed" if failed else ""))
             for item, why in failed:
                 out.say(f"could not remove {item.kind} {item.id}: {why}", "red")

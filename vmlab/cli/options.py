@@ -23,7 +23,7 @@ def provider_option(f: F) -> F:
 
 def region_option(f: F) -> F:
     return click.option("--region", default=None, metavar="REGION",
-                        help="AWS region for --provider ec2 (default: $AWS_REGION, then the profile's).")(f)
+                        help="AWS region (EC2 only; default: $AWS_REGION, then the profile's).")(f)
 
 
 def ec2_only(provider_name: str, **given: Any) -> None:
