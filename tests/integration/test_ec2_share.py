@@ -205,6 +205,8 @@ def test_images_ls_and_rm(baked: tuple[Any, str, list[str]]) -> None:
     assert listed.exit_code == 0, listed.output
     assert [i["id"] for i in json.loads(listed.stdout)["images"]] == [image]
     assert run_vmlab("images", "ls", "--provider", "ec2", "--region", "eu-west-1", "--json").stdout.count(image) == 0
+    bare = run_vmlab("images", "--provider", "ec2", "--json")  # `images` alone lists
+    assert [i["id"] for i in json.loads(bare.stdout)["images"]] == [image]
     missing = run_vmlab("images", "rm", "ami-0123456789abcdef0", image, "--provider", "ec2")
     assert missing.exit_code == 2 and ec2.describe_images(ImageIds=[image])["Images"]  # nothing removed
     removed = run_vmlab("images", "rm", "vmlab-lab-ab12", "--provider", "ec2", "--json")

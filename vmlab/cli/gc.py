@@ -40,8 +40,7 @@ def gc(region: str | None, yes: bool, labs: bool, json_mode: bool) -> None:
     if not found:
         out.say(f"nothing left over in {here}")
     for f in found:
-        mark = " " if f.removable else "(kept) "
-        out.say(f"{mark}{f.kind:<15} {f.id:<26} {f.name[:30]:<30} {f.reason}")
+        out.say(f"{'remove' if f.removable else 'keep':<7} {f.kind:<15} {f.id:<26} {f.name[:30]:<30} {f.reason}")
     removed: list[Any] = []
     failed: list[tuple[Any, str]] = []
     if doomed:

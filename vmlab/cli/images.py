@@ -9,18 +9,23 @@ from vmlab.cli.output import Output, handle_errors, json_option
 
 
 @click.group(invoke_without_command=True)
+@provider_option
+@region_option
+@json_option
 @click.pass_context
-def images(ctx: click.Context) -> None:
-    """List (default) or remove vmlab images.
+def images(ctx: click.Context, provider_name: str | None, region: str | None, json_mode: bool) -> None:
+    """List (default; the options here apply to that listing) or remove vmlab images.
 
     \b
     Example:
       vmlab images ls --provider local
       vmlab images rm limg-1a2b3c4d
-      vmlab images ls --provider ec2 --region eu-west-1 --json
+      vmlab images --provider ec2 --region eu-west-1 --json
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(ls_images)
+        ctx.invoke(ls_images, provider_name=provider_name, region=region, json_mode=json_mode)
+    elif provider_name or region or json_mode:
+        raise click.UsageError("put --provider, --region and --json after the subcommand: vmlab images ls --json")
 
 
 @images.command(name="ls")

@@ -91,16 +91,22 @@ class Sweep:
         # instances being removed now free their key pairs and groups too
         doomed = {f.id for f in found if f.removable}
         live_launches = {tag_dict(i.get("Tags")).get(LAUNCH_TAG) for i in instances if i["InstanceId"] not in doomed}
+        going = {tag_dict(i.get("Tags")).get(LAUNCH_TAG): i["InstanceId"] for i in instances
+                 if i["InstanceId"] in doomed}
+
+        def why(launch: str | None) -> str:
+            return f"of {going[launch]}, removed with it" if launch in going else f"launch {launch} has no instance"
+
         for group in _tagged(ec2.describe_security_groups, "SecurityGroups"):
             launch = tag_dict(group.get("Tags")).get(LAUNCH_TAG)
             if launch not in live_launches:
                 found.append(Leftover("security-group", group["GroupId"], group.get("GroupName", ""),
-                                      f"launch {launch} has no live instance"))
+                                      why(launch)))
         for pair in _tagged(ec2.describe_key_pairs, "KeyPairs"):
             launch = tag_dict(pair.get("Tags")).get(LAUNCH_TAG)
             if launch not in live_launches:
                 found.append(Leftover("key-pair", pair["KeyName"], pair["KeyName"],
-                                      f"launch {launch} has no live instance"))
+                                      why(launch)))
         for vol in _tagged(ec2.describe_volumes, "Volumes"):
             if vol.get("State") == "available" and not vol.get("Attachments"):
                 found.append(Leftover("volume", vol["VolumeId"], tag_dict(vol.get("Tags")).get("Name", ""),
