@@ -49,6 +49,8 @@ class LabRecord:
     spot: bool = False
     region: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: USD per hour when launched (an estimate: table or spot history); None for records of older vmlab versions
+    hourly_price: float | None = None
 
     def to_json(self, secrets: bool = False) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -14,6 +14,8 @@ from vmlab import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "bake": ("vmlab.cli.bake:bake", "Apply a recipe on a builder VM and save it as an image."),
     "images": ("vmlab.cli.images:images", "List or remove vmlab images."),
+    "share-ami": ("vmlab.cli.share:share_ami", "Share an EC2 image with accounts, an organization or OU; copy it "
+                                                "to regions."),
     "up": ("vmlab.cli.labs:up", "Launch (or resume) a lab from an image with a fresh token."),
     "tunnel": ("vmlab.cli.tunnel:tunnel", "Forward localhost to a lab's JupyterLab and print its URL."),
     "ls": ("vmlab.cli.labs:ls", "List labs and their state."),
@@ -23,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("vmlab.cli.labs:stop", "Stop a lab (disk kept)."),
     "start": ("vmlab.cli.labs:start", "Start a stopped lab."),
     "down": ("vmlab.cli.labs:down", "Terminate a lab and delete its disk."),
+    "gc": ("vmlab.cli.gc:gc", "Find and remove what vmlab left behind in an EC2 region."),
     "provision": ("vmlab.cli.provision:provision", "Apply a recipe to the SSH hosts of an inventory."),
     "local": ("vmlab.cli.local:local", "Manage the local QEMU provider (base image)."),
 }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vmlab.cli.options import provider_option
+from vmlab.cli.options import open_provider, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option, step_reporter
 from vmlab.cli.provision import parse_extra_vars
 
@@ -25,6 +25,7 @@ def bundled_recipe(name: str) -> Path:
 @click.command()
 @click.argument("recipe_file", metavar="[RECIPE]", required=False)
 @provider_option
+@region_option
 @click.option("--base", default=None, metavar="IMAGE",
               help="Base image: debian-12 (local), ubuntu-24.04/ubuntu-22.04/debian-12/dlami or an AMI id (ec2).")
 @click.option("--name", default=None, help="Image name (default: vmlab-RECIPE-HASH-TIME).")
@@ -32,10 +33,18 @@ def bundled_recipe(name: str) -> Path:
 @click.option("-e", "--extra-var", "extra", multiple=True, metavar="NAME=VALUE", help="Set a recipe variable.")
 @click.option("--force", is_flag=True, help="Bake even if an image of this recipe and base exists.")
 @click.option("--verify", is_flag=True, help="Apply the recipe twice; fail unless the second run changes nothing.")
+@click.option("--volume-size", type=click.IntRange(1, 16384), default=None, metavar="GB",
+              help="Root disk of the builder (and so of the image) in GB.")
+@click.option("--spot", is_flag=True, help="Build on a spot instance (ec2; falls back to on-demand).")
+@click.option("--ssh-cidr", default=None, metavar="CIDR",
+              help="Who may SSH to the builder (ec2; default: this machine's public IP /32).")
+@click.option("--kms-key", default=None, metavar="ARN|alias/NAME",
+              help="Encrypt the image with this customer-managed KMS key (ec2; needed to share across accounts).")
 @json_option
 @handle_errors
-def bake(recipe_file: str | None, provider_name: str | None, base: str | None, name: str | None,
-         builder_type: str | None, extra: tuple[str, ...], force: bool, verify: bool, json_mode: bool) -> None:
+def bake(recipe_file: str | None, provider_name: str | None, region: str | None, base: str | None, name: str | None,
+         builder_type: str | None, extra: tuple[str, ...], force: bool, verify: bool, volume_size: int | None,
+         spot: bool, ssh_cidr: str | None, kms_key: str | None, json_mode: bool) -> None:
     """Launch a builder VM, apply RECIPE (default: the bundled recipes/lab.py), scrub it and save an image.
 
     The builder, its key and its firewall rules are removed however the bake ends.
@@ -43,17 +52,20 @@ def bake(recipe_file: str | None, provider_name: str | None, base: str | None, n
     \b
     Example:
       vmlab bake recipes/lab.py --provider local
+      vmlab bake recipes/lab.py --provider ec2 --region eu-west-1 --spot --kms-key alias/vmlab
     """
     from vmlab.engine.loader import load_recipe
-    from vmlab.providers import get_provider
+    from vmlab.providers.ec2.network import normalize_cidr
     from vmlab.workflows.bake import bake as run
 
     out = Output(json_mode)
     recipe = load_recipe(recipe_file or bundled_recipe("lab.py"))
-    provider = get_provider(provider_name)
+    provider = open_provider(provider_name, region, kms_key=kms_key, spot=spot, ssh_cidr=ssh_cidr)
+    launch: dict[str, object] = {"spot": spot, "volume_size_gb": volume_size,
+                                 "ssh_cidr": normalize_cidr(ssh_cidr) if ssh_cidr else None}
     result = run(recipe, provider, base=base or provider.default_base, name=name,
                  variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
-                 say=out.say, report=step_reporter(out))
+                 say=out.say, report=step_reporter(out), launch_options=launch)
     if not result.reused:
         t = result.timings
         out.say(f"image {result.image.name} ({result.image.id}) ready in {t.get('total', 0):.0f}s "

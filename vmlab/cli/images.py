@@ -4,34 +4,40 @@ from __future__ import annotations
 
 import click
 
-from vmlab.cli.options import provider_option
+from vmlab.cli.options import open_provider, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
 
 
 @click.group(invoke_without_command=True)
+@provider_option
+@region_option
+@json_option
 @click.pass_context
-def images(ctx: click.Context) -> None:
-    """List (default) or remove vmlab images.
+def images(ctx: click.Context, provider_name: str | None, region: str | None, json_mode: bool) -> None:
+    """List (default; the options here apply to that listing) or remove vmlab images.
 
     \b
     Example:
       vmlab images ls --provider local
       vmlab images rm limg-1a2b3c4d
+      vmlab images --provider ec2 --region eu-west-1 --json
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(ls_images)
+        ctx.invoke(ls_images, provider_name=provider_name, region=region, json_mode=json_mode)
+    elif provider_name or region or json_mode:
+        raise click.UsageError("put --provider, --region and --json after the subcommand: vmlab images ls --json")
 
 
 @images.command(name="ls")
 @provider_option
+@region_option
 @json_option
 @handle_errors
-def ls_images(provider_name: str | None = None, json_mode: bool = False) -> None:
+def ls_images(provider_name: str | None = None, region: str | None = None, json_mode: bool = False) -> None:
     """List vmlab images (newest first)."""
-    from vmlab.providers import get_provider
 
     out = Output(json_mode)
-    found = sorted(get_provider(provider_name).list_images({"vmlab:recipe-hash": "*"}),
+    found = sorted(open_provider(provider_name, region).list_images({"vmlab:recipe-hash": "*"}),
                    key=lambda i: i.created or "", reverse=True)
     if not found:
         out.say("no images; bake one with `vmlab bake`")
@@ -46,15 +52,15 @@ def ls_images(provider_name: str | None = None, json_mode: bool = False) -> None
 @images.command(name="rm")
 @click.argument("image_ids", nargs=-1, required=True, metavar="IMAGE...")
 @provider_option
+@region_option
 @json_option
 @handle_errors
-def rm_images(image_ids: tuple[str, ...], provider_name: str | None, json_mode: bool) -> None:
+def rm_images(image_ids: tuple[str, ...], provider_name: str | None, region: str | None, json_mode: bool) -> None:
     """Delete images (and their snapshots or disk files)."""
     from vmlab.errors import BadInput
-    from vmlab.providers import get_provider
 
     out = Output(json_mode)
-    provider = get_provider(provider_name)
+    provider = open_provider(provider_name, region)
     resolved = []
     for ident in image_ids:
         image = provider.describe_image(ident)

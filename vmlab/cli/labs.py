@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import click
 
-from vmlab.cli.options import provider_option
+from vmlab.cli.options import open_provider, provider_for, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
 
 
@@ -16,7 +15,13 @@ from vmlab.cli.output import Output, handle_errors, json_option
 @provider_option
 @click.option("--image", default=None, help="Image name or id (default: the newest vmlab image).")
 @click.option("--type", "instance_type", default=None, metavar="TYPE", help="Instance type, e.g. g4dn.xlarge.")
-@click.option("--spot", is_flag=True, help="Use a spot instance (falls back to on-demand).")
+@click.option("--spot", is_flag=True, help="Use a spot instance (ec2; falls back to on-demand).")
+@click.option("--max-price", type=float, default=None, metavar="USD",
+              help="Highest spot price per hour (ec2, with --spot; default: the on-demand price).")
+@click.option("--volume-size", type=click.IntRange(1, 16384), default=None, metavar="GB",
+              help="Root disk in GB (default: the image's).")
+@click.option("--ssh-cidr", default=None, metavar="CIDR",
+              help="Who may SSH to the lab (ec2; default: this machine's public IP /32).")
 @click.option("--idle", default=None, metavar="DURATION",
               help="Power off after this long unused, e.g. 30m, 2h; 0 = never (default 30m, or the lab's last).")
 @click.option("--max-hours", type=float, default=None, metavar="HOURS",
@@ -24,28 +29,36 @@ from vmlab.cli.output import Output, handle_errors, json_option
 @click.option("--sync", default=None, metavar="URL",
               help="Keep ~/data synced with s3://bucket/prefix (on EC2 an instance profile allows that prefix "
                    "only); '' = stop syncing.")
+@region_option
 @json_option
 @handle_errors
 def up(name: str, provider_name: str | None, image: str | None, instance_type: str | None, spot: bool,
-       idle: str | None, max_hours: float | None, sync: str | None, json_mode: bool) -> None:
+       max_price: float | None, volume_size: int | None, ssh_cidr: str | None, idle: str | None,
+       max_hours: float | None, sync: str | None, region: str | None, json_mode: bool) -> None:
     """Launch lab NAME from an image (or resume it) with a fresh Jupyter token, and wait until it answers.
 
     \b
     Example:
       vmlab up lab --provider local
-      vmlab up gpu --type g4dn.xlarge --spot --idle 30m --max-hours 12 --sync s3://my-bucket/alice
+      vmlab up gpu --provider ec2 --region us-west-2 --type g4dn.xlarge --spot --max-price 0.3 \\
+        --idle 30m --max-hours 12 --sync s3://my-bucket/alice
     """
-    from vmlab.providers import get_provider
+    from vmlab.cli.quote import launch_checks
     from vmlab.workflows.labs import up as run
 
     out = Output(json_mode)
-    result = run(get_provider(provider_name), name, image=image, instance_type=instance_type, spot=spot,
-                 idle=idle, max_hours=max_hours, sync=sync, say=out.say)
+    provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
+    launch, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
+    result = run(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
+                 max_hours=max_hours, sync=sync, say=out.say, launch_options=launch, quote=quote)
     t = result.timings
+    if result.record.hourly_price is not None:
+        market = "spot" if result.record.spot else "on-demand"
+        out.say(f"{market}, about ${result.record.hourly_price:.4g}/h (estimate) until `vmlab stop {name}`")
     out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
             f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
             f"{t['overhead']:.1f}s); open it with: {result.tunnel_hint}", "bold green")
-    out.emit(result.to_json())
+    out.emit({**result.to_json(), "offer": quote.offer if quote else None})
 
 
 @click.command()
@@ -61,7 +74,6 @@ def down(name: str, force: bool, json_mode: bool) -> None:
     Example:
       vmlab down lab
     """
-    from vmlab.providers import get_provider
     from vmlab.state import LabStore
     from vmlab.workflows.labs import down as run
     from vmlab.workflows.labs import require_record
@@ -69,12 +81,11 @@ def down(name: str, force: bool, json_mode: bool) -> None:
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    removed = run(get_provider(record.provider), name, store=store, force=force, say=out.say)
+    removed = run(provider_for(record), name, store=store, force=force, say=out.say)
     out.emit({"lab": name, "removed": removed})
 
 
 def _power(name: str, json_mode: bool, action: str) -> None:
-    from vmlab.providers import get_provider
     from vmlab.state import LabStore
     from vmlab.workflows import sshconfig
     from vmlab.workflows.labs import require_record
@@ -82,7 +93,7 @@ def _power(name: str, json_mode: bool, action: str) -> None:
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    provider = get_provider(record.provider)
+    provider = provider_for(record)
     inst = getattr(provider, action)(record.instance_id)
     record.host, record.port = inst.host, inst.port
     store.put(record)
@@ -121,62 +132,26 @@ def start(name: str, json_mode: bool) -> None:
 
 @click.command(name="ls")
 @provider_option
+@region_option
 @json_option
 @handle_errors
-def ls(provider_name: str | None, json_mode: bool) -> None:
-    """List labs: this machine's records joined with what the provider reports.
+def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
+    """List labs: this machine's records joined with what the provider reports, with state, type, uptime,
+    spot or on-demand and an estimate of the cost so far (hourly price x time since the last start).
 
     \b
     Example:
       vmlab ls --json
+      vmlab ls --provider ec2 --region eu-west-1
     """
-    from vmlab.providers import get_provider
+    from vmlab.cli.labrows import lab_rows, render_rows
     from vmlab.state import LabStore
-    from vmlab.workflows import tunnel_bg
 
     out = Output(json_mode)
-    records = LabStore().all()
-    wanted: set[str | None] = {provider_name} if provider_name else {r.provider for r in records} or {None}
-    rows = []
-    for pname in sorted(wanted, key=str):
-        provider = get_provider(pname)
-        instances = {i.id: i for i in provider.list_instances({"vmlab:lab": "*"})}
-        for r in (r for r in records if r.provider == provider.name):
-            inst = instances.pop(r.instance_id, None)
-            rows.append({"name": r.name, "provider": r.provider, "instance": r.instance_id,
-                         "state": inst.state if inst else "missing", "address": f"{r.host}:{r.port}",
-                         "type": r.instance_type, "spot": r.spot, "created": r.created,
-                         "tunnel_port": (tunnel_bg.running(r.name) or {}).get("local_port"),
-                         "agent": _agent_row(provider, r, inst)})
-        for inst in instances.values():
-            rows.append({"name": inst.tags.get("vmlab:lab", inst.name), "provider": provider.name,
-                         "instance": inst.id, "state": inst.state + " (no local record)",
-                         "address": f"{inst.host}:{inst.port}", "type": inst.instance_type, "spot": inst.spot,
-                         "created": inst.launched_at, "tunnel_port": None, "agent": None})
-    if not rows:
-        out.say("no labs; start one with `vmlab up`")
-    for row in rows:
-        agent: dict[str, Any] = row["agent"] or {}  # type: ignore[assignment]
-        out.say(f"{row['name']:<16} {row['state']:<12} {row['provider']:<6} {row['instance']:<22} "
-                f"{row['address']}" + (f"  tunnel: localhost:{row['tunnel_port']}" if row["tunnel_port"] else "")
-                + (f"  sync: {agent['summary']}" if agent.get("summary") else ""))
-    out.emit({"labs": rows})
-
-
-def _agent_row(provider: Any, record: Any, inst: Any) -> dict[str, Any] | None:
-    """The agent's status of a running lab that syncs, for `ls` (a few seconds at most per lab)."""
-    from vmlab.errors import VmlabError
-    from vmlab.workflows.labs import agent_status
-
-    if inst is None or inst.state != "running" or not (record.extra.get("agent") or {}).get("sync_url"):
-        return None
-    try:
-        status = agent_status(provider, record, timeout=5.0)
-    except VmlabError as e:
-        return {"summary": "unreachable", "error": str(e)}
-    if status is None:
-        return {"summary": "no status yet"}
-    return {**status.to_json(), "summary": status.summary()}
+    rows = lab_rows(LabStore().all(), provider_name, region)
+    render_rows(out, rows)
+    out.emit({"labs": rows, "cost_note": "estimates: hourly price when launched x time since the last start; "
+                                         "disks, traffic and stopped time are not counted"})
 
 
 @click.command()
@@ -193,13 +168,12 @@ def status(name: str, json_mode: bool) -> None:
     import time
 
     from vmlab.errors import VmlabError
-    from vmlab.providers import get_provider
     from vmlab.state import LabStore
     from vmlab.workflows.labs import agent_status, require_record
 
     out = Output(json_mode)
     record = require_record(LabStore(), name)
-    provider = get_provider(record.provider)
+    provider = provider_for(record)
     inst = provider.describe(record.instance_id)
     settings = record.extra.get("agent") or {}
     unreachable = ""

@@ -51,9 +51,11 @@ def find_baked(provider: Provider, digest: str, base: str) -> Image | None:
 def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = None,
          variables: Mapping[str, Any] | None = None, force: bool = False, verify: bool = False,
          instance_type: str | None = None, connect_timeout: float = 900.0,
-         say: Say = lambda _m: None, report: Reporter | None = None) -> BakeResult:
+         say: Say = lambda _m: None, report: Reporter | None = None,
+         launch_options: Mapping[str, Any] | None = None) -> BakeResult:
     """Bake `recipe` on `base` into an image. `verify` applies the recipe a second time and fails the bake
-    unless that run changes nothing (proof the recipe is idempotent)."""
+    unless that run changes nothing (proof the recipe is idempotent). `launch_options` are further LaunchSpec
+    fields for the builder (spot, volume_size_gb, ssh_cidr)."""
     digest = recipe.digest()
     env = {**recipe.vars, **(variables or {})}
     prepare(recipe, {**env, "user": env.get("user", "admin"), "inventory_hostname": "builder"})
@@ -83,7 +85,7 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         say(f"launching builder from {base} ({run_id})")
         builder = provider.launch(LaunchSpec(name=f"vmlab-builder-{run_id}", image=base,
                                              ssh_public_key=client.public, instance_type=instance_type,
-                                             tags=tags, host_key=host_key.private))
+                                             tags=tags, host_key=host_key.private, **(launch_options or {})))
         cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
         lap("launch")
         say(f"waiting for SSH on {builder.name}")

@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,9 @@ from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.labagent import AgentSettings, s3_parts
 
 Say = Callable[[str], None]
+#: called with the resolved image just before a launch: checks the instance type against it, shows what the type
+#: gives and costs, and returns the (on-demand, spot) hourly price estimates, None when unknown
+Quote = Callable[[Image], tuple[float | None, float | None]]
 
 # Reads the token from stdin (never on a command line, where `ps` would show it) and asks Jupyter for its status.
 STATUS_PROBE = r"""
@@ -127,10 +130,12 @@ def find_lab_instance(provider: Provider, name: str) -> Instance | None:
 def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
        spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
        lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
-       sync: str | None = None, say: Say = lambda _m: None) -> UpResult:
+       sync: str | None = None, say: Say = lambda _m: None,
+       launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpResult:
     """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
     `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
-    a flag left None keeps the lab's previous setting."""
+    a flag left None keeps the lab's previous setting. `launch_options` are further LaunchSpec fields (max_price,
+    volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab."""
     check_name(name)
     watch = Stopwatch()
     store = store or LabStore()
@@ -154,6 +159,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
                         f"`vmlab down {name}` it, or choose another name")
     img = resolve_image(provider, image)
+    prices = quote(img) if quote else (None, None)
     client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
     run_id = "up-" + secrets.token_hex(4)
     with Cleanup(say) as cleanup:
@@ -165,13 +171,14 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
             inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
                                               instance_type=instance_type, spot=spot, host_key=host_key.private,
                                               tags={"vmlab:lab": name, "vmlab:run": run_id},
-                                              instance_profile=profile))
+                                              instance_profile=profile, **(launch_options or {})))
         cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
                            key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot,
-                           extra={"agent": settings.to_record()})
+                           extra={"agent": settings.to_record()},
+                           region=getattr(provider, "region", None), hourly_price=prices[1 if inst.spot else 0])
         _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
     sshconfig.refresh(store)

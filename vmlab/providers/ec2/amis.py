@@ -20,24 +20,19 @@ from typing import Any
 
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Progress
-from vmlab.providers.ec2.bases import USER_TAG, check_ami_id, is_ami_id
+from vmlab.providers.ec2.bases import USER_TAG, check_ami_id
 from vmlab.providers.ec2.client import Aws, error_code
 from vmlab.providers.ec2.records import SOURCE_TAG, snapshot_ids, tag_dict, tag_filters, tag_list
+from vmlab.providers.ec2.sharing import Grantees, check_accounts, unshareable_snapshots
+
+__all__ = ["Amis", "check_accounts", "check_image_name", "COPY_TAG"]
+
+#: on region copies vmlab makes: "REGION/ami-..." of the source, so a second copy to that region is found, not made
+COPY_TAG = "vmlab:copied-from"
 
 log = logging.getLogger("vmlab.providers.ec2")
 
-ACCOUNT_RE = re.compile(r"^\d{12}$")
 IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
-
-
-def check_accounts(accounts: tuple[str, ...]) -> tuple[str, ...]:
-    """Account ids, each exactly 12 digits (BadInput otherwise); duplicates dropped, order kept."""
-    if not accounts:
-        raise BadInput("no account to share with", "pass --account 123456789012")
-    bad = [a for a in accounts if not ACCOUNT_RE.match(a)]
-    if bad:
-        raise BadInput(f"not an AWS account id: {', '.join(bad)}", "account ids are exactly 12 digits")
-    return tuple(dict.fromkeys(accounts))
 
 
 def check_image_name(name: str) -> str:
@@ -156,22 +151,84 @@ class Amis:
                     raise
         return removed
 
-    def share(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> dict[str, Any]:
-        """Grant (or with `remove` revoke) launch permission on the image and createVolumePermission on each of its
-        snapshots for `accounts`."""
-        accounts = check_accounts(accounts)
-        ec2 = self.aws.ec2
-        if not is_ami_id(image_id):
-            found = self.raw(image_id)
-            image_id = found["ImageId"] if found else image_id
-        raw = self.raw(image_id)
+    def resolve(self, image: str) -> dict[str, Any]:
+        """An image by id or name; BadInput when it does not exist here."""
+        raw = self.raw(image)
         if raw is None:
-            raise BadInput(f"image {image_id!r} not found", "list images with `vmlab images`")
-        key = "Remove" if remove else "Add"
-        ec2.modify_image_attribute(ImageId=raw["ImageId"],
-                                   LaunchPermission={key: [{"UserId": a} for a in accounts]})
-        for snap in snapshot_ids(raw):
-            # the Attribute=/OperationType=/UserIds= form: the one both AWS and moto accept
-            ec2.modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
-                                          OperationType=key.lower(), UserIds=list(accounts))
+            raise BadInput(f"image {image!r} not found in {self.aws.region}",
+                           "list images with `vmlab images` (AMIs are regional: check --region)")
         return raw
+
+    def share(self, image_id: str, who: Grantees | tuple[str, ...], remove: bool = False) -> dict[str, Any]:
+        """Grant (or with `remove` revoke) launch permission on the image for `who`, and createVolumePermission on
+        each of its snapshots for the accounts (and everyone when public; organizations cannot be named there)."""
+        who = who if isinstance(who, Grantees) else Grantees(accounts=check_accounts(who))
+        if who.empty:
+            raise BadInput("nobody to share with", "pass --account 123456789012, --org ARN, --ou ARN or --public")
+        ec2 = self.aws.ec2
+        raw = self.resolve(image_id)
+        key = "Remove" if remove else "Add"
+        ec2.modify_image_attribute(ImageId=raw["ImageId"], LaunchPermission={key: who.launch_permissions()})
+        volume_args = who.volume_permission_args()
+        if volume_args:
+            for snap in snapshot_ids(raw):
+                ec2.modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
+                                              OperationType=key.lower(), **volume_args)
+        return raw
+
+    def launch_permissions(self, image_id: str) -> list[dict[str, str]]:
+        perms = self.aws.ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+        return [dict(p) for p in perms.get("LaunchPermissions", [])]
+
+    def default_key_snapshots(self, raw_image: Mapping[str, Any]) -> list[str]:
+        """The image's encrypted snapshots whose KMS key is AWS-managed (aws/ebs) or not reported: other
+        accounts cannot create volumes from those, so a cross-account share of the image would not launch."""
+        snapshots = snapshot_ids(raw_image)
+        if not snapshots:
+            return []
+        found = self.aws.ec2.describe_snapshots(SnapshotIds=snapshots).get("Snapshots", [])
+        return unshareable_snapshots(found, self._key_manager)
+
+    def _key_manager(self, key: str) -> str | None:
+        try:
+            return str(self.aws.client("kms").describe_key(KeyId=key)["KeyMetadata"].get("KeyManager"))
+        except Exception as exc:
+            if not error_code(exc):
+                raise
+            return None  # no kms:DescribeKey permission: a customer key we cannot read is not our concern
+
+    def find_copy(self, source_region: str, source_id: str) -> dict[str, Any] | None:
+        """A copy vmlab already made of the source image in this region (pending or available)."""
+        found = self.matching({COPY_TAG: f"{source_region}/{source_id}"})
+        live = [i for i in found if i.get("State") in ("pending", "available")]
+        return live[0] if live else None
+
+    def copy_from(self, source: Mapping[str, Any], source_region: str, kms_key: str | None,
+                  progress: Progress) -> tuple[dict[str, Any], bool]:
+        """Copy the image `source` (from `source_region`) into this client's region, encrypted (with `kms_key`
+        when given), tagged like the source; wait until available. Returns (copy, made_now). A copy that fails or
+        is interrupted before it is available is deregistered with its snapshots, so nothing half-made stays."""
+        ec2 = self.aws.ec2
+        existing = self.find_copy(source_region, source["ImageId"])
+        if existing is not None:
+            raw = self._wait_available(existing["ImageId"], progress)
+            return raw, False
+        tags = {k: v for k, v in tag_dict(source.get("Tags")).items() if not k.startswith("aws:")}
+        tags[COPY_TAG] = f"{source_region}/{source['ImageId']}"
+        args: dict[str, Any] = {"SourceImageId": source["ImageId"], "SourceRegion": source_region,
+                                "Name": source.get("Name") or source["ImageId"], "Encrypted": True,
+                                "Description": f"vmlab copy of {source['ImageId']} from {source_region}"}
+        if kms_key:
+            args["KmsKeyId"] = kms_key
+        copy_id = ec2.copy_image(**args)["ImageId"]
+        try:
+            # tagged at once (moto ignores tags in CopyImage's TagSpecifications) so `gc` can find a stray copy
+            ec2.create_tags(Resources=[copy_id], Tags=tag_list(tags))
+            raw = self._wait_available(copy_id, progress)
+            snapshots = snapshot_ids(raw)
+            if snapshots:
+                ec2.create_tags(Resources=snapshots, Tags=tag_list(tags))
+        except BaseException:
+            self.delete(copy_id)
+            raise
+        return self.raw(copy_id) or raw, True

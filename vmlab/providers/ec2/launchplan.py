@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,8 +37,6 @@ def new_launch_id() -> str:
 
 def resource_name(spec: LaunchSpec, launch_id: str) -> str:
     """`vmlab-<run or lab or name>-<hex>`: the key pair's and security group's name (readable in the console)."""
-    import re
-
     label = spec.tags.get("vmlab:run") or spec.tags.get("vmlab:lab") or spec.name
     slug = re.sub(r"[^A-Za-z0-9-]+", "-", label).strip("-")[:60] or "vm"
     slug = slug.removeprefix("vmlab-")
@@ -72,17 +71,21 @@ def volume_size(requested: int | None, image_gb: int) -> int:
 
 
 def run_request(spec: LaunchSpec, *, ami: str, root: Mapping[str, Any], key_name: str, group_id: str,
-                instance_type: str, tags: Mapping[str, str], user_data: str, client_token: str) -> dict[str, Any]:
-    """Keyword arguments for run_instances (without market options)."""
+                instance_type: str, tags: Mapping[str, str], user_data: str, client_token: str,
+                kms_key: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for run_instances (without market options). `kms_key` encrypts the root volume with
+    that customer-managed key instead of the account's default EBS key (needed to share images across accounts)."""
     size = volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
     profile = {"IamInstanceProfile": {"Name": spec.instance_profile}} if spec.instance_profile else {}
+    ebs: dict[str, Any] = {"VolumeSize": size, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}
+    if kms_key:
+        ebs["KmsKeyId"] = kms_key
     return {
         **profile,
         "ImageId": ami, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
         "KeyName": key_name, "SecurityGroupIds": [group_id],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
-        "BlockDeviceMappings": [{"DeviceName": root["DeviceName"], "Ebs": {
-            "VolumeSize": size, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}],
+        "BlockDeviceMappings": [{"DeviceName": root["DeviceName"], "Ebs": ebs}],
         "InstanceInitiatedShutdownBehavior": "stop",
         "UserData": user_data,
         "TagSpecifications": tag_specs(("instance", "volume"), tags),
@@ -98,6 +101,22 @@ def spot_market(max_price: float | None) -> dict[str, Any]:
     if max_price is not None:
         options["MaxPrice"] = f"{max_price:.4f}"
     return {"MarketType": "spot", "SpotOptions": options}
+
+
+KMS_KEY_RE = re.compile(r"^(?:arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key|alias)/[A-Za-z0-9/_-]+"
+                        r"|alias/[A-Za-z0-9/_-]+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                        r"|mrk-[0-9a-f]{32})$")
+
+
+def check_kms_key(key: str) -> str:
+    """A KMS key as EC2 accepts it: key ARN, alias ARN, `alias/NAME` or key id (BadInput otherwise)."""
+    if not KMS_KEY_RE.match(key):
+        raise BadInput(f"{key!r} is not a KMS key id, alias or ARN",
+                       "use e.g. alias/vmlab or arn:aws:kms:us-east-1:123456789012:key/<uuid>")
+    if key in ("alias/aws/ebs",) or key.endswith(":alias/aws/ebs"):
+        raise BadInput("alias/aws/ebs is the AWS-managed default key, which other accounts can never use",
+                       "create a customer-managed key (`aws kms create-key`) and pass its alias or ARN")
+    return key
 
 
 def check_spot(spec: LaunchSpec) -> None:

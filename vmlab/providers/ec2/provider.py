@@ -16,22 +16,24 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
-from vmlab.providers.base import Image, Instance, LaunchSpec, Progress
+from vmlab.providers.base import Instance, LaunchSpec, Progress
 from vmlab.providers.ec2 import bases as base_images
 from vmlab.providers.ec2.amis import Amis
 from vmlab.providers.ec2.client import Aws, error_code, translated
+from vmlab.providers.ec2.imaging import ImageVerbs, check_instance_id
 from vmlab.providers.ec2.launchplan import (
     DEFAULT_INSTANCE_TYPE,
+    check_kms_key,
     check_spot,
     new_launch_id,
     resource_name,
@@ -41,6 +43,7 @@ from vmlab.providers.ec2.launchplan import (
     volume_size,
 )
 from vmlab.providers.ec2.network import default_vpc, ssh_cidr, ssh_permission
+from vmlab.providers.ec2.offers import Offer, to_offer
 from vmlab.providers.ec2.records import (
     HOST_ENV,
     INSTANCE_TAG,
@@ -51,25 +54,17 @@ from vmlab.providers.ec2.records import (
     tag_filters,
     tag_list,
     tag_specs,
-    to_image,
     to_instance,
 )
 
 log = logging.getLogger("vmlab.providers.ec2")
 
-INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
 
 
 def _quiet(_msg: str, _frac: float | None) -> None:
     """The progress callback used when the caller gives none."""
-
-
-def check_instance_id(instance_id: str) -> str:
-    if not INSTANCE_ID_RE.match(instance_id):
-        raise BadInput(f"{instance_id!r} is not an EC2 instance id", "ids look like i-0123456789abcdef0")
-    return instance_id
 
 
 @dataclass
@@ -84,11 +79,12 @@ class _Made:
     removed: list[str] = field(default_factory=list)
 
 
-class Ec2Provider:
+class Ec2Provider(ImageVerbs):
     """EC2 in one region (`region`, else AWS_REGION / AWS_DEFAULT_REGION / the profile's).
 
     `poll` is the delay between describe calls while waiting (EC2 is eventually consistent; 5 s keeps the call
     count low), `timeout` bounds each wait. `bases` maps base aliases to their lookup (tests seed their own).
+    `kms_key` encrypts every root volume this provider launches with that customer-managed KMS key.
     """
 
     name = "ec2"
@@ -96,13 +92,20 @@ class Ec2Provider:
 
     def __init__(self, region: str | None = None, *, profile: str | None = None, progress: Progress | None = None,
                  bases: Mapping[str, base_images.Base] | None = None, poll: float = 5.0,
-                 timeout: float = 900.0, image_timeout: float = 3600.0) -> None:
+                 timeout: float = 900.0, image_timeout: float = 3600.0, kms_key: str | None = None) -> None:
         self.aws = Aws(region, profile)
+        self.kms_key = check_kms_key(kms_key) if kms_key else None
         self.progress: Progress = progress or _quiet
         self.bases = dict(bases if bases is not None else base_images.BASES)
         self.poll = poll
         self.timeout = timeout
         self.amis = Amis(self.aws, poll=poll, timeout=image_timeout)
+
+    @property
+    def region(self) -> str:
+        """The region (checked: an unknown region or missing credentials chain is BadInput here)."""
+        with translated("open an AWS session"):
+            return self.aws.region
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def _note(self, message: str) -> None:
@@ -143,8 +146,24 @@ class Ec2Provider:
             raise BadInput(f"AMI {raw['ImageId']} is {raw.get('State')}, not available", "wait, or choose another")
         return raw, alias
 
-    def _check_type(self, instance_type: str, image: Mapping[str, Any]) -> None:
-        """Fail before creating anything when the type does not exist here or cannot run the image."""
+    def verify_kms_key(self) -> None:
+        """Fail before creating anything when the KMS key does not exist in this region or is AWS-managed."""
+        if not self.kms_key:
+            return
+        try:
+            meta = self.aws.client("kms").describe_key(KeyId=self.kms_key)["KeyMetadata"]
+        except Exception as exc:
+            if error_code(exc) in ("NotFoundException", "InvalidArnException"):
+                raise BadInput(f"KMS key {self.kms_key} not found in {self.aws.region}",
+                               "KMS keys are regional: name a key of this region (`aws kms list-aliases`)") from None
+            raise
+        if meta.get("KeyManager") == "AWS":
+            raise BadInput(f"KMS key {self.kms_key} is AWS-managed; other accounts can never use it",
+                           "create a customer-managed key (`aws kms create-key`) and pass its alias or ARN")
+
+    def _check_type(self, instance_type: str, image: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Fail before creating anything when the type does not exist here or cannot run the image (when one is
+        given); returns EC2's description of the type."""
         try:
             types = self.aws.ec2.describe_instance_types(InstanceTypes=[instance_type]).get("InstanceTypes", [])
         except Exception as exc:
@@ -156,10 +175,11 @@ class Ec2Provider:
             raise BadInput(f"instance type {instance_type!r} does not exist in {self.aws.region}",
                            "see `aws ec2 describe-instance-types`; e.g. t3.large or g4dn.xlarge")
         arches = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-        arch = image.get("Architecture", "x86_64")
-        if arches and arch not in arches:
+        arch = image.get("Architecture", "x86_64") if image is not None else None
+        if image is not None and arches and arch not in arches:
             raise BadInput(f"instance type {instance_type} ({'/'.join(arches)}) cannot run the {arch} image "
                            f"{image['ImageId']}", "choose a type of the image's architecture")
+        return dict(types[0])
 
     def _wait_address(self, instance_id: str) -> dict[str, Any]:
         """Wait until the instance has a public address (seconds after launch), not for status checks."""
@@ -217,6 +237,7 @@ class Ec2Provider:
             volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
             instance_type = spec.instance_type or DEFAULT_INSTANCE_TYPE
             self._check_type(instance_type, image)
+            self.verify_kms_key()
             vpc = default_vpc(ec2, self.aws.region)
             made = _Made(new_launch_id())
             name = resource_name(spec, made.launch_id)
@@ -232,7 +253,8 @@ class Ec2Provider:
                 ec2.authorize_security_group_ingress(GroupId=made.group_id, IpPermissions=[ssh_permission(cidr)])
                 request = run_request(spec, ami=image["ImageId"], root=root, key_name=name,
                                       group_id=made.group_id, instance_type=instance_type, tags=tags,
-                                      user_data=user_data, client_token=f"vmlab-{made.launch_id}")
+                                      user_data=user_data, client_token=f"vmlab-{made.launch_id}",
+                                      kms_key=self.kms_key)
                 raw, _spot = run_with_fallback(ec2.run_instances, request, spec.spot, spec.max_price, self._note)
                 made.instance_id = str(raw["InstanceId"])
                 ec2.create_tags(Resources=[made.key_id, made.group_id],
@@ -302,6 +324,22 @@ class Ec2Provider:
                 groups[g["GroupId"]] = None
         return list(keys), list(groups)
 
+    def offer(self, instance_type: str | None, image: str | None = None, spot: bool = False) -> Offer:
+        """What `instance_type` gives (vCPUs, memory, GPUs) and roughly costs here, checked against the image's
+        architecture when `image` (alias, id or name) is given; with `spot`, the latest spot price per zone."""
+        instance_type = instance_type or DEFAULT_INSTANCE_TYPE
+        with translated(f"describe instance type {instance_type}"):
+            raw_image = self._base_image(image)[0] if image else None
+            raw_type = self._check_type(instance_type, raw_image)
+            history: list[dict[str, Any]] = []
+            if spot:
+                since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=6)
+                pages = self.aws.ec2.get_paginator("describe_spot_price_history").paginate(
+                    InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
+                    StartTime=since)
+                history = [h for page in pages for h in page.get("SpotPriceHistory", [])]
+        return to_offer(raw_type, self.aws.region, history)
+
     def describe(self, instance_id: str) -> Instance | None:
         """The instance's current state and address, or None when EC2 does not know it."""
         with translated(f"describe {instance_id}"):
@@ -350,43 +388,3 @@ class Ec2Provider:
                 self._delete_group(group)
             for key in keys:
                 self.aws.ec2.delete_key_pair(KeyName=key)
-
-    # ---- images --------------------------------------------------------------------------------------------
-    def create_image(self, instance_id: str, name: str, tags: Mapping[str, str],
-                     progress: Progress | None = None) -> Image:
-        """An AMI of the instance (rebooted for a consistent disk), available and tagged, snapshots too."""
-        check_instance_id(instance_id)
-        with translated(f"create image {name}"):
-            raw = self.amis.create(instance_id, name, tags, progress or self.progress)
-        return to_image(raw)
-
-    def describe_image(self, image: str) -> Image | None:
-        """An image by AMI id or by the name of one of yours (ambiguous names are refused)."""
-        with translated(f"describe image {image}"):
-            raw = self.amis.raw(image)
-            if raw is None:
-                return None
-            try:
-                shared = self.amis.shared_with(raw["ImageId"])
-            except Exception as exc:  # only the owner may read launch permissions (a public base image)
-                if not error_code(exc):
-                    raise
-                shared = ()
-        return to_image(raw, shared)
-
-    def list_images(self, tags: Mapping[str, str] | None = None) -> list[Image]:
-        """Your images that carry all of `tags` (default: every image vmlab made)."""
-        with translated("list images"):
-            return [to_image(raw) for raw in self.amis.matching(tags)]
-
-    def delete_image(self, image_id: str) -> None:
-        """Deregister the image and delete its snapshots; deleting a missing image is a no-op."""
-        with translated(f"delete image {image_id}"):
-            self.amis.delete(image_id)
-
-    def share_image(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> Image:
-        """Let `accounts` launch the image and create volumes from its snapshots (or revoke it, `remove`)."""
-        with translated(f"share image {image_id}"):
-            raw = self.amis.share(image_id, accounts, remove)
-            shared = self.amis.shared_with(raw["ImageId"])
-        return to_image(raw, shared)

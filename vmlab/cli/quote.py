@@ -1,0 +1,50 @@
+"""What `vmlab up` checks and shows before it launches: the instance type against the image, what the type gives
+(vCPU, memory, GPUs) and roughly costs per hour. EC2 only; other providers launch without a quote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmlab.cli.output import Output
+from vmlab.errors import BadInput
+from vmlab.providers.base import Image, Provider
+
+
+class TypeQuote:
+    """The `quote` of `vmlab up` on ec2: check the type against the image, print what it gives and costs; the
+    offer shown stays in `offer` (for the --json document)."""
+
+    def __init__(self, provider: Any, out: Output, instance_type: str | None, spot: bool,
+                 max_price: float | None) -> None:
+        self.provider, self.out = provider, out
+        self.instance_type, self.spot, self.max_price = instance_type, spot, max_price
+        self.offer: dict[str, Any] | None = None
+
+    def __call__(self, image: Image) -> tuple[float | None, float | None]:
+        offer = self.provider.offer(self.instance_type, image.id, self.spot)
+        self.offer = offer.to_json()
+        self.out.say(offer.describe())
+        low = offer.spot_low
+        if self.spot and self.max_price is not None and low is not None and low > self.max_price:
+            self.out.say(f"note: spot costs at least ${low:.4g}/h now, above --max-price {self.max_price:g}: EC2 "
+                         "will refuse spot and the lab starts on-demand", "yellow")
+        elif self.spot and not offer.spot:
+            self.out.say("note: no recent spot price for this type here; the lab may start on-demand", "yellow")
+        return offer.on_demand, offer.hourly(True) if self.spot else None
+
+
+def launch_checks(provider: Provider, out: Output, instance_type: str | None, spot: bool, max_price: float | None,
+                  volume_size: int | None, ssh_cidr: str | None) -> tuple[dict[str, Any], TypeQuote | None]:
+    """The extra LaunchSpec fields for `up`, and for ec2 the quote to run once the image is known."""
+    if max_price is not None and not spot:
+        raise BadInput("--max-price applies to spot instances only", "add --spot or drop --max-price")
+    if max_price is not None and max_price <= 0:
+        raise BadInput(f"--max-price {max_price} is not positive", "give dollars per hour, e.g. 0.25")
+    launch: dict[str, Any] = {"max_price": max_price, "volume_size_gb": volume_size}
+    if ssh_cidr:
+        from vmlab.providers.ec2.network import normalize_cidr
+
+        launch["ssh_cidr"] = normalize_cidr(ssh_cidr)
+    if provider.name != "ec2":
+        return launch, None
+    return launch, TypeQuote(provider, out, instance_type, spot, max_price)
