@@ -16,7 +16,8 @@ import boto3
 import pytest
 
 from vmlab.agent.manifest import Excludes, Manifest
-from vmlab.agent.store import S3Store, open_store
+from vmlab.agent.stores import open_store
+from vmlab.agent.stores.s3 import S3Store
 from vmlab.agent.sync import DeletePolicy, push, restore
 from vmlab.errors import BadInput, StoreError
 
@@ -366,7 +367,7 @@ def test_once_and_bad_input(env, s3, bucket, tmp_path: Path) -> None:
     done = subprocess.run([*run, "--url", store.url, "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert synced(s3, bucket, folder)
-    bad = subprocess.run([*run, "--url", "gs://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([*run, "--url", "ftp://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unsupported sync URL" in bad.stderr
     env_without = {k: v for k, v in os.environ.items() if k != "AWS_S3_BUCKET_FOLDER"}
     bad = subprocess.run([*run, "--once"], cwd=cwd, capture_output=True, text=True, timeout=60, env=env_without)

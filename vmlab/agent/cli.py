@@ -61,7 +61,7 @@ def sync(folder: Path, url: str | None, manifest: Path | None, exclude: tuple[st
     """
     from vmlab.agent.daemon import SyncOptions, flush, run
     from vmlab.agent.manifest import Excludes, Manifest
-    from vmlab.agent.store import open_store
+    from vmlab.agent.stores import open_store
     from vmlab.agent.sync import DeletePolicy
 
     logging.basicConfig(level=logging.INFO if verbose or not once else logging.WARNING, stream=sys.stderr,

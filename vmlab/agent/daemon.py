@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.agent.manifest import Excludes, Manifest
-from vmlab.agent.store import Store
+from vmlab.agent.stores import Store
 from vmlab.agent.sync import DeletePolicy, PushResult, push, restore
 from vmlab.errors import VmlabError
 from vmlab.fileio import write_atomic

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_file, md5_reader, scan
-from vmlab.agent.store import MULTIPART_THRESHOLD, Store
+from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
 from vmlab.errors import BadInput, DeleteGuard, VmlabError
 
 log = logging.getLogger("vmlab.agent")

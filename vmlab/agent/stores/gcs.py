@@ -1,0 +1,141 @@
+"""A bucket prefix on Google Cloud Storage, through google-cloud-storage. Credentials come from
+`GOOGLE_APPLICATION_CREDENTIALS` or the VM's service account; `STORAGE_EMULATOR_HOST` points the client at an
+emulator (anonymous then).
+
+Small files are one multipart upload, larger ones a resumable upload in `part_size` chunks; both send the MD5 for
+the service to check. The object's generation is its version tag. Requests that fail on the way (408, 429, 5xx,
+connection errors) are repeated with exponential backoff for at most about `RETRY.attempts` waits.
+
+Example: `GCSStore("my-bucket", "alice/", project="my-project").put("a.txt", b"hi", md5)`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vmlab.agent.stores import (
+    MULTIPART_THRESHOLD,
+    PART_SIZE,
+    RETRY,
+    LocalSink,
+    ObjectInfo,
+    RetryPolicy,
+    Sink,
+    backoff_s,
+    normal_prefix,
+)
+from vmlab.errors import BadInput, StoreError
+
+_CHUNK_UNIT = 256 * 1024  # resumable chunks are a multiple of this
+
+
+class GCSStore:
+    """A bucket prefix on GCS. Example: `GCSStore("my-bucket", "alice/")`."""
+
+    def __init__(self, bucket: str, prefix: str = "", project: str | None = None, client: Any = None,
+                 retry: RetryPolicy = RETRY, part_size: int = PART_SIZE,
+                 multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
+        from google.api_core.retry import Retry
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        self.bucket_name = bucket
+        self.prefix = normal_prefix(prefix)
+        self.url = f"gs://{bucket}/{self.prefix}"
+        self.part_size = max(_CHUNK_UNIT, part_size // _CHUNK_UNIT * _CHUNK_UNIT)
+        self.multipart_threshold = multipart_threshold
+        self.timeout = (retry.timeout_s, retry.timeout_s)
+        # google's Retry is bounded by total time: the sum of the waits `attempts` tries would make
+        budget = sum(backoff_s(retry, n) for n in range(1, retry.attempts))
+        self.retry: Retry = DEFAULT_RETRY.with_delay(initial=retry.base_s, maximum=retry.cap_s, multiplier=2.0) \
+            .with_timeout(budget)
+        if client is None:
+            client = _client(project)
+        self.client = client
+        self.bucket = client.bucket(bucket)
+
+    def put(self, key: str, source: bytes | Path, md5: str) -> str:
+        try:
+            if isinstance(source, bytes):
+                blob = self.bucket.blob(self.prefix + key)
+                blob.upload_from_string(source, content_type="application/octet-stream", checksum="md5",
+                                        retry=self.retry, timeout=self.timeout)
+            else:
+                blob = self.bucket.blob(self.prefix + key, chunk_size=self.part_size)
+                blob.upload_from_filename(str(source), content_type="application/octet-stream", checksum="md5",
+                                          retry=self.retry, timeout=self.timeout)
+            if blob.md5_hash and base64.b64decode(blob.md5_hash).hex() != md5:
+                raise StoreError(f"upload of {self.url}{key} stored other bytes than were read (MD5 differs)",
+                                 "the next pass uploads it again")
+            return str(blob.generation or blob.etag)
+        except (OSError, StoreError):
+            raise  # the local file; or ours
+        except Exception as e:
+            raise self._error("upload", key, e) from e
+
+    def get(self, key: str, out: Sink) -> str:
+        sink = LocalSink(out)
+        blob = self.bucket.blob(self.prefix + key)
+        try:
+            # the generation and hashes come from the download's own headers: one request per file
+            blob.download_to_file(sink, checksum="md5", retry=self.retry, timeout=self.timeout)
+            return str(blob.generation or blob.etag)
+        except Exception as e:
+            if sink.error is not None:
+                raise sink.error from None  # the local disk (full, read-only), not the store
+            raise self._error("download", key, e) from e
+
+    def delete(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.blob(self.prefix + key).delete(retry=self.retry, timeout=self.timeout)
+        except NotFound as e:
+            if "bucket" in str(e).lower():
+                raise self._error("delete", key, e) from e
+        except Exception as e:
+            raise self._error("delete", key, e) from e
+
+    def list(self) -> Iterator[ObjectInfo]:
+        try:
+            for blob in self.client.list_blobs(self.bucket, prefix=self.prefix or None, retry=self.retry,
+                                               timeout=self.timeout):
+                key = blob.name[len(self.prefix):]
+                if not key or key.endswith("/"):
+                    continue
+                md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else ""
+                yield ObjectInfo(key, int(blob.size or 0), str(blob.generation or blob.etag), md5)
+        except Exception as e:
+            raise self._error("list", "", e) from e
+
+    def _error(self, action: str, key: str, e: Exception) -> StoreError:
+        status = getattr(e, "code", None)
+        response = getattr(e, "response", None)  # google-resumable-media's InvalidResponse
+        if status is None and response is not None:
+            status = getattr(response, "status_code", None)
+        text = str(getattr(e, "message", "") or e).splitlines()[0] if str(e) else type(e).__name__
+        where = f"{self.url}{key}"
+        if status == 404 and ("bucket" in text.lower() or action == "list"):
+            return StoreError(f"bucket {self.bucket_name} does not exist", "create it or fix the sync URL")
+        if status in (401, 403):
+            return StoreError(f"{action} of {where} was denied ({status})",
+                              "give the VM's service account roles/storage.objectAdmin on the bucket "
+                              "(or fix GOOGLE_APPLICATION_CREDENTIALS)")
+        if type(e).__name__ in ("DefaultCredentialsError", "RefreshError", "TransportError"):
+            return StoreError(f"{action} of {where} failed: no usable Google credentials: {text}",
+                              "set GOOGLE_APPLICATION_CREDENTIALS to a service account key file")
+        return StoreError(f"{action} of {where} failed: {status or type(e).__name__}: {text}")
+
+
+def _client(project: str | None) -> Any:
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import storage
+
+    try:
+        return storage.Client(project=project)
+    except DefaultCredentialsError as e:
+        raise BadInput("no Google credentials found",
+                       "set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run on a VM with a "
+                       "service account") from e
