@@ -206,7 +206,8 @@ def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes |
                     continue
             else:
                 digest = md5_file(path) or ""
-                if digest == obj.etag or (entry is not None and digest == entry.md5 and entry.etag == obj.etag):
+                same = digest == (obj.md5 or obj.etag)  # the store's MD5 (S3: a single-part ETag is one)
+                if same or (entry is not None and digest == entry.md5 and entry.etag == obj.etag):
                     manifest.record(rel, _entry(local, digest, obj.etag))
                     result.in_sync += 1
                     continue

@@ -12,10 +12,12 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from vmlab.agent.stores import (
     MULTIPART_THRESHOLD,
@@ -48,6 +50,7 @@ class AzureStore:
         self.container_name = container
         self.prefix = normal_prefix(prefix)
         self.url = f"{account_url}/{container}/{self.prefix}"  # no SAS: it is a secret
+        self.credential = credential
         # waits initial + 2**n (+- jitter) seconds; the SDK's int annotations are narrower than what it accepts
         backoff: Any = {"initial_backoff": retry.base_s, "random_jitter_range": retry.base_s / 2}
         policy = ExponentialRetry(increment_base=2, retry_total=retry.attempts - 1, **backoff)
@@ -145,24 +148,43 @@ class AzureStore:
             raise self._error("list", "", e) from e
 
     def _error(self, action: str, key: str, e: Exception) -> StoreError:
-        code = str(getattr(e, "error_code", "") or "")
+        raw = getattr(e, "error_code", "") or ""
+        code = str(getattr(raw, "value", raw))  # the SDK gives a StorageErrorCode enum or a string
         status = getattr(e, "status_code", None)
         where = f"{self.url}{key}"
         if code == "ContainerNotFound":
             return StoreError(f"container {self.container_name} does not exist in account {self.account}",
                               "create it or fix the sync URL")
-        if code == "AuthenticationFailed" or status == 401:
-            return StoreError(f"{action} of {where} was refused: the SAS token (or key) is expired, not yet valid "
-                              "or malformed", "make a new SAS token and set AZURE_BLOB_SAS_TOKEN")
-        if status == 403:
-            return StoreError(f"{action} of {where} was denied ({code or status})",
-                              "give the SAS token read, add, create, write, delete and list permissions on the "
-                              "container")
+        if status in (401, 403):
+            expiry = self._sas_expiry()
+            if expiry is not None and expiry <= time.time():
+                when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(expiry))
+                return StoreError(f"{action} of {where} was refused: the SAS token expired at {when}",
+                                  "make a new SAS token and set AZURE_BLOB_SAS_TOKEN")
+            if code.startswith("AuthorizationPermission") or code.startswith("AuthorizationResourceType"):
+                return StoreError(f"{action} of {where} was denied: the SAS token lacks the permission ({code})",
+                                  "give the SAS token read, add, create, write, delete and list permissions on "
+                                  "the container")
+            return StoreError(f"{action} of {where} was refused ({code or status}): the SAS token (or key) is not "
+                              f"valid for {self.account}/{self.container_name}",
+                              "make a new SAS token for this container and set AZURE_BLOB_SAS_TOKEN")
         if type(e).__name__ in ("ServiceRequestError", "ServiceResponseError"):
-            return StoreError(f"{action} of {where} failed: cannot reach {self.url}: {e}",
+            return StoreError(f"{action} of {where} failed: cannot reach the storage account: {e}",
                               "check the network and the URL")
-        message = getattr(e, "reason", None) or str(e).splitlines()[0]
+        message = str(getattr(e, "reason", None) or e).splitlines()[0]
         return StoreError(f"{action} of {where} failed: {code or status or type(e).__name__}: {message}")
+
+    def _sas_expiry(self) -> float | None:
+        """The SAS token's expiry (its `se` field) as a unix time, None without a parsable one."""
+        if not isinstance(self.credential, str):
+            return None
+        values = parse_qs(self.credential).get("se")
+        if not values:
+            return None
+        try:
+            return dt.datetime.fromisoformat(values[0].replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
 
 
 def _redact(url: str) -> str:

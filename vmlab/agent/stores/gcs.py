@@ -63,8 +63,10 @@ class GCSStore:
                 blob.upload_from_string(source, content_type="application/octet-stream", checksum="md5",
                                         retry=self.retry, timeout=self.timeout)
             else:
+                # without a size the client always makes a resumable upload, sent and retried chunk by chunk
                 blob = self.bucket.blob(self.prefix + key, chunk_size=self.part_size)
-                blob.upload_from_filename(str(source), content_type="application/octet-stream", checksum="md5",
+                with source.open("rb") as f:
+                    blob.upload_from_file(f, content_type="application/octet-stream", checksum="md5",
                                           retry=self.retry, timeout=self.timeout)
             if blob.md5_hash and base64.b64decode(blob.md5_hash).hex() != md5:
                 raise StoreError(f"upload of {self.url}{key} stored other bytes than were read (MD5 differs)",
@@ -93,7 +95,7 @@ class GCSStore:
         try:
             self.bucket.blob(self.prefix + key).delete(retry=self.retry, timeout=self.timeout)
         except NotFound as e:
-            if "bucket" in str(e).lower():
+            if "specified bucket" in str(e).lower():
                 raise self._error("delete", key, e) from e
         except Exception as e:
             raise self._error("delete", key, e) from e
@@ -117,7 +119,8 @@ class GCSStore:
             status = getattr(response, "status_code", None)
         text = str(getattr(e, "message", "") or e).splitlines()[0] if str(e) else type(e).__name__
         where = f"{self.url}{key}"
-        if status == 404 and ("bucket" in text.lower() or action == "list"):
+        # an upload or a listing needs only the bucket; GCS says "The specified bucket does not exist." elsewhere
+        if status == 404 and (action in ("upload", "list") or "specified bucket" in text.lower()):
             return StoreError(f"bucket {self.bucket_name} does not exist", "create it or fix the sync URL")
         if status in (401, 403):
             return StoreError(f"{action} of {where} was denied ({status})",
@@ -134,8 +137,12 @@ def _client(project: str | None) -> Any:
     from google.cloud import storage
 
     try:
-        return storage.Client(project=project)
+        client = storage.Client(project=project)
     except DefaultCredentialsError as e:
         raise BadInput("no Google credentials found",
                        "set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run on a VM with a "
                        "service account") from e
+    # The client fetches each bucket's metadata in the background for its telemetry: a request (and a permission)
+    # the agent does not need.
+    client._bucket_metadata_cache = None
+    return client
