@@ -14,8 +14,15 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.harness.awsfaults import FaultProxy
@@ -24,6 +31,7 @@ from tests.harness.gcs import FakeGCS
 from vmlab.agent.stores import Store, open_store
 
 PREFIX = "alice/data/"
+ROOT = Path(__file__).resolve().parents[2]
 SetEnv = Callable[[str, str], Any]
 
 
@@ -54,6 +62,13 @@ class Backend:
     def _make(self, **options: Any) -> Store:
         raise NotImplementedError
 
+    missing_url = ""
+    missing_env: dict[str, str] = {}
+
+    def missing_store(self) -> Store:
+        """A store whose bucket (container) does not exist (`missing_url`, `missing_env`), through the proxy."""
+        return open_store(self.missing_url, env={**os.environ, **self.missing_env})
+
     def requests(self) -> list[str]:
         """Kinds of the requests the store made since the last call, sorted: "list", "get", "write", "delete",
         "head"."""
@@ -63,10 +78,13 @@ class Backend:
 
     def _kind(self, method: str, path: str) -> str:
         if method == "GET":
-            return "list" if path.rstrip("/") == self.list_path else "get"
+            return "list" if self._is_listing(path.rstrip("/")) else "get"
         return {"PUT": "write", "POST": "write", "DELETE": "delete", "HEAD": "head"}.get(method, method)
 
-    list_path = ""
+    def _is_listing(self, path: str) -> bool:
+        """Whether a GET of `path` lists a bucket (S3: "/bucket"; Azure: "/account/container"; GCS:
+        "/storage/v1/b/bucket/o")."""
+        raise NotImplementedError
 
     def objects(self) -> dict[str, bytes]:
         """Every object in the bucket (all prefixes), read directly from the emulator."""
@@ -74,6 +92,10 @@ class Backend:
 
     def put_object(self, key: str, data: bytes) -> None:
         """Write an object as someone else would (directly, not counted)."""
+        raise NotImplementedError
+
+    def create_missing(self) -> None:
+        """Create the bucket `missing_store` names."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -90,8 +112,11 @@ class S3Backend(Backend):
         self.admin = boto3.client("s3", endpoint_url=endpoint)
         self.admin.create_bucket(Bucket=self.bucket)
         self.url = f"s3://{self.bucket}/{self.prefix}"
-        self.list_path = f"/{self.bucket}"
         self._apply({"AWS_ENDPOINT_URL": self.proxy.endpoint})
+        self.missing_url = f"s3://{self.bucket}-missing/p"
+
+    def _is_listing(self, path: str) -> bool:
+        return path.count("/") == 1
 
     def _make(self, **options: Any) -> Store:
         from vmlab.agent.stores.s3 import S3Store, make_client
@@ -109,6 +134,9 @@ class S3Backend(Backend):
     def put_object(self, key: str, data: bytes) -> None:
         self.admin.put_object(Bucket=self.bucket, Key=key, Body=data)
 
+    def create_missing(self) -> None:
+        self.admin.create_bucket(Bucket=self.bucket + "-missing")
+
 
 class AzureBackend(Backend):
     name = "azure"
@@ -120,8 +148,12 @@ class AzureBackend(Backend):
         account = azurite.endpoint.rsplit("/", 1)[1]
         self.account_url = f"{self.proxy.endpoint}/{account}"
         self.url = f"{self.account_url}/{self.bucket}/{self.prefix}"
-        self.list_path = f"/{account}/{self.bucket}"
         self._apply({"AZURE_BLOB_SAS_TOKEN": azurite.sas(self.bucket)})
+        self.missing_url = f"{self.account_url}/{self.bucket}-missing/p"
+        self.missing_env = {"AZURE_BLOB_SAS_TOKEN": azurite.sas(self.bucket + "-missing")}
+
+    def _is_listing(self, path: str) -> bool:
+        return path.count("/") == 2
 
     def _make(self, **options: Any) -> Store:
         from vmlab.agent.stores.azure import AzureStore
@@ -134,6 +166,9 @@ class AzureBackend(Backend):
     def put_object(self, key: str, data: bytes) -> None:
         self.admin.upload_blob(key, data, overwrite=True)
 
+    def create_missing(self) -> None:
+        self.azurite.service_client().create_container(self.bucket + "-missing")
+
 
 class GCSBackend(Backend):
     name = "gcs"
@@ -143,8 +178,11 @@ class GCSBackend(Backend):
         self.admin = server.client()
         self.admin_bucket = self.admin.create_bucket(self.bucket)
         self.url = f"gs://{self.bucket}/{self.prefix}"
-        self.list_path = f"/storage/v1/b/{self.bucket}/o"
         self._apply({"STORAGE_EMULATOR_HOST": self.proxy.endpoint, "GOOGLE_PROJECT_ID": "vmlab-test"})
+        self.missing_url = f"gs://{self.bucket}-missing/p"
+
+    def _is_listing(self, path: str) -> bool:
+        return path.startswith("/storage/v1/b/") and path.endswith("/o")
 
     def _make(self, **options: Any) -> Store:
         from vmlab.agent.stores.gcs import GCSStore
@@ -157,8 +195,60 @@ class GCSBackend(Backend):
     def put_object(self, key: str, data: bytes) -> None:
         self.admin_bucket.blob(key).upload_from_string(data)
 
+    def create_missing(self) -> None:
+        self.admin.create_bucket(self.bucket + "-missing")
+
 
 def _retry() -> Any:
     from vmlab.agent.stores import RETRY
 
     return RETRY
+
+
+def make_backend(name: str, request: Any, setenv: SetEnv) -> Backend:
+    """The backend `name` ("s3", "azure", "gcs") on its session emulator fixture (moto_server, azurite,
+    fake_gcs), which is started only when first needed."""
+    if name == "s3":
+        return S3Backend(request.getfixturevalue("moto_server").endpoint, setenv)
+    if name == "azure":
+        return AzureBackend(request.getfixturevalue("azurite"), setenv)
+    return GCSBackend(request.getfixturevalue("fake_gcs"), setenv)
+
+
+class Daemon:
+    """`vmlab-agent sync` in a subprocess with the backend's environment and VMLAB_SYNC_URL (the backend's URL
+    unless `url` is given), started the way systemd would; `stop()` sends SIGTERM and returns the log.
+    Example: `daemon = Daemon(folder, backend, "--quiet", "60"); ...; daemon.stop()`."""
+
+    def __init__(self, folder: Path, backend: Backend, *args: str, url: str = "", env: dict[str, str] | None = None,
+                 wait: bool = True) -> None:
+        self.log = folder.parent / "agent.log"
+        self.status_dir = Path(os.environ["VMLAB_STATE_DIR"]) / "agent"
+        env = {**os.environ, **backend.env, **(env or {}), "PYTHONPATH": str(ROOT),
+               "VMLAB_SYNC_URL": url or backend.url}
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "-v", *args],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        deadline = time.monotonic() + 30
+        while wait and not list(self.status_dir.glob("status-*.json")):  # written once the watch runs
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"agent did not start:\n{self.stop()}")
+            time.sleep(0.05)
+
+    def status(self) -> dict[str, Any]:
+        """The status file's JSON ({} before the first one)."""
+        for path in self.status_dir.glob("status-*.json"):
+            try:
+                return dict(json.loads(path.read_text()))
+            except ValueError:
+                continue
+        return {}
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=90)
+        print(self.log.read_text())  # shown by pytest when a test fails
+        return self.log.read_text()

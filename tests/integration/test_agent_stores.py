@@ -8,33 +8,22 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.storebackends import AzureBackend, Backend, GCSBackend, S3Backend
+from tests.harness.storebackends import Backend, Daemon, make_backend
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.stores import RetryPolicy
 from vmlab.agent.sync import push, restore
 from vmlab.errors import StoreError
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(params=["s3", "azure", "gcs"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    made: Backend
-    if request.param == "s3":
-        made = S3Backend(request.getfixturevalue("moto_server").endpoint, monkeypatch.setenv)
-    elif request.param == "azure":
-        made = AzureBackend(request.getfixturevalue("azurite"), monkeypatch.setenv)
-    else:
-        made = GCSBackend(request.getfixturevalue("fake_gcs"), monkeypatch.setenv)
+    made = make_backend(request.param, request, monkeypatch.setenv)
     try:
         yield made
     finally:
@@ -208,32 +197,6 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not(backend: Back
     with pytest.raises(StoreError, match="denied|refused"):
         store.put("c.txt", b"gamma", md5(b"gamma"))
     assert backend.requests() == ["write"]
-
-
-class Daemon:
-    """`vmlab-agent sync` in a subprocess with the backend's environment (SIGTERM to stop)."""
-
-    def __init__(self, folder: Path, backend: Backend, *args: str) -> None:
-        self.log = folder.parent / "agent.log"
-        env = {**os.environ, **backend.env, "PYTHONPATH": str(ROOT)}
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "-v", *args],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**env, "VMLAB_SYNC_URL": backend.url},
-            )
-        status_dir = Path(os.environ["VMLAB_STATE_DIR"]) / "agent"
-        deadline = time.monotonic() + 30
-        while not list(status_dir.glob("status-*.json")):  # written after the first pass, watch running
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"agent did not start:\n{self.stop()}")
-            time.sleep(0.05)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=90)
-        print(self.log.read_text())
-        return self.log.read_text()
 
 
 def wait_for_object(backend: Backend, key: str, body: bytes, timeout: float = 10.0) -> float:

@@ -112,10 +112,8 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
     from watchdog.observers import Observer
 
     folder = options.folder
-    if restore_first:
-        restored = restore(folder, options.store, options.manifest, options.excludes)
-        log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(restored.downloaded),
-                 restored.in_sync, len(restored.kept_local), len(restored.failed), options.store.url)
+    if restore_first and not _restore_retrying(options, stop):
+        return flush(options, Pending())
     folder.mkdir(parents=True, exist_ok=True)
     pending = Pending()
     observer = Observer()
@@ -160,6 +158,26 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
         observer.stop()
         observer.join(timeout=5)
     return flush(options, pending)
+
+
+def _restore_retrying(options: SyncOptions, stop: threading.Event, max_wait_s: float = 60.0) -> bool:
+    """Restore, retrying a store that fails (missing bucket, refused credentials, outage) with exponential backoff
+    until it works or `stop` is set (then False). Each failure is one logged line and the status file's
+    `last_error`; nothing local is touched, since a failed listing says nothing about what to delete."""
+    wait = 1.0
+    while True:
+        try:
+            restored = restore(options.folder, options.store, options.manifest, options.excludes)
+        except VmlabError as e:
+            log.error("restore from %s failed, retrying in %.0fs: %s", options.store.url, wait, e)
+            _write_status(options, Pending(), str(e))
+            if stop.wait(wait):
+                return False
+            wait = min(wait * 2, max_wait_s)
+            continue
+        log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(restored.downloaded),
+                 restored.in_sync, len(restored.kept_local), len(restored.failed), options.store.url)
+        return True
 
 
 def flush(options: SyncOptions, pending: Pending) -> PushResult:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,8 @@ class AzureStore:
                  multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
         from azure.storage.blob import ContainerClient, ExponentialRetry
 
+        # The SDK logs every request and response at INFO: the agent's log is for what went wrong.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
         self.account = account
         self.container_name = container
         self.prefix = normal_prefix(prefix)

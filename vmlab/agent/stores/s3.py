@@ -106,7 +106,8 @@ class S3Store:
             return StoreError(f"bucket {self.bucket} does not exist", "create it or fix the sync URL")
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") \
                 or code == "301":
-            region = error.get("Region") or error.get("BucketRegion") or "its region"
+            expected = re.search(r"expecting '([a-z0-9-]+)'", str(error.get("Message", "")))
+            region = error.get("Region") or (expected.group(1) if expected else "the bucket's region")
             return StoreError(f"bucket {self.bucket} is in another region than {self.client.meta.region_name}",
                               f"set AWS_REGION to {region}")
         if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
