@@ -62,6 +62,10 @@ class Backend:
     def _make(self, **options: Any) -> Store:
         raise NotImplementedError
 
+    def store_via(self, endpoint: str, **options: Any) -> Store:
+        """A store that reaches the emulator through `endpoint` (another proxy in front of this one's)."""
+        raise NotImplementedError
+
     missing_url = ""
     missing_env: dict[str, str] = {}
 
@@ -118,6 +122,10 @@ class S3Backend(Backend):
     def _is_listing(self, path: str) -> bool:
         return path.count("/") == 1
 
+    def store_via(self, endpoint: str, **options: Any) -> Store:
+        self._setenv("AWS_ENDPOINT_URL", endpoint)
+        return self._make(**options)
+
     def _make(self, **options: Any) -> Store:
         from vmlab.agent.stores.s3 import S3Store, make_client
 
@@ -155,6 +163,12 @@ class AzureBackend(Backend):
     def _is_listing(self, path: str) -> bool:
         return path.count("/") == 2
 
+    def store_via(self, endpoint: str, **options: Any) -> Store:
+        from vmlab.agent.stores.azure import AzureStore
+
+        url = self.url.replace(self.proxy.endpoint, endpoint)
+        return AzureStore.from_url(url, sas=self.env["AZURE_BLOB_SAS_TOKEN"], **options)
+
     def _make(self, **options: Any) -> Store:
         from vmlab.agent.stores.azure import AzureStore
 
@@ -183,6 +197,10 @@ class GCSBackend(Backend):
 
     def _is_listing(self, path: str) -> bool:
         return path.startswith("/storage/v1/b/") and path.endswith("/o")
+
+    def store_via(self, endpoint: str, **options: Any) -> Store:
+        self._setenv("STORAGE_EMULATOR_HOST", endpoint)
+        return self._make(**options)
 
     def _make(self, **options: Any) -> Store:
         from vmlab.agent.stores.gcs import GCSStore

@@ -50,8 +50,9 @@ URL_FORMS = ("s3://bucket/prefix, az://account/container/prefix, "
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently a failed request is repeated: attempt n (from 1) waits about
-    min(`cap_s`, `base_s` * 2**(n-1)) before the next; `timeout_s` bounds one request's connect and each read."""
+    """How often and how patiently a failed request is repeated: `attempts` tries at most; after failed try n
+    (from 1) Azure and GCS wait about min(`cap_s`, `base_s` * 2**(n-1)), S3 botocore's own jittered exponential
+    wait (up to 2**n s); `timeout_s` bounds one request's connect and each read."""
 
     attempts: int = 5
     base_s: float = 0.5

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from vmlab.agent.stores import (
     ObjectInfo,
     RetryPolicy,
     Sink,
+    backoff_s,
     is_loopback,
     normal_prefix,
 )
@@ -45,7 +47,7 @@ class AzureStore:
     def __init__(self, account_url: str, account: str, container: str, prefix: str = "", credential: Any = None,
                  retry: RetryPolicy = RETRY, part_size: int = PART_SIZE,
                  multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
-        from azure.storage.blob import ContainerClient, ExponentialRetry
+        from azure.storage.blob import ContainerClient
 
         # The SDK logs every request and response at INFO: the agent's log is for what went wrong.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
@@ -54,9 +56,7 @@ class AzureStore:
         self.prefix = normal_prefix(prefix)
         self.url = f"{account_url}/{container}/{self.prefix}"  # no SAS: it is a secret
         self.credential = credential
-        # waits initial + 2**n (+- jitter) seconds; the SDK's int annotations are narrower than what it accepts
-        backoff: Any = {"initial_backoff": retry.base_s, "random_jitter_range": retry.base_s / 2}
-        policy = ExponentialRetry(increment_base=2, retry_total=retry.attempts - 1, **backoff)
+        policy = _retry_policy(retry)
         self.container = ContainerClient(
             account_url, container, credential=credential, retry_policy=policy,
             max_single_put_size=multipart_threshold, max_block_size=part_size,
@@ -188,6 +188,18 @@ class AzureStore:
             return dt.datetime.fromisoformat(values[0].replace("Z", "+00:00")).timestamp()
         except ValueError:
             return None
+
+
+def _retry_policy(retry: RetryPolicy) -> Any:
+    """The SDK's storage retry (which requests are retried: 408, 5xx, broken connections) with the waits of
+    `retry` (its own formula adds 2**n seconds to the first wait)."""
+    from azure.storage.blob import ExponentialRetry
+
+    class Retry(ExponentialRetry):  # type: ignore[misc]
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            return backoff_s(retry, max(1, int(settings.get("count", 1)))) * random.uniform(0.75, 1.25)
+
+    return Retry(retry_total=retry.attempts - 1)
 
 
 def _redact(url: str) -> str:

@@ -24,7 +24,6 @@ from vmlab.agent.stores import (
     ObjectInfo,
     RetryPolicy,
     Sink,
-    backoff_s,
     normal_prefix,
 )
 from vmlab.errors import BadInput, StoreError
@@ -38,36 +37,46 @@ class GCSStore:
     def __init__(self, bucket: str, prefix: str = "", project: str | None = None, client: Any = None,
                  retry: RetryPolicy = RETRY, part_size: int = PART_SIZE,
                  multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
-        from google.api_core.retry import Retry
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
         self.bucket_name = bucket
         self.prefix = normal_prefix(prefix)
         self.url = f"gs://{bucket}/{self.prefix}"
         self.part_size = max(_CHUNK_UNIT, part_size // _CHUNK_UNIT * _CHUNK_UNIT)
         self.multipart_threshold = multipart_threshold
         self.timeout = (retry.timeout_s, retry.timeout_s)
-        # google's Retry is bounded by total time: the sum of the waits `attempts` tries would make
-        budget = sum(backoff_s(retry, n) for n in range(1, retry.attempts))
-        self.retry: Retry = DEFAULT_RETRY.with_delay(initial=retry.base_s, maximum=retry.cap_s, multiplier=2.0) \
-            .with_timeout(budget)
+        self.policy = retry
         if client is None:
             client = _client(project)
         self.client = client
         self.bucket = client.bucket(bucket)
+
+    def _retry(self) -> Any:
+        """A fresh retry for one operation: the client's choice of what is transient (408, 429, 5xx, broken
+        connections), at most `attempts` tries (google's Retry counts only time), the policy's waits."""
+        from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
+
+        failures = 0
+
+        def transient(exc: Exception) -> bool:
+            nonlocal failures
+            failures += 1
+            return failures < self.policy.attempts and bool(_should_retry(exc))
+
+        worst = self.policy.attempts * (self.policy.cap_s + self.policy.timeout_s)
+        return DEFAULT_RETRY.with_predicate(transient) \
+            .with_delay(initial=self.policy.base_s, maximum=self.policy.cap_s, multiplier=2.0).with_timeout(worst)
 
     def put(self, key: str, source: bytes | Path, md5: str) -> str:
         try:
             if isinstance(source, bytes):
                 blob = self.bucket.blob(self.prefix + key)
                 blob.upload_from_string(source, content_type="application/octet-stream", checksum="md5",
-                                        retry=self.retry, timeout=self.timeout)
+                                        retry=self._retry(), timeout=self.timeout)
             else:
                 # without a size the client always makes a resumable upload, sent and retried chunk by chunk
                 blob = self.bucket.blob(self.prefix + key, chunk_size=self.part_size)
                 with source.open("rb") as f:
                     blob.upload_from_file(f, content_type="application/octet-stream", checksum="md5",
-                                          retry=self.retry, timeout=self.timeout)
+                                          retry=self._retry(), timeout=self.timeout)
             if blob.md5_hash and base64.b64decode(blob.md5_hash).hex() != md5:
                 raise StoreError(f"upload of {self.url}{key} stored other bytes than were read (MD5 differs)",
                                  "the next pass uploads it again")
@@ -82,7 +91,7 @@ class GCSStore:
         blob = self.bucket.blob(self.prefix + key)
         try:
             # the generation and hashes come from the download's own headers: one request per file
-            blob.download_to_file(sink, checksum="md5", retry=self.retry, timeout=self.timeout)
+            blob.download_to_file(sink, checksum="md5", retry=self._retry(), timeout=self.timeout)
             return str(blob.generation or blob.etag)
         except Exception as e:
             if sink.error is not None:
@@ -93,7 +102,7 @@ class GCSStore:
         from google.api_core.exceptions import NotFound
 
         try:
-            self.bucket.blob(self.prefix + key).delete(retry=self.retry, timeout=self.timeout)
+            self.bucket.blob(self.prefix + key).delete(retry=self._retry(), timeout=self.timeout)
         except NotFound as e:
             if "specified bucket" in str(e).lower():
                 raise self._error("delete", key, e) from e
@@ -102,7 +111,7 @@ class GCSStore:
 
     def list(self) -> Iterator[ObjectInfo]:
         try:
-            for blob in self.client.list_blobs(self.bucket, prefix=self.prefix or None, retry=self.retry,
+            for blob in self.client.list_blobs(self.bucket, prefix=self.prefix or None, retry=self._retry(),
                                                timeout=self.timeout):
                 key = blob.name[len(self.prefix):]
                 if not key or key.endswith("/"):
