@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.agent.stores import open_store, sync_url_from_env
+from vmlab.agent.stores import find_sync_url, open_store, sync_url_from_env
 from vmlab.agent.stores.azure import AzureStore
 from vmlab.agent.stores.gcs import GCSStore
 from vmlab.agent.stores.s3 import S3Store
@@ -76,6 +76,9 @@ def test_sync_url_from_env_precedence() -> None:
         sync_url_from_env({"AWS_S3_BUCKET_FOLDER": "c/d", "GOOGLE_BUCKET_FOLDER": "a/b"})
     with pytest.raises(BadInput, match="VMLAB_SYNC_URL"):
         sync_url_from_env({})
+    assert find_sync_url({"AZURE_CONTAINER_URL": " https://a.blob.core.windows.net/c "}) == \
+        "https://a.blob.core.windows.net/c"
+    assert find_sync_url({"VMLAB_SYNC_URL": " "}) is None
 
 
 def test_cloud_sdks_are_imported_only_when_a_backend_needs_them() -> None:

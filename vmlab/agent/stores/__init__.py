@@ -137,7 +137,19 @@ def open_store(url: str | None, env: Mapping[str, str] | None = None) -> Store:
 
 
 def sync_url_from_env(env: Mapping[str, str]) -> str:
-    """The sync URL from `VMLAB_SYNC_URL`, or from the one prebuilt-image variable that is set."""
+    """The sync URL the environment names (see `find_sync_url`); BadInput when it names none."""
+    url = find_sync_url(env)
+    if url is None:
+        raise BadInput("no sync URL given",
+                       "pass --url or set VMLAB_SYNC_URL (or AWS_S3_BUCKET_FOLDER, AZURE_CONTAINER_URL, "
+                       "GOOGLE_BUCKET_FOLDER)")
+    return url
+
+
+def find_sync_url(env: Mapping[str, str]) -> str | None:
+    """`VMLAB_SYNC_URL`, else the URL of the one prebuilt-image variable that is set (`AWS_S3_BUCKET_FOLDER`,
+    `AZURE_CONTAINER_URL`, `GOOGLE_BUCKET_FOLDER`; "bucket/folder" gets its scheme), else None. Two of them set
+    is BadInput. Example: `find_sync_url({"GOOGLE_BUCKET_FOLDER": "b/alice"}) == "gs://b/alice"`."""
     if url := env.get("VMLAB_SYNC_URL", "").strip():
         return url
     found = {}
@@ -149,11 +161,7 @@ def sync_url_from_env(env: Mapping[str, str]) -> str:
         found["GOOGLE_BUCKET_FOLDER"] = folder if folder.startswith("gs://") else "gs://" + folder
     if len(found) > 1:
         raise BadInput(f"{' and '.join(sorted(found))} are both set", "set VMLAB_SYNC_URL to the one to sync with")
-    if not found:
-        raise BadInput("no sync URL given",
-                       "pass --url or set VMLAB_SYNC_URL (or AWS_S3_BUCKET_FOLDER, AZURE_CONTAINER_URL, "
-                       "GOOGLE_BUCKET_FOLDER)")
-    return next(iter(found.values()))
+    return next(iter(found.values()), None)
 
 
 def _bucket_and_prefix(url: str) -> tuple[str, str]:
