@@ -71,6 +71,10 @@ class GCSStore:
                 blob = self.bucket.blob(self.prefix + key)
                 blob.upload_from_string(source, content_type="application/octet-stream", checksum="md5",
                                         retry=self._retry(), timeout=self.timeout)
+            elif source.stat().st_size <= self.multipart_threshold:
+                blob = self.bucket.blob(self.prefix + key)  # one multipart request
+                blob.upload_from_filename(str(source), content_type="application/octet-stream", checksum="md5",
+                                          retry=self._retry(), timeout=self.timeout)
             else:
                 # without a size the client always makes a resumable upload, sent and retried chunk by chunk
                 blob = self.bucket.blob(self.prefix + key, chunk_size=self.part_size)
