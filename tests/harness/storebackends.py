@@ -91,7 +91,8 @@ class Backend:
         raise NotImplementedError
 
     def objects(self) -> dict[str, bytes]:
-        """Every object in the bucket (all prefixes), read directly from the emulator."""
+        """Every object in the bucket (all prefixes), read directly from the emulator; one deleted between the
+        listing and its read is left out."""
         raise NotImplementedError
 
     def put_object(self, key: str, data: bytes) -> None:
@@ -136,7 +137,10 @@ class S3Backend(Backend):
         found = {}
         for page in self.admin.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             for obj in page.get("Contents", []):
-                found[obj["Key"]] = self.admin.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                try:
+                    found[obj["Key"]] = self.admin.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                except self.admin.exceptions.NoSuchKey:
+                    continue  # deleted since the listing
         return found
 
     def put_object(self, key: str, data: bytes) -> None:
@@ -175,7 +179,15 @@ class AzureBackend(Backend):
         return AzureStore.from_url(self.url, sas=self.env["AZURE_BLOB_SAS_TOKEN"], **options)
 
     def objects(self) -> dict[str, bytes]:
-        return {blob.name: self.admin.download_blob(blob.name).readall() for blob in self.admin.list_blobs()}
+        from azure.core.exceptions import ResourceNotFoundError
+
+        found = {}
+        for blob in self.admin.list_blobs():
+            try:
+                found[blob.name] = self.admin.download_blob(blob.name).readall()
+            except ResourceNotFoundError:
+                continue  # deleted since the listing
+        return found
 
     def put_object(self, key: str, data: bytes) -> None:
         self.admin.upload_blob(key, data, overwrite=True)
@@ -208,7 +220,15 @@ class GCSBackend(Backend):
         return GCSStore(self.bucket, self.prefix, project="vmlab-test", **options)
 
     def objects(self) -> dict[str, bytes]:
-        return {blob.name: blob.download_as_bytes() for blob in self.admin.list_blobs(self.bucket)}
+        from google.api_core.exceptions import NotFound
+
+        found = {}
+        for blob in self.admin.list_blobs(self.bucket):
+            try:
+                found[blob.name] = blob.download_as_bytes()
+            except NotFound:
+                continue  # deleted since the listing
+        return found
 
     def put_object(self, key: str, data: bytes) -> None:
         self.admin_bucket.blob(key).upload_from_string(data)
