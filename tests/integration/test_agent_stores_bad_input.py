@@ -19,10 +19,13 @@ import pytest
 
 from tests.harness.awsfaults import FaultProxy
 from tests.harness.moto import MotoServer
+from tests.harness.sshd import free_port
 from tests.harness.storebackends import ROOT, Backend, Daemon, make_backend
 from vmlab.agent.manifest import Manifest
-from vmlab.agent.stores import open_store
+from vmlab.agent.stores import RetryPolicy, Store, open_store
 from vmlab.agent.stores.azure import AzureStore
+from vmlab.agent.stores.gcs import GCSStore
+from vmlab.agent.stores.s3 import S3Store, make_client
 from vmlab.agent.sync import push, restore
 from vmlab.errors import StoreError
 
@@ -217,3 +220,41 @@ def test_full_disk_during_restore_keeps_local_files(s3: Backend, small_disk: Pat
     (small_disk / "mine.txt").unlink()
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
     assert restore(small_disk, store, manifest).downloaded == ["big.bin"]
+
+
+@pytest.mark.parametrize("name", ["s3", "azure", "gcs"])
+def test_unreachable_store_is_one_line_without_secrets(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    quick = RetryPolicy(attempts=2, base_s=0.05, cap_s=0.1, timeout_s=5)
+    store: Store
+    if name == "s3":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        store = S3Store("vmlab-gone", "p", client=make_client(quick))
+    elif name == "azure":
+        store = AzureStore.from_url(f"{endpoint}/devstoreaccount1/lab/p?sv=2024-11-04&sr=c&sp=rl&sig=SECRETSIG",
+                                    retry=quick)
+    else:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        store = GCSStore("vmlab-gone", "p", project="vmlab-test", retry=quick)
+    for action in (lambda: list(store.list()), lambda: store.put("a.txt", b"a", md5(b"a"))):
+        with pytest.raises(StoreError) as caught:
+            action()
+        text = str(caught.value)
+        assert "\n" not in text and "SECRETSIG" not in text, text
+        assert "failed" in text and ("onnect" in text or "reach" in text), text
+
+
+def test_s3_without_credentials_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance profile to ask (and no 169.254.x.x)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StoreError, match="no AWS credentials found: give the VM an instance profile"):
+        list(open_store("s3://vmlab-bucket/p", env={}).list())

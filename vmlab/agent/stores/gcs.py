@@ -85,9 +85,11 @@ class GCSStore:
                 raise StoreError(f"upload of {self.url}{key} stored other bytes than were read (MD5 differs)",
                                  "the next pass uploads it again")
             return str(blob.generation or blob.etag)
-        except (OSError, StoreError):
-            raise  # the local file; or ours
+        except StoreError:
+            raise
         except Exception as e:
+            if isinstance(e, OSError) and not _is_network(e):
+                raise  # reading the local file
             raise self._error("upload", key, e) from e
 
     def get(self, key: str, out: Sink) -> str:
@@ -139,10 +141,20 @@ class GCSStore:
             return StoreError(f"{action} of {where} was denied ({status})",
                               "give the VM's service account roles/storage.objectAdmin on the bucket "
                               "(or fix GOOGLE_APPLICATION_CREDENTIALS)")
+        if _is_network(e):
+            return StoreError(f"{action} of {where} failed: cannot reach the storage service: {text}",
+                              "check the network and the URL")
         if type(e).__name__ in ("DefaultCredentialsError", "RefreshError", "TransportError"):
             return StoreError(f"{action} of {where} failed: no usable Google credentials: {text}",
                               "set GOOGLE_APPLICATION_CREDENTIALS to a service account key file")
         return StoreError(f"{action} of {where} failed: {status or type(e).__name__}: {text}")
+
+
+def _is_network(e: Exception) -> bool:
+    """requests' errors are OSErrors too; they are the store's, not the local disk's."""
+    import requests
+
+    return isinstance(e, requests.RequestException)
 
 
 def _client(project: str | None) -> Any:

@@ -102,6 +102,12 @@ class S3Store:
         error = response.get("Error", {}) if isinstance(response, dict) else {}
         code = str(error.get("Code", ""))
         where = f"s3://{self.bucket}/{self._key(key)}"
+        if type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            return StoreError(f"{action} of {where} failed: no AWS credentials found",
+                              "give the VM an instance profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        if type(e).__name__ in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                                "ConnectionClosedError"):
+            return StoreError(f"{action} of {where} failed: cannot reach S3: {e}", "check the network and the URL")
         if code == "NoSuchBucket":
             return StoreError(f"bucket {self.bucket} does not exist", "create it or fix the sync URL")
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") \
