@@ -35,7 +35,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from vmlab.errors import BadInput
 
@@ -133,7 +132,7 @@ def open_store(url: str | None, env: Mapping[str, str] | None = None) -> Store:
         from vmlab.agent.stores.azure import AzureStore
 
         return AzureStore.from_url(url, sas=env.get("AZURE_BLOB_SAS_TOKEN"), key=env.get("AZURE_STORAGE_KEY"))
-    raise BadInput(f"unsupported sync URL {url!r}", f"use {URL_FORMS}")
+    raise BadInput(f"unsupported sync URL {url.split('?', 1)[0]!r}", f"use {URL_FORMS}")  # a query may hold a SAS
 
 
 def sync_url_from_env(env: Mapping[str, str]) -> str:
@@ -179,12 +178,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def endpoint_of(url: str) -> tuple[str, str]:
-    """(scheme://host[:port], path) of an http(s) URL."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}", parts.path
 
 
 def normal_prefix(prefix: str) -> str:
