@@ -136,12 +136,62 @@ def summary(latencies: list[float], requests: Counter[str], changes: int) -> dic
     }
 
 
+def other_backends(args: argparse.Namespace, base_env: dict[str, str], work: Path) -> dict[str, Any]:
+    """The daemon alone on Azurite and fake-gcs-server (tests/harness/), same tree and changes: its requests per
+    change (through the same kind of counting proxy) and save-to-object latency."""
+    from tests.harness.azurite import Azurite
+    from tests.harness.gcs import FakeGCS
+    from tests.harness.storebackends import AzureBackend, Backend, GCSBackend
+
+    found: dict[str, Any] = {}
+    for name in ("azure", "gcs"):
+        server: Any = Azurite.start_new() if name == "azure" else FakeGCS.start_new()
+        backend: Backend = (AzureBackend(server, os.environ.__setitem__) if name == "azure"
+                            else GCSBackend(server, os.environ.__setitem__))
+        folder, state = work / f"daemon-{name}", work / f"state-{name}"
+        try:
+            names = make_tree(folder, args.files)
+            env = {**base_env, **backend.env, "VMLAB_STATE_DIR": str(state)}
+            start = time.monotonic()
+            daemon = Daemon(folder, backend.url, env, state)
+            try:
+                last = (folder / names[-1]).read_bytes()
+                while backend.read(backend.prefix + names[-1]) != last:
+                    time.sleep(0.05)
+                initial = {"seconds": round(time.monotonic() - start, 2),
+                           "requests": dict(Counter(kind.upper() for kind in backend.requests()))}
+                time.sleep(1.0)
+                backend.requests()
+                rng, latencies = random.Random(7), []
+                for i in range(args.changes):
+                    rel, body = rng.choice(names), f"change {i} at {time.time()}\n".encode()
+                    t0 = time.monotonic()
+                    (folder / rel).write_bytes(body)
+                    while backend.read(backend.prefix + rel) != body:
+                        time.sleep(0.01)
+                    latencies.append(time.monotonic() - t0)
+                    time.sleep(0.5)
+                requests = Counter(kind.upper() for kind in backend.requests())
+            finally:
+                daemon.stop()
+            found[name] = {"initial": initial, **summary(latencies, requests, args.changes)}
+            print(f"{name}: initial upload {initial['seconds']} s {initial['requests']}; per change "
+                  f"{found[name]['requests_per_change']}, save-to-object p50 {found[name]['save_to_object_s']['p50']} s"
+                  f" p95 {found[name]['save_to_object_s']['p95']} s")
+        finally:
+            backend.close()
+            server.cleanup()
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/sync.json")
+    parser.add_argument("--other-backends", action="store_true",
+                        help="also run the daemon on Azurite and fake-gcs-server (needs scripts/deps.sh's azurite)")
     args = parser.parse_args()
     default_run = (args.files, args.changes) == (5000, 10) and args.idle >= 10
 
@@ -210,6 +260,9 @@ def main() -> int:
         peer_requests = counting.take()
         results["aws_s3_sync"] = {"initial": peer_initial, **summary(peer_latencies, peer_requests, args.changes)}
 
+        if args.other_backends:
+            results["other_backends"] = other_backends(args, base_env, work)
+
         # -- restore into an empty folder ------------------------------------------------------------------
         restored = work / "restored"
         start = time.monotonic()
@@ -241,6 +294,9 @@ def main() -> int:
             "save-to-object p95 <= 2 s": d["save_to_object_s"]["p95"] <= 2.0,
             "restore: one GET per file": restore_requests.get("GET", 0) == args.files == got,
         }
+        for name, other in results.get("other_backends", {}).items():
+            targets[f"{name}: 1 write and 0 LIST per change"] = other["requests_per_change"] == {"WRITE": 1.0}
+            targets[f"{name}: save-to-object p95 <= 2 s"] = other["save_to_object_s"]["p95"] <= 2.0
         results.update(ratios=ratios, targets=targets, machine={
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()})
 

@@ -99,6 +99,10 @@ class Backend:
         """Write an object as someone else would (directly, not counted)."""
         raise NotImplementedError
 
+    def read(self, key: str) -> bytes | None:
+        """One object's bytes read directly (not counted), None when it does not exist."""
+        raise NotImplementedError
+
     def create_missing(self) -> None:
         """Create the bucket `missing_store` names."""
         raise NotImplementedError
@@ -146,6 +150,12 @@ class S3Backend(Backend):
     def put_object(self, key: str, data: bytes) -> None:
         self.admin.put_object(Bucket=self.bucket, Key=key, Body=data)
 
+    def read(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.admin.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except self.admin.exceptions.NoSuchKey:
+            return None
+
     def create_missing(self) -> None:
         self.admin.create_bucket(Bucket=self.bucket + "-missing")
 
@@ -192,6 +202,14 @@ class AzureBackend(Backend):
     def put_object(self, key: str, data: bytes) -> None:
         self.admin.upload_blob(key, data, overwrite=True)
 
+    def read(self, key: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return bytes(self.admin.download_blob(key).readall())
+        except ResourceNotFoundError:
+            return None
+
     def create_missing(self) -> None:
         self.azurite.service_client().create_container(self.bucket + "-missing")
 
@@ -232,6 +250,14 @@ class GCSBackend(Backend):
 
     def put_object(self, key: str, data: bytes) -> None:
         self.admin_bucket.blob(key).upload_from_string(data)
+
+    def read(self, key: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return bytes(self.admin_bucket.blob(key).download_as_bytes())
+        except NotFound:
+            return None
 
     def create_missing(self) -> None:
         self.admin.create_bucket(self.bucket + "-missing")
