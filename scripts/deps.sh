@@ -27,3 +27,17 @@ vmlab_python_env() {  # $1: pip extras, e.g. "[test]" or ""
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".$1"
 }
+
+# Test servers from npm, installed into .tools/ in the checkout (gitignored): Azurite (the Azure Blob emulator).
+AZURITE_VERSION="3.37.0"
+vmlab_test_tools() {
+  if ! command -v npm >/dev/null 2>&1; then
+    vmlab_system_packages nodejs npm
+  fi
+  if [ ! -x .tools/node_modules/.bin/azurite-blob ] \
+     || ! grep -q "\"version\": \"$AZURITE_VERSION\"" .tools/node_modules/azurite/package.json 2>/dev/null; then
+    echo "vmlab: installing azurite $AZURITE_VERSION into .tools/"
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+  fi
+}

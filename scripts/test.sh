@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 vmlab_system_packages
 vmlab_python_env "[test]"
+vmlab_test_tools
 .venv/bin/ruff check vmlab tests bench recipes
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -70,6 +70,8 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 from tests.harness.awsfaults import FaultProxy  # noqa: E402
+from tests.harness.azurite import Azurite, find_azurite  # noqa: E402
+from tests.harness.gcs import FakeGCS  # noqa: E402
 
 
 @pytest.fixture()
@@ -81,3 +83,29 @@ def aws_faults(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iter
     with FaultProxy(moto_server.endpoint) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite's Blob service on 127.0.0.1 (installed into .tools/ by scripts/deps.sh): `.endpoint`,
+    `.service_client()`, `.container_url(container, prefix)`, `.sas(container, permission, expires_in)`.
+    Skipped where azurite is not installed, except in CI."""
+    binary = find_azurite()
+    if binary is None:
+        message = "azurite is not installed: run `. scripts/deps.sh; vmlab_test_tools`"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    server = Azurite.start_new(binary)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs() -> Iterator[FakeGCS]:
+    """fake-gcs-server on 127.0.0.1, in memory: `.endpoint` (for STORAGE_EMULATOR_HOST), `.client()`."""
+    server = FakeGCS.start_new()
+    try:
+        yield server
+    finally:
+        server.cleanup()

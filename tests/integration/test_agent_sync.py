@@ -16,7 +16,8 @@ import pytest
 
 from tests.harness.agent import AgentDaemon
 from vmlab.agent.manifest import Excludes, Manifest
-from vmlab.agent.store import S3Store, open_store
+from vmlab.agent.stores import open_store
+from vmlab.agent.stores.s3 import S3Store
 from vmlab.agent.sync import DeletePolicy, push, restore
 from vmlab.errors import BadInput, StoreError
 
@@ -344,7 +345,7 @@ def test_once_and_bad_input(env, s3, bucket, tmp_path: Path) -> None:
     done = subprocess.run([*run, "--url", store.url, "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert synced(s3, bucket, folder)
-    bad = subprocess.run([*run, "--url", "gs://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([*run, "--url", "ftp://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unsupported sync URL" in bad.stderr
     # no URL configured (a lab launched without --sync): the units' commands exit 0 and touch nothing
     env_without = {k: v for k, v in os.environ.items() if k not in ("AWS_S3_BUCKET_FOLDER", "VMLAB_SYNC_URL")}

@@ -58,7 +58,7 @@ def _setup(folder: Path | None, url: str | None, manifest: Path | None, exclude:
     from vmlab.agent.config import AgentConfig
     from vmlab.agent.daemon import SyncOptions
     from vmlab.agent.manifest import Excludes, Manifest
-    from vmlab.agent.store import open_store
+    from vmlab.agent.stores import open_store
     from vmlab.agent.sync import DeletePolicy
 
     config = AgentConfig.from_env()
@@ -80,7 +80,9 @@ def _setup(folder: Path | None, url: str | None, manifest: Path | None, exclude:
 
 _folder = click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
                        help="The folder to keep synced (default: VMLAB_DATA_DIR, else ~/data).")
-_url = click.option("--url", help="s3://bucket/prefix (default: VMLAB_SYNC_URL, else AWS_S3_BUCKET_FOLDER).")
+_url = click.option("--url", help="s3://bucket/prefix, az://account/container/prefix or gs://bucket/prefix "
+                    "(default: VMLAB_SYNC_URL, else AWS_S3_BUCKET_FOLDER / AZURE_CONTAINER_URL / "
+                    "GOOGLE_BUCKET_FOLDER).")
 _manifest = click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
                          help="Where to keep the record of synced files (default: under the agent's state dir).")
 _exclude = click.option("--exclude", multiple=True, help="Extra shell pattern to leave out (repeatable).")

@@ -5,7 +5,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| VMLAB_SYNC_URL | s3://bucket/prefix to sync with (AWS_S3_BUCKET_FOLDER="bucket/prefix" is read too) | none: no sync |
+| VMLAB_SYNC_URL | s3://, az:// or gs:// URL (or AWS_S3_BUCKET_FOLDER, AZURE_CONTAINER_URL, ...) | no sync |
 | VMLAB_DATA_DIR | the folder to sync | ~/data |
 | VMLAB_IDLE_MINUTES | power off after this long without activity; 0 = never | 0 |
 | VMLAB_DEADLINE | unix time of the hard stop; 0 = none | 0 |
@@ -79,10 +79,9 @@ class AgentConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
         env = os.environ if env is None else env
-        url = env.get("VMLAB_SYNC_URL", "").strip()
-        if not url:
-            folder = env.get("AWS_S3_BUCKET_FOLDER", "").strip()
-            url = folder if not folder or "://" in folder else "s3://" + folder
+        from vmlab.agent.stores import find_sync_url
+
+        url = find_sync_url(env)
         state = default_state_dir(env)
         return cls(
             sync_url=url or None,

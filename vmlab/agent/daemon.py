@@ -22,7 +22,7 @@ from typing import Any
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.queue import Pending, size_of
 from vmlab.agent.status import AgentStatus
-from vmlab.agent.store import Store
+from vmlab.agent.stores import Store
 from vmlab.agent.sync import DeletePolicy, PushResult, push, restore
 from vmlab.errors import VmlabError
 
@@ -125,11 +125,11 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
     if pending:
         log.info("%d paths left pending by the last run: pushing them first", len(pending))
     tracker = Tracker(options)
-    if restore_first:
-        restored = restore(folder, options.store, options.manifest, options.excludes,
-                           local_changes=pending.journaled())
-        log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(restored.downloaded),
-                 restored.in_sync, len(restored.kept_local), len(restored.failed), options.store.url)
+    if restore_first and not _restore_retrying(options, stop, pending, tracker):
+        try:
+            return flush(options, pending, tracker)
+        finally:
+            pending.close()
     folder.mkdir(parents=True, exist_ok=True)
     observer = Observer()
     observer.schedule(_handler(folder, options.excludes, pending), str(folder), recursive=True)
@@ -193,6 +193,30 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
         return flush(options, pending, tracker)
     finally:
         pending.close()
+
+
+def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pending, tracker: Tracker,
+                      max_wait_s: float = 60.0) -> bool:
+    """Restore, retrying a store that fails (missing bucket, refused credentials, outage) with exponential backoff
+    until it works or `stop` is set (then False). Each failure is one logged line and the status file's
+    `last_error`; nothing local is touched, since a failed listing says nothing about what to delete."""
+    wait = 1.0
+    while True:
+        try:
+            restored = restore(options.folder, options.store, options.manifest, options.excludes,
+                               local_changes=pending.journaled())
+        except VmlabError as e:
+            log.error("restore from %s failed, retrying in %.0fs: %s", options.store.url, wait, e)
+            tracker.status.last_error = str(e)
+            tracker.write(pending, force=True)
+            if stop.wait(wait):
+                return False
+            wait = min(wait * 2, max_wait_s)
+            continue
+        log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(restored.downloaded),
+                 restored.in_sync, len(restored.kept_local), len(restored.failed), options.store.url)
+        tracker.status.last_error = ""
+        return True
 
 
 def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None) -> PushResult:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_file, md5_reader, scan
-from vmlab.agent.store import MULTIPART_THRESHOLD, Store
+from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
 from vmlab.errors import BadInput, DeleteGuard, VmlabError
 
 log = logging.getLogger("vmlab.agent")
@@ -228,7 +228,8 @@ def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes |
                     continue
             else:
                 digest = md5_file(path) or ""
-                if digest == obj.etag or (entry is not None and digest == entry.md5 and entry.etag == obj.etag):
+                same = digest == (obj.md5 or obj.etag)  # the store's MD5 (S3: a single-part ETag is one)
+                if same or (entry is not None and digest == entry.md5 and entry.etag == obj.etag):
                     manifest.record(rel, _entry(local, digest, obj.etag))
                     result.in_sync += 1
                     continue
