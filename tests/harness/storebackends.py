@@ -289,21 +289,21 @@ class Daemon:
         self.log = folder.parent / "agent.log"
         self.status_dir = Path(os.environ["VMLAB_STATE_DIR"]) / "agent"
         env = {**os.environ, **backend.env, **(env or {}), "PYTHONPATH": str(ROOT),
-               "VMLAB_SYNC_URL": url or backend.url}
+               "VMLAB_SYNC_URL": url or backend.url, "VMLAB_AGENT_STATE_DIR": str(self.status_dir)}
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "-v", *args],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
         deadline = time.monotonic() + 30
-        while wait and not list(self.status_dir.glob("status-*.json")):  # written once the watch runs
+        while wait and not list(self.status_dir.glob("status*.json")):  # written once the watch runs
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"agent did not start:\n{self.stop()}")
             time.sleep(0.05)
 
     def status(self) -> dict[str, Any]:
         """The status file's JSON ({} before the first one)."""
-        for path in self.status_dir.glob("status-*.json"):
+        for path in self.status_dir.glob("status*.json"):
             try:
                 return dict(json.loads(path.read_text()))
             except ValueError:
