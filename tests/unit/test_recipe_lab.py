@@ -29,6 +29,7 @@ def test_base_on_a_fresh_host() -> None:
     assert plan["data folder"] == ("mkdir -p -m 0755 /home/admin/data", "chown admin:admin /home/admin/data")
     names = list(plan)
     assert names[-2:] == ["apt-daily.timer enabled for the image", "apt-daily-upgrade.timer enabled for the image"]
+    assert plan["apt-daily.timer enabled for the image"] == ("sh -c 'systemctl enable apt-daily.timer'",)
 
 
 def test_base_without_upgrades() -> None:
