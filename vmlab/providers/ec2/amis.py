@@ -115,10 +115,10 @@ class Amis:
             if snapshots:
                 # moto refuses snapshot tags in create_image's TagSpecifications; tagging after works everywhere
                 ec2.create_tags(Resources=snapshots, Tags=tag_list(all_tags))
+            return self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
         except BaseException:
             self.delete(image_id)
             raise
-        return self.raw(image_id) or raw
 
     def _wait_available(self, image_id: str, progress: Progress) -> dict[str, Any]:
         ec2 = self.aws.ec2
