@@ -9,7 +9,9 @@ instance`) boots from that disk, so `vmlab up` runs on what `vmlab bake` left be
 
 Before booting, it records what EC2 held for the instance (`seen[instance_id]`: the raw instance, its security
 groups and volumes), so tests can check how a short-lived builder was locked down. `boot = False` leaves new
-instances without sshd (SSH refused) to hold vmlab in its SSH wait.
+instances without sshd (SSH refused) to hold vmlab in its SSH wait; `boot_delay` seconds between the instance
+appearing and sshd answering stand in for a real boot (a benchmark's knob). `appeared[iid]` and `ssh_ready[iid]`
+are the `time.monotonic()` of both moments.
 
 Example::
 
@@ -47,7 +49,7 @@ class SandboxCloud:
     `disks` (instance id -> kept upper dir), `errors` (exceptions from the thread, as text)."""
 
     def __init__(self, endpoint: str, share: tuple[str, ...] = (), region: str = "us-east-1",
-                 poll: float = 0.02) -> None:
+                 poll: float = 0.1) -> None:
         import boto3
 
         self.ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
@@ -55,6 +57,9 @@ class SandboxCloud:
         self.poll = poll
         self.port = free_port()
         self.boot = True
+        self.boot_delay = 0.0
+        self.appeared: dict[str, float] = {}
+        self.ssh_ready: dict[str, float] = {}
         self.current: Sandbox | None = None
         self.current_id: str | None = None
         self.booted: list[str] = []
@@ -94,19 +99,9 @@ class SandboxCloud:
             self.current = self.current_id = None
             if box is not None and iid is not None:
                 disk = self._dir / iid
+                shutil.rmtree(disk, ignore_errors=True)
                 box.stop(keep=disk)
                 self.disks[iid] = disk
-
-    def forget(self) -> None:
-        """Between test cases (moto reset): halt, and drop the instances seen and their disks."""
-        self.halt()
-        with self._lock:
-            for disk in self.disks.values():
-                shutil.rmtree(disk, ignore_errors=True)
-            self.disks.clear()
-            self.layers.clear()
-            self.booted.clear()
-            self.seen.clear()
 
     # -- the watcher ------------------------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -125,6 +120,7 @@ class SandboxCloud:
             self.halt()
         for iid, raw in live.items():
             if iid not in self.seen and self.current_id is None:
+                self.appeared[iid] = time.monotonic()
                 self._observe(iid, raw)
                 if self.boot:
                     self._boot(iid, raw)
@@ -151,7 +147,9 @@ class SandboxCloud:
             self.layers[iid] = layers
             self.booted.append(iid)
         box.install_keys(cloud["ssh_keys"]["ed25519_private"], pair["PublicKey"])
+        self._stopping.wait(max(0.0, self.appeared[iid] + self.boot_delay - time.monotonic()))
         box.start_sshd()
+        self.ssh_ready[iid] = time.monotonic()
 
     def wait_booted(self, count: int = 1, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout

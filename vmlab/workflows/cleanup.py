@@ -22,7 +22,7 @@ from types import TracebackType
 Say = Callable[[str], None]
 
 #: seconds to wait before each further attempt of an undo that failed
-RETRY_DELAYS = (1.0, 4.0)
+RETRY_DELAYS = (0.5, 4.0)
 
 
 class Cleanup:
