@@ -1,7 +1,7 @@
 """Boot moto's instances for real: each instance vmlab launches in moto becomes a throwaway `Sandbox` host.
 
 moto only records instances. `SandboxCloud` watches it (directly, not through a FaultProxy, so the calls a test
-counts are vmlab's alone) and, for each new live instance tagged `vmlab:launch`, plays EC2 and cloud-init: starts
+counts are vmlab's alone) and, for each new live instance, plays EC2 and cloud-init: starts
 a sandbox on the fixed `port` (what VMLAB_EC2_SSH_PORT points at), installs the host key from the instance's user
 data and the public key of its key pair, and starts sshd. When the instance is terminated the sandbox goes and
 its upper dir is kept as that instance's disk; an instance launched from an image made of it (`vmlab:source-
@@ -113,8 +113,7 @@ class SandboxCloud:
             self._stopping.wait(self.poll)
 
     def _tick(self) -> None:
-        reservations = self.ec2.describe_instances(Filters=[
-            {"Name": "instance-state-name", "Values": LIVE}, {"Name": "tag-key", "Values": ["vmlab:launch"]}])
+        reservations = self.ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": LIVE}])
         live = {i["InstanceId"]: i for r in reservations["Reservations"] for i in r["Instances"]}
         if self.current_id is not None and self.current_id not in live:
             self.halt()
@@ -126,6 +125,11 @@ class SandboxCloud:
                     self._boot(iid, raw)
 
     def _observe(self, iid: str, raw: dict[str, Any]) -> None:
+        for _ in range(50):  # moto may list a new instance before its root volume is attached
+            if any("Ebs" in m for m in raw.get("BlockDeviceMappings", [])):
+                break
+            time.sleep(0.02)
+            raw = self.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
         groups = self.ec2.describe_security_groups(
             GroupIds=[g["GroupId"] for g in raw.get("SecurityGroups", [])])["SecurityGroups"]
         ids = [m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", []) if "Ebs" in m]
@@ -134,7 +138,7 @@ class SandboxCloud:
 
     def _boot(self, iid: str, raw: dict[str, Any]) -> None:
         user_data = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
-        cloud = yaml.safe_load(base64.b64decode(user_data["Value"]))
+        cloud = yaml.safe_load(base64.b64decode(user_data["Value"])) if user_data.get("Value") else None
         (pair,) = self.ec2.describe_key_pairs(KeyNames=[raw["KeyName"]], IncludePublicKey=True)["KeyPairs"]
         layers: list[Path] = []
         images = self.ec2.describe_images(ImageIds=[raw["ImageId"]])["Images"]
@@ -146,7 +150,8 @@ class SandboxCloud:
             self.current, self.current_id = box, iid
             self.layers[iid] = layers
             self.booted.append(iid)
-        box.install_keys(cloud["ssh_keys"]["ed25519_private"], pair["PublicKey"])
+        host_key = (cloud or {}).get("ssh_keys", {}).get("ed25519_private")  # else sshd's own, as on first boot
+        box.install_keys(host_key, pair["PublicKey"])
         self._stopping.wait(max(0.0, self.appeared[iid] + self.boot_delay - time.monotonic()))
         box.start_sshd()
         self.ssh_ready[iid] = time.monotonic()

@@ -130,7 +130,7 @@ def start(name):
     os.makedirs("/var/log/vmlab-systemctl", exist_ok=True)
     log = open(f"/var/log/vmlab-systemctl/{name}.log", "ab")
     proc = subprocess.Popen(shlex.split(unit["ExecStart"][-1].lstrip("-@")), env=env, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, cwd=unit.get("WorkingDirectory", [user.pw_dir])[-1],
+                            stdout=log, stderr=log, cwd=unit.get("WorkingDirectory", ["/"])[-1],
                             preexec_fn=become, start_new_session=True)
     open(os.path.join(RUN, name + ".pid"), "w").write(str(proc.pid))
     return 0
@@ -334,14 +334,21 @@ class Sandbox:
         """Run a command inside the sandbox (as root) and return its result."""
         return subprocess.run(self._enter(*argv), capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
-    def install_keys(self, host_private_key: str, authorized_key: str) -> None:
-        """What cloud-init does with the user data and the key pair: the host key and root's authorized key."""
-        for inside, text, mode in [(HOST_KEY, host_private_key, 0o600),
-                                   (AUTHORIZED_KEYS, authorized_key.strip() + "\n", 0o600)]:
+    def install_keys(self, host_private_key: str | None, authorized_key: str) -> None:
+        """What cloud-init does with the user data and the key pair: the host key (a new one when the user data
+        brings none) and root's authorized key."""
+        keys = [(AUTHORIZED_KEYS, authorized_key.strip() + "\n")]
+        if host_private_key is not None:
+            keys.append((HOST_KEY, host_private_key))
+        else:
+            self.path(HOST_KEY).unlink(missing_ok=True)
+            made = self.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", HOST_KEY)
+            assert made.returncode == 0, made.stderr
+        for inside, text in keys:
             f = self.path(inside)
             f.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             f.write_text(text)
-            f.chmod(mode)
+            f.chmod(0o600)
 
     def start_sshd(self, timeout: float = 10.0) -> None:
         """Start sshd inside and wait for its banner."""

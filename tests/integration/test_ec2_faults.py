@@ -106,6 +106,19 @@ def rig(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> It
         assert not cloud.errors
 
 
+@pytest.fixture(scope="module")
+def image(rig: Rig) -> str:
+    """An image of the test recipe for the up, down and Ctrl-C tests (baked once, without faults)."""
+    found = leftovers(rig.ec2)["images"]
+    if found:
+        return str(found[0])
+    rig.fresh()
+    baked = rig.run(*bake_args(rig.ami))
+    assert baked.returncode == 0, baked.stderr
+    (made,) = leftovers(rig.ec2)["images"]
+    return str(made)
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmlab: error: "), result.stderr
@@ -168,6 +181,7 @@ def test_a_builder_that_cannot_be_removed_fails_the_bake_loudly(rig: Rig) -> Non
     """When every attempt to terminate the builder fails, the image (the product) is kept, and the bake exits 1
     with one line naming the builder instead of reporting success over a leaked, paid VM."""
     rig.fresh()
+    existing = leftovers(rig.ec2)["images"]
     rig.proxy.fail("TerminateInstances", nth=None, code="UnauthorizedOperation", status=403)
     result = rig.run(*bake_args(rig.ami, "--force"))
     left = rig.settle() if rig.cloud.current is None else leftovers(rig.ec2)
@@ -176,19 +190,15 @@ def test_a_builder_that_cannot_be_removed_fails_the_bake_loudly(rig: Rig) -> Non
         assert result.returncode == 1, result.stdout
         line = one_error_line(result)
         (builder,) = left["instances"]
-        (image,) = left["images"]
+        (image,) = set(left["images"]) - set(existing)
         assert f"({image}) is ready, but cleaning up failed: builder {builder}" in line and "vmlab gc" in line
     finally:
-        rig.purge(keep=[])
+        rig.purge(keep=existing)
         rig.settle()
 
 
-def test_up_leaks_nothing_whichever_call_fails(rig: Rig) -> None:
-    rig.fresh()
-    baked = rig.run(*bake_args(rig.ami, "--json"))
-    assert baked.returncode == 0, baked.stderr
-    image = leftovers(rig.ec2)["images"]
-    with_image = {**NOTHING, "images": image, "snapshots": leftovers(rig.ec2)["snapshots"]}
+def test_up_leaks_nothing_whichever_call_fails(rig: Rig, image: str) -> None:
+    with_image = {**NOTHING, "images": [image], "snapshots": leftovers(rig.ec2)["snapshots"]}
     state = Path(rig.env["VMLAB_STATE_DIR"])
 
     def check(index: int, action: str, result: subprocess.CompletedProcess[str]) -> None:
@@ -204,26 +214,24 @@ def test_up_leaks_nothing_whichever_call_fails(rig: Rig) -> None:
             assert not (state / "labs" / "keys" / "faulty_ed25519").exists()
         assert rig.settle() == with_image
 
-    calls = each_call(rig, ["up", "faulty", "--provider", "ec2", "--image", image[0]], check)
+    calls = each_call(rig, ["up", "faulty", "--provider", "ec2", "--image", image], check)
     assert "RunInstances" in calls
 
 
-def test_down_fails_cleanly_and_a_second_down_finishes(rig: Rig) -> None:
-    image = leftovers(rig.ec2)["images"]
-    assert image, "needs the image baked by the up test"
-    with_image = {**NOTHING, "images": image, "snapshots": leftovers(rig.ec2)["snapshots"]}
+def test_down_fails_cleanly_and_a_second_down_finishes(rig: Rig, image: str) -> None:
+    with_image = {**NOTHING, "images": [image], "snapshots": leftovers(rig.ec2)["snapshots"]}
     state = Path(rig.env["VMLAB_STATE_DIR"])
 
     def make_lab() -> None:
         """Lab "gone" as `vmlab up` leaves it (instance, key pair, security group, key, record), made in this
         process with vmlab's own provider and store: `down` is what is under test, a JupyterLab start is not."""
         client, host = keys.generate("lab"), keys.generate("host")
-        inst = Ec2Provider().launch(LaunchSpec(name="gone", image=image[0], ssh_public_key=client.public,
+        inst = Ec2Provider().launch(LaunchSpec(name="gone", image=image, ssh_public_key=client.public,
                                                host_key=host.private, ssh_cidr=CIDR,
                                                tags={"vmlab:lab": "gone", "vmlab:run": "up-faults"}))
         store = LabStore(state / "labs")
         key_file = client.save(store.key_path("gone"))
-        store.put(LabRecord(name="gone", provider="ec2", instance_id=inst.id, image=image[0], user=inst.user,
+        store.put(LabRecord(name="gone", provider="ec2", instance_id=inst.id, image=image, user=inst.user,
                             key_file=str(key_file), host_key=host.public, token="t", host=inst.host, port=inst.port))
 
     def check(index: int, action: str, result: subprocess.CompletedProcess[str]) -> None:
@@ -270,14 +278,13 @@ WAITS = {
 
 @pytest.mark.parametrize("command,wait", [("bake", "address"), ("bake", "ssh"), ("bake", "image"),
                                           ("up", "address"), ("up", "ssh")])
-def test_ctrl_c_in_a_wait_leaks_nothing(rig: Rig, command: str, wait: str) -> None:
+def test_ctrl_c_in_a_wait_leaks_nothing(rig: Rig, image: str, command: str, wait: str) -> None:
     rig.fresh()
     before = leftovers(rig.ec2)
     if command == "bake":
         args, describes = bake_args(rig.ami, "--force"), 1  # the first DescribeInstances is the address wait
     else:
-        assert before["images"], "needs the image baked by the up test"
-        args, describes = ["up", "ctrlc", "--provider", "ec2", "--image", before["images"][0]], 2
+        args, describes = ["up", "ctrlc", "--provider", "ec2", "--image", image], 2
     hold, reached = WAITS[wait]
     hold(rig, describes)
     result = interrupt(rig, args, lambda: reached(rig, describes))
