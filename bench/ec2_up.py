@@ -88,11 +88,12 @@ print(json.dumps({"instance": inst, "total": t_end - t0, "to_ssh": t_ssh - t0, "
 '''
 
 
-def run_vmlab(env: dict[str, str], image: str) -> tuple[float, dict[str, Any]]:
+def run_vmlab(env: dict[str, str], image: str, proxy: FaultProxy) -> tuple[float, dict[str, Any], list[str]]:
     started = time.monotonic()
     up = subprocess.run([sys.executable, "-m", "vmlab", "up", "bench", "--provider", "ec2", "--image", image,
-                         "--json"], env=env, capture_output=True, text=True, timeout=300)
+                         "--json"], env=env, capture_output=True, text=True, timeout=120)
     wall = time.monotonic() - started
+    calls = proxy.calls
     if up.returncode != 0:
         raise SystemExit(f"vmlab up failed: {up.stderr}{up.stdout}")
     doc = json.loads(up.stdout)
@@ -100,15 +101,17 @@ def run_vmlab(env: dict[str, str], image: str) -> tuple[float, dict[str, Any]]:
                           timeout=300)
     if down.returncode != 0:
         raise SystemExit(f"vmlab down failed: {down.stderr}")
-    return wall, doc
+    return wall, doc, calls
 
 
-def run_peer(env: dict[str, str], image: str, port: int, ec2: Any) -> tuple[float, dict[str, Any]]:
+def run_peer(env: dict[str, str], image: str, port: int, ec2: Any,
+             proxy: FaultProxy) -> tuple[float, dict[str, Any], list[str]]:
     work = tempfile.mkdtemp(prefix="vmlab-bench-peer-")
     started = time.monotonic()
     peer = subprocess.run([sys.executable, "-c", PEER, image, str(port), work], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=120)
     wall = time.monotonic() - started
+    calls = proxy.calls
     if peer.returncode != 0:
         raise SystemExit(f"peer failed: {peer.stderr}")
     doc = json.loads(peer.stdout.strip().splitlines()[-1])
@@ -116,12 +119,11 @@ def run_peer(env: dict[str, str], image: str, port: int, ec2: Any) -> tuple[floa
     ec2.delete_security_group(GroupName="tutorial")
     ec2.delete_key_pair(KeyName="tutorial")
     subprocess.run(["rm", "-rf", work], check=False)
-    return wall, doc
+    return wall, doc, calls
 
 
-def wait_calls(proxy: FaultProxy) -> dict[str, int]:
+def wait_calls(actions: list[str]) -> dict[str, int]:
     """Describe calls after RunInstances (the address wait, the SSH wait and later)."""
-    actions = proxy.calls
     after = actions[actions.index("RunInstances") + 1:] if "RunInstances" in actions else []
     return {a: after.count(a) for a in DESCRIBES if a in after}
 
@@ -154,13 +156,13 @@ def main() -> int:
                     proxy.reset()
                     booted = len(cloud.booted)
                     if who == "vmlab":
-                        wall, doc = run_vmlab(env, image)
+                        wall, doc, actions = run_vmlab(env, image, proxy)
                     else:
-                        wall, doc = run_peer(env, image, cloud.port, ec2)
-                    calls = collections.Counter(c for c in proxy.calls if not c.startswith(("Terminate", "Delete")))
+                        wall, doc, actions = run_peer(env, image, cloud.port, ec2, proxy)
                     iid = cloud.booted[booted]
                     rows[who].append({"wall": wall, "boot_to_ssh": cloud.ssh_ready[iid] - cloud.appeared[iid],
-                                      "calls": dict(calls), "wait_describes": wait_calls(proxy), "report": doc})
+                                      "calls": dict(collections.Counter(actions)),
+                                      "wait_describes": wait_calls(actions), "report": doc})
             left = leftovers(ec2)
             assert not left["instances"] and not left["key_pairs"] and not left["groups"], left
             assert not cloud.errors, cloud.errors
