@@ -25,6 +25,7 @@ import pytest
 
 from tests.harness.ec2cloud import SandboxCloud, leftovers
 from tests.harness.moto import MotoServer
+from tests.harness.sandbox import MASKED
 from vmlab import lab
 
 pytestmark = [pytest.mark.moto, pytest.mark.sshd]
@@ -33,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = Path(__file__).parent / "recipes" / "ec2_flow.py"
 CIDR = "203.0.113.7/32"
 JUPYTER = str(Path(sys.executable).parent / "jupyter")
-#: the test venv's Python lives there; the lab sandbox shares it read only so its JupyterLab can run
-SHARED = (str(Path(os.path.realpath(sys.executable)).parents[3]),) if "/.pyenv/" in os.path.realpath(
-    sys.executable) else ()
+#: the test venv and its Python, where the sandbox masks them (pyenv keeps Python under /root): shared read only
+#: into the lab's sandbox so its JupyterLab can run
+SHARED = tuple(dict.fromkeys(
+    p for p in (os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix))
+    if any(p == f"/{m}" or p.startswith(f"/{m}/") for m in MASKED)))
 
 
 def seed_base(ec2: Any) -> str:
