@@ -293,3 +293,29 @@ def test_ctrl_c_in_a_wait_leaks_nothing(rig: Rig, image: str, command: str, wait
     rig.proxy.reset()  # the held call goes on to moto later: it only reads
     assert rig.settle() == before
     assert not (Path(rig.env["VMLAB_STATE_DIR"]) / "labs" / "ctrlc.json").exists()
+
+
+def test_a_second_ctrl_c_does_not_interrupt_the_undo_of_a_launch(rig: Rig) -> None:
+    """Ctrl-C in the address wait starts removing what the launch made; a second Ctrl-C while that removal waits
+    on AWS must not cut it short (the instance, its key pair and group would leak)."""
+    rig.fresh()
+    before = leftovers(rig.ec2)
+    rig.proxy.delay("DescribeInstances", 60, nth=1)  # the address wait
+    rig.proxy.delay("DescribeInstances", 3, nth=2)  # the undo's first look at the instance
+    proc = subprocess.Popen(rig.argv(*bake_args(rig.ami, "--force")), env=rig.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert rig.proxy.wait_for("DescribeInstances", 1)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        assert rig.proxy.wait_for("DescribeInstances", 2)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rig.proxy.reset()
+    assert proc.returncode == 130, err
+    assert rig.settle() == before, out + err

@@ -13,11 +13,11 @@ resource it was meant to remove.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+
+from vmlab.interrupts import ctrl_c_ignored
 
 Say = Callable[[str], None]
 
@@ -53,9 +53,7 @@ class Cleanup:
         self._undo.clear()
         if not todo:
             return
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
+        with ctrl_c_ignored():
             for what, undo in todo:
                 for delay in (*self._delays, None):
                     try:
@@ -70,6 +68,4 @@ class Cleanup:
                             continue
                         self.errors.append(f"{what}: {exc}")
                         self._say(f"could not remove {what}: {exc} (`vmlab gc` finds it by its tags)")
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+
