@@ -31,6 +31,7 @@ import collections
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -113,12 +114,13 @@ def run_peer(env: dict[str, str], image: str, port: int, ec2: Any,
     wall = time.monotonic() - started
     calls = proxy.calls
     if peer.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"peer failed: {peer.stderr}")
     doc = json.loads(peer.stdout.strip().splitlines()[-1])
     ec2.terminate_instances(InstanceIds=[doc["instance"]])
     ec2.delete_security_group(GroupName="tutorial")
     ec2.delete_key_pair(KeyName="tutorial")
-    subprocess.run(["rm", "-rf", work], check=False)
+    shutil.rmtree(work, ignore_errors=True)
     return wall, doc, calls
 
 
@@ -136,6 +138,7 @@ def main() -> int:
     os.environ.update(AWS_TEST_ENV)
     os.environ.pop("AWS_PROFILE", None)
     moto = MotoServer.start_new()
+    state = Path(tempfile.mkdtemp(prefix="vmlab-bench-state-"))
     rows: dict[str, list[dict[str, Any]]] = {"vmlab": [], "peer": []}
     try:
         import boto3
@@ -143,7 +146,7 @@ def main() -> int:
         ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto.endpoint)
         ami = seed_base(ec2)
         with FaultProxy(moto.endpoint) as proxy, SandboxCloud(moto.endpoint, share=SHARED) as cloud:
-            env = cli_env(proxy.endpoint, cloud.port, Path(tempfile.mkdtemp(prefix="vmlab-bench-state-")))
+            env = cli_env(proxy.endpoint, cloud.port, state)
             env["VMLAB_SSH_CIDR"] = CIDR
             baked = subprocess.run([sys.executable, "-m", "vmlab", *bake_args(ami, "--json")], env=env,
                                    capture_output=True, text=True, timeout=300)
@@ -168,6 +171,7 @@ def main() -> int:
             assert not cloud.errors, cloud.errors
     finally:
         moto.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
     return report(rows, args)
 
 

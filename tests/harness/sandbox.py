@@ -312,9 +312,11 @@ class Sandbox:
         if self._sshd is not None:
             self._sshd.wait(timeout=10)
             self._sshd = None
-        if keep is not None and self.upper.exists():
-            self.upper.rename(keep)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if keep is not None and self.upper.exists():
+                self.upper.rename(keep)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self.start()
