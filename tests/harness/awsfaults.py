@@ -92,10 +92,14 @@ class FaultProxy:
         with self._lock:
             self._index_faults[index] = _Fault(code, status, message)
 
-    def delay(self, action: str, seconds: float) -> None:
-        """Hold every call of `action` for `seconds` before answering it (cut short by `stop()`)."""
+    def delay(self, action: str, seconds: float, nth: int | None = None) -> None:
+        """Hold every call of `action` for `seconds` before answering it (cut short by `stop()`); with `nth`, only
+        the nth call of it from now on (1 = the next one)."""
         with self._lock:
-            self._delays[action] = seconds
+            if nth is None:
+                self._delays[action] = seconds
+            else:
+                self._nth_delays[(action, self._counts.get(action, 0) + nth)] = seconds
 
     def wait_for(self, action: str, count: int = 1, timeout: float = 30.0) -> bool:
         """Block until `count` calls of `action` have arrived (before any delay); False on timeout."""
@@ -111,6 +115,7 @@ class FaultProxy:
             self._fail_from: dict[str, tuple[int, _Fault]] = {}  # action -> (from its nth call on, fault)
             self._index_faults: dict[int, _Fault] = {}
             self._delays: dict[str, float] = {}
+            self._nth_delays: dict[tuple[str, int], float] = {}  # (action, its nth call since reset)
 
     @property
     def calls(self) -> list[str]:
@@ -156,7 +161,7 @@ class FaultProxy:
                      or (always if start and n >= start else None))
             call.injected = fault is not None
             self._lock.notify_all()
-            return fault, self._delays.get(call.action, 0.0)
+            return fault, self._nth_delays.get((call.action, n), self._delays.get(call.action, 0.0))
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):

@@ -206,6 +206,18 @@ def test_delay_holds_the_call_and_wait_for_reports_its_arrival(aws_faults: Fault
     assert not aws_faults.wait_for("RunInstances", timeout=0.2)
 
 
+def test_delay_of_the_nth_call_holds_only_that_one(aws_faults: FaultProxy) -> None:
+    ec2 = boto3.client("ec2")
+    ec2.describe_regions()
+    aws_faults.delay("DescribeRegions", 1.0, nth=2)
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        ec2.describe_regions()
+        timings.append(time.monotonic() - started)
+    assert timings[0] < 0.5 and timings[1] >= 1.0 and timings[2] < 0.5
+
+
 def test_subprocess_goes_through_the_proxy_and_sees_its_faults(aws_faults: FaultProxy,
                                                                moto_server: MotoServer) -> None:
     script = ("import boto3\n"

@@ -79,3 +79,42 @@ def test_another_host_key_is_refused(launched: Any) -> None:
     with pytest.raises(ConnectError) as excinfo:
         connect_instance(provider, inst, key_file, keys.generate("other").public, timeout=3)
     assert excinfo.value.reason == "hostkey"
+
+
+def test_waits_for_an_address_instead_of_failing_at_once(moto_server: MotoServer, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instance without a public address yet (a resumed one, or a slow EC2) is waited for, not given up on:
+    the address (an Elastic IP of 127.0.0.1 where the sshd listens) arrives while connect_instance waits."""
+    import threading
+
+    moto_server.reset()
+    server = SSHD(tmp_path / "sshd")
+    server.start()
+    monkeypatch.delenv("VMLAB_EC2_SSH_HOST", raising=False)
+    monkeypatch.setenv("VMLAB_EC2_SSH_PORT", str(server.port))
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    ami = ec2.register_image(Name="no-ip", RootDeviceName="/dev/sda1", VirtualizationType="hvm",
+                             BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}])["ImageId"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    raw = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, NetworkInterfaces=[
+        {"DeviceIndex": 0, "SubnetId": subnet, "AssociatePublicIpAddress": False}], TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "vmlab:launch", "Value": "l-1"},
+                                              {"Key": "vmlab:user", "Value": getpass.getuser()}]}])
+    instance_id = raw["Instances"][0]["InstanceId"]
+    provider = Ec2Provider(poll=0.05, timeout=30.0)
+    inst = provider.describe(instance_id)
+    assert inst is not None and inst.host is None
+
+    def give_address() -> None:
+        allocation = ec2.allocate_address(Domain="vpc", Address="127.0.0.1")["AllocationId"]
+        ec2.associate_address(InstanceId=instance_id, AllocationId=allocation)
+
+    timer = threading.Timer(1.5, give_address)
+    timer.start()
+    try:
+        conn = connect_instance(provider, inst, server.client_key, server.host_key_pub, timeout=20)
+        with conn:
+            assert conn.run("echo", "reached").stdout.strip() == "reached"
+    finally:
+        timer.cancel()
+        server.cleanup()

@@ -35,10 +35,24 @@ def test_one_failing_undo_does_not_stop_the_others() -> None:
         raise OSError("still attached")
 
     with pytest.raises(RuntimeError):
-        with Cleanup(said.append) as c:
+        with Cleanup(said.append, retry_delays=(0.0,)) as c:
             c.always("volume", stuck)
             c.always("key", lambda: None)
             raise RuntimeError("boom")
     assert c.removed == ["key"]
     assert c.errors == ["volume: still attached"]
     assert any("could not remove volume" in s and "vmlab gc" in s for s in said)
+
+
+def test_an_undo_that_fails_once_is_tried_again() -> None:
+    attempts: list[str] = []
+
+    def flaky() -> None:
+        attempts.append("terminate")
+        if len(attempts) == 1:
+            raise OSError("RequestLimitExceeded")
+
+    with Cleanup(retry_delays=(0.0, 0.0)) as c:
+        c.always("builder", flaky)
+    assert attempts == ["terminate", "terminate"]
+    assert c.removed == ["builder"] and c.errors == []

@@ -120,6 +120,9 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
                                       progress=lambda msg, frac: say(msg if frac is None else f"{msg} {frac:.0%}"))
         cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
         lap("image")
+    if cleanup.errors:  # the image is made, but a paid builder (or its key pair, group) may be left: say so loudly
+        raise HostError(f"image {image.name} ({image.id}) is ready, but cleaning up failed: "
+                        f"{'; '.join(cleanup.errors)}", f"`vmlab gc` removes what is left (tagged vmlab:run={run_id})")
     timings["total"] = sum(timings.values())
     return BakeResult(image, False, recipe.name, digest, timings, result_recaps, cleanup.removed)
 

@@ -6,22 +6,29 @@
         image = provider.create_image(...)
         cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
 
-A second Ctrl-C while cleaning up does not interrupt it: leaking a paid VM is worse than waiting a moment.
+A second Ctrl-C while cleaning up does not interrupt it: leaking a paid VM is worse than waiting a moment. An undo
+that fails is tried again after a pause (`RETRY_DELAYS`): one throttled or failed API call must not leak the
+resource it was meant to remove.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
+from vmlab.interrupts import ctrl_c_ignored
+
 Say = Callable[[str], None]
+
+#: seconds to wait before each further attempt of an undo that failed
+RETRY_DELAYS = (0.5, 4.0)
 
 
 class Cleanup:
-    def __init__(self, say: Say | None = None) -> None:
+    def __init__(self, say: Say | None = None, retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
         self._say = say or (lambda _msg: None)
+        self._delays = retry_delays
         self._undo: list[tuple[str, Callable[[], None], bool]] = []
         self.removed: list[str] = []
         self.errors: list[str] = []
@@ -46,17 +53,19 @@ class Cleanup:
         self._undo.clear()
         if not todo:
             return
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
+        with ctrl_c_ignored():
             for what, undo in todo:
-                try:
-                    undo()
-                    self.removed.append(what)
-                    self._say(f"removed {what}")
-                except Exception as exc:  # keep going: one stuck resource must not leak the others
-                    self.errors.append(f"{what}: {exc}")
-                    self._say(f"could not remove {what}: {exc} (`vmlab gc` finds it by its tags)")
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+                for delay in (*self._delays, None):
+                    try:
+                        undo()
+                        self.removed.append(what)
+                        self._say(f"removed {what}")
+                        break
+                    except Exception as exc:  # keep going: one stuck resource must not leak the others
+                        if delay is not None:
+                            self._say(f"could not remove {what} yet ({exc}); trying again")
+                            time.sleep(delay)
+                            continue
+                        self.errors.append(f"{what}: {exc}")
+                        self._say(f"could not remove {what}: {exc} (`vmlab gc` finds it by its tags)")
+

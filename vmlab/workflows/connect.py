@@ -22,7 +22,14 @@ def connect_instance(provider: Provider, instance: Instance, key_file: Path, hos
         if current.state in ("stopped", "stopping", "terminated"):
             raise HostError(f"{instance.name} ({instance.id}) is {current.state} before SSH came up",
                             "see the VM's console log; `vmlab ls` shows its state")
-        target = SSHTarget(host=current.host or "", port=current.port, user=current.user, key_file=key_file,
+        if not current.host:
+            # no address yet (EC2 assigns it seconds after launch or start): ask again, not in a busy loop
+            if time.monotonic() >= deadline:
+                raise HostError(f"{instance.name} ({instance.id}) has no address after {timeout:.0f} s",
+                                "check that its subnet assigns public IPv4 addresses")
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            continue
+        target = SSHTarget(host=current.host, port=current.port, user=current.user, key_file=key_file,
                            name=instance.name, host_key_alias=f"vmlab-{instance.id}", pinned_host_key=host_key)
         remaining = deadline - time.monotonic()
         try:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
+from vmlab.interrupts import ctrl_c_ignored
 from vmlab.providers.base import Progress
 from vmlab.providers.ec2.bases import USER_TAG, check_ami_id
 from vmlab.providers.ec2.client import Aws, error_code
@@ -110,10 +111,11 @@ class Amis:
             if snapshots:
                 # moto refuses snapshot tags in create_image's TagSpecifications; tagging after works everywhere
                 ec2.create_tags(Resources=snapshots, Tags=tag_list(all_tags))
+            return self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
         except BaseException:
-            self.delete(image_id)
+            with ctrl_c_ignored():
+                self.delete(image_id)
             raise
-        return self.raw(image_id) or raw
 
     def _wait_available(self, image_id: str, progress: Progress) -> dict[str, Any]:
         ec2 = self.aws.ec2

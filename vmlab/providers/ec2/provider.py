@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
+from vmlab.interrupts import ctrl_c_ignored
 from vmlab.providers.base import Instance, LaunchSpec, Progress
 from vmlab.providers.ec2 import bases as base_images
 from vmlab.providers.ec2.amis import Amis
@@ -267,7 +268,12 @@ class Ec2Provider(ImageVerbs):
         return to_instance(raw, os.environ)
 
     def _undo_launch(self, made: _Made) -> None:
-        """Remove what a failed launch made, newest first; keep going past errors (and say what stayed)."""
+        """Remove what a failed launch made, newest first; keep going past errors (and say what stayed). A second
+        Ctrl-C meanwhile is ignored: leaking a paid instance is worse than waiting a moment."""
+        with ctrl_c_ignored():
+            self._undo_steps(made)
+
+    def _undo_steps(self, made: _Made) -> None:
         steps = []
         if made.instance_id:
             steps.append((f"instance {made.instance_id}", lambda: self._terminate_and_wait(made.instance_id or "")))
