@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +131,12 @@ class SandboxCloud:
                 break
             time.sleep(0.02)
             raw = self.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
-        groups = self.ec2.describe_security_groups(
-            GroupIds=[g["GroupId"] for g in raw.get("SecurityGroups", [])])["SecurityGroups"]
+        # an instance undone within moments (a fault, Ctrl-C) may take its volume and group with it before this
+        # look: what is gone by then is recorded as gone, not as an error of the watcher
+        groups = _unless_gone(lambda: self.ec2.describe_security_groups(
+            GroupIds=[g["GroupId"] for g in raw.get("SecurityGroups", [])])["SecurityGroups"])
         ids = [m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", []) if "Ebs" in m]
-        volumes = self.ec2.describe_volumes(VolumeIds=ids)["Volumes"] if ids else []
+        volumes = _unless_gone(lambda: self.ec2.describe_volumes(VolumeIds=ids)["Volumes"]) if ids else []
         self.seen[iid] = {"instance": raw, "groups": groups, "volumes": volumes}
 
     def _boot(self, iid: str, raw: dict[str, Any]) -> None:
@@ -188,3 +191,15 @@ def leftovers(ec2: Any) -> dict[str, list[str]]:
         "images": tagged(ec2.describe_images, "Images", "ImageId", Owners=["self"]),
         "snapshots": tagged(ec2.describe_snapshots, "Snapshots", "SnapshotId", OwnerIds=["self"]),
     }
+
+
+def _unless_gone(describe: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The result of a describe call, or [] when what it asked about no longer exists (*.NotFound)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return describe()
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")).endswith("NotFound"):
+            return []
+        raise
