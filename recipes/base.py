@@ -23,17 +23,20 @@ PACKAGES = ("ca-certificates", "curl", "git", "htop", "tmux", "unzip", "less", "
 
 # Stop the apt timers for this boot, then wait (up to 10 minutes) for an upgrade already running to let go of
 # the dpkg lock. Guarded by HELD, so a second run changes nothing. The [u] in the patterns keeps pgrep -f from
-# finding the shell that runs this very script (its command line holds the pattern, not a match of it).
-HOLD = """\
+# finding the shell that runs this very script (its command line holds the pattern, not a match of it). Only
+# /usr/bin/unattended-upgrade itself counts: unattended-upgrade-shutdown runs all the time (it waits for a
+# shutdown signal) and holds no lock.
+UPGRADING = "pgrep -f 'bin/[u]nattended-upgrade( |$)|[a]pt[.]systemd[.]daily' >/dev/null"
+HOLD = f"""\
 systemctl stop apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 for i in $(seq 600); do
-  pgrep -f '[u]nattended-upgr|[a]pt.systemd.daily' >/dev/null || exit 0
+  {UPGRADING} || exit 0
   sleep 1
 done
 echo "an unattended upgrade still holds the apt lock after 10 minutes" >&2; exit 1
 """
 HELD = ("! systemctl is-active --quiet apt-daily.timer && ! systemctl is-active --quiet apt-daily-upgrade.timer"
-        " && ! pgrep -f '[u]nattended-upgr|[a]pt.systemd.daily' >/dev/null")
+        f" && ! {UPGRADING}")
 # `apt-get -s` only simulates: "0 upgraded, 0 newly installed" means nothing is pending
 UP_TO_DATE = "apt-get -s -o Debug::NoLocking=1 dist-upgrade | grep -q '^0 upgraded, 0 newly installed'"
 UPGRADE = ("DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "

@@ -96,13 +96,22 @@ def test_hold_guard_does_not_find_itself_but_finds_a_running_upgrade() -> None:
         import base
     finally:
         sys.path.remove(str(RECIPES))
+    import time
+
     guard = ["sh", "-c", base.HELD]
-    idle = subprocess.run(guard, capture_output=True, timeout=30)
+    # unattended-upgrade-shutdown runs all the time where the package is installed: it is no upgrade
+    waiter = subprocess.Popen(["bash", "-c", "exec -a '/usr/bin/python3 /usr/share/unattended-upgrades/"
+                               "unattended-upgrade-shutdown --wait-for-signal' sleep 60"])
+    try:
+        while b"unattended-upgrade-shutdown" not in Path(f"/proc/{waiter.pid}/cmdline").read_bytes():
+            time.sleep(0.01)  # until bash has exec'd under its new name
+        idle = subprocess.run(guard, capture_output=True, timeout=30)
+    finally:
+        waiter.kill()
+        waiter.wait()
     assert idle.returncode == 0, idle.stderr  # no timers running here (no systemd), no upgrade
     upgrade = subprocess.Popen(["bash", "-c", "exec -a /usr/bin/unattended-upgrade sleep 60"])
     try:
-        import time
-
         deadline = time.monotonic() + 10
         while subprocess.run(guard, capture_output=True, timeout=30).returncode == 0:
             assert time.monotonic() < deadline, "the guard never saw the running upgrade"
