@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.workflows.scrub import HOSTKEY_DROPIN, SCRUB_SCRIPT, scrub_command
+from vmlab.providers.cloudinit import HOSTKEY_DROPIN
+from vmlab.workflows.scrub import SCRUB_SCRIPT, scrub_command
 
 BUILDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuilderKeyBuilderKeyBuilderKeyBuilder vmlab-bake"
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUserKeyUserKeyUserKeyUserKeyUserKeyUs me@laptop"

@@ -119,3 +119,18 @@ def render_user_data(cfg: dict[str, Any], user_data: str | None) -> str:
                   f"Content-Disposition: attachment; filename=\"{fname}\"", "", body.rstrip("\n")]
     lines += [f"--{BOUNDARY}--", ""]
     return "\n".join(lines)
+
+
+#: sshd must never start without host keys. cloud-init makes them at a new instance's first boot (the scrub
+#: cleans its state, so every VM from the image is a new instance); this drop-in, in vmlab's local base image and
+#: in every image vmlab bakes, is the fallback when it did not run, for Debian and Ubuntu (Ubuntu 24.04's
+#: socket-activated ssh.service included)
+HOSTKEY_DROPIN = """\
+[Unit]
+After=cloud-init.service
+
+[Service]
+ExecStartPre=
+ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || /usr/bin/ssh-keygen -A'
+ExecStartPre=/usr/sbin/sshd -t
+"""

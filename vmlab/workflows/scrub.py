@@ -16,19 +16,7 @@ from dataclasses import dataclass
 from vmlab.engine.command import Command, sh
 from vmlab.engine.host import Host
 from vmlab.errors import HostError
-
-#: sshd must never start without host keys. cloud-init makes them at a new instance's first boot (the scrub
-#: cleans its state, so every VM from the image is a new instance); this drop-in is the fallback when it did
-#: not run, for Debian and Ubuntu (Ubuntu 24.04's socket-activated ssh.service included)
-HOSTKEY_DROPIN = """\
-[Unit]
-After=cloud-init.service
-
-[Service]
-ExecStartPre=
-ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || /usr/bin/ssh-keygen -A'
-ExecStartPre=/usr/sbin/sshd -t
-"""
+from vmlab.providers.cloudinit import HOSTKEY_DROPIN
 
 # $1: the builder's public key line (only that line leaves authorized_keys: a recipe may install others);
 # $2: the host key drop-in; $3: a folder standing for / ("" on a builder; tests scrub a fake tree). What acts

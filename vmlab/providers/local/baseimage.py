@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Progress
+from vmlab.providers.cloudinit import HOSTKEY_DROPIN
 from vmlab.providers.local import store
 
 BASE_ID = "debian-12"
@@ -55,16 +56,6 @@ network: {config: disabled}
 locale: false
 """
 NETWORK_UNIT = "[Match]\nName=eth0 en*\n\n[Network]\nDHCP=ipv4\n"
-#: sshd must never start without host keys: cloud-init writes them, this is the fallback if it did not run
-SSH_DROPIN = """\
-[Unit]
-After=cloud-init.service
-
-[Service]
-ExecStartPre=
-ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || /usr/bin/ssh-keygen -A'
-ExecStartPre=/usr/sbin/sshd -t
-"""
 # slirp's DNS; there is no resolved in minbase and networkd does not write resolv.conf itself
 RESOLV_CONF = "nameserver 10.0.2.3\n"
 FSTAB = "/dev/vda / ext4 rw,errors=remount-ro 0 0\n"
@@ -78,7 +69,7 @@ def mirror() -> str:
 def version_tag(mirror_url: str | None = None) -> str:
     """A tag naming this build recipe; it changes whenever the packages or the configuration change."""
     text = "\n".join([RECIPE_VERSION, SUITE, mirror_url or mirror(), DISK_SIZE, *PACKAGES, *MASKED_UNITS,
-                      CLOUD_CFG, NETWORK_UNIT, SSH_DROPIN])
+                      CLOUD_CFG, NETWORK_UNIT, HOSTKEY_DROPIN])
     return "v" + RECIPE_VERSION + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -142,7 +133,7 @@ def configure_rootfs(rootfs: Path, mirror_url: str) -> None:
     wants.parent.mkdir(parents=True, exist_ok=True)
     if not wants.is_symlink():
         wants.symlink_to("/lib/systemd/system/systemd-networkd.service")
-    _write(rootfs / "etc/systemd/system/ssh.service.d/10-vmlab-hostkeys.conf", SSH_DROPIN)
+    _write(rootfs / "etc/systemd/system/ssh.service.d/10-vmlab-hostkeys.conf", HOSTKEY_DROPIN)
     for unit in MASKED_UNITS:
         _mask(rootfs, unit)
     for name in ("etc/systemd/system/timers.target.wants", "etc/systemd/system/getty.target.wants"):
