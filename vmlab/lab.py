@@ -14,9 +14,10 @@ DATA_DIR = "data"
 
 # ---- the on-VM agent (vmlab-agent): units the lab recipe installs, files `vmlab up` writes ------------------
 #: root-only environment file read by the agent units; written by `vmlab up` at every launch, never baked.
-#: Keys: VMLAB_SYNC_URL (s3://, az://, https://ACCOUNT.blob.core.windows.net/..., gs://), VMLAB_DATA_DIR,
+#: Keys: VMLAB_SYNC_URL (s3://, az://, https://ACCOUNT.blob.core.windows.net/..., gs://),
 #: VMLAB_IDLE_MINUTES (0 = off), VMLAB_MAX_HOURS (0 = off), VMLAB_DEADLINE (unix time of the hard stop), and the
-#: storage credentials a backend needs (AZURE_BLOB_SAS_TOKEN, GOOGLE_APPLICATION_CREDENTIALS, ...)
+#: storage credentials a backend needs (AZURE_BLOB_SAS_TOKEN, GOOGLE_APPLICATION_CREDENTIALS, ...). The data folder is
+#: not there: the units set VMLAB_DATA_DIR to the recipe's folder, and EnvironmentFile= would override it
 AGENT_ENV_FILE = "/etc/vmlab/agent.env"
 #: where the agent keeps its manifest, queue and status (status.json: pending files/bytes, last error)
 AGENT_STATE_DIR = "/var/lib/vmlab-agent"

@@ -56,6 +56,9 @@ class LabRecord:
         data = dataclasses.asdict(self)
         if not secrets:
             data.pop("token")
+            agent = data.get("extra", {}).get("agent") or {}
+            if agent.get("sync_url"):  # an Azure URL may carry its SAS token in the query
+                agent["sync_url"] = agent["sync_url"].partition("?")[0] + ("?…" if "?" in agent["sync_url"] else "")
         return data
 
 

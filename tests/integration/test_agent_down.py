@@ -83,6 +83,18 @@ def test_down_refuses_while_data_is_unsynced(lab, tmp_path: Path) -> None:
     assert "pushing lab lab's pending changes to its bucket" in said
 
 
+def test_down_refuses_when_the_status_cannot_be_read(lab, tmp_path: Path) -> None:
+    """No status file (the agent never ran) or a stopped lab (idle stop): nothing says the data is in the bucket,
+    so the disk is not thrown away without --force."""
+    provider, inst, store = lab
+    with pytest.raises(HostError, match=r"lab lab syncs ~/data but reports no sync status .*--force"):
+        down(provider, "lab", store=store, status_path=str(tmp_path / "missing.json"))
+    provider.stop(inst.id)
+    with pytest.raises(HostError, match="reports no sync status"):
+        down(provider, "lab", store=store, status_path=str(tmp_path / "missing.json"))
+    assert store.get("lab") is not None and provider.describe(inst.id) is not None
+
+
 def test_force_skips_the_check(lab, tmp_path: Path) -> None:
     provider, inst, store = lab
     status_file = tmp_path / "status.json"

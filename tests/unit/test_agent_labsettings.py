@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vmlab.agent.config import AgentConfig
@@ -10,6 +12,7 @@ from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import LaunchSpec
 from vmlab.providers.ec2.launchplan import run_request
 from vmlab.providers.ec2.profile import prefix_policy, profile_name
+from vmlab.state import LabRecord
 from vmlab.workflows.labagent import AgentSettings, check_can_remove, check_sync_url, parse_idle
 
 
@@ -49,13 +52,31 @@ def test_defaults_and_previous_values() -> None:
 
 
 def test_env_text_is_what_the_agent_reads() -> None:
-    text = AgentSettings(30, 24, "s3://b/alice").env_text("ubuntu", now=1_000_000)
+    text = AgentSettings(30, 24, "s3://b/alice").env_text(now=1_000_000)
     env = dict(line.split("=", 1) for line in text.splitlines() if not line.startswith("#"))
     config = AgentConfig.from_env({**env, "VMLAB_AGENT_STATE_DIR": "/s"})
-    assert (config.sync_url, str(config.data_dir), config.idle_s, config.deadline) == (
-        "s3://b/alice", "/home/ubuntu/data", 1800, 1_000_000 + 24 * 3600)
-    off = AgentSettings(0, 0, None).env_text("root", now=5)
-    assert "VMLAB_DEADLINE=0\n" in off and "VMLAB_DATA_DIR=/root/data\n" in off and "VMLAB_SYNC_URL=\n" in off
+    assert (config.sync_url, config.idle_s, config.deadline) == ("s3://b/alice", 1800, 1_000_000 + 24 * 3600)
+    # the folder is the recipe's (the units' Environment=): a value here would override it
+    assert "VMLAB_DATA_DIR" not in text
+    off = AgentSettings(0, 0, None).env_text(now=5)
+    assert "VMLAB_DEADLINE=0\n" in off and "VMLAB_SYNC_URL=\n" in off
+
+
+@pytest.mark.parametrize("url", ["s3://b/*", "s3://b/alice?", "s3://b/${aws:username}", "gs://b/a\nVMLAB_X=1",
+                                 "https://a.blob.core.windows.net/c/*?sv=1&sig=abc"])
+def test_sync_url_is_literal(url: str) -> None:
+    with pytest.raises(BadInput, match="wildcard"):
+        check_sync_url(url)
+
+
+def test_sas_is_never_shown() -> None:
+    url = "https://acct.blob.core.windows.net/c/alice?sv=2022-11-02&sig=SECRETSECRET"
+    assert check_sync_url(url) == url  # an Azure URL carries its SAS in the query
+    assert "SECRET" not in AgentSettings(30, 24, url).describe()
+    record = LabRecord(name="l", provider="ec2", instance_id="i-1", image="ami-1", user="u", key_file="k",
+                       host_key="h", token="t", host=None, port=22, created="", extra={"agent": {"sync_url": url}})
+    assert "SECRET" not in json.dumps(record.to_json())
+    assert record.extra["agent"]["sync_url"] == url  # kept in the private record itself
 
 
 def test_down_refuses_only_with_unsynced_data() -> None:

@@ -83,8 +83,8 @@ class AgentStatus:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # readable by all: `vmlab ls` reads it over SSH as the lab's user, and it holds no secret
-        write_atomic(path, json.dumps(self.to_json()), mode=0o644)
+        # the owner's only (`vmlab ls` reads it over SSH with sudo): an error text may quote a store's URL
+        write_atomic(path, json.dumps(self.to_json()), mode=0o600)
 
 
 def _size(n: int) -> str:

@@ -169,6 +169,7 @@ def status(name: str, json_mode: bool) -> None:
 
     from vmlab.errors import VmlabError
     from vmlab.state import LabStore
+    from vmlab.workflows.labagent import redact
     from vmlab.workflows.labs import agent_status, require_record
 
     out = Output(json_mode)
@@ -184,7 +185,7 @@ def status(name: str, json_mode: bool) -> None:
     out.say(f"lab {name}: {inst.state if inst else 'missing'} ({record.provider} {record.instance_id}, "
             f"{record.host}:{record.port})")
     out.say(f"  idle stop: {settings.get('idle_minutes', '-')} min, time limit: {settings.get('max_hours', '-')} h, "
-            f"sync: {settings.get('sync_url') or 'off'}")
+            f"sync: {redact(settings['sync_url']) if settings.get('sync_url') else 'off'}")
     if unreachable:
         out.say(f"  agent: unreachable ({unreachable})")
     if agent is not None:
@@ -198,7 +199,8 @@ def status(name: str, json_mode: bool) -> None:
             out.say(f"  last error: {agent.last_error}")
         if agent.interruption:
             out.say(f"  EC2 notice: {agent.interruption}")
-    out.emit({"lab": name, "state": inst.state if inst else "missing", "settings": settings,
+    shown = {**settings, "sync_url": redact(settings["sync_url"]) if settings.get("sync_url") else None}
+    out.emit({"lab": name, "state": inst.state if inst else "missing", "settings": shown,
               "agent": agent.to_json() if agent else None})
 
 

@@ -73,6 +73,12 @@ def check_max_hours(hours: float) -> float:
 def check_sync_url(url: str) -> str:
     """The URL when the agent can sync with it; BadInput otherwise. s3:// needs a valid bucket name."""
     url = url.strip()
+    # a prefix is used literally: in the IAM policy `*`, `?` and `${...}` would grant more than it, and a control
+    # character would add lines to agent.env (only an Azure https URL has a query: its SAS)
+    path = url.partition("?")[0] if url.startswith("https://") else url
+    if any(c in path for c in "*?$") or any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise BadInput(f"--sync {redact(url)!r} holds a wildcard, '$' or a control character",
+                       "name one bucket prefix literally, e.g. s3://bucket/alice")
     if url.startswith("s3://"):
         bucket, _, _prefix = url[5:].partition("/")
         if not _BUCKET.match(bucket) or ".." in bucket:
@@ -82,6 +88,13 @@ def check_sync_url(url: str) -> str:
     if url.startswith(OTHER_SCHEMES) and len(url.split("/", 3)) >= 3 and url.split("/", 3)[2]:
         return url
     raise BadInput(f"--sync {url!r} is not a storage URL", "use s3://bucket/prefix")
+
+
+def redact(url: str) -> str:
+    """`url` without its query string, which may carry a secret (an Azure SAS token): for anything shown,
+    logged or recorded. Example: `redact("https://a.blob.core.windows.net/c/p?sv=1&sig=x")` ends in `?…`."""
+    base, sep, _query = url.partition("?")
+    return base + ("?…" if sep else "")
 
 
 def s3_parts(url: str) -> tuple[str, str] | None:
@@ -113,13 +126,13 @@ class AgentSettings:
     def to_record(self) -> dict[str, Any]:
         return {"idle_minutes": self.idle_minutes, "max_hours": self.max_hours, "sync_url": self.sync_url}
 
-    def env_text(self, user: str, now: float) -> str:
-        home = "/root" if user == "root" else f"/home/{user}"
+    def env_text(self, now: float) -> str:
+        """agent.env's text. The data folder is not in it: the agent's units name the recipe's folder
+        (Environment=VMLAB_DATA_DIR), and a value here would override it (EnvironmentFile= wins)."""
         deadline = int(now + self.max_hours * 3600) if self.max_hours else 0
         lines = [
             "# written by `vmlab up` at every launch; read by the vmlab-agent units (EnvironmentFile=)",
             f"VMLAB_SYNC_URL={self.sync_url or ''}",
-            f"VMLAB_DATA_DIR={home}/{lab.DATA_DIR}",
             f"VMLAB_IDLE_MINUTES={self.idle_minutes:g}",
             f"VMLAB_MAX_HOURS={self.max_hours:g}",
             f"VMLAB_DEADLINE={deadline}",
@@ -129,14 +142,14 @@ class AgentSettings:
     def describe(self) -> str:
         parts = [f"idle stop after {self.idle_minutes:g} min" if self.idle_minutes else "no idle stop",
                  f"hard stop after {self.max_hours:g} h" if self.max_hours else "no time limit",
-                 f"syncing ~/{lab.DATA_DIR} with {self.sync_url}" if self.sync_url else "no sync"]
+                 f"syncing ~/{lab.DATA_DIR} with {redact(self.sync_url)}" if self.sync_url else "no sync"]
         return ", ".join(parts)
 
 
 def write_agent_env(conn: Any, settings: AgentSettings, user: str, now: float) -> None:
     """Write agent.env (root-only) on the lab and restart the agent's restore unit (so ~/data is there before
     JupyterLab restarts). Raises HostError when a step fails."""
-    _sudo(conn, sh(WRITE_ENV, lab.AGENT_ENV_FILE, stdin=settings.env_text(user, now), label="write agent settings"))
+    _sudo(conn, sh(WRITE_ENV, lab.AGENT_ENV_FILE, stdin=settings.env_text(now), label="write agent settings"))
     _sudo(conn, sh(RESTART_UNITS, lab.RESTORE_SERVICE, label="restore the data folder"))
 
 
@@ -182,7 +195,7 @@ def flush_and_read(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus 
 
 def read_status(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """The agent's status file on the lab, or None when there is none (no sync configured, or an old image)."""
-    result = conn.execute(Command("cat", path, label="read agent status"))
+    result = conn.execute(Command("cat", path, label="read agent status"), sudo=True)  # the lab user's, 0600
     if result.rc != 0:
         return None
     return AgentStatus.parse(result.stdout)

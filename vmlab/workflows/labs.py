@@ -299,8 +299,13 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
         try:
             status = agent_status(provider, record, flush=True, status_path=status_path)
         except HostError as e:
-            say(f"could not read the agent's status on {name} ({e}); going ahead")
-            status = None
+            raise HostError(f"cannot read lab {name}'s sync status, so its data may not be in its bucket: {e}",
+                            f"try again, or `vmlab down {name} --force` to lose what is not synced") from e
+        if status is None:
+            # a stopped lab (idle stop, time limit) or an agent that never ran: nothing says the data is safe
+            raise HostError(f"lab {name} syncs ~/{lab.DATA_DIR} but reports no sync status (stopped, or its agent "
+                            "never ran)", f"`vmlab start {name}` and try again, or `vmlab down {name} --force` "
+                            "to lose what is not synced")
         labagent.check_can_remove(name, status, force)
     removed = []
     pid = tunnel_bg.stop(name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,12 @@ class AzureStore:
             raise self._error("list", "", e) from e
 
     def _error(self, action: str, key: str, e: Exception) -> StoreError:
+        """A one-line StoreError for `e`, with any SAS signature the SDK's text quotes (a request URL in a
+        connection error) masked: these messages go to logs and to the status file."""
+        error = self._classify(action, key, e)
+        return StoreError(_SIG.sub(r"\1***", error.message), error.hint)
+
+    def _classify(self, action: str, key: str, e: Exception) -> StoreError:
         raw = getattr(e, "error_code", "") or ""
         code = str(getattr(raw, "value", raw))  # the SDK gives a StorageErrorCode enum or a string
         status = getattr(e, "status_code", None)
@@ -188,6 +195,9 @@ class AzureStore:
             return dt.datetime.fromisoformat(values[0].replace("Z", "+00:00")).timestamp()
         except ValueError:
             return None
+
+
+_SIG = re.compile(r"((?:^|[?&\s])sig=)[^&\s'\")]+")
 
 
 def _retry_policy(retry: RetryPolicy) -> Any:
