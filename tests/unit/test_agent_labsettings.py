@@ -115,3 +115,12 @@ def test_missing_agent_is_reported_only_when_it_matters() -> None:
     text = missing_agent_warning(AgentSettings(30, 24, "s3://b/a"), both)
     assert "the idle stop and time limit and sync will not happen" in text and "recipes/lab.py" in text
     assert "sync" not in missing_agent_warning(AgentSettings(30, 0, None), both).split("so ")[1]
+
+
+def test_azure_errors_mask_the_sas_signature() -> None:
+    from vmlab.agent.stores.azure import _SIG
+
+    text = ("upload failed: cannot reach the storage account: Max retries exceeded with url: "
+            "/c/alice/x.ipynb?sv=2022-11-02&sp=rwdl&sig=AbCd%2B1234secretSIG%3D (Caused by NameResolutionError)")
+    masked = _SIG.sub(r"\1***", text)
+    assert "secretSIG" not in masked and "&sig=*** (Caused by" in masked and "sv=2022-11-02" in masked
