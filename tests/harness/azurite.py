@@ -17,13 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from tests.harness.serverproc import tcp_accepts, wait_until_up
 from tests.harness.sshd import free_port
 
 # The emulator's fixed development account (public, documented by Microsoft; not a secret).
@@ -70,15 +69,8 @@ class Azurite:
                  "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir, start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
+        if wait_until_up(self._proc, tcp_accepts(self.host, self.port), timeout, interval=0.1):
+            return
         log_text = self.log_path.read_text(errors="replace")
         self.cleanup()
         raise TimeoutError(f"azurite on port {self.port} did not start within {timeout}s\n{log_text}")

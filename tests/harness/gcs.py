@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.harness.serverproc import http_answers, wait_until_up
 from tests.harness.sshd import free_port
 
 
@@ -55,17 +53,8 @@ class FakeGCS:
                  f"{self.host}:{self.port}", "-log-level", "warn"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                time.sleep(0.05)
+        if wait_until_up(self._proc, http_answers(f"{self.endpoint}/storage/v1/b"), timeout):
+            return
         log_text = self.log_path.read_text(errors="replace")
         self.stop()
         raise TimeoutError(f"fake-gcs-server on {self.endpoint} did not answer within {timeout}s\n{log_text}")

@@ -15,11 +15,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.harness.serverproc import http_answers, wait_until_up
 from tests.harness.sshd import free_port
 
 
@@ -54,18 +54,8 @@ class MotoServer:
                 [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            try:
-                # Any HTTP answer means the server is up; the dashboard data endpoint is cheap.
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                time.sleep(0.05)
+        if wait_until_up(self._proc, http_answers(f"{self.endpoint}/moto-api/data.json"), timeout):
+            return
         log_text = self.log_path.read_text(errors="replace")
         self.stop()
         raise TimeoutError(f"moto server on {self.endpoint} did not answer within {timeout}s\n{log_text}")
