@@ -23,7 +23,7 @@ Variables:
 import re
 
 from vmlab import lab
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.errors import BadInput
 from vmlab.operations import apt, files, pip, systemd
 
@@ -52,23 +52,28 @@ PASSWORD_HASH = re.compile(r"argon2:\$argon2id?\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za
 
 @recipe.check
 def _variables(v):
+    varcheck.user_name(v, "user")
+    varcheck.folder_name(v, "data_dir")
+    varcheck.relative_path(v, "tensorboard_logdir")
+    for name in ("conda_prefix", "jupyter_venv", "env_file"):
+        varcheck.abs_path(v, name, example=recipe.vars[name])
+    varcheck.requirement(v, "jupyterlab_spec")
     for name in ("conda", "tensorboard"):
-        if not isinstance(v[name], bool):
-            raise BadInput(f"{name} {v[name]!r} is not true or false", f"use -e {name}=true or -e {name}=false")
+        varcheck.boolean(v, name)
     for name in ("jupyter_port", "tensorboard_port"):
-        if not isinstance(v[name], int) or not 1024 <= v[name] < 65536:
-            raise BadInput(f"{name} {v[name]!r} is not a port number from 1024 to 65535", f"use e.g. -e {name}=8888")
+        varcheck.port(v, name)
     for name in ("jupyter_cull_idle", "jupyter_cull_terminals"):
-        if not isinstance(v[name], int) or v[name] < 0:
-            raise BadInput(f"{name} {v[name]!r} is not a number of seconds", f"use e.g. -e {name}=3600 (0: never)")
+        varcheck.seconds(v, name)
     secret = v["jupyter_password_hash"]
     if secret and not (isinstance(secret, str) and PASSWORD_HASH.fullmatch(secret)):
         raise BadInput("jupyter_password_hash is not a Jupyter password hash (argon2:... or sha1:...)",
                        "make one with python -c 'from jupyter_server.auth import passwd; print(passwd())'")
 
 
+# LabApp: no news feed or update check from the server (JupyterLab fetches both from the internet by default)
 SETTINGS = """\
 {
+  "LabApp": {"news_url": null, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
   "MappingKernelManager": {"cull_idle_timeout": {{ jupyter_cull_idle }}, "cull_interval": 300,
                            "cull_connected": false, "cull_busy": false},
   "TerminalManager": {"cull_inactive_timeout": {{ jupyter_cull_terminals }}, "cull_interval": 300}
@@ -76,6 +81,13 @@ SETTINGS = """\
   "PasswordIdentityProvider": {"hashed_password": {{ jupyter_password_hash | tojson }},
                                "allow_password_change": false}
 {%- endif %}
+}
+"""
+# the lab's own defaults: never fetch news, never ask to (the "get notified about official Jupyter news?" pop-up),
+# never check for updates; a user can still turn them on in Settings, which is then their choice
+NO_NEWS = """\
+{
+  "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}
 }
 """
 UNIT = """\
@@ -129,6 +141,9 @@ recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mo
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
 recipe.step("culling and password", files.Template(CONFIG_DIR + "/jupyter_server_config.json", source=SETTINGS,
                                                    mode="0644"), notify="restart jupyterlab")
+recipe.step("lab defaults folder", files.Directory(CONFIG_DIR + "/labconfig", mode="0755"))
+recipe.step("no news pop-up", files.File(CONFIG_DIR + "/labconfig/default_setting_overrides.json", content=NO_NEWS,
+                                         mode="0644"), notify="restart jupyterlab")
 recipe.step("token folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
 recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="restart jupyterlab")
 recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))
