@@ -18,13 +18,20 @@ Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`
 """
 
 from vmlab import lab
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.operations import apt, files, ownwheel, pip, shell, systemd
 
 WHEEL_ON_VM = f"{lab.AGENT_VENV}/wheels/{ownwheel.wheel_name()}"
 AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
 
 recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR})
+
+
+@recipe.check
+def _variables(v):
+    varcheck.user_name(v, "user")  # both land in unit files: a newline there would be a directive
+    varcheck.folder_name(v, "data_dir")
+
 
 COMMON = f"""\
 # written by `vmlab up` at each launch; missing or empty: the agent has nothing to do and exits 0

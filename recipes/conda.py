@@ -14,11 +14,12 @@ layout: VERSION/Miniforge3-VERSION-Linux-x86_64.sh), `conda_channel` (conda-forg
 The environment files are `ENVIRONMENTS` below.
 """
 
+import re
 from pathlib import Path
 
 import yaml
 
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.engine.facts import FileStat
 from vmlab.errors import BadInput
 from vmlab.operations import apt, files, shell
@@ -57,6 +58,21 @@ recipe = Recipe("conda", become=True, vars={
     "miniforge_sha256": "2e1ad2188fe69fcdd522c2b20c08c800a5c7411b775eca768318b1540ed32e53",
     "conda_channel": "conda-forge",
 })
+CHANNEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@recipe.check
+def _variables(v):
+    varcheck.abs_path(v, "conda_prefix", "/opt/conda")
+    varcheck.version(v, "miniforge_version", "24.11.3-0")
+    varcheck.url(v, "miniforge_mirror", "https://github.com/conda-forge/miniforge/releases/download")
+    varcheck.sha256(v, "miniforge_sha256")
+    channel = v["conda_channel"]
+    if not (isinstance(channel, str) and (CHANNEL.fullmatch(channel) or varcheck.URL.fullmatch(channel))):
+        raise BadInput(f"conda_channel {channel!r} is not a channel name or an http(s) URL",
+                       "use e.g. -e conda_channel=conda-forge")
+
+
 # variables hold no templates themselves: the URL is put together here
 URL = "{{ miniforge_mirror }}/{{ miniforge_version }}/Miniforge3-{{ miniforge_version }}-Linux-x86_64.sh"
 INSTALLER = "/var/cache/vmlab/Miniforge3-{{ miniforge_version }}.sh"
@@ -70,18 +86,21 @@ recipe.step("downloader", apt.Packages(("ca-certificates", "curl", "bzip2")))
 recipe.step("installer folder", files.Directory("/var/cache/vmlab", mode="0755"), when=no_conda_yet)
 recipe.step("Miniforge installer", files.Download(URL, INSTALLER, sha256="{{ miniforge_sha256 }}",
                                                   mode="0700"), when=no_conda_yet)
-recipe.step("Miniforge", shell.Shell(f"bash {INSTALLER} -b -p {{{{ conda_prefix }}}} && rm -f {INSTALLER}",
-                                     creates="{{ conda_prefix }}/bin/conda"))
+# values are arguments ($1 the installer, $2 the prefix), never shell text
+recipe.step("Miniforge", shell.Run(("sh", "-c", 'bash "$1" -b -p "$2" && rm -f -- "$1"', "sh", INSTALLER,
+                                    "{{ conda_prefix }}"), creates="{{ conda_prefix }}/bin/conda"))
+# the channel as a JSON string (which YAML reads as the same string), so no value can add a key
 recipe.step("conda-forge only", files.Template("{{ conda_prefix }}/.condarc", mode="0644", source=(
-    "channels:\n  - {{ conda_channel }}\nchannel_priority: strict\nauto_update_conda: false\n")))
-recipe.step("conda for login shells", files.Template("/etc/profile.d/conda.sh", mode="0644",
-                                                     source=". {{ conda_prefix }}/etc/profile.d/conda.sh\n"))
+    "channels:\n  - {{ conda_channel | tojson }}\nchannel_priority: strict\nauto_update_conda: false\n")))
+recipe.step("conda for login shells", files.Template("/etc/profile.d/conda.sh", mode="0644", source=(
+    ". {{ (conda_prefix ~ '/etc/profile.d/conda.sh') | quote }}\n")))
 recipe.step("environment files", files.Directory("{{ conda_prefix }}/vmlab-envs", mode="0755"))
 
-# create, or update when the file changed since it was last applied (the `.applied` copy says what was)
+# create, or update when the file changed since it was last applied (the `.applied` copy says what was);
+# $1 the conda prefix, $2 the environment's name
 ENV_SCRIPT = """\
 set -e
-p={{ conda_prefix }} n=%(name)s
+p=$1 n=$2
 f=$p/vmlab-envs/$n.yml
 if [ -d "$p/envs/$n" ]; then "$p/bin/conda" env update -n "$n" -f "$f" --prune
 else "$p/bin/conda" env create -n "$n" -f "$f"; fi
@@ -92,7 +111,9 @@ for env_file in ENVIRONMENTS:
     name = environment_name(env_file)
     yml = f"{{{{ conda_prefix }}}}/vmlab-envs/{name}.yml"
     recipe.step(f"environment {name} file", files.Copy(str(env_file), yml, mode="0644"))
-    recipe.step(f"environment {name}", shell.Shell(ENV_SCRIPT % {"name": name}, unless=f"cmp -s {yml} {yml}.applied"))
+    quoted = f"{{{{ (conda_prefix ~ '/vmlab-envs/{name}.yml') | quote }}}}"
+    recipe.step(f"environment {name}", shell.Run(("sh", "-c", ENV_SCRIPT, "sh", "{{ conda_prefix }}", name),
+                                                 unless=f"cmp -s {quoted} {quoted}.applied"))
     recipe.step(f"kernel {name}", shell.Run(
         (f"{{{{ conda_prefix }}}}/envs/{name}/bin/python", "-m", "ipykernel", "install", "--prefix",
          "{{ conda_prefix }}", "--name", name, "--display-name", f"Python ({name})"),

@@ -7,8 +7,10 @@
 It goes into the conda base when `conda` is true (recipes/conda.py ran first), into its own virtualenv
 otherwise. The token is never baked: `vmlab up` writes a fresh one into the root-only `/etc/vmlab/jupyter.env`
 at every launch, and the unit does not start without that file. Reach the lab with `vmlab tunnel`.
+The lab never phones home unasked: no news feed, no "get notified about official Jupyter news?" pop-up and no
+update check (a user can turn them on in Settings > Notifications).
 
-Variables:
+Variables (each checked before any host is touched: names are plain names, paths plain absolute paths):
 - `user` (who runs JupyterLab; default: the SSH user), `data_dir` (`data`: the folder it serves).
 - `conda` (false here, true in lab.py), `conda_prefix`, `jupyter_venv` (/opt/jupyter), `jupyterlab_spec`.
 - `jupyter_password_hash`: a hash from `jupyter_server.auth.passwd()` (argon2 or sha1) to also allow a

@@ -15,7 +15,8 @@ import pytest
 from tests.harness.jupyterhub import Hub
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_recipe_jupyterhub import written, hub as hub_recap  # noqa: E402
+from test_recipe_jupyterhub import hub as hub_recap  # noqa: E402
+from test_recipe_jupyterhub import written  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 pytestmark = pytest.mark.timeout(120)

@@ -32,7 +32,7 @@ def test_fresh_host_downloads_the_pinned_installer_and_checks_it(os_release: str
     assert plan["Miniforge installer"] == (f"download {URL} to {INSTALLER}",)
     download = next(r for r in recap.results if r.name == "Miniforge installer")
     assert download.status == "changed"
-    assert plan["Miniforge"] == (f"sh -c 'bash {INSTALLER} -b -p /opt/conda && rm -f {INSTALLER}'",)
+    assert plan["Miniforge"] == (f"""sh -c 'bash "$1" -b -p "$2" && rm -f -- "$1"' sh {INSTALLER} /opt/conda""",)
     assert plan["environment lab"] and plan["kernel lab"] == (
         "/opt/conda/envs/lab/bin/python -m ipykernel install --prefix /opt/conda --name lab "
         "--display-name 'Python (lab)'",)
@@ -53,7 +53,7 @@ def test_condarc_has_only_the_chosen_channel() -> None:
                   variables={"conda_channel": "https://conda.example.org/conda-forge"}, check=True, diff=True)
     condarc = next(r for r in recap.results if r.name == "conda-forge only")
     assert condarc.diff is not None
-    assert "+  - https://conda.example.org/conda-forge\n" in condarc.diff
+    assert '+  - "https://conda.example.org/conda-forge"\n' in condarc.diff
     assert "defaults" not in condarc.diff
 
 

@@ -31,7 +31,9 @@ ABS_PATH = re.compile(rf"(/{_PART})+")
 RELATIVE_PATH = re.compile(rf"{_PART}(/{_PART})*")
 #: a URL on one line with nothing a config line or shell would read as syntax
 URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9_.~+%@:=,-]*)*")
-SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+#: a Debian package name
+PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 #: a release or package version: 24.11.3-0, 1.1-1, 12.6
 VERSION = re.compile(r"[0-9][A-Za-z0-9.+_-]*")
 
@@ -74,11 +76,23 @@ def url(v: Mapping[str, Any], name: str, example: str = "https://mirror.example.
 
 
 def sha256(v: Mapping[str, Any], name: str) -> str:
-    return _matches(v, name, SHA256, "a sha256 (64 lower-case hex digits)", "$(sha256sum FILE | cut -c1-64)")
+    return _matches(v, name, SHA256, "a sha256 (64 hex digits)", "$(sha256sum FILE | cut -c1-64)")
 
 
 def version(v: Mapping[str, Any], name: str, example: str = "1.2.3") -> str:
     return _matches(v, name, VERSION, "a version (digits, letters, . + _ -)", example)
+
+
+def package(v: Mapping[str, Any], name: str, example: str) -> str:
+    return _matches(v, name, PACKAGE, "a Debian package name", example)
+
+
+def line(v: Mapping[str, Any], name: str, example: str) -> str:
+    """Text for one line of a config file: no line breaks or other control characters."""
+    value = v[name]
+    if not isinstance(value, str) or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise _bad(name, value, "one line of text", example)
+    return value
 
 
 def boolean(v: Mapping[str, Any], name: str) -> bool:
@@ -119,5 +133,5 @@ def requirement(v: Mapping[str, Any], name: str, example: str = "'jupyterlab>=4,
     return value
 
 
-__all__ = ["abs_path", "boolean", "folder_name", "port", "relative_path", "requirement", "seconds", "sha256", "url",
-           "user_name", "version"]
+__all__ = ["abs_path", "boolean", "folder_name", "line", "package", "port", "relative_path", "requirement", "seconds",
+           "sha256", "url", "user_name", "version"]
