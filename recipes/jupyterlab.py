@@ -12,7 +12,10 @@ update check (a user can turn them on in Settings > Notifications).
 
 Variables (each checked before any host is touched: names are plain names, paths plain absolute paths):
 - `user` (who runs JupyterLab; default: the SSH user), `data_dir` (`data`: the folder it serves).
-- `conda` (false here, true in lab.py), `conda_prefix`, `jupyter_venv` (/opt/jupyter), `jupyterlab_spec`.
+- `conda` (false here, true in lab.py), `conda_prefix`, `jupyter_venv` (/opt/jupyter).
+- `jupyterlab_lock` (true): install JupyterLab and everything it needs from `locks/jupyterlab.txt` (exact
+  versions and sha256 hashes, `pip install --require-hashes`; refresh it with `bash scripts/lock.sh`); false:
+  `jupyterlab_spec` (`jupyterlab>=4,<5`) from PyPI, unpinned.
 - `jupyter_password_hash`: a hash from `jupyter_server.auth.passwd()` (argon2 or sha1) to also allow a
   password login; the hash, never the password, is written into the image.
 - `jupyter_cull_idle` / `jupyter_cull_terminals`: seconds after which idle kernels / terminals are stopped
@@ -23,6 +26,8 @@ Variables (each checked before any host is touched: names are plain names, paths
 """
 
 import re
+
+from pathlib import Path
 
 from vmlab import lab
 from vmlab.engine import Recipe, varcheck
@@ -35,6 +40,7 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "conda_prefix": "/opt/conda",
     "jupyter_venv": "/opt/jupyter",
     "jupyterlab_spec": "jupyterlab>=4,<5",
+    "jupyterlab_lock": True,
     "jupyter_port": lab.PORT,
     "env_file": lab.ENV_FILE,
     "jupyter_password_hash": "",
@@ -45,6 +51,8 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "tensorboard_logdir": "runs",
 })
 
+#: exact versions and hashes of JupyterLab and its dependencies (made by scripts/lock.sh from locks/jupyterlab.in)
+LOCK = str(Path(__file__).resolve().parent / "locks" / "jupyterlab.txt")
 #: where JupyterLab lives: the conda base or its own venv (a template: variables hold no templates themselves)
 HOME = "{{ conda_prefix if conda else jupyter_venv }}"
 # what jupyter_server.auth.passwd() returns: argon2 (jupyter_server 2) or the older salted sha1
@@ -60,8 +68,11 @@ def _variables(v):
     for name in ("conda_prefix", "jupyter_venv", "env_file"):
         varcheck.abs_path(v, name, example=recipe.vars[name])
     varcheck.requirement(v, "jupyterlab_spec")
-    for name in ("conda", "tensorboard"):
+    for name in ("conda", "tensorboard", "jupyterlab_lock"):
         varcheck.boolean(v, name)
+    if v["jupyterlab_lock"] and v["jupyterlab_spec"] != recipe.vars["jupyterlab_spec"]:
+        raise BadInput(f"jupyterlab_spec {v['jupyterlab_spec']!r} is not used while the lock pins JupyterLab",
+                       "add -e jupyterlab_lock=false, or change locks/jupyterlab.in and run scripts/lock.sh")
     for name in ("jupyter_port", "tensorboard_port"):
         varcheck.port(v, name)
     for name in ("jupyter_cull_idle", "jupyter_cull_terminals"):
@@ -134,10 +145,16 @@ UNIT, TENSORBOARD_UNIT = (text.replace("{{ jupyter_home }}", HOME) for text in (
 CONFIG_DIR = HOME + "/etc/jupyter"
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
-recipe.step("jupyterlab in a venv", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
-            when="not conda")
-recipe.step("jupyterlab in conda base", pip.Packages(("{{ jupyterlab_spec }}",),
-                                                     python="{{ conda_prefix }}/bin/python"), when="conda")
+recipe.step("jupyterlab in a venv", pip.Locked(LOCK, dest="{{ jupyter_venv }}/requirements.lock",
+                                               venv="{{ jupyter_venv }}"), when="not conda and jupyterlab_lock")
+recipe.step("jupyterlab in conda base", pip.Locked(LOCK, dest="{{ conda_prefix }}/jupyterlab-requirements.lock",
+                                                   python="{{ conda_prefix }}/bin/python"),
+            when="conda and jupyterlab_lock")
+recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
+            when="not conda and not jupyterlab_lock")
+recipe.step("jupyterlab in conda base, unpinned", pip.Packages(("{{ jupyterlab_spec }}",),
+                                                               python="{{ conda_prefix }}/bin/python"),
+            when="conda and not jupyterlab_lock")
 recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
