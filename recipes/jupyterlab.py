@@ -26,7 +26,6 @@ Variables (each checked before any host is touched: names are plain names, paths
 """
 
 import re
-
 from pathlib import Path
 
 from vmlab import lab

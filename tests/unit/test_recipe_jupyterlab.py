@@ -39,7 +39,8 @@ def test_venv_mode_on_a_fresh_host() -> None:
     plan = planned(recap())
     venv, lock, install = plan["jupyterlab in a venv"]
     assert venv == "python3 -m venv /opt/jupyter" and lock.startswith("write /opt/jupyter/requirements.lock (")
-    assert install == "/opt/jupyter/bin/python -m pip install --require-hashes --no-deps -r /opt/jupyter/requirements.lock"
+    assert install == ("/opt/jupyter/bin/python -m pip install --require-hashes --no-deps "
+                       "-r /opt/jupyter/requirements.lock")
     assert not {"jupyterlab in conda base", "jupyterlab in a venv, unpinned"} & set(plan)
     assert plan["jupyterlab at boot"] == (f"systemctl enable {lab.SERVICE}",)
     assert plan["settings folder"] == ("mkdir -p -m 0755 /opt/jupyter/etc/jupyter",)
