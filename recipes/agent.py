@@ -4,7 +4,9 @@ back, and stops an idle lab.
     vmlab provision recipes/agent.py -i inventory.yaml -e user=ubuntu
 
 vmlab's own wheel is packed in memory from the code you run (no build tool, no network), uploaded, and
-installed with the `agent` extra's dependencies from PyPI into its own virtualenv (/opt/vmlab-agent). Three
+installed into its own virtualenv (/opt/vmlab-agent) after its dependencies (the `agent` extra's included),
+which come from PyPI pinned by `locks/agent.txt`: exact versions and sha256 hashes, `pip install
+--require-hashes` (refresh the lock with `bash scripts/lock.sh`). Three
 units read the root-only `/etc/vmlab/agent.env` that `vmlab up` writes at each launch (bucket URL, idle
 limit, credentials; never baked); with no such file, or nothing configured in it, each one exits 0 and
 stays inert:
@@ -17,14 +19,25 @@ Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`
 /etc/pip.conf, so a PyPI mirror set there by an earlier step is used.
 """
 
+from pathlib import Path
+
 from vmlab import lab
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.operations import apt, files, ownwheel, pip, shell, systemd
 
 WHEEL_ON_VM = f"{lab.AGENT_VENV}/wheels/{ownwheel.wheel_name()}"
 AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
+#: exact versions and hashes of vmlab's dependencies with the agent extra (made by scripts/lock.sh)
+LOCK = str(Path(__file__).resolve().parent / "locks" / "agent.txt")
 
 recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR})
+
+
+@recipe.check
+def _variables(v):
+    varcheck.user_name(v, "user")  # both land in unit files: a newline there would be a directive
+    varcheck.folder_name(v, "data_dir")
+
 
 COMMON = f"""\
 # written by `vmlab up` at each launch; missing or empty: the agent has nothing to do and exits 0
@@ -86,8 +99,10 @@ WantedBy=multi-user.target
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")))
 recipe.step("agent folder", files.Directory(f"{lab.AGENT_VENV}/wheels", mode="0755"))
 recipe.step("vmlab wheel", ownwheel.OwnWheel(f"{lab.AGENT_VENV}/wheels"), notify="reinstall the agent")
-recipe.step("vmlab with the agent extra", pip.Packages((f"vmlab[agent] @ file://{WHEEL_ON_VM}",),
+recipe.step("agent dependencies, locked", pip.Locked(LOCK, dest=f"{lab.AGENT_VENV}/requirements.lock",
                                                      venv=lab.AGENT_VENV))
+# every dependency is in place already, pinned and hashed: pip installs the wheel alone
+recipe.step("vmlab", pip.Packages((f"vmlab @ file://{WHEEL_ON_VM}",), venv=lab.AGENT_VENV, extra_args=("--no-deps",)))
 recipe.step("agent state", files.Directory(lab.AGENT_STATE_DIR, mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
 recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))

@@ -14,8 +14,7 @@ pending package upgrades). The package list is `PACKAGES` below: copy the recipe
 """
 
 from vmlab import lab
-from vmlab.engine import Recipe
-from vmlab.errors import BadInput
+from vmlab.engine import Recipe, varcheck
 from vmlab.operations import apt, files, shell, systemd, users
 
 PACKAGES = ("ca-certificates", "curl", "git", "htop", "tmux", "unzip", "less", "rsync", "procps", "python3",
@@ -47,10 +46,9 @@ recipe = Recipe("base", become=True, vars={"data_dir": lab.DATA_DIR, "upgrade": 
 
 @recipe.check
 def _variables(v):
-    if not isinstance(v["upgrade"], bool):
-        raise BadInput(f"upgrade {v['upgrade']!r} is not true or false", "use -e upgrade=false")
-    if not str(v["data_dir"]).strip("/") or "/" in str(v["data_dir"]).strip("/") or ".." in str(v["data_dir"]):
-        raise BadInput(f"data_dir {v['data_dir']!r} is not a folder name", "use -e data_dir=data")
+    varcheck.boolean(v, "upgrade")
+    varcheck.user_name(v, "user")
+    varcheck.folder_name(v, "data_dir")
 
 
 recipe.step("unattended upgrades held off", shell.Shell(HOLD, unless=HELD))

@@ -17,7 +17,7 @@ Variables:
 - `cuda_keyring_version` ("1.1-1"): the `cuda-keyring` package fetched from that repository.
 """
 
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.engine.facts import OsRelease, Which
 from vmlab.errors import BadInput
 from vmlab.operations import apt, files, nvidia, shell
@@ -47,6 +47,13 @@ def on_debian(ctx):
 
 def with_gpu(ctx):
     return wanted(ctx) and ctx.facts.get(nvidia.NvidiaGpus()) > 0
+
+
+@recipe.check
+def _variables(v):
+    varcheck.package(v, "cuda_driver", "cuda-drivers")
+    varcheck.url(v, "cuda_repo_url", "https://developer.download.nvidia.com/compute/cuda/repos")
+    varcheck.version(v, "cuda_keyring_version", "1.1-1")
 
 
 @recipe.check_host

@@ -10,10 +10,14 @@ Every name in `hub_users` becomes a system user with `~/data`; JupyterHub starts
 user (LocalProcessSpawner), opening JupyterLab in `~/data`, and stops servers idle for `hub_cull_idle` seconds.
 
 `hub_authenticator` picks how people log in:
-- "native" (default): NativeAuthenticator. Each listed user signs up once at /hub/signup and chooses a
-  password; admins (`hub_admins`) are let in at once, the others wait until an admin approves them at
-  /hub/authorize.
-- "pam": the users' system passwords (set them yourself, e.g. `chpasswd` in a step of your own).
+- "native" (default): NativeAuthenticator with sign-up turned off. Every listed user gets an account with a
+  random password when the hub starts (at its first start on each VM: a baked image holds no accounts); the
+  passwords are in the root-only `/etc/vmlab/hub-passwords.env` (`name=password` lines, never baked). Read it
+  over SSH (`vmlab ssh NAME sudo cat /etc/vmlab/hub-passwords.env`) and hand each person theirs; they can change
+  it at /hub/change-password. A user added to `hub_users` later gets a password at the next hub restart.
+  Nobody can claim a listed name, an admin's included, by signing up first: there is no sign-up page.
+- "pam": the users' system passwords. The recipe sets none (a new account's is locked), so nobody can log in
+  until you set them yourself, e.g. `chpasswd` in a step of your own.
 - "oauth": GenericOAuthenticator (GitHub, Google, GitLab, Keycloak, ...). Its settings are read from the
   environment at start, from the root-only /etc/vmlab/hub.env, which is never baked (the scrub removes
   /etc/vmlab/*.env): write it on the VM after launch and restart the hub::
@@ -27,14 +31,16 @@ user (LocalProcessSpawner), opening JupyterLab in `~/data`, and stops servers id
 
   Only the names in `hub_users` are let in (`allowed_users`), so each must match the provider's user name.
 
-Variables: `hub_users`, `hub_admins`, `hub_authenticator`, `hub_port` (8000), `hub_cull_idle` (3600 s),
-`hub_venv` (/opt/jupyterhub), `jupyterhub_spec`, `jupyterlab_spec`, `data_dir` (`data`).
+Variables: `hub_users`, `hub_admins`, `hub_authenticator`, `hub_port` (8000; the proxy's API takes the next
+port), `hub_cull_idle` (3600 s), `hub_venv` (/opt/jupyterhub), `jupyterhub_spec`, `jupyterlab_spec`,
+`data_dir` (`data`). Each is checked before any host is touched and written into files as data (JSON/Python
+literals), never as code.
 """
 
-import re
+from pathlib import Path
 
 from vmlab import lab
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.errors import BadInput
 from vmlab.operations import apt, files, pip, shell, systemd
 
@@ -52,23 +58,32 @@ recipe = Recipe("jupyterhub", become=True, vars={
 #: hub_authenticator -> JupyterHub's authenticator class (all three are installed, so switching needs no bake)
 AUTHENTICATORS = {"native": "nativeauthenticator.NativeAuthenticator", "pam": "jupyterhub.auth.PAMAuthenticator",
                   "oauth": "oauthenticator.generic.GenericOAuthenticator"}
-USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+#: creates the NativeAuthenticator accounts and their passwords before the hub starts (see its docstring)
+ACCOUNTS_SCRIPT = Path(__file__).resolve().parent / "files" / "hub_accounts.py"
+ACCOUNTS = "/etc/jupyterhub/hub_accounts.py"
+PASSWORDS = "/etc/vmlab/hub-passwords.env"
+DATABASE = "/var/lib/jupyterhub/jupyterhub.sqlite"
 
 
 @recipe.check
 def _variables(v):
     users, admins = v["hub_users"], v["hub_admins"]
-    if not isinstance(users, list) or not users or not all(isinstance(u, str) and USER_NAME.fullmatch(u)
+    if not isinstance(users, list) or not users or not all(isinstance(u, str) and varcheck.USER_NAME.fullmatch(u)
                                                            for u in users):
         raise BadInput(f"hub_users {users!r} is not a list of user names",
                        "use e.g. -e 'hub_users=[ana, ben]' (lower-case letters, digits, _ and -)")
-    if not isinstance(admins, list) or not set(admins) <= set(users):
+    if not isinstance(admins, list) or not all(isinstance(a, str) and a in users for a in admins):
         raise BadInput(f"hub_admins {admins!r} must list some of hub_users", "use e.g. -e 'hub_admins=[ana]'")
     if v["hub_authenticator"] not in AUTHENTICATORS:
         raise BadInput(f"hub_authenticator {v['hub_authenticator']!r} is not native, pam or oauth",
                        "use -e hub_authenticator=native")
-    if not isinstance(v["hub_port"], int) or not 1024 <= v["hub_port"] < 65536:
-        raise BadInput(f"hub_port {v['hub_port']!r} is not a port number from 1024 to 65535", "use -e hub_port=8000")
+    if varcheck.port(v, "hub_port", 8000) == 65535:  # the proxy's API listens on the next port
+        raise BadInput("hub_port 65535 leaves no port for the proxy's API", "use e.g. -e hub_port=8000")
+    varcheck.seconds(v, "hub_cull_idle")
+    varcheck.abs_path(v, "hub_venv", "/opt/jupyterhub")
+    varcheck.requirement(v, "jupyterhub_spec", "'jupyterhub>=5,<6'")
+    varcheck.requirement(v, "jupyterlab_spec")
+    varcheck.folder_name(v, "data_dir")
 
 
 CONFIG = """\
@@ -79,25 +94,27 @@ c.JupyterHub.bind_url = "http://127.0.0.1:{{ hub_port }}"
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{{ hub_port + 1 }}"
 c.JupyterHub.cookie_secret_file = "/var/lib/jupyterhub/jupyterhub_cookie_secret"
-c.JupyterHub.db_url = "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
+c.JupyterHub.db_url = "sqlite:///DATABASE"
 
 c.JupyterHub.authenticator_class = {{ AUTHENTICATORS[hub_authenticator] | tojson }}
 c.Authenticator.allowed_users = set({{ hub_users | list | tojson }})
 c.Authenticator.admin_users = set({{ hub_admins | list | tojson }})
 {%- if hub_authenticator == "native" %}
+# accounts and passwords are made before the hub starts (hub_accounts.py): no sign-up, so no name can be claimed
+c.NativeAuthenticator.enable_signup = False
 c.NativeAuthenticator.open_signup = False
 {%- endif %}
 
-c.Spawner.cmd = ["{{ hub_venv }}/bin/jupyterhub-singleuser"]
+c.Spawner.cmd = [{{ (hub_venv ~ "/bin/jupyterhub-singleuser") | tojson }}]
 c.Spawner.default_url = "/lab"
-c.Spawner.notebook_dir = "~/{{ data_dir }}"
+c.Spawner.notebook_dir = {{ ("~/" ~ data_dir) | tojson }}
 
 c.JupyterHub.load_roles = [{"name": "idle-culler", "services": ["idle-culler"],
                             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
 c.JupyterHub.services = [{"name": "idle-culler",
-                          "command": ["{{ hub_venv }}/bin/python", "-m", "jupyterhub_idle_culler",
-                                      "--timeout={{ hub_cull_idle }}"]}]
-""".replace("AUTHENTICATORS", repr(AUTHENTICATORS))
+                          "command": [{{ (hub_venv ~ "/bin/python") | tojson }}, "-m", "jupyterhub_idle_culler",
+                                      {{ ("--timeout=" ~ hub_cull_idle) | tojson }}]}]
+""".replace("AUTHENTICATORS", repr(AUTHENTICATORS)).replace("DATABASE", DATABASE)
 UNIT = """\
 [Unit]
 Description=JupyterHub (vmlab) on 127.0.0.1:{{ hub_port }}
@@ -108,33 +125,41 @@ WorkingDirectory=/var/lib/jupyterhub
 # OAuth client settings, written on the VM after launch; never baked
 EnvironmentFile=-/etc/vmlab/hub.env
 Environment=PATH={{ hub_venv }}/bin:/usr/local/bin:/usr/bin:/bin
+{%- if hub_authenticator == "native" %}
+# an account and a password (root-only file) for every listed user who has none yet
+ExecStartPre={{ hub_venv }}/bin/python ACCOUNTS DATABASE PASSWORDS {{ hub_users | join(' ') }}
+{%- endif %}
 ExecStart={{ hub_venv }}/bin/jupyterhub -f /etc/jupyterhub/jupyterhub_config.py
 Restart=on-failure
 RestartSec=5
 
 [Install]
 WantedBy=multi-user.target
-"""
+""".replace("ACCOUNTS", ACCOUNTS).replace("DATABASE", DATABASE).replace("PASSWORDS", PASSWORDS)
 # one account and `~/data` per listed user; the guard makes a second run change nothing
+# (the names and the folder come in as arguments: $1 the folder, $2 the names, checked to be plain words)
 USERS = """\
 set -e
-for u in {{ hub_users | join(' ') }}; do
-  id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
-  install -d -m 0750 -o "$u" -g "$u" "/home/$u/{{ data_dir }}"
+for u in $2; do
+  id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash -- "$u"
+  install -d -m 0750 -o "$u" -g "$u" -- "/home/$u/$1"
 done
 """
 USERS_DONE = ("for u in {{ hub_users | join(' ') }}; do id -u \"$u\" >/dev/null 2>&1 "
-              "&& [ -d \"/home/$u/{{ data_dir }}\" ] || exit 1; done")
+              "&& [ -d /home/\"$u\"/{{ data_dir | quote }} ] || exit 1; done")
 
 recipe.step("python and the proxy", apt.Packages(("python3-venv", "ca-certificates", "node-configurable-http-proxy")))
 recipe.step("jupyterhub", pip.Packages(("{{ jupyterhub_spec }}", "{{ jupyterlab_spec }}", "jupyterhub-idle-culler",
                                         "jupyterhub-nativeauthenticator", "oauthenticator"), venv="{{ hub_venv }}"))
-recipe.step("users and their data", shell.Shell(USERS, unless=USERS_DONE))
+recipe.step("users and their data", shell.Run(("sh", "-c", USERS, "sh", "{{ data_dir }}",
+                                               "{{ hub_users | join(' ') }}"), unless=USERS_DONE))
 recipe.step("hub state", files.Directory("/var/lib/jupyterhub", mode="0700", owner="root", group="root"))
 recipe.step("hub settings folder", files.Directory("/etc/jupyterhub", mode="0755"))
 recipe.step("hub settings", files.Template("/etc/jupyterhub/jupyterhub_config.py", source=CONFIG, mode="0644"),
             notify="restart jupyterhub")
 recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
+recipe.step("hub accounts script", files.Copy(str(ACCOUNTS_SCRIPT), ACCOUNTS, mode="0644"),
+            when="hub_authenticator == 'native'", notify="restart jupyterhub")
 recipe.step("jupyterhub unit", systemd.Unit("jupyterhub.service", content=UNIT), notify="restart jupyterhub")
 recipe.step("jupyterhub at boot", systemd.Service("jupyterhub.service", enabled=True, running=True))
 recipe.handler("restart jupyterhub", systemd.Service("jupyterhub.service", restarted=True))

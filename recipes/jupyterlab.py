@@ -7,10 +7,15 @@
 It goes into the conda base when `conda` is true (recipes/conda.py ran first), into its own virtualenv
 otherwise. The token is never baked: `vmlab up` writes a fresh one into the root-only `/etc/vmlab/jupyter.env`
 at every launch, and the unit does not start without that file. Reach the lab with `vmlab tunnel`.
+The lab never phones home unasked: no news feed, no "get notified about official Jupyter news?" pop-up and no
+update check (a user can turn them on in Settings > Notifications).
 
-Variables:
+Variables (each checked before any host is touched: names are plain names, paths plain absolute paths):
 - `user` (who runs JupyterLab; default: the SSH user), `data_dir` (`data`: the folder it serves).
-- `conda` (false here, true in lab.py), `conda_prefix`, `jupyter_venv` (/opt/jupyter), `jupyterlab_spec`.
+- `conda` (false here, true in lab.py), `conda_prefix`, `jupyter_venv` (/opt/jupyter).
+- `jupyterlab_lock` (true): install JupyterLab and everything it needs from `locks/jupyterlab.txt` (exact
+  versions and sha256 hashes, `pip install --require-hashes`; refresh it with `bash scripts/lock.sh`); false:
+  `jupyterlab_spec` (`jupyterlab>=4,<5`) from PyPI, unpinned.
 - `jupyter_password_hash`: a hash from `jupyter_server.auth.passwd()` (argon2 or sha1) to also allow a
   password login; the hash, never the password, is written into the image.
 - `jupyter_cull_idle` / `jupyter_cull_terminals`: seconds after which idle kernels / terminals are stopped
@@ -21,9 +26,10 @@ Variables:
 """
 
 import re
+from pathlib import Path
 
 from vmlab import lab
-from vmlab.engine import Recipe
+from vmlab.engine import Recipe, varcheck
 from vmlab.errors import BadInput
 from vmlab.operations import apt, files, pip, systemd
 
@@ -33,6 +39,7 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "conda_prefix": "/opt/conda",
     "jupyter_venv": "/opt/jupyter",
     "jupyterlab_spec": "jupyterlab>=4,<5",
+    "jupyterlab_lock": True,
     "jupyter_port": lab.PORT,
     "env_file": lab.ENV_FILE,
     "jupyter_password_hash": "",
@@ -43,6 +50,8 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "tensorboard_logdir": "runs",
 })
 
+#: exact versions and hashes of JupyterLab and its dependencies (made by scripts/lock.sh from locks/jupyterlab.in)
+LOCK = str(Path(__file__).resolve().parent / "locks" / "jupyterlab.txt")
 #: where JupyterLab lives: the conda base or its own venv (a template: variables hold no templates themselves)
 HOME = "{{ conda_prefix if conda else jupyter_venv }}"
 # what jupyter_server.auth.passwd() returns: argon2 (jupyter_server 2) or the older salted sha1
@@ -52,23 +61,31 @@ PASSWORD_HASH = re.compile(r"argon2:\$argon2id?\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za
 
 @recipe.check
 def _variables(v):
-    for name in ("conda", "tensorboard"):
-        if not isinstance(v[name], bool):
-            raise BadInput(f"{name} {v[name]!r} is not true or false", f"use -e {name}=true or -e {name}=false")
+    varcheck.user_name(v, "user")
+    varcheck.folder_name(v, "data_dir")
+    varcheck.relative_path(v, "tensorboard_logdir")
+    for name in ("conda_prefix", "jupyter_venv", "env_file"):
+        varcheck.abs_path(v, name, example=recipe.vars[name])
+    varcheck.requirement(v, "jupyterlab_spec")
+    for name in ("conda", "tensorboard", "jupyterlab_lock"):
+        varcheck.boolean(v, name)
+    if v["jupyterlab_lock"] and v["jupyterlab_spec"] != recipe.vars["jupyterlab_spec"]:
+        raise BadInput(f"jupyterlab_spec {v['jupyterlab_spec']!r} is not used while the lock pins JupyterLab",
+                       "add -e jupyterlab_lock=false, or change locks/jupyterlab.in and run scripts/lock.sh")
     for name in ("jupyter_port", "tensorboard_port"):
-        if not isinstance(v[name], int) or not 1024 <= v[name] < 65536:
-            raise BadInput(f"{name} {v[name]!r} is not a port number from 1024 to 65535", f"use e.g. -e {name}=8888")
+        varcheck.port(v, name)
     for name in ("jupyter_cull_idle", "jupyter_cull_terminals"):
-        if not isinstance(v[name], int) or v[name] < 0:
-            raise BadInput(f"{name} {v[name]!r} is not a number of seconds", f"use e.g. -e {name}=3600 (0: never)")
+        varcheck.seconds(v, name)
     secret = v["jupyter_password_hash"]
     if secret and not (isinstance(secret, str) and PASSWORD_HASH.fullmatch(secret)):
         raise BadInput("jupyter_password_hash is not a Jupyter password hash (argon2:... or sha1:...)",
                        "make one with python -c 'from jupyter_server.auth import passwd; print(passwd())'")
 
 
+# LabApp: no news feed or update check from the server (JupyterLab fetches both from the internet by default)
 SETTINGS = """\
 {
+  "LabApp": {"news_url": null, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
   "MappingKernelManager": {"cull_idle_timeout": {{ jupyter_cull_idle }}, "cull_interval": 300,
                            "cull_connected": false, "cull_busy": false},
   "TerminalManager": {"cull_inactive_timeout": {{ jupyter_cull_terminals }}, "cull_interval": 300}
@@ -76,6 +93,13 @@ SETTINGS = """\
   "PasswordIdentityProvider": {"hashed_password": {{ jupyter_password_hash | tojson }},
                                "allow_password_change": false}
 {%- endif %}
+}
+"""
+# the lab's own defaults: never fetch news, never ask to (the "get notified about official Jupyter news?" pop-up),
+# never check for updates; a user can still turn them on in Settings, which is then their choice
+NO_NEWS = """\
+{
+  "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}
 }
 """
 UNIT = """\
@@ -120,15 +144,24 @@ UNIT, TENSORBOARD_UNIT = (text.replace("{{ jupyter_home }}", HOME) for text in (
 CONFIG_DIR = HOME + "/etc/jupyter"
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
-recipe.step("jupyterlab in a venv", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
-            when="not conda")
-recipe.step("jupyterlab in conda base", pip.Packages(("{{ jupyterlab_spec }}",),
-                                                     python="{{ conda_prefix }}/bin/python"), when="conda")
+recipe.step("jupyterlab in a venv", pip.Locked(LOCK, dest="{{ jupyter_venv }}/requirements.lock",
+                                               venv="{{ jupyter_venv }}"), when="not conda and jupyterlab_lock")
+recipe.step("jupyterlab in conda base", pip.Locked(LOCK, dest="{{ conda_prefix }}/jupyterlab-requirements.lock",
+                                                   python="{{ conda_prefix }}/bin/python"),
+            when="conda and jupyterlab_lock")
+recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
+            when="not conda and not jupyterlab_lock")
+recipe.step("jupyterlab in conda base, unpinned", pip.Packages(("{{ jupyterlab_spec }}",),
+                                                               python="{{ conda_prefix }}/bin/python"),
+            when="conda and not jupyterlab_lock")
 recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
 recipe.step("culling and password", files.Template(CONFIG_DIR + "/jupyter_server_config.json", source=SETTINGS,
                                                    mode="0644"), notify="restart jupyterlab")
+recipe.step("lab defaults folder", files.Directory(CONFIG_DIR + "/labconfig", mode="0755"))
+recipe.step("no news pop-up", files.File(CONFIG_DIR + "/labconfig/default_setting_overrides.json", content=NO_NEWS,
+                                         mode="0644"), notify="restart jupyterlab")
 recipe.step("token folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
 recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="restart jupyterlab")
 recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))

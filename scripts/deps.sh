@@ -28,8 +28,10 @@ vmlab_python_env() {  # $1: pip extras, e.g. "[test]" or ""
   .venv/bin/python -m pip install -q -e ".$1"
 }
 
-# Test servers from npm, installed into .tools/ in the checkout (gitignored): Azurite (the Azure Blob emulator).
+# Test servers from npm, installed into .tools/ in the checkout (gitignored): Azurite (the Azure Blob emulator) and
+# configurable-http-proxy (JupyterHub's proxy, for the hub recipe's login tests).
 AZURITE_VERSION="3.37.0"
+CHP_VERSION="5.3.0"
 vmlab_test_tools() {
   if ! command -v npm >/dev/null 2>&1; then
     vmlab_system_packages nodejs npm
@@ -39,5 +41,11 @@ vmlab_test_tools() {
     echo "vmlab: installing azurite $AZURITE_VERSION into .tools/"
     mkdir -p .tools
     npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+  fi
+  if [ ! -x .tools/node_modules/.bin/configurable-http-proxy ] \
+     || ! grep -q "\"version\": \"$CHP_VERSION\"" .tools/node_modules/configurable-http-proxy/package.json 2>/dev/null; then
+    echo "vmlab: installing configurable-http-proxy $CHP_VERSION into .tools/"
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --loglevel=error "configurable-http-proxy@$CHP_VERSION" >/dev/null
   fi
 }

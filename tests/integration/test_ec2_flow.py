@@ -123,6 +123,25 @@ def test_bake_makes_a_tagged_image_and_removes_the_builder(flow: dict[str, Any])
     assert (disk / "etc/machine-id").read_text() == ""
 
 
+def test_the_image_says_what_it_holds(flow: dict[str, Any]) -> None:
+    """The package list taken on the builder is in the image, its sha256 in the image's tags, and `vmlab images
+    show` prints it."""
+    import hashlib
+
+    ec2, result, cloud = flow["ec2"], flow["bake"], flow["cloud"]
+    (image,) = ec2.describe_images(ImageIds=[result["image"]])["Images"]
+    tags = {t["Key"]: t["Value"] for t in image["Tags"]}
+    in_image = (cloud.disks[tags["vmlab:source-instance"]] / "usr/share/vmlab/packages.json").read_bytes()
+    assert hashlib.sha256(in_image).hexdigest() == tags["vmlab:packages-sha256"]
+    listed = json.loads(in_image)
+    assert listed["apt"]["openssh-server"] and tags["vmlab:packages"].startswith(f"apt {len(listed['apt'])}, ")
+    shown = vmlab(flow["env"], "images", "show", result["image"], "--provider", "ec2", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["packages"] == listed
+    text = vmlab(flow["env"], "images", "show", result["image"], "--provider", "ec2").stdout
+    assert f"apt     openssh-server {listed['apt']['openssh-server']}" in text
+
+
 def test_the_builder_was_locked_down(flow: dict[str, Any]) -> None:
     cloud = flow["cloud"]
     seen = cloud.seen[cloud.booted[0]]

@@ -91,3 +91,22 @@ def test_base_and_jupyterlab_plan_over_ssh(inventory: Path) -> None:
         else:
             assert len(failed) <= 1 and all("Failed to connect to bus" in s["error"] for s in failed), failed
         assert len([s for s in host["steps"] if s["status"] != "failed"]) >= 3
+
+
+@pytest.mark.parametrize("recipe, assignment, message", [
+    ("jupyterlab.py", "data_dir=../../etc", "data_dir '../../etc' is not a folder name"),
+    ("jupyterhub.py", "hub_venv=/opt/hub x", "hub_venv '/opt/hub x' is not an absolute path"),
+    ("conda.py", "conda_prefix=/opt/conda;id", "conda_prefix '/opt/conda;id' is not an absolute path"),
+])
+def test_a_bad_recipe_variable_exits_2_before_any_host_is_contacted(tmp_path: Path, recipe: str, assignment: str,
+                                                                    message: str) -> None:
+    """Nothing listens on the inventory's port: had the check let the value through, vmlab would have tried to
+    connect and exited 1 (unreachable); the refusal comes first, as one line, exit 2."""
+    from tests.harness.sshd import free_port
+
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(f"all:\n  hosts:\n    h:\n      ansible_host: 127.0.0.1\n      ansible_port: {free_port()}\n")
+    proc = vmlab("provision", str(RECIPES / recipe), "-i", str(inventory), "-e", assignment)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines

@@ -69,9 +69,12 @@ def test_install_plan_uploads_the_wheel_into_the_agent_venv() -> None:
     plan = planned(recap)
     wheel = f"{lab.AGENT_VENV}/wheels/{wheel_name()}"
     assert plan["vmlab wheel"][0].startswith(f"write {wheel} (")
-    assert plan["vmlab with the agent extra"] == (
-        f"python3 -m venv {lab.AGENT_VENV}",
-        f"{lab.AGENT_VENV}/bin/python -m pip install 'vmlab[agent] @ file://{wheel}'")
+    venv, lock, install = plan["agent dependencies, locked"]
+    assert venv == f"python3 -m venv {lab.AGENT_VENV}"
+    assert lock.startswith(f"write {lab.AGENT_VENV}/requirements.lock (")
+    assert install == (f"{lab.AGENT_VENV}/bin/python -m pip install --require-hashes --no-deps "
+                       f"-r {lab.AGENT_VENV}/requirements.lock")
+    assert plan["vmlab"][-1] == f"{lab.AGENT_VENV}/bin/python -m pip install --no-deps 'vmlab @ file://{wheel}'"
     assert plan["agent state"] == (f"mkdir -p -m 0755 {lab.AGENT_STATE_DIR}", f"chown lab:lab {lab.AGENT_STATE_DIR}")
     handlers = [r for r in recap.results if r.handler]
     assert [h.name for h in handlers] == ["reinstall the agent"]

@@ -32,7 +32,7 @@ def test_fresh_host_downloads_the_pinned_installer_and_checks_it(os_release: str
     assert plan["Miniforge installer"] == (f"download {URL} to {INSTALLER}",)
     download = next(r for r in recap.results if r.name == "Miniforge installer")
     assert download.status == "changed"
-    assert plan["Miniforge"] == (f"sh -c 'bash {INSTALLER} -b -p /opt/conda && rm -f {INSTALLER}'",)
+    assert plan["Miniforge"] == (f"""sh -c 'bash "$1" -b -p "$2" && rm -f -- "$1"' sh {INSTALLER} /opt/conda""",)
     assert plan["environment lab"] and plan["kernel lab"] == (
         "/opt/conda/envs/lab/bin/python -m ipykernel install --prefix /opt/conda --name lab "
         "--display-name 'Python (lab)'",)
@@ -53,7 +53,7 @@ def test_condarc_has_only_the_chosen_channel() -> None:
                   variables={"conda_channel": "https://conda.example.org/conda-forge"}, check=True, diff=True)
     condarc = next(r for r in recap.results if r.name == "conda-forge only")
     assert condarc.diff is not None
-    assert "+  - https://conda.example.org/conda-forge\n" in condarc.diff
+    assert '+  - "https://conda.example.org/conda-forge"\n' in condarc.diff
     assert "defaults" not in condarc.diff
 
 
@@ -105,3 +105,31 @@ def test_shipped_environment_file_is_usable(monkeypatch: pytest.MonkeyPatch) -> 
     import conda  # the recipe module
 
     assert conda.environment_name(RECIPES / "environment.yml") == "lab"
+
+
+MD5 = "0123456789abcdef0123456789abcdef"
+
+
+def test_explicit_lock_next_to_the_file_makes_the_environment(tmp_path: Path) -> None:
+    shutil.copy(RECIPES / "conda.py", tmp_path / "conda.py")
+    shutil.copy(RECIPES / "environment.yml", tmp_path / "environment.yml")
+    (tmp_path / "environment.lock").write_text(
+        f"# platform: linux-64\n@EXPLICIT\nhttps://conda.anaconda.org/conda-forge/linux-64/numpy-2.1.3-py312h1.conda#{MD5}\n")
+    recap = apply(load_recipe(tmp_path / "conda.py"), FreshHost(DEBIAN_12), check=True)
+    plan = planned(recap)
+    assert plan["environment lab lock"][0].startswith("write /opt/conda/vmlab-envs/lab.lock (")
+    (command,) = plan["environment lab"]
+    assert '--file "$lock"' in command and command.endswith(" sh /opt/conda lab")
+    # without a lock, an old one on the host is removed so it is never used again
+    plain = apply(load_recipe(RECIPES / "conda.py"), FreshHost(DEBIAN_12), check=True)
+    assert "environment lab lock" not in planned(plain) and "environment lab lock" not in skipped(plain)
+
+
+@pytest.mark.parametrize("text", ["numpy=2.1\n", f"@EXPLICIT\nhttp://x/numpy.conda#{MD5}\n", "@EXPLICIT\n",
+                                  "@EXPLICIT\nhttps://x/numpy.conda\n"])
+def test_a_lock_that_is_not_explicit_stops_the_recipe_as_it_loads(tmp_path: Path, text: str) -> None:
+    shutil.copy(RECIPES / "conda.py", tmp_path / "conda.py")
+    shutil.copy(RECIPES / "environment.yml", tmp_path / "environment.yml")
+    (tmp_path / "environment.lock").write_text(text)
+    with pytest.raises(BadInput, match="not an explicit conda lock"):
+        load_recipe(tmp_path / "conda.py")

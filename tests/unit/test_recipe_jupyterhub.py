@@ -65,8 +65,26 @@ def test_settings_bind_loopback_and_name_the_authenticator(authenticator: str, c
     assert c["Authenticator"]["allowed_users"] == {"ana", "ben"}
     assert c["Authenticator"]["admin_users"] == {"ana"}
     assert c["Spawner"]["notebook_dir"] == "~/data"
-    assert ("open_signup" in c.get("NativeAuthenticator", {})) == (authenticator == "native")
+    native = c.get("NativeAuthenticator", {})
+    assert (native.get("enable_signup") is False) == (authenticator == "native")
+    assert not native.get("open_signup")
     assert c["JupyterHub"]["services"][0]["command"][-1] == "--timeout=3600"
+
+
+def test_native_accounts_are_made_before_the_hub_starts_and_only_for_native() -> None:
+    recap = hub({"hub_users": ["ana", "ben"]})
+    unit = written(recap, "jupyterhub unit")
+    assert ("ExecStartPre=/opt/jupyterhub/bin/python /etc/jupyterhub/hub_accounts.py "
+            "/var/lib/jupyterhub/jupyterhub.sqlite /etc/vmlab/hub-passwords.env ana ben") in unit
+    assert "hub accounts script" in planned(recap)
+    pam = hub({"hub_authenticator": "pam"})
+    assert "ExecStartPre" not in written(pam, "jupyterhub unit")
+    assert "hub accounts script" not in planned(pam)
+
+
+def test_users_script_gets_its_values_as_arguments() -> None:
+    (command,) = planned(hub({"hub_users": ["ana", "ben"], "data_dir": "work"}))["users and their data"]
+    assert command.endswith(" sh work 'ana ben'") and "$2" in command
 
 
 def test_unit_reads_the_oauth_settings_from_an_unbaked_file() -> None:

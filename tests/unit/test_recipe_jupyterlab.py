@@ -37,9 +37,11 @@ def rendered(step_name: str, variables: dict[str, object] | None = None) -> str:
 
 def test_venv_mode_on_a_fresh_host() -> None:
     plan = planned(recap())
-    assert plan["jupyterlab in a venv"] == ("python3 -m venv /opt/jupyter",
-                                            "/opt/jupyter/bin/python -m pip install 'jupyterlab>=4,<5'")
-    assert "jupyterlab in conda base" not in plan
+    venv, lock, install = plan["jupyterlab in a venv"]
+    assert venv == "python3 -m venv /opt/jupyter" and lock.startswith("write /opt/jupyter/requirements.lock (")
+    assert install == ("/opt/jupyter/bin/python -m pip install --require-hashes --no-deps "
+                       "-r /opt/jupyter/requirements.lock")
+    assert not {"jupyterlab in conda base", "jupyterlab in a venv, unpinned"} & set(plan)
     assert plan["jupyterlab at boot"] == (f"systemctl enable {lab.SERVICE}",)
     assert plan["settings folder"] == ("mkdir -p -m 0755 /opt/jupyter/etc/jupyter",)
 
@@ -47,9 +49,19 @@ def test_venv_mode_on_a_fresh_host() -> None:
 def test_conda_mode_installs_into_the_conda_base() -> None:
     r = recap({"conda": True}, UBUNTU_2404)
     plan = planned(r)
-    assert plan["jupyterlab in conda base"] == ("/opt/conda/bin/python -m pip install 'jupyterlab>=4,<5'",)
+    assert plan["jupyterlab in conda base"][-1] == ("/opt/conda/bin/python -m pip install --require-hashes --no-deps "
+                                                    "-r /opt/conda/jupyterlab-requirements.lock")
     assert {"python venv support", "jupyterlab in a venv"} <= skipped(r)
     assert "ExecStart=/opt/conda/bin/jupyter lab" in rendered("jupyterlab unit", {"conda": True})
+
+
+def test_unpinned_jupyterlab_only_when_asked() -> None:
+    plan = planned(recap({"jupyterlab_lock": False, "jupyterlab_spec": "jupyterlab==4.2.5"}))
+    assert plan["jupyterlab in a venv, unpinned"] == ("python3 -m venv /opt/jupyter",
+                                                      "/opt/jupyter/bin/python -m pip install jupyterlab==4.2.5")
+    assert "jupyterlab in a venv" not in plan
+    with pytest.raises(BadInput, match="jupyterlab_spec 'jupyterlab==4.2.5' is not used while the lock pins"):
+        recap({"jupyterlab_spec": "jupyterlab==4.2.5"})
 
 
 def test_unit_binds_loopback_serves_data_and_needs_the_token_file() -> None:

@@ -1,4 +1,4 @@
-"""`vmlab images [ls|rm]`: the images vmlab baked."""
+"""`vmlab images [ls|show|rm]`: the images vmlab baked, and what each holds."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from vmlab.cli.output import Output, handle_errors, json_option
 @json_option
 @click.pass_context
 def images(ctx: click.Context, provider_name: str | None, region: str | None, json_mode: bool) -> None:
-    """List (default; the options here apply to that listing) or remove vmlab images.
+    """List (default; the options here apply to that listing), show or remove vmlab images.
 
     \b
     Example:
       vmlab images ls --provider local
+      vmlab images show limg-1a2b3c4d
       vmlab images rm limg-1a2b3c4d
       vmlab images --provider ec2 --region eu-west-1 --json
     """
@@ -71,3 +72,42 @@ def rm_images(image_ids: tuple[str, ...], provider_name: str | None, region: str
         provider.delete_image(image.id)
         out.say(f"removed image {image.name} ({image.id})")
     out.emit({"removed": [i.id for i in resolved]})
+
+
+@images.command(name="show")
+@click.argument("image_id", metavar="IMAGE")
+@provider_option
+@region_option
+@json_option
+@handle_errors
+def show_image(image_id: str, provider_name: str | None, region: str | None, json_mode: bool) -> None:
+    """Show an image's tags and what it holds: Debian, Python and conda packages with their versions.
+
+    \b
+    Example:
+      vmlab images show limg-1a2b3c4d
+      vmlab images show ami-0123456789abcdef0 --provider ec2 --json | jq '.packages.python'
+    """
+    from vmlab.errors import BadInput
+    from vmlab.workflows import packages
+
+    out = Output(json_mode)
+    image = open_provider(provider_name, region).describe_image(image_id)
+    if image is None:
+        raise BadInput(f"image {image_id!r} not found", "list images with `vmlab images`")
+    listed = packages.load_local(image.id)
+    out.say(f"{image.id}  {image.name}  {image.state}  {image.created or '-'}")
+    for key, value in sorted(image.tags.items()):
+        out.say(f"  {key} = {value}")
+    if listed is None:
+        out.say(f"package list: not kept on this machine (baked elsewhere?); every vmlab image holds it in "
+                f"{packages.IMAGE_FILE}: `vmlab ssh LAB cat {packages.IMAGE_FILE}`")
+    else:
+        for name, version in sorted(listed.get("apt", {}).items()):
+            out.say(f"apt     {name} {version}")
+        for section in ("python", "conda"):
+            for prefix, found in sorted(listed.get(section, {}).items()):
+                for name, version in sorted(found.items(), key=lambda kv: kv[0].lower()):
+                    out.say(f"{section:<7} {prefix} {name} {version}")
+    out.emit({"id": image.id, "name": image.name, "state": image.state, "created": image.created,
+              "tags": dict(image.tags), "packages": listed, "packages_in_image": packages.IMAGE_FILE})

@@ -1,4 +1,7 @@
-"""Jinja2 rendering with StrictUndefined: a variable a recipe forgot is an error, never an empty string."""
+"""Jinja2 rendering with StrictUndefined: a variable a recipe forgot is an error, never an empty string.
+
+Values land as they are; a template that puts one into another language escapes it there:
+`{{ name | tojson }}` in JSON, YAML or Python, `{{ path | quote }}` in shell text."""
 
 from __future__ import annotations
 
@@ -11,10 +14,14 @@ from vmlab.errors import BadInput
 
 @lru_cache(maxsize=1)
 def _env() -> Any:
+    import shlex
+
     import jinja2
 
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    # `{{ path | quote }}` puts a value into shell text as one word (Jinja's own `tojson` is for JSON/Python)
+    env.filters["quote"] = lambda value: shlex.quote(str(value))
+    return env
 
 
 def is_template(text: str) -> bool:

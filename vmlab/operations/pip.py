@@ -1,8 +1,10 @@
-"""Python packages with pip, optionally in a virtual environment: Packages, and the fact it plans from.
+"""Python packages with pip, optionally in a virtual environment: Packages (requirements), Locked (a lock file
+of exact versions and hashes), and the fact they plan from.
 
 Example::
 
     recipe.step("lab", pip.Packages(("jupyterlab>=4,<5", "ipywidgets"), venv="/opt/lab"))
+    recipe.step("lab", pip.Locked("recipes/locks/jupyterlab.txt", dest="/opt/lab/requirements.lock", venv="/opt/lab"))
 """
 
 from __future__ import annotations
@@ -155,4 +157,91 @@ class Packages(Operation):
             yield self._install(missing)
 
 
-__all__ = ["Packages", "PythonDists", "PythonEnv", "satisfied"]
+def lock_requirements(text: str, where: str = "lock") -> list[str]:
+    """The requirements of a hashed lock file (`pip-compile --generate-hashes` / `uv pip compile
+    --generate-hashes` output), markers kept: ``["anyio==4.6.0", "appnope==0.1.4 ; sys_platform == 'darwin'"]``.
+    BadInput unless every entry is pinned with `==` and carries at least one `--hash`."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out: list[str] = []
+    for entry in text.replace("\\\n", " ").splitlines():
+        entry = entry.split(" #", 1)[0].strip()
+        if not entry or entry.startswith("#"):
+            continue
+        requirement, _, options = entry.partition(" --hash=")
+        try:
+            req = Requirement(requirement.strip())
+        except InvalidRequirement:
+            raise BadInput(f"{where}: {requirement.strip()!r} is not a pinned requirement",
+                           "regenerate the lock with scripts/lock.sh") from None
+        pins = [s for s in req.specifier if s.operator == "=="]
+        if not options or len(pins) != 1 or len(req.specifier) != 1 or req.url:
+            raise BadInput(f"{where}: {req.name} is not pinned with == and hashes",
+                           "regenerate the lock with scripts/lock.sh")
+        out.append(requirement.strip())
+    if not out:
+        raise BadInput(f"{where}: the lock file lists no packages", "regenerate it with scripts/lock.sh")
+    return out
+
+
+@dataclass(frozen=True)
+class Locked(Operation):
+    """Every package of a local lock file (exact versions, hashes) installed with
+    `pip install --require-hashes --no-deps -r DEST`: nothing unpinned or unverified reaches the host.
+
+    The lock is written to `dest` on the host first (it stays there: it says what the environment holds);
+    pip runs only when some locked package is missing or at another version. Example::
+
+        pip.Locked(str(HERE / "locks" / "jupyterlab.txt"), dest="/opt/jupyter/requirements.lock",
+                   venv="/opt/jupyter")
+
+    Make and refresh lock files with scripts/lock.sh (`uv pip compile --universal --generate-hashes`).
+    """
+
+    lock: str
+    dest: str
+    venv: str | None = None
+    python: str = "python3"
+
+    def __post_init__(self) -> None:
+        check_path(self, "dest")
+        check_path(self, "venv", optional=True)
+        if not isinstance(self.python, str) or not self.python or self.python.startswith("-"):
+            raise BadInput(f"pip.Locked: python {self.python!r} is not valid", "give a program name or path")
+        lock_requirements(self._text(), self.lock)
+
+    def _text(self) -> str:
+        try:
+            with open(self.lock, encoding="utf-8") as fh:
+                return fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"pip.Locked: cannot read the lock file {self.lock}: {exc}",
+                           "fix the path, or make the lock with scripts/lock.sh") from None
+
+    @property
+    def interpreter(self) -> str:
+        return f"{self.venv.rstrip('/')}/bin/python" if self.venv else self.python
+
+    def plan(self, facts: Facts) -> Iterator[Command]:
+        from vmlab.operations.files import plan_content
+
+        text = self._text()
+        install = Command(self.interpreter, "-m", "pip", "install", "--require-hashes", "--no-deps", "-r", self.dest)
+        fresh = bool(self.venv) and facts.get(FileStat(self.interpreter)) is None
+        if fresh:
+            yield Command(self.python, "-m", "venv", self.venv or "")
+        yield from plan_content(facts, self.dest, text.encode(), "0644", None, None)
+        if fresh:
+            yield install
+            return
+        env = facts.get(PythonDists(self.interpreter))
+        if any(not satisfied(r, env) for r in lock_requirements(text, self.lock)):
+            yield install
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        return f"{self!r} sha256={hashlib.sha256(self._text().encode()).hexdigest()}"
+
+
+__all__ = ["Locked", "Packages", "PythonDists", "PythonEnv", "lock_requirements", "satisfied"]

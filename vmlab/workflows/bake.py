@@ -17,6 +17,7 @@ from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import HostError
 from vmlab.providers.base import Image, LaunchSpec, Provider
+from vmlab.workflows import packages
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.scrub import scan, scrub
@@ -113,12 +114,17 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
             listed = ", ".join(f"{h.path} ({h.what})" for h in hits[:10])
             raise HostError(f"secrets found on the builder, no image made: {listed}",
                             "remove them in the recipe (or stop it from writing them) and bake again")
+        # what the image holds (apt, Python, conda, with versions): into the image, its tags and our cache
+        manifest = packages.collect(conn)
+        packages.write_into(conn, manifest)
+        tags = {**tags, **packages.summary_tags(manifest)}
         lap("scrub")
         conn.close()
         say(f"creating image {image_name}")
         image = provider.create_image(builder.id, image_name, tags,
                                       progress=lambda msg, frac: say(msg if frac is None else f"{msg} {frac:.0%}"))
         cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
+        packages.save_local(image.id, manifest)
         lap("image")
     if cleanup.errors:  # the image is made, but a paid builder (or its key pair, group) may be left: say so loudly
         raise HostError(f"image {image.name} ({image.id}) is ready, but cleaning up failed: "

@@ -1,0 +1,96 @@
+"""A real JupyterHub (with configurable-http-proxy from .tools/) on 127.0.0.1, started from a given config file.
+
+The config a recipe renders is used as it is; only what must differ on a test machine is appended after it
+(ports, the database and cookie-secret paths under the work folder, no services). Example::
+
+    hub = Hub(tmp_path, rendered_config_text)       # started; .url
+    hub.signup("ana", "pw")                         # HTTP status of the sign-up form's POST
+    assert hub.login("ana", "pw")                   # True when the hub lets the user in
+    hub.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness.serverproc import wait_until_up
+from tests.harness.sshd import free_port
+
+CHP = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
+XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
+
+
+class Hub:
+    def __init__(self, workdir: Path, config: str, timeout: float = 40.0) -> None:
+        if not CHP.exists():
+            raise RuntimeError(f"{CHP} is missing: run `bash -c '. scripts/deps.sh; vmlab_test_tools'`")
+        self.workdir = workdir
+        self.database = workdir / "jupyterhub.sqlite"
+        port, api, hub_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        path = workdir / "jupyterhub_config.py"
+        path.write_text(config + f"""
+# ---- test machine only: ports and paths; nothing about who may log in ----
+c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api}"
+c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
+c.JupyterHub.cookie_secret_file = {str(workdir / "cookie_secret")!r}
+c.JupyterHub.db_url = {"sqlite:///" + str(self.database)!r}
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
+""")
+        self.log_path = workdir / "hub.log"
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(path)], cwd=workdir,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        if not wait_until_up(self.proc, self._routed, timeout, interval=0.2):
+            self.stop()
+            raise TimeoutError(f"JupyterHub did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def _routed(self) -> bool:
+        """The hub answers through the proxy (before the hub adds its route, the proxy itself answers 404)."""
+        import requests
+
+        try:
+            return requests.get(self.url + "/hub/api/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _form(self, page: str, fields: dict[str, str]) -> int:
+        import requests
+
+        with requests.Session() as s:
+            got = s.get(self.url + page, timeout=10)
+            found = XSRF.search(got.text)
+            data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
+            return s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code
+
+    def signup(self, user: str, password: str) -> int:
+        """POST NativeAuthenticator's sign-up form; returns the HTTP status (404: there is no sign-up)."""
+        return self._form("/hub/signup", {"username": user, "signup_password": password,
+                                          "signup_password_confirmation": password})
+
+    def login(self, user: str, password: str) -> bool:
+        """Whether the login form lets `user` in (a redirect away from the login page)."""
+        return self._form("/hub/login", {"username": user, "password": password}) == 302
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # the proxy runs in the hub's process group; a hub killed hard may leave it behind
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
