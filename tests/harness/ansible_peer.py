@@ -68,6 +68,8 @@ def _worker() -> None:  # pragma: no cover - runs in the subprocess
                         if done.code != 0:
                             raise
                 answers.append({"ok": json.loads(buf.getvalue())})
+            elif "conn" in job:
+                answers.append({"ok": _connection_vars(job["conn"])})
             else:
                 with contextlib.redirect_stderr(io.StringIO()):
                     inv = InventoryManager(loader=DataLoader(), sources=[job["hosts"]])
@@ -77,6 +79,36 @@ def _worker() -> None:  # pragma: no cover - runs in the subprocess
         except BaseException as exc:  # noqa: BLE001 - any refusal is an answer
             answers.append({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
     print(json.dumps(answers))
+
+
+CONNECTION_VARS = ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user",
+                   "ansible_ssh_user", "ansible_ssh_private_key_file", "ansible_private_key_file",
+                   "ansible_connection", "ansible_ssh_common_args", "ansible_ssh_extra_args")
+
+
+def _connection_vars(path: str) -> dict[str, dict[str, Any]]:  # pragma: no cover - runs in the subprocess
+    """Each host's connection variables, rendered by Ansible's own templar with the host's variables."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    inv = InventoryManager(loader=loader, sources=[path])
+    vm = VariableManager(loader=loader, inventory=inv)
+    out: dict[str, dict[str, Any]] = {}
+    for host in inv.get_hosts("all"):
+        variables = vm.get_vars(host=host)
+        templar = Templar(loader=loader, variables=variables)
+        mine: dict[str, Any] = {}
+        for var in CONNECTION_VARS:
+            if variables.get(var) is not None:
+                try:
+                    mine[var] = str(templar.template(variables[var]))
+                except Exception as exc:  # noqa: BLE001 - an unrenderable value is an answer too
+                    mine[var] = {"error": str(exc).splitlines()[0]}
+        out[host.name] = mine
+    return out
 
 
 if __name__ == "__main__":

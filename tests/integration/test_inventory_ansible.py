@@ -1,0 +1,215 @@
+"""vmlab's inventory reading against the real ansible-core: the same groups, hosts, merged variables,
+connection settings and --limit selections, or vmlab's documented one-line refusal.
+
+The corpus (tests/data/inventories/, each file naming the public inventory it is modelled on) and random
+inventories from hypothesis are all answered by one ansible worker process per batch (tests/harness/ansible_peer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.harness.ansible_peer import BIN, ansible_env, ask
+from vmlab.errors import BadInput
+from vmlab.inventory import load_inventory, resolve, select, show
+
+CORPUS = sorted((Path(__file__).resolve().parents[1] / "data" / "inventories").glob("*.y*ml"))
+# hosts vmlab must refuse when selected (and why), by file: everything else must match Ansible exactly
+REFUSED = {
+    "14-aws-ssh-args.yml": {"ec2-insecure": "StrictHostKeyChecking=no is refused"},
+    "15-docs-connection-types.yml": {"web-container": "'docker' is not supported",
+                                     "win1.example.com": "'winrm' is not supported"},
+    "18-vault-unsafe.yml": {"secure1": "vault values need decrypting"},
+}
+LIMITS = {
+    "04-docs-groups-of-groups.yml": ["prod", "prod:&webservers", "webservers:!east", "*.example.com",
+                                     "~(one|two)\\.", "dbservers[0]", "dbservers[1:2]", "dbservers[-1]",
+                                     "east,west,!three.example.com", "all:!prod", "web*"],
+    "02-docs-ranges.yml": ["webservers[0:2]", "db-[a:c].example.com", "racks:&rack1*", "~rack2-node[12]",
+                           "plain[1:]", "www0*"],
+    "08-kubespray.yaml": ["k8s_cluster:!etcd", "etcd:&kube_node", "kube_node[3]", "node*:!kube_control_plane"],
+    "24-docs-all-children-top-level.yml": ["ungrouped", "web", "all:!ungrouped", "loner,web2"],
+}
+
+
+def test_corpus_is_big_enough_and_names_its_sources() -> None:
+    assert len(CORPUS) >= 20
+    for path in CORPUS:
+        assert path.read_text().startswith("# Modelled on"), f"{path.name} must name the public source"
+
+
+@pytest.fixture(scope="module")
+def peer() -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = []
+    for path in CORPUS:
+        jobs += [{"list": str(path)}, {"conn": str(path)}]
+        jobs += [{"hosts": str(path), "limit": pattern} for pattern in LIMITS.get(path.name, [])]
+    answers = iter(ask(jobs))
+    out: dict[str, Any] = {}
+    for path in CORPUS:
+        out[path.name] = {"list": next(answers), "conn": next(answers),
+                          "limits": {p: next(answers) for p in LIMITS.get(path.name, [])}}
+    return out
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_list_matches_ansible_inventory(path: Path, peer: dict[str, Any]) -> None:
+    theirs = peer[path.name]["list"]
+    assert "ok" in theirs, theirs
+    mine = json.loads(show.dumps(show.as_list(load_inventory(path))))
+    assert mine == theirs["ok"]
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_connections_match_ansible(path: Path, peer: dict[str, Any]) -> None:
+    inv = load_inventory(path)
+    expected_refusals = REFUSED.get(path.name, {})
+    for name, theirs in peer[path.name]["conn"]["ok"].items():
+        if name in expected_refusals:
+            with pytest.raises(BadInput, match=expected_refusals[name]) as refused:
+                resolve(inv, name)
+            assert "\n" not in str(refused.value) and name in str(refused.value)
+            continue
+        host = resolve(inv, name)
+        assert host.host == theirs.get("ansible_host", theirs.get("ansible_ssh_host", name))
+        assert host.port == int(theirs.get("ansible_port", theirs.get("ansible_ssh_port", 22)))
+        assert host.user == theirs.get("ansible_user", theirs.get("ansible_ssh_user"))
+        if "ansible_ssh_common_args" not in theirs:
+            assert host.key_file == theirs.get("ansible_ssh_private_key_file",
+                                               theirs.get("ansible_private_key_file"))
+        kind = theirs.get("ansible_connection", "ssh")
+        assert host.connection == ("local" if kind == "local" else "ssh")
+
+
+@pytest.mark.parametrize("path", [p for p in CORPUS if p.name in LIMITS], ids=lambda p: p.name)
+def test_limit_patterns_match_ansible(path: Path, peer: dict[str, Any]) -> None:
+    inv = load_inventory(path)
+    for pattern, theirs in peer[path.name]["limits"].items():
+        assert "ok" in theirs and theirs["ok"], (pattern, theirs)
+        assert sorted(select(inv, pattern)) == sorted(theirs["ok"]), pattern
+
+
+def test_cli_list_prints_the_same_text_as_ansible_inventory(tmp_path: Path) -> None:
+    path = next(p for p in CORPUS if p.name.startswith("05-"))
+    env = ansible_env(tmp_path / "ansible")
+    theirs = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(path), "--list"], capture_output=True,
+                            text=True, env=env, timeout=120, check=True).stdout
+    mine = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list"],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+    assert mine == theirs
+
+
+def test_cli_list_hosts_matches_ansible_list_hosts(tmp_path: Path) -> None:
+    path = next(p for p in CORPUS if p.name.startswith("04-"))
+    env = ansible_env(tmp_path / "ansible")
+    out = subprocess.run([str(BIN / "ansible"), "all", "-i", str(path), "--list-hosts", "--limit",
+                          "prod:!one.example.com"], capture_output=True, text=True, env=env, timeout=120,
+                         check=True).stdout
+    theirs = [line.strip() for line in out.splitlines()[1:] if line.strip()]
+    mine = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list-hosts",
+                           "--limit", "prod:!one.example.com"], capture_output=True, text=True, timeout=120,
+                          check=True, env={**os.environ, "NO_COLOR": "1"}).stdout.split()
+    assert mine == theirs == ["foo.example.com", "two.example.com"]
+
+
+# --- random inventories -------------------------------------------------------------------------------------
+
+GROUPS = ["web", "db", "app", "edge", "zone_a", "k8s"]
+HOST_KEYS = ["h1", "h2", "h3", "h1:2222", "n[1:3]", "n[01:09:4]", "x[a:c]", "r[1:2]-s[a:b]", "10.0.0.[1:2]"]
+VAR_NAMES = ["a", "b", "c", "ansible_port", "ansible_host"]
+values = st.one_of(st.integers(1, 3), st.sampled_from(["x", "y", "{{ inventory_hostname }}"]))
+
+
+def _vars(draw: Any, group: bool) -> dict[str, Any]:
+    out = draw(st.dictionaries(st.sampled_from(VAR_NAMES), values, max_size=3))
+    if group and draw(st.booleans()):
+        out["ansible_group_priority"] = draw(st.integers(1, 3))
+    return out
+
+
+@st.composite
+def group_body(draw: Any, index: int, depth: int) -> dict[str, Any] | None:
+    sections: dict[str, Any] = {}
+    for section in draw(st.permutations(["hosts", "children", "vars"])):
+        if section == "hosts" and draw(st.booleans()):
+            keys = draw(st.lists(st.sampled_from(HOST_KEYS), unique=True, max_size=3))
+            sections["hosts"] = {k: (_vars(draw, False) or None) for k in keys}
+        elif section == "children" and index + 1 < len(GROUPS) and depth < 3 and draw(st.booleans()):
+            kids = draw(st.lists(st.sampled_from(GROUPS[index + 1:]), unique=True, max_size=2))
+            sections["children"] = {k: (draw(group_body(GROUPS.index(k), depth + 1)) if draw(st.booleans())
+                                        else None) for k in kids}
+        elif section == "vars" and draw(st.booleans()):
+            sections["vars"] = _vars(draw, True)
+    return sections or None
+
+
+@st.composite
+def inventory_doc(draw: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if draw(st.booleans()):
+        doc["all"] = draw(group_body(-1, 0)) or {"hosts": {"h1": None}}
+    for name in draw(st.lists(st.sampled_from(GROUPS), unique=True, min_size=1, max_size=4)):
+        doc[name] = draw(group_body(GROUPS.index(name), 1))
+    return doc
+
+
+LIMIT_ATOMS = [*GROUPS, "h1", "n1", "web*", "h*", "~n0?", "web[0]", "web[1:2]", "all", "ungrouped", "*"]
+
+
+@st.composite
+def limit_pattern(draw: Any) -> str:
+    atoms = draw(st.lists(st.sampled_from(LIMIT_ATOMS), min_size=1, max_size=3))
+    prefixes = [draw(st.sampled_from(["", "", "&", "!"])) if i else "" for i in range(len(atoms))]
+    return ":".join(p + a for p, a in zip(prefixes, atoms, strict=True))
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(inventory_doc(), limit_pattern()), min_size=25, max_size=25))
+def test_random_inventories_match_ansible(tmp_path_factory: pytest.TempPathFactory,
+                                          cases: list[tuple[dict[str, Any], str]]) -> None:
+    folder = tmp_path_factory.mktemp("random")
+    paths = []
+    for i, (doc, _) in enumerate(cases):
+        path = folder / f"inv{i}.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        paths.append(path)
+    jobs: list[dict[str, Any]] = []
+    for path, (_, pattern) in zip(paths, cases, strict=True):
+        jobs += [{"list": str(path)}, {"hosts": str(path), "limit": pattern}]
+    answers = ask(jobs)
+    for i, path in enumerate(paths):
+        listed, limited = answers[2 * i], answers[2 * i + 1]
+        _compare_list(path, listed)
+        if "ok" in listed:
+            _compare_limit(path, cases[i][1], limited)
+
+
+def _compare_list(path: Path, theirs: dict[str, Any]) -> None:
+    try:
+        mine = json.loads(show.dumps(show.as_list(load_inventory(path))))
+    except BadInput as exc:  # vmlab may refuse only what Ansible refuses too
+        assert "error" in theirs, f"{path.read_text()}\nvmlab refused: {exc}"
+        return
+    assert "ok" in theirs, f"{path.read_text()}\nAnsible refused: {theirs}"
+    assert mine == theirs["ok"], path.read_text()
+
+
+def _compare_limit(path: Path, pattern: str, theirs: dict[str, Any]) -> None:
+    inv = load_inventory(path)
+    try:
+        mine = select(inv, pattern)
+    except BadInput as exc:  # a pattern part that matches nothing (Ansible ignores it), or a bad subscript
+        assert "no host or group matches" in str(exc) or "no host" in str(exc), str(exc)
+        return
+    assert "ok" in theirs, (pattern, theirs)
+    assert sorted(mine) == sorted(theirs["ok"]), (path.read_text(), pattern)
