@@ -11,7 +11,7 @@ from typing import Any
 
 from vmlab.errors import BadInput
 from vmlab.inventory.model import Group, Inventory
-from vmlab.inventory.ranges import RangeError, check_key, expand_host_key
+from vmlab.inventory.ranges import RangeError, expand_host_key
 from vmlab.inventory.yamlread import FIX, read_yaml
 
 SECTIONS = ("vars", "children", "hosts")
@@ -97,7 +97,8 @@ class _Builder:
                     raise self.fail(f"{where}.ansible_group_priority", f"{value!r} is not a whole number") from None
 
     def _hosts(self, group: str, key: Any, values: Any, where: str) -> None:
-        key = check_key(key, where, FIX)
+        if not isinstance(key, str) or not key:
+            raise self.fail(where, f"host name {key!r} must be a non-empty string", 'quote it, e.g. "10":')
         if values is not None and not isinstance(values, dict):
             raise self.fail(where, "host variables must be a mapping (or empty)")
         try:

@@ -18,8 +18,6 @@ import itertools
 import re
 import string
 
-from vmlab.errors import BadInput
-
 MAX_HOSTS = 10_000  # one key never expands to more hosts than this: a typo must not eat the machine's memory
 
 _BRACKETED_PORT = re.compile(r"\[(.+)\]:([0-9]+)")
@@ -126,10 +124,3 @@ def expand_host_key(key: str) -> tuple[list[str], int | None]:
     if not recognised:
         raise RangeError("not a host name, address or range vmlab reads")
     return expand_range(address), port
-
-
-def check_key(key: object, where: str, fix: str) -> str:
-    """The key as a string, or BadInput: Ansible refuses numbers as host names too."""
-    if not isinstance(key, str) or not key:
-        raise BadInput(f"{where}: host name {key!r} must be a non-empty string", "quote it, e.g. \"10\":")
-    return key
