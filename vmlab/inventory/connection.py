@@ -65,7 +65,7 @@ def resolve(inv: Inventory, name: str) -> InventoryHost:
     """The connection settings of host `name`; BadInput (one line, naming the host) if vmlab cannot honour them."""
     merged = inv.vars_of(name)
     _refuse_vault(name, merged)
-    values = RenderedVars(merged, magic_vars(inv, name), name)
+    values = RenderedVars(merged, MagicVars(inv, name), name)
     conn = {key: _pick(values, names, name) for key, names in ALIASES.items()}
     kind = str(conn["connection"] or "ssh")
     if kind not in SSH_KINDS | LOCAL_KINDS:
@@ -93,11 +93,33 @@ def resolve(inv: Inventory, name: str) -> InventoryHost:
         groups=tuple(g for g in sorted(inv.groups_of(name), key=inv._precedence) if g != "all"), vars=merged)
 
 
-def magic_vars(inv: Inventory, name: str) -> dict[str, Any]:
-    """The variables Ansible adds for every host, as far as templates in an inventory use them."""
-    return {"inventory_hostname": name, "inventory_hostname_short": name.split(".")[0],
-            "group_names": inv.group_names(name),
-            "groups": {g: inv.hosts_of(g) for g in inv.groups}}
+class MagicVars(Mapping[str, Any]):
+    """The variables Ansible adds for every host, as far as inventory templates use them (computed on use)."""
+
+    NAMES = ("inventory_hostname", "inventory_hostname_short", "group_names", "groups")
+
+    def __init__(self, inv: Inventory, host: str) -> None:
+        self.inv, self.host = inv, host
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "inventory_hostname":
+            return self.host
+        if key == "inventory_hostname_short":
+            return self.host.split(".")[0]
+        if key == "group_names":
+            return self.inv.group_names(self.host)
+        if key == "groups":
+            return {g: self.inv.hosts_of(g) for g in self.inv.groups}
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:  # without computing the value
+        return key in self.NAMES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
 
 
 def _pick(values: RenderedVars, names: tuple[str, ...], host: str) -> Any:

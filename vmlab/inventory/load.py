@@ -51,6 +51,7 @@ class _Builder:
         self.path = path
         self.hosts: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, Group] = {"all": Group("all"), "ungrouped": Group("ungrouped")}
+        self.members: dict[str, set[str]] = {}  # group -> its own hosts, for quick membership checks
         self._link("all", "ungrouped", "all")
 
     def fail(self, where: str, what: str, fix: str = FIX) -> BadInput:
@@ -108,9 +109,10 @@ class _Builder:
         for name in names:
             if name not in self.hosts:
                 self.hosts[name] = {"ansible_port": port} if port else {}
-            members = self.groups[group].hosts
+            members = self.members.setdefault(group, set())
             if name not in members:
-                members.append(name)
+                members.add(name)
+                self.groups[group].hosts.append(name)
             for var, value in (values or {}).items():
                 _check_var_name(self, var, where)
                 self.hosts[name][var] = value
@@ -138,17 +140,19 @@ class _Builder:
         for name, group in self.groups.items():
             if name != "all" and not group.parents:
                 self._link("all", name, name)
-        inv = Inventory(self.path, self.hosts, self.groups)
+        draft = Inventory(self.path, self.hosts, self.groups)
         ungrouped = self.groups["ungrouped"]
+        leave, join = set(), []
         for host in self.hosts:
-            mine = inv.groups_of(host)
+            mine = draft.groups_of(host)
             if "ungrouped" in mine:
-                if mine - {"all", "ungrouped"} and host in ungrouped.hosts:
-                    ungrouped.hosts.remove(host)
+                if mine - {"all", "ungrouped"} and host in self.members.get("ungrouped", ()):
+                    leave.add(host)
             elif mine <= {"all"}:
-                ungrouped.hosts.append(host)
+                join.append(host)
+        ungrouped.hosts = [h for h in ungrouped.hosts if h not in leave] + join
         _set_depths(self.groups)
-        return inv
+        return Inventory(self.path, self.hosts, self.groups)
 
 
 def _check_var_name(builder: _Builder, var: Any, where: str) -> None:

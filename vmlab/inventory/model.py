@@ -26,21 +26,43 @@ class Group:
 
 @dataclass
 class Inventory:
-    """A parsed inventory; `hosts` maps each host (first-seen order) to its own variables."""
+    """A parsed inventory; `hosts` maps each host (first-seen order) to its own variables.
+
+    Groups and memberships are read-only once loaded (answers about them are cached).
+    """
 
     path: str
     hosts: dict[str, dict[str, Any]]
     groups: dict[str, Group]
+    _cache: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _cached(self, kind: str, key: str, compute: Any) -> Any:
+        if (kind, key) not in self._cache:
+            self._cache[kind, key] = compute()
+        return self._cache[kind, key]
 
     def ancestors(self, group: str) -> set[str]:
-        out: set[str] = set()
-        todo = list(self.groups[group].parents)
-        while todo:
-            g = todo.pop()
-            if g not in out:
-                out.add(g)
-                todo.extend(self.groups[g].parents)
-        return out
+        def compute() -> set[str]:
+            out: set[str] = set()
+            todo = list(self.groups[group].parents)
+            while todo:
+                g = todo.pop()
+                if g not in out:
+                    out.add(g)
+                    todo.extend(self.groups[g].parents)
+            return out
+
+        return self._cached("ancestors", group, compute)  # type: ignore[no-any-return]
+
+    def _direct_groups(self) -> dict[str, list[str]]:
+        def compute() -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for g in self.groups.values():
+                for h in g.hosts:
+                    out.setdefault(h, []).append(g.name)
+            return out
+
+        return self._cached("direct", "", compute)  # type: ignore[no-any-return]
 
     def descendants(self, group: str) -> list[str]:
         """The group, its children, then each further generation, in the order they are first reached."""
@@ -60,15 +82,18 @@ class Inventory:
 
     def hosts_of(self, group: str) -> list[str]:
         """Every host of `group` and of its descendants, each once, in Ansible's order."""
-        out: dict[str, None] = {}
-        for g in self.descendants(group):
-            for h in self.groups[g].hosts:
-                out.setdefault(h, None)
-        return list(out)
+        def compute() -> list[str]:
+            out: dict[str, None] = {}
+            for g in self.descendants(group):
+                for h in self.groups[g].hosts:
+                    out.setdefault(h, None)
+            return list(out)
+
+        return list(self._cached("hosts_of", group, compute))
 
     def groups_of(self, host: str) -> set[str]:
         """The groups `host` belongs to, directly or through a child group (always including `all`)."""
-        direct = [g.name for g in self.groups.values() if host in g.hosts]
+        direct = self._direct_groups().get(host, [])
         out = set(direct)
         for g in direct:
             out |= self.ancestors(g)
