@@ -213,3 +213,25 @@ def _compare_limit(path: Path, pattern: str, theirs: dict[str, Any]) -> None:
         return
     assert "ok" in theirs, (pattern, theirs)
     assert sorted(mine) == sorted(theirs["ok"]), (path.read_text(), pattern)
+
+
+def test_cli_host_prints_the_same_text_as_ansible_inventory(tmp_path: Path) -> None:
+    path = next(p for p in CORPUS if p.name.startswith("18-"))
+    env = ansible_env(tmp_path / "ansible")
+    for host in ("plain1", "secure1"):
+        theirs = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(path), "--host", host],
+                                capture_output=True, text=True, env=env, timeout=120, check=True).stdout
+        mine = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--host", host],
+                              capture_output=True, text=True, timeout=120, check=True).stdout
+        assert mine == theirs
+
+
+def test_cli_list_hosts_refuses_a_selected_non_ssh_host_in_one_line() -> None:
+    path = next(p for p in CORPUS if p.name.startswith("15-"))
+    refused = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list-hosts"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "host web-container: ansible_connection 'docker'" in refused.stderr
+    fine = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list-hosts", "--limit",
+                           "all:!containers:!windows"], capture_output=True, text=True, timeout=120)
+    assert fine.returncode == 0 and fine.stdout.split() == ["localhost", "deb1.example.com", "deb2.example.com"]
