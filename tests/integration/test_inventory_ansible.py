@@ -29,7 +29,7 @@ REFUSED = {
     "14-aws-ssh-args.yml": {"ec2-insecure": "StrictHostKeyChecking=no is refused"},
     "15-docs-connection-types.yml": {"web-container": "'docker' is not supported",
                                      "win1.example.com": "'winrm' is not supported"},
-    "18-vault-unsafe.yml": {"secure1": "vault values need decrypting"},
+    "18-vault-unsafe.yml": {"secure1": "vault values need a password"},
 }
 LIMITS = {
     "04-docs-groups-of-groups.yml": ["prod", "prod:&webservers", "webservers:!east", "*.example.com",
@@ -235,3 +235,26 @@ def test_cli_list_hosts_refuses_a_selected_non_ssh_host_in_one_line() -> None:
     fine = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list-hosts", "--limit",
                            "all:!containers:!windows"], capture_output=True, text=True, timeout=120)
     assert fine.returncode == 0 and fine.stdout.split() == ["localhost", "deb1.example.com", "deb2.example.com"]
+
+
+def test_vault_values_from_ansible_vault_are_decrypted(tmp_path: Path) -> None:
+    env = ansible_env(tmp_path / "ansible")
+    password = tmp_path / "vault-pass"
+    password.write_text("hunter2\n")
+    password.chmod(0o600)
+    secret = "s3cret {{ not a template }} ü"
+    made = subprocess.run([str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(password),
+                           secret, "--name", "db_password"], capture_output=True, text=True, env=env, timeout=120,
+                          check=True).stdout
+    inv_path = tmp_path / "inv.yml"
+    inv_path.write_text("all:\n  hosts:\n    h1:\n      ansible_host: 192.0.2.1\n      "
+                        + made.replace("\n", "\n      ").rstrip() + "\n")
+    inv = load_inventory(inv_path)
+    assert resolve(inv, "h1", b"hunter2").vars["db_password"] == secret
+    with pytest.raises(BadInput, match="cannot decrypt variable db_password: the vault password does not open it"):
+        resolve(inv, "h1", b"wrong")
+    with pytest.raises(BadInput, match="vault values need a password"):
+        resolve(inv, "h1")
+    out = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(inv_path), "--list-hosts",
+                          "--vault-password-file", str(password)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["h1"], out.stderr

@@ -243,8 +243,10 @@ def test_vault_values_are_data_and_refused_when_used(tmp_path: Path) -> None:
     listed = show.as_list(inv)["_meta"]["hostvars"]["h"]
     assert listed["secret"] == {"__ansible_vault": "$ANSIBLE_VAULT;1.1;AES256\n6231\n"}
     assert listed["motd"] == {"__ansible_unsafe": "{{ literally }}"}
-    with pytest.raises(BadInput, match="variable secret is an !vault value, and vault values need decrypting"):
+    with pytest.raises(BadInput, match="variable secret is an !vault value, and vault values need a password"):
         resolve(inv, "h")
+    with pytest.raises(BadInput, match="cannot decrypt variable secret: the vault value is damaged"):
+        resolve(inv, "h", b"pw")
     del inv.hosts["h"]["secret"]
     assert resolve(inv, "h").host == "{{ not_rendered }}"  # !unsafe is never rendered
 
@@ -267,6 +269,20 @@ def test_malformed_inventories_are_one_line_errors(tmp_path: Path, text: str, me
     with pytest.raises(BadInput, match=message) as e:
         load_inventory(p)
     assert "\n" not in str(e.value) and str(p) in str(e.value)
+
+
+def test_vault_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmlab.inventory.vault import read_password_file
+
+    pw = write(tmp_path, "hunter2\n", "pw")
+    assert read_password_file(str(pw)) == b"hunter2"
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(pw))
+    assert read_password_file(None) == b"hunter2"
+    pw.chmod(0o700)
+    with pytest.raises(BadInput, match="vault password scripts are not run"):
+        read_password_file(str(pw))
+    with pytest.raises(BadInput, match="cannot read the vault password file"):
+        read_password_file(str(tmp_path / "none"))
 
 
 def test_group_vars_folder_next_to_the_inventory_is_refused(tmp_path: Path) -> None:

@@ -16,12 +16,14 @@ from vmlab.errors import BadInput
 @click.option("--graph", is_flag=True, help="The group tree (optionally from GROUP).")
 @click.option("--list-hosts", "list_hosts", is_flag=True,
               help="The hosts --limit selects, one a line, after checking each can be reached as written.")
+@click.option("--vault-password-file", metavar="FILE",
+              help="Decrypt !vault values with the password in FILE (default: $ANSIBLE_VAULT_PASSWORD_FILE).")
 @click.option("--limit", "-l", metavar="PATTERN", help="Hosts for --list-hosts: web,db  web:&prod  web:!db  "
                                                          "web*  ~regex  web[0:2]  @file.")
 @click.argument("group", required=False)
 @handle_errors
 def inventory(inventory_file: str, list_: bool, host: str | None, graph: bool, list_hosts: bool,
-              limit: str | None, group: str | None) -> None:
+              vault_password_file: str | None, limit: str | None, group: str | None) -> None:
     """Print an inventory as vmlab reads it: the same output as `ansible-inventory`, so the two can be diffed.
 
     \b
@@ -31,6 +33,7 @@ def inventory(inventory_file: str, list_: bool, host: str | None, graph: bool, l
       vmlab inventory -i inventory.yaml --list-hosts --limit 'gpu:!g4dn-box'
     """
     from vmlab.inventory import load_inventory, select_hosts, show
+    from vmlab.inventory.vault import read_password_file
 
     if sum((list_, host is not None, graph, list_hosts)) != 1:
         raise BadInput("vmlab inventory: give one of --list, --host NAME, --graph, --list-hosts",
@@ -45,5 +48,5 @@ def inventory(inventory_file: str, list_: bool, host: str | None, graph: bool, l
     elif graph:
         click.echo(show.graph(inv, group or "all"))
     else:
-        for h in select_hosts(inv, limit):
+        for h in select_hosts(inv, limit, read_password_file(vault_password_file)):
             click.echo(h.name)

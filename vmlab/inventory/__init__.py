@@ -30,6 +30,6 @@ from vmlab.inventory.model import Group, Inventory
 __all__ = ["Group", "Inventory", "InventoryHost", "load_inventory", "resolve", "select", "select_hosts"]
 
 
-def select_hosts(inv: Inventory, limit: str | None) -> list[InventoryHost]:
+def select_hosts(inv: Inventory, limit: str | None, vault_password: bytes | None = None) -> list[InventoryHost]:
     """The hosts `limit` selects (all when None), in inventory order, with their connections resolved."""
-    return [resolve(inv, name) for name in select(inv, limit)]
+    return [resolve(inv, name, vault_password) for name in select(inv, limit)]

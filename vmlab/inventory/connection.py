@@ -61,10 +61,12 @@ class InventoryHost:
     vars: Mapping[str, Any] = field(default_factory=dict)
 
 
-def resolve(inv: Inventory, name: str) -> InventoryHost:
-    """The connection settings of host `name`; BadInput (one line, naming the host) if vmlab cannot honour them."""
-    merged = inv.vars_of(name)
-    _refuse_vault(name, merged)
+def resolve(inv: Inventory, name: str, vault_password: bytes | None = None) -> InventoryHost:
+    """The connection settings of host `name`; BadInput (one line, naming the host) if vmlab cannot honour them.
+
+    `!vault` values are decrypted with `vault_password`; without one they are refused.
+    """
+    merged = {var: _open_vault(name, var, value, vault_password) for var, value in inv.vars_of(name).items()}
     values = RenderedVars(merged, MagicVars(inv, name), name)
     conn = {key: _pick(values, names, name) for key, names in ALIASES.items()}
     kind = str(conn["connection"] or "ssh")
@@ -158,22 +160,23 @@ def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _refuse_vault(host: str, merged: Mapping[str, Any]) -> None:
-    for var, value in merged.items():
-        if any(isinstance(v, VaultValue) for v in _leaves(value)):
-            raise BadInput(f"host {host}: variable {var} is an !vault value, and vault values need decrypting "
-                           "that vmlab does not do", f"pass it with -e {var}=... or leave it out of the inventory")
-
-
-def _leaves(value: Any) -> Iterator[Any]:
+def _open_vault(host: str, var: str, value: Any, password: bytes | None) -> Any:
     if isinstance(value, Mapping):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _leaves(v)
-    else:
-        yield value
+        return {k: _open_vault(host, var, v, password) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_open_vault(host, var, v, password) for v in value]
+    if not isinstance(value, VaultValue):
+        return value
+    from vmlab.inventory.vault import VaultError, decrypt
+
+    if password is None:
+        raise BadInput(f"host {host}: variable {var} is an !vault value, and vault values need a password",
+                       "give --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE")
+    try:
+        return Unsafe(decrypt(value, password))  # a secret is data: never rendered as a template
+    except VaultError as exc:
+        raise BadInput(f"host {host}: cannot decrypt variable {var}: {exc}", "check the vault password file") \
+            from None
 
 
 class RenderedVars(Mapping[str, Any]):
