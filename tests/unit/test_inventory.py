@@ -220,6 +220,22 @@ def test_connection_refusals_name_the_host(tmp_path: Path, hostvars: str, messag
     assert "host h1" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_known_hosts_files_in_ssh_args_pin_the_key(tmp_path: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNUTqwvQ5vMPCdxsM4ObMN3XSTdB8ORXfRYzdbFhmtH"
+    known = write(tmp_path, f"[192.0.2.9]:2222 {key}\n", "known_hosts")
+    args = f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null"
+    text = f"all:\n  hosts:\n    h:\n      ansible_host: 192.0.2.9\n      ansible_port: 2222\n" \
+           f"      ansible_ssh_common_args: '{args}'\n"
+    assert resolve(load_inventory(write(tmp_path, text)), "h").host_key == key
+    pinned_other = load_inventory(write(tmp_path, text + f"      vmlab_host_key: {other}\n"))
+    with pytest.raises(BadInput, match="vmlab_host_key differs from the key for \\[192.0.2.9\\]:2222"):
+        resolve(pinned_other, "h")
+    unknown = load_inventory(write(tmp_path, text.replace("2222", "2200")))
+    with pytest.raises(BadInput, match="StrictHostKeyChecking=yes, but no key for \\[192.0.2.9\\]:2200"):
+        resolve(unknown, "h")
+
+
 def test_matching_aliases_are_fine_and_ssh_user_alias_works(tmp_path: Path) -> None:
     inv = load_inventory(write(tmp_path, "all:\n  hosts:\n    h: {ansible_host: a, ansible_ssh_host: a, "
                                          "ansible_ssh_user: root, ansible_ssh_port: 2022}\n"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vmlab.errors import BadInput
@@ -85,13 +86,15 @@ def resolve(inv: Inventory, name: str, vault_password: bytes | None = None) -> I
     for var in SSH_ARGS:
         if merged.get(var):
             parse_ssh_args(str(values[var]), var, name, opts)
-    port = _merge_one(name, "port", conn["port"], opts.ports)
+    port = _port(name, _merge_one(name, "port", conn["port"], opts.ports))
+    address = str(conn["host"] or name)
     return InventoryHost(
-        name=name, host=str(conn["host"] or name), port=_port(name, port),
+        name=name, host=address, port=port,
         user=_merge_one(name, "user", conn["user"], opts.users),
         key_file=_merge_one(name, "key file", conn["key_file"], opts.key_files),
         proxy_jump=opts.proxy_jump, proxy_command=opts.proxy_command,
-        host_key=_opt(conn["host_key"]), connection="local" if kind in LOCAL_KINDS else "ssh",
+        host_key=_host_key(name, address, port, _opt(conn["host_key"]), opts),
+        connection="local" if kind in LOCAL_KINDS else "ssh",
         groups=tuple(g for g in sorted(inv.groups_of(name), key=inv._precedence) if g != "all"), vars=merged)
 
 
@@ -154,6 +157,24 @@ def _port(host: str, value: Any) -> int:
     if not 0 < port < 65536:
         raise BadInput(f"host {host}: port {port} is out of range (1-65535)", "set ansible_port to a real port")
     return port
+
+
+def _host_key(host: str, address: str, port: int, pinned: str | None, opts: SSHOptions) -> str | None:
+    """The key to pin: vmlab_host_key, or the one the ssh arguments' known_hosts files hold for the host."""
+    from vmlab.transport.hostkeys import HostKey, KnownHosts
+
+    alias = address if port == 22 else f"[{address}]:{port}"
+    found = [k for f in opts.known_hosts_files for k in KnownHosts(Path(f).expanduser()).lookup(alias)]
+    if pinned and found and HostKey.from_line(pinned, what=f"vmlab_host_key of {host}") not in found:
+        raise BadInput(f"host {host}: vmlab_host_key differs from the key for {alias} in "
+                       f"{', '.join(opts.known_hosts_files)}", "keep one of them")
+    if pinned or found:
+        return pinned or found[0].line()
+    if opts.strict_host_keys:
+        where = ", ".join(opts.known_hosts_files) or "any known_hosts file given"
+        raise BadInput(f"host {host}: StrictHostKeyChecking=yes, but no key for {alias} is in {where}",
+                       "add it there (ssh-keyscan) or pin it with vmlab_host_key")
+    return None
 
 
 def _opt(value: Any) -> str | None:

@@ -1,10 +1,11 @@
 """The parts of `ansible_ssh_common_args` / `ansible_ssh_extra_args` / `ansible_ssh_args` vmlab honours.
 
 Honoured: `-i KEY`, `-p PORT`, `-l USER`, `-J JUMP`, and `-o` with IdentityFile, Port, User, ProxyJump,
-ProxyCommand and StrictHostKeyChecking=accept-new (what vmlab does anyway). Options that only tune speed or
-logging (ControlMaster, ServerAliveInterval, ConnectTimeout, Compression, ...) are ignored. Everything else
-is refused in one line naming the host, so a connection never silently differs from what OpenSSH would do;
-`StrictHostKeyChecking=no` and `UserKnownHostsFile` are refused because vmlab always checks host keys.
+ProxyCommand, UserKnownHostsFile / GlobalKnownHostsFile (the host's key found there is pinned) and
+StrictHostKeyChecking=yes|ask|accept-new. Options that only tune speed or logging (ControlMaster,
+ServerAliveInterval, ConnectTimeout, Compression, ...) are ignored. Everything else is refused in one line
+naming the host, so a connection never silently differs from what OpenSSH would do;
+`StrictHostKeyChecking=no` and `UserKnownHostsFile=/dev/null` are refused because vmlab always checks host keys.
 
     >>> parse_ssh_args("-o ProxyJump=admin@bastion -i ~/.ssh/k", "ansible_ssh_common_args", "web1").proxy_jump
     'admin@bastion'
@@ -40,6 +41,8 @@ class SSHOptions:
     users: list[str] = field(default_factory=list)
     proxy_jump: str | None = None
     proxy_command: str | None = None
+    known_hosts_files: list[str] = field(default_factory=list)
+    strict_host_keys: bool = False
 
 
 def parse_ssh_args(text: str, var: str, host: str, into: SSHOptions | None = None) -> SSHOptions:
@@ -103,10 +106,15 @@ def _set(key: str, value: str, out: SSHOptions, fail: Refuse) -> None:
     elif key == "proxycommand":
         out.proxy_command = out.proxy_command or (None if value.lower() == "none" else value)
     elif key == "stricthostkeychecking":
-        if value.lower() != "accept-new":
+        if value.lower() in ("yes", "ask", "true"):  # non-interactive `ask` refuses unknown hosts, like yes
+            out.strict_host_keys = True
+        elif value.lower() != "accept-new":
             raise fail(f"StrictHostKeyChecking={value} is refused", HOST_KEYS_FIX)
-    elif key == "userknownhostsfile":
-        raise fail(f"UserKnownHostsFile={value} is refused", HOST_KEYS_FIX)
+    elif key in ("userknownhostsfile", "globalknownhostsfile"):
+        files = [f for f in value.split() if f != "/dev/null" or key == "userknownhostsfile"]
+        if "/dev/null" in files or value.lower() == "none":
+            raise fail(f"UserKnownHostsFile={value} is refused", HOST_KEYS_FIX)
+        out.known_hosts_files.extend(files)
     elif key == "forwardagent":
         if value.lower() not in ("no", "false"):
             raise fail("ForwardAgent is not supported by vmlab (it never forwards your SSH agent)")
