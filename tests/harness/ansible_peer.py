@@ -32,8 +32,13 @@ def ansible_env(home: Path) -> dict[str, str]:
 
 
 def ask(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run jobs ({"list": PATH} or {"hosts": PATH, "limit": PATTERN}) in one ansible worker; answers in order."""
-    jobs = [{k: str(Path(v).resolve()) if k in ("list", "hosts", "conn") else v for k, v in j.items()}
+    """Run jobs in one ansible worker; answers ({"ok": ...} or {"error": ...}) in order.
+
+    {"list": PATH} / {"graph": PATH}: ansible-inventory --list (parsed) / --graph (text);
+    {"hosts": PATH, "limit": PATTERN}: what `ansible all --limit PATTERN --list-hosts` selects;
+    {"conn": PATH}: each host's connection variables rendered by Ansible's templar.
+    """
+    jobs = [{k: str(Path(v).resolve()) if k in ("list", "graph", "hosts", "conn") else v for k, v in j.items()}
             for j in jobs]
     with tempfile.TemporaryDirectory() as home:
         proc = subprocess.run([sys.executable, __file__], input=json.dumps(jobs), capture_output=True, text=True,
@@ -59,15 +64,17 @@ def _worker() -> None:  # pragma: no cover - runs in the subprocess
         try:
             VaultSecretsContext._current = None  # the CLI sets these up once per process
             GlobalCLIArgs._Singleton__instance = None  # type: ignore[attr-defined]
-            if "list" in job:
+            if "list" in job or "graph" in job:
                 buf = io.StringIO()
+                argv = ["ansible-inventory", "-i", job.get("list") or job["graph"],
+                        "--list" if "list" in job else "--graph"]
                 with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
                     try:
-                        InventoryCLI(["ansible-inventory", "-i", job["list"], "--list"]).run()
+                        InventoryCLI(argv).run()
                     except SystemExit as done:
                         if done.code != 0:
                             raise
-                answers.append({"ok": json.loads(buf.getvalue())})
+                answers.append({"ok": json.loads(buf.getvalue()) if "list" in job else buf.getvalue()})
             elif "conn" in job:
                 answers.append({"ok": _connection_vars(job["conn"])})
             else:

@@ -278,6 +278,7 @@ def test_vault_values_are_data_and_refused_when_used(tmp_path: Path) -> None:
     ("a:\n  children:\n    b:\n      children:\n        a:\n", "contain each other in a loop"),
     ("a:\n  vars:\n    ansible_group_priority: high\n", "'high' is not a whole number"),
     ("plugin: aws_ec2\n", "inventory plugin configuration"),
+    ("web:\n  children:\n    ungrouped:\n", "`ungrouped` is Ansible's implicit group and cannot be a child"),
     ("all:\n  hosts:\n    a: !include x\n", "vmlab reads the !unsafe and !vault tags only"),
 ])
 def test_malformed_inventories_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -118,6 +118,9 @@ class _Builder:
                 self.hosts[name][var] = value
 
     def _link(self, parent: str, child: str, where: str) -> None:
+        if child == "ungrouped" and parent != "all":  # Ansible then drops the parent's vars from some hosts
+            raise self.fail(where, f"`ungrouped` is Ansible's implicit group and cannot be a child of {parent!r}",
+                            "list those hosts in a group of your own")
         if child == parent or child in self._ancestors(parent):
             raise self.fail(where, f"groups {parent!r} and {child!r} contain each other in a loop")
         p, c = self.groups[parent], self.groups[child]
