@@ -278,6 +278,7 @@ def test_vault_values_are_data_and_refused_when_used(tmp_path: Path) -> None:
     ("a:\n  children:\n    b:\n      children:\n        a:\n", "contain each other in a loop"),
     ("a:\n  vars:\n    ansible_group_priority: high\n", "'high' is not a whole number"),
     ("plugin: aws_ec2\n", "inventory plugin configuration"),
+    ("all:\n  hosts:\n    h: {s: !!set {a, b}}\n", "set values are not read"),
     ("web:\n  children:\n    ungrouped:\n", "`ungrouped` is Ansible's implicit group and cannot be a child"),
     ("all:\n  hosts:\n    a: !include x\n", "vmlab reads the !unsafe and !vault tags only"),
 ])
@@ -300,6 +301,11 @@ def test_vault_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         read_password_file(str(pw))
     with pytest.raises(BadInput, match="cannot read the vault password file"):
         read_password_file(str(tmp_path / "none"))
+
+
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    inv = load_inventory(write(tmp_path, "all:\n  hosts:\n    h: {m: {<<: {a: 1, b: 1}, a: 2}}\n"))
+    assert inv.vars_of("h")["m"] == {"a": 2, "b": 1}
 
 
 def test_group_vars_folder_next_to_the_inventory_is_refused(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ def _loader_class() -> Any:
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` keys may be overridden, not duplicates
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)):
                     continue
@@ -54,6 +56,12 @@ def _loader_class() -> Any:
     def timestamp(loader: Any, node: Any) -> str:  # Ansible hands dates on as ISO text in its JSON
         return str(yaml.SafeLoader.construct_yaml_timestamp(loader, node).isoformat())
 
+    def refuse(loader: Any, node: Any) -> None:
+        raise yaml.constructor.ConstructorError(None, None, f"{node.tag.rsplit(':', 1)[-1]} values are not read "
+                                                "(write a list, mapping or string)", node.start_mark)
+
+    for tag in ("set", "binary", "omap", "pairs"):
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", refuse)
     Loader.add_constructor("!unsafe", unsafe)
     Loader.add_constructor("!vault", vault)
     Loader.add_constructor("tag:yaml.org,2002:timestamp", timestamp)
