@@ -95,7 +95,7 @@ def resolve(inv: Inventory, name: str, vault_password: bytes | None = None) -> I
         proxy_jump=opts.proxy_jump, proxy_command=opts.proxy_command,
         host_key=_host_key(name, address, port, _opt(conn["host_key"]), opts),
         connection="local" if kind in LOCAL_KINDS else "ssh",
-        groups=tuple(g for g in sorted(inv.groups_of(name), key=inv._precedence) if g != "all"), vars=merged)
+        groups=tuple(g for g in sorted(inv.groups_of(name), key=inv.precedence) if g != "all"), vars=merged)
 
 
 class MagicVars(Mapping[str, Any]):

@@ -106,11 +106,12 @@ class Inventory:
     def vars_of(self, host: str) -> dict[str, Any]:
         """The host's variables as Ansible merges them (before any template is rendered)."""
         merged: dict[str, Any] = {}
-        for name in sorted(self.groups_of(host), key=self._precedence):
+        for name in sorted(self.groups_of(host), key=self.precedence):
             merged.update(self.groups[name].vars)
         merged.update(self.hosts[host])
         return merged
 
-    def _precedence(self, name: str) -> tuple[int, int, str]:
+    def precedence(self, name: str) -> tuple[int, int, str]:
+        """The sort key of a group's variables: later (deeper, higher priority, later name) wins."""
         g = self.groups[name]
         return (g.depth, g.priority, g.name)
