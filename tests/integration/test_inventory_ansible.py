@@ -194,13 +194,14 @@ def test_random_inventories_match_ansible(tmp_path_factory: pytest.TempPathFacto
         paths.append(path)
     jobs: list[dict[str, Any]] = []
     for path, (_, pattern) in zip(paths, cases, strict=True):
-        jobs += [{"list": str(path)}, {"hosts": str(path), "limit": pattern}]
+        jobs += [{"list": str(path)}, {"hosts": str(path), "limit": pattern}, {"conn": str(path)}]
     answers = ask(jobs)
     for i, path in enumerate(paths):
-        listed, limited = answers[2 * i], answers[2 * i + 1]
+        listed, limited, conn = answers[3 * i: 3 * i + 3]
         _compare_list(path, listed)
         if "ok" in listed:
             _compare_limit(path, cases[i][1], limited)
+            _compare_connections(path, conn)
 
 
 def _compare_list(path: Path, theirs: dict[str, Any]) -> None:
@@ -212,6 +213,18 @@ def _compare_list(path: Path, theirs: dict[str, Any]) -> None:
         return
     assert "ok" in theirs, f"{path.read_text()}\nAnsible refused: {theirs}"
     assert mine == theirs["ok"], path.read_text()
+
+
+def _compare_connections(path: Path, theirs: dict[str, Any]) -> None:
+    inv = load_inventory(path)
+    for name, fields in theirs["ok"].items():
+        try:
+            host = resolve(inv, name)
+        except BadInput as exc:  # Ansible only fails later, when it connects to port 'x'
+            assert "is not a number" in str(exc) or "out of range" in str(exc), str(exc)
+            continue
+        assert host.host == fields.get("ansible_host", name), path.read_text()
+        assert host.port == int(fields.get("ansible_port", 22)), path.read_text()
 
 
 def _compare_limit(path: Path, pattern: str, theirs: dict[str, Any]) -> None:
