@@ -258,6 +258,11 @@ def test_cli_list_hosts_refuses_a_selected_non_ssh_host_in_one_line() -> None:
     fine = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list-hosts", "--limit",
                            "all:!containers:!windows"], capture_output=True, text=True, timeout=120)
     assert fine.returncode == 0 and fine.stdout.split() == ["localhost", "deb1.example.com", "deb2.example.com"]
+    as_json = subprocess.run([sys.executable, "-m", "vmlab", "inventory", "-i", str(path), "--list-hosts", "--limit",
+                              "linux,localhost", "--json"], capture_output=True, text=True, timeout=120)
+    rows = json.loads(as_json.stdout)
+    assert [(r["name"], r["connection"], r["port"]) for r in rows] == [
+        ("localhost", "local", 22), ("deb1.example.com", "ssh", 22), ("deb2.example.com", "ssh", 22)]
 
 
 def test_vault_values_from_ansible_vault_are_decrypted(tmp_path: Path) -> None:

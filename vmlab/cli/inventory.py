@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vmlab.cli.output import handle_errors
+from vmlab.cli.output import handle_errors, json_option
 from vmlab.errors import BadInput
 
 
@@ -21,16 +21,20 @@ from vmlab.errors import BadInput
 @click.option("--limit", "-l", metavar="PATTERN", help="Hosts for --list-hosts: web,db  web:&prod  web:!db  "
                                                          "web*  ~regex  web[0:2]  @file.")
 @click.argument("group", required=False)
+@json_option
 @handle_errors
 def inventory(inventory_file: str, list_: bool, host: str | None, graph: bool, list_hosts: bool,
-              vault_password_file: str | None, limit: str | None, group: str | None) -> None:
+              vault_password_file: str | None, limit: str | None, group: str | None, json_mode: bool) -> None:
     """Print an inventory as vmlab reads it: the same output as `ansible-inventory`, so the two can be diffed.
 
     \b
     Example:
       vmlab inventory -i inventory.yaml --list
       vmlab inventory -i inventory.yaml --graph gpu
-      vmlab inventory -i inventory.yaml --list-hosts --limit 'gpu:!g4dn-box'
+      vmlab inventory -i inventory.yaml --list-hosts --limit 'gpu:!g4dn-box' [--json]
+
+    With --json, --list-hosts prints each selected host's resolved connection (host, port, user, key_file,
+    proxy_jump, proxy_command, connection); --list and --host are JSON already.
     """
     from vmlab.inventory import load_inventory, select_hosts, show
     from vmlab.inventory.vault import read_password_file
@@ -48,5 +52,8 @@ def inventory(inventory_file: str, list_: bool, host: str | None, graph: bool, l
     elif graph:
         click.echo(show.graph(inv, group or "all"))
     else:
-        for h in select_hosts(inv, limit, read_password_file(vault_password_file)):
-            click.echo(h.name)
+        hosts = select_hosts(inv, limit, read_password_file(vault_password_file))
+        if json_mode:
+            click.echo(show.dumps([show.connection_json(h) for h in hosts]))
+        else:
+            click.echo("\n".join(h.name for h in hosts))

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from vmlab.errors import BadInput
+from vmlab.inventory.connection import InventoryHost
 from vmlab.inventory.model import Inventory
 from vmlab.inventory.yamlread import Unsafe, VaultValue
 
@@ -83,3 +84,11 @@ def graph(inv: Inventory, group: str = "all") -> str:
 
 def _indent(text: str, depth: int) -> str:
     return "  |" * depth + "--" + text if depth else text
+
+
+def connection_json(host: InventoryHost) -> dict[str, Any]:
+    """How vmlab will reach a selected host (`vmlab inventory --list-hosts --json`)."""
+    return {"name": host.name, "host": host.host, "port": host.port, "user": host.user,
+            "key_file": host.key_file, "proxy_jump": host.proxy_jump, "proxy_command": host.proxy_command,
+            "host_key_pinned": host.host_key is not None, "connection": host.connection,
+            "groups": list(host.groups)}
