@@ -103,7 +103,8 @@ def test_limit_patterns_match_ansible(path: Path, peer: dict[str, Any]) -> None:
     inv = load_inventory(path)
     for pattern, theirs in peer[path.name]["limits"].items():
         assert "ok" in theirs and theirs["ok"], (pattern, theirs)
-        assert sorted(select(inv, pattern)) == sorted(theirs["ok"]), pattern
+        # these files' group trees are shallow enough for Ansible's order to be deterministic: compare it too
+        assert select(inv, pattern) == theirs["ok"], pattern
 
 
 def test_cli_list_prints_the_same_text_as_ansible_inventory(tmp_path: Path) -> None:
