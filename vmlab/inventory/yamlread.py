@@ -1,7 +1,7 @@
 """Read an inventory file as Ansible's YAML loader reads it: `!unsafe` and `!vault` tags, no duplicate keys.
 
 `!unsafe` marks a string that is never rendered as a template; `!vault` holds ansible-vault ciphertext,
-which vmlab keeps as data and refuses to use (see `VaultValue`).
+kept as it is until a selected host needs it (then `vault.decrypt` opens it with the user's vault password).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Unsafe(str):
 
 
 class VaultValue(str):
-    """An `!vault` value: ansible-vault ciphertext that vmlab does not decrypt."""
+    """An `!vault` value: ansible-vault ciphertext (shown as is by --list, decrypted for selected hosts)."""
 
 
 def _loader_class() -> Any:
