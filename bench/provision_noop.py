@@ -65,7 +65,7 @@ from tests.harness.sshd import SSHD  # noqa: E402
 def bench_vmlab_inprocess(inventory: Path, runs: int) -> dict[str, Any]:
     """No-op runs through `vmlab.workflows.provision.provision` in this process (imports already warm)."""
     from vmlab.engine.loader import load_recipe
-    from vmlab.inventory import load_inventory
+    from vmlab.inventory import load_inventory, select_hosts
     from vmlab.workflows.provision import provision
 
     connects: list[float] = []
@@ -76,7 +76,7 @@ def bench_vmlab_inprocess(inventory: Path, runs: int) -> dict[str, Any]:
     for i in range(runs + 1):  # the first one warms imports and caches, and is not counted
         t0 = time.perf_counter()
         recipe = load_recipe(RECIPE)
-        hosts = load_inventory(inventory).select(None)
+        hosts = select_hosts(load_inventory(inventory), None)
         seen: list[float] = []
         recaps = provision(recipe, hosts, on_connect=lambda _h, s, seen=seen: seen.append(s))
         total = time.perf_counter() - t0

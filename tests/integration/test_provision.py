@@ -56,9 +56,14 @@ all:
     bad:
       hosts:
         closed:
-          host: 127.0.0.1
-          port: 1
-          key_file: {sshd.client_key}
+          ansible_host: 127.0.0.1
+          ansible_port: 1
+          ansible_ssh_private_key_file: {sshd.client_key}
+    apps:
+      vars:
+        port: 8080  # a plain variable: never the SSH port
+      hosts:
+        box:
 """)
     return root, recipe, inventory
 
@@ -128,6 +133,7 @@ def test_wrong_key_is_a_host_failure_with_diagnosis(setup, sshd, tmp_path: Path)
 
 @pytest.mark.parametrize("args, message", [
     (["--limit", "nosuch"], "--limit nosuch: no host or group"),
+    (["--limit", "good:&nosuch*"], "--limit &nosuch*: no host or group"),
     (["-e", "not a pair"], "expected NAME=VALUE"),
 ])
 def test_bad_arguments_exit_2_and_touch_nothing(setup, args: list[str], message: str) -> None:

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("vmlab.cli.labs:down", "Terminate a lab and delete its disk."),
     "gc": ("vmlab.cli.gc:gc", "Find and remove what vmlab left behind in an EC2 region."),
     "provision": ("vmlab.cli.provision:provision", "Apply a recipe to the SSH hosts of an inventory."),
+    "inventory": ("vmlab.cli.inventory:inventory", "Show an inventory as ansible-inventory would (--list, "
+                                                   "--host, --graph)."),
     "local": ("vmlab.cli.local:local", "Manage the local QEMU provider (base image)."),
 }
 

@@ -30,7 +30,10 @@ def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("recipe_file", metavar="RECIPE")
 @click.option("-i", "--inventory", "inventory_file", required=True, metavar="INVENTORY",
               help="Ansible-style YAML inventory of SSH hosts.")
-@click.option("--limit", "-l", metavar="GROUP|HOST", help="Only these hosts or groups (comma-separated).")
+@click.option("--vault-password-file", metavar="FILE",
+              help="Decrypt !vault values with the password in FILE (default: $ANSIBLE_VAULT_PASSWORD_FILE).")
+@click.option("--limit", "-l", metavar="PATTERN",
+              help="Only these hosts, as Ansible's --limit: web,db  web:&prod  web:!db  web*  ~re  web[0:2]  @file.")
 @click.option("--check", is_flag=True, help="Plan and print what would change; change nothing.")
 @click.option("--diff", is_flag=True, help="Show content changes of files and templates.")
 @click.option("-e", "--extra-var", "extra", multiple=True, metavar="NAME=VALUE",
@@ -39,8 +42,8 @@ def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="How many hosts to provision at once.")
 @json_option
 @handle_errors
-def provision(recipe_file: str, inventory_file: str, limit: str | None, check: bool, diff: bool,
-              extra: tuple[str, ...], forks: int, json_mode: bool) -> None:
+def provision(recipe_file: str, inventory_file: str, vault_password_file: str | None, limit: str | None,
+              check: bool, diff: bool, extra: tuple[str, ...], forks: int, json_mode: bool) -> None:
     """Apply RECIPE to the hosts of an inventory over SSH, in parallel.
 
     \b
@@ -48,12 +51,13 @@ def provision(recipe_file: str, inventory_file: str, limit: str | None, check: b
       vmlab provision recipes/example.py -i inventory.example.yaml --limit gpu --check --diff
     """
     from vmlab.engine.loader import load_recipe
-    from vmlab.inventory import load_inventory
+    from vmlab.inventory import load_inventory, select_hosts
+    from vmlab.inventory.vault import read_password_file
     from vmlab.workflows.provision import provision as run
 
     out = Output(json_mode)
     recipe = load_recipe(recipe_file)
-    hosts = load_inventory(inventory_file).select(limit)
+    hosts = select_hosts(load_inventory(inventory_file), limit, read_password_file(vault_password_file))
     if not hosts:
         raise BadInput(f"{inventory_file}: no hosts to provision", "add hosts, or check --limit")
     extra_vars = parse_extra_vars(extra)
