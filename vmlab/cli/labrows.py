@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from vmlab.cli.options import ec2_only, open_provider
+from vmlab.cli.options import check_options, open_provider
 from vmlab.cli.output import Output
-from vmlab.providers.base import Instance
+from vmlab.providers.base import Instance, Provider, Quotes, Regional
 from vmlab.state import LabRecord
 
 
@@ -36,22 +36,22 @@ def cost_so_far(hourly: float | None, uptime: float | None) -> float | None:
     return round(hourly * uptime / 3600, 4)
 
 
-def _table_price(provider: Any, inst: Instance) -> float | None:
-    if provider.name != "ec2" or inst.spot or not inst.instance_type:
+def _table_price(provider: Provider, inst: Instance) -> float | None:
+    if not isinstance(provider, Quotes) or inst.spot or not inst.instance_type:
         return None
-    from vmlab.providers.ec2.prices import on_demand
-
-    return on_demand(provider.region, inst.instance_type)
+    return provider.list_price(inst.instance_type)
 
 
 def _targets(records: list[LabRecord], provider_name: str | None, region: str | None) -> list[tuple[str, str | None]]:
-    """(provider, region) pairs to ask: the filter's, else every pair the records name, else the default."""
+    """(provider, region) pairs to ask: the filter's, else every pair the records name, else the default.
+    Only records of a regional provider carry a region."""
     if region is not None:
-        if provider_name not in (None, "ec2"):
-            ec2_only(provider_name, region=region)
-        return [("ec2", region)]
-    pairs = {(r.provider, r.region if r.provider == "ec2" else None) for r in records
-             if provider_name in (None, r.provider)}
+        from vmlab.providers import name_for
+
+        name = name_for(Regional, provider_name)
+        check_options(name, region=region)
+        return [(name, region)]
+    pairs = {(r.provider, r.region) for r in records if provider_name in (None, r.provider)}
     if provider_name and not any(p == provider_name for p, _ in pairs):
         pairs.add((provider_name, None))
     return sorted(pairs, key=str) or [(provider_name or "", None)]
@@ -65,13 +65,13 @@ def lab_rows(records: list[LabRecord], provider_name: str | None, region: str | 
     seen: set[tuple[str, str | None]] = set()
     for pname, reg in _targets(records, provider_name, region):
         provider = open_provider(pname or None, reg)
-        here = getattr(provider, "region", None)
+        here = provider.current_region() if isinstance(provider, Regional) else None
         if (provider.name, here) in seen:  # a record without region and one naming the default region
             continue
         seen.add((provider.name, here))
         instances = {i.id: i for i in provider.list_instances({"vmlab:lab": "*"})}
         mine = [r for r in records if r.provider == provider.name
-                and (provider.name != "ec2" or (r.region or here) == here)]
+                and (not isinstance(provider, Regional) or (r.region or here) == here)]
         for r in mine:
             inst = instances.pop(r.instance_id, None)
             up = uptime_seconds(inst, now)
