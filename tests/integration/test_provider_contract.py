@@ -216,8 +216,8 @@ def test_bake_up_ls_down_through_a_provider_with_the_base_verbs_only(cloud: Clou
     (["share-ami", "simg-0", "--account", "123456789012"], "the sandbox provider cannot share images"),
     (["gc", "--yes"], "the sandbox provider cannot sweep leftovers"),
     (["up", "lab2", "--sync", "s3://bucket/alice"], "the sandbox provider cannot give a lab access to a bucket"),
-    (["up", "lab2", "--spot"], "--spot only apply to --provider ec2 (not sandbox)"),
-    (["bake", RECIPE, "--region", "eu-west-1"], "--region only apply to --provider ec2 (not sandbox)"),
+    (["up", "lab2", "--spot"], "--spot only applies to --provider ec2 (not sandbox)"),
+    (["bake", RECIPE, "--region", "eu-west-1"], "--region only applies to --provider ec2 (not sandbox)"),
 ])
 def test_what_needs_a_missing_capability_is_refused_in_one_line(cloud: Cloud, env: None, args: list[str],
                                                                  fragment: str) -> None:

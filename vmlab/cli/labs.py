@@ -145,14 +145,15 @@ def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
       vmlab ls --json
       vmlab ls --provider ec2 --region eu-west-1
     """
-    from vmlab.cli.labrows import lab_rows, render_rows
+    from vmlab.cli.labrows import render_rows
     from vmlab.state import LabStore
+    from vmlab.workflows.listing import list_labs
 
     out = Output(json_mode)
-    rows = lab_rows(LabStore().all(), provider_name, region)
-    render_rows(out, rows)
-    out.emit({"labs": rows, "cost_note": "estimates: hourly price when launched x time since the last start; "
-                                         "disks, traffic and stopped time are not counted"})
+    result = list_labs(LabStore().all(), provider_name, region, opener=open_provider)
+    document = result.to_json()
+    render_rows(out, document["labs"])
+    out.emit(document)
 
 
 @click.command()

@@ -44,7 +44,8 @@ def check_options(provider_name: str, **given: Any) -> None:
             if v not in (None, False, (), "") and not implements(cls, needs[k])]
     if used:
         able = " or ".join(names_with(used[0][1])) or "another provider"
-        raise BadInput(f"{', '.join(flag for flag, _ in used)} only apply to --provider {able} "
+        verb = "applies" if len(used) == 1 else "apply"
+        raise BadInput(f"{', '.join(flag for flag, _ in used)} only {verb} to --provider {able} "
                        f"(not {provider_name})", f"drop {used[0][0]}, or add --provider {able}")
 
 
