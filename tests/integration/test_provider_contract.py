@@ -1,7 +1,7 @@
 """The provider contract (docs/providers.md) from the outside: a minimal provider written here, with the base verbs
-only and no capability, registered in the plain-dict registry, runs `bake`, `up`, `ls` and `down` through the
-real CLI; what needs a capability it lacks (`share-ami`, `gc`, `up --sync`, `--spot`) is refused in one line,
-exit 2, before anything is made.
+only and no capability, registered in the plain-dict registry, runs `bake`, `up`, `ls`, `status` and `down`
+through the real CLI; what needs a capability it lacks (`share-ami`, `gc`, `up --sync`, `--spot`) is refused in
+one line, exit 2, before anything is made.
 
 Its "instances" are throwaway sandbox hosts with a real sshd on 127.0.0.1 (tests/harness/sandbox.py); an image is
 the upper dir a stopped sandbox leaves, the root of the next sandbox. No EC2, no QEMU.
@@ -206,6 +206,10 @@ def test_bake_up_ls_down_through_a_provider_with_the_base_verbs_only(cloud: Clou
     assert (row["name"], row["provider"], row["state"], row["region"], row["hourly_price"]) == (
         "lab1", "sandbox", "running", None, None)
     assert [r["instance"] for r in ok("ls", "--provider", "sandbox")["labs"]] == [record["instance_id"]]
+
+    status = ok("status", "lab1")  # reads the lab's agent status over SSH: none written by this image
+    assert (status["state"], status["agent"]) == ("running", None)
+    assert status["settings"] == {"idle_minutes": 30.0, "max_hours": 24.0, "sync_url": None}
 
     down = ok("down", "lab1")
     assert f"instance {record['instance_id']}" in down["removed"]

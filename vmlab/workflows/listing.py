@@ -148,7 +148,7 @@ def _agent_row(provider: Provider, record: LabRecord, inst: Instance | None) -> 
     from vmlab.errors import VmlabError
     from vmlab.workflows.labs import agent_status
 
-    if inst is None or inst.state != "running" or not (record.extra.get("agent") or {}).get("sync_url"):
+    if inst is None or inst.state != "running" or not record.agent.sync_url:
         return None
     try:
         status = agent_status(provider, record, timeout=5.0)
