@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from vmlab.cli.options import open_provider, provider_option, region_option
+from vmlab.cli.options import capable_provider_option, open_provider, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
 
 
 @click.command()
-@provider_option
+@capable_provider_option("sweeps")
 @region_option
 @click.option("--yes", is_flag=True, help="Remove without asking.")
 @click.option("--labs", is_flag=True, help="Also remove lab instances this machine has no record of.")

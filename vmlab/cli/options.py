@@ -20,6 +20,13 @@ def provider_option(f: F) -> F:
                         help="Where VMs run (default: $VMLAB_PROVIDER or local).")(f)
 
 
+def capable_provider_option(does: str) -> Callable[[F], F]:
+    """--provider for a command only some providers can run (gc, share-ami)."""
+    return click.option("--provider", "provider_name", metavar="ec2", default=None,
+                        help=f"The provider that {does} (default: $VMLAB_PROVIDER when it can, else the first "
+                             "registered one that can).")
+
+
 def region_option(f: F) -> F:
     return click.option("--region", default=None, metavar="REGION",
                         help="AWS region (EC2 only; default: $AWS_REGION, then the profile's).")(f)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from vmlab.cli.options import open_provider, provider_option, region_option
+from vmlab.cli.options import capable_provider_option, open_provider, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
 
 
@@ -22,7 +22,7 @@ from vmlab.cli.output import Output, handle_errors, json_option
               help="KMS key for a region's copy: a key ARN (names its region), REGION=alias/NAME, or one alias "
                    "for every region (repeatable).")
 @click.option("--remove", is_flag=True, help="Revoke instead of grant (on the image and its existing copies).")
-@provider_option
+@capable_provider_option("shares the image")
 @region_option
 @json_option
 @handle_errors
