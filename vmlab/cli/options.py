@@ -22,7 +22,7 @@ def provider_option(f: F) -> F:
 
 def capable_provider_option(does: str) -> Callable[[F], F]:
     """--provider for a command only some providers can run (gc, share-ami)."""
-    return click.option("--provider", "provider_name", metavar="ec2", default=None,
+    return click.option("--provider", "provider_name", metavar="NAME", default=None,
                         help=f"The provider that {does} (default: $VMLAB_PROVIDER when it can, else the first "
                              "registered one that can).")
 
