@@ -31,6 +31,31 @@ def check_name(name: str) -> str:
     return name
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    """The lab agent's settings as `vmlab up` recorded them (stored under `extra.agent` in the record file, so
+    older records still read); a field is None when not recorded. Read it as `record.agent`."""
+
+    idle_minutes: float | None = None
+    max_hours: float | None = None
+    sync_url: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> AgentSection:
+        """From the record file: values of the wrong type (a hand-edited file) count as not recorded."""
+        data = data if isinstance(data, dict) else {}
+        url = data.get("sync_url")
+        return cls(_number(data.get("idle_minutes")), _number(data.get("max_hours")),
+                   url if isinstance(url, str) and url else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"idle_minutes": self.idle_minutes, "max_hours": self.max_hours, "sync_url": self.sync_url}
+
+
 @dataclass
 class LabRecord:
     name: str
@@ -51,6 +76,11 @@ class LabRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     #: USD per hour when launched (an estimate: table or spot history); None for records of older vmlab versions
     hourly_price: float | None = None
+
+    @property
+    def agent(self) -> AgentSection:
+        """The agent's recorded settings (typed view of `extra["agent"]`)."""
+        return AgentSection.from_json(self.extra.get("agent"))
 
     def to_json(self, secrets: bool = False) -> dict[str, Any]:
         data = dataclasses.asdict(self)

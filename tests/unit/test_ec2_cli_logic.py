@@ -7,11 +7,11 @@ import datetime as dt
 
 import pytest
 
-from vmlab.cli.labrows import cost_so_far, uptime_seconds
 from vmlab.errors import BadInput
 from vmlab.providers.base import Instance, LaunchSpec
 from vmlab.providers.ec2 import launchplan, prices, sharing
 from vmlab.providers.ec2.offers import latest_spot, to_offer
+from vmlab.workflows.listing import cost_so_far, uptime_seconds
 
 G4DN = {"InstanceType": "g4dn.xlarge", "VCpuInfo": {"DefaultVCpus": 4}, "MemoryInfo": {"SizeInMiB": 16384},
         "ProcessorInfo": {"SupportedArchitectures": ["x86_64"]},

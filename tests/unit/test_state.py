@@ -43,3 +43,17 @@ def test_saved_keys_are_private(tmp_path: Path) -> None:
     assert (tmp_path / "k" / "id.pub").read_text().startswith("ssh-ed25519 ")
     keys.remove(path)
     assert not path.exists() and not (tmp_path / "k" / "id.pub").exists()
+
+
+def test_the_agent_section_is_typed_and_tolerates_old_or_edited_records() -> None:
+    from vmlab.state import AgentSection
+
+    base = {"name": "lab", "provider": "local", "instance_id": "i", "image": "m", "user": "admin",
+            "key_file": "/k", "host_key": "", "token": "t"}
+    assert LabRecord(**base).agent == AgentSection()  # a record from before the agent
+    record = LabRecord(**base, extra={"agent": {"idle_minutes": 30, "max_hours": 24.0, "sync_url": "s3://b/p"}})
+    assert record.agent == AgentSection(30.0, 24.0, "s3://b/p")
+    assert record.agent.to_json() == record.extra["agent"]
+    edited = LabRecord(**base, extra={"agent": {"idle_minutes": "30", "max_hours": True, "sync_url": ["x"]}})
+    assert edited.agent == AgentSection()
+    assert LabRecord(**base, extra={"agent": "nonsense"}).agent == AgentSection()

@@ -54,15 +54,15 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
       vmlab bake recipes/lab.py --provider local
       vmlab bake recipes/lab.py --provider ec2 --region eu-west-1 --spot --kms-key alias/vmlab
     """
+    from vmlab.cli.quote import check_ssh_cidr
     from vmlab.engine.loader import load_recipe
-    from vmlab.providers.ec2.network import normalize_cidr
     from vmlab.workflows.bake import bake as run
 
     out = Output(json_mode)
     recipe = load_recipe(recipe_file or bundled_recipe("lab.py"))
     provider = open_provider(provider_name, region, kms_key=kms_key, spot=spot, ssh_cidr=ssh_cidr)
     launch: dict[str, object] = {"spot": spot, "volume_size_gb": volume_size,
-                                 "ssh_cidr": normalize_cidr(ssh_cidr) if ssh_cidr else None}
+                                 "ssh_cidr": check_ssh_cidr(provider, ssh_cidr) if ssh_cidr else None}
     result = run(recipe, provider, base=base or provider.default_base, name=name,
                  variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
                  say=out.say, report=step_reporter(out), launch_options=launch)

@@ -6,8 +6,9 @@ import os
 
 import click
 
-from vmlab.cli.options import open_provider, provider_for, provider_option, region_option
+from vmlab.cli.options import open_provider, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.providers import provider_for
 
 
 @click.command()
@@ -144,14 +145,15 @@ def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
       vmlab ls --json
       vmlab ls --provider ec2 --region eu-west-1
     """
-    from vmlab.cli.labrows import lab_rows, render_rows
+    from vmlab.cli.labrows import render_rows
     from vmlab.state import LabStore
+    from vmlab.workflows.listing import list_labs
 
     out = Output(json_mode)
-    rows = lab_rows(LabStore().all(), provider_name, region)
-    render_rows(out, rows)
-    out.emit({"labs": rows, "cost_note": "estimates: hourly price when launched x time since the last start; "
-                                         "disks, traffic and stopped time are not counted"})
+    result = list_labs(LabStore().all(), provider_name, region, opener=open_provider)
+    document = result.to_json()
+    render_rows(out, document["labs"])
+    out.emit(document)
 
 
 @click.command()
@@ -176,7 +178,7 @@ def status(name: str, json_mode: bool) -> None:
     record = require_record(LabStore(), name)
     provider = provider_for(record)
     inst = provider.describe(record.instance_id)
-    settings = record.extra.get("agent") or {}
+    settings = record.agent
     unreachable = ""
     try:
         agent = agent_status(provider, record) if inst is not None and inst.state == "running" else None
@@ -184,8 +186,8 @@ def status(name: str, json_mode: bool) -> None:
         agent, unreachable = None, str(e)
     out.say(f"lab {name}: {inst.state if inst else 'missing'} ({record.provider} {record.instance_id}, "
             f"{record.host}:{record.port})")
-    out.say(f"  idle stop: {settings.get('idle_minutes', '-')} min, time limit: {settings.get('max_hours', '-')} h, "
-            f"sync: {redact(settings['sync_url']) if settings.get('sync_url') else 'off'}")
+    out.say(f"  idle stop: {_or_dash(settings.idle_minutes)} min, time limit: {_or_dash(settings.max_hours)} h, "
+            f"sync: {redact(settings.sync_url) if settings.sync_url else 'off'}")
     if unreachable:
         out.say(f"  agent: unreachable ({unreachable})")
     if agent is not None:
@@ -199,9 +201,13 @@ def status(name: str, json_mode: bool) -> None:
             out.say(f"  last error: {agent.last_error}")
         if agent.interruption:
             out.say(f"  EC2 notice: {agent.interruption}")
-    shown = {**settings, "sync_url": redact(settings["sync_url"]) if settings.get("sync_url") else None}
+    shown = {**settings.to_json(), "sync_url": redact(settings.sync_url) if settings.sync_url else None}
     out.emit({"lab": name, "state": inst.state if inst else "missing", "settings": shown,
               "agent": agent.to_json() if agent else None})
+
+
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else str(value)
 
 
 @click.command()

@@ -29,9 +29,11 @@ def init(json_mode: bool) -> None:
     Example:
       sudo vmlab local init
     """
-    from vmlab.providers.local.baseimage import ensure_base_image
+    from vmlab.providers import get_provider, name_for, require
+    from vmlab.providers.base import BuildsBaseImage
 
     out = Output(json_mode)
+    builder = require(get_provider(name_for(BuildsBaseImage, None)), BuildsBaseImage, "build a base image")
     started = time.monotonic()
     last = [""]
 
@@ -40,7 +42,7 @@ def init(json_mode: bool) -> None:
             last[0] = message
             out.say(message if fraction is None else f"{message} ({fraction:.0%})")
 
-    image = ensure_base_image(progress)
+    image = builder.build_base_image(progress)
     size = f"{image.size_bytes / 2**20:.0f} MiB" if image.size_bytes else "?"
     out.say(f"base image {image.id} ready ({size}, {time.monotonic() - started:.0f}s)", "bold green")
     out.emit({"image": image.id, "name": image.name, "size_bytes": image.size_bytes, "created": image.created})

@@ -11,7 +11,6 @@ from vmlab.errors import BadInput
 
 if TYPE_CHECKING:
     from vmlab.providers.base import Provider
-    from vmlab.state import LabRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,39 +20,53 @@ def provider_option(f: F) -> F:
                         help="Where VMs run (default: $VMLAB_PROVIDER or local).")(f)
 
 
+def capable_provider_option(does: str) -> Callable[[F], F]:
+    """--provider for a command only some providers can run (gc, share-ami)."""
+    return click.option("--provider", "provider_name", metavar="NAME", default=None,
+                        help=f"The provider that {does} (default: $VMLAB_PROVIDER when it can, else the first "
+                             "registered one that can).")
+
+
 def region_option(f: F) -> F:
     return click.option("--region", default=None, metavar="REGION",
                         help="AWS region (EC2 only; default: $AWS_REGION, then the profile's).")(f)
 
 
-def ec2_only(provider_name: str, **given: Any) -> None:
-    """BadInput when options that only EC2 understands were given for another provider (instead of ignoring
+def _needs() -> dict[str, type[Any]]:
+    """Option -> the capability a provider needs for it (vmlab.providers.base)."""
+    from vmlab.providers.base import CustomerKeys, Firewalled, Quotes, Regional
+
+    return {"region": Regional, "kms_key": CustomerKeys, "spot": Quotes, "max_price": Quotes,
+            "ssh_cidr": Firewalled}
+
+
+def check_options(provider_name: str, **given: Any) -> None:
+    """BadInput when options were given that the provider `provider_name` cannot honour (instead of ignoring
     them silently: a --spot or --region that does nothing would mislead)."""
-    used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v not in (None, False, (), "")]
+    from vmlab.providers import implements, names_with, provider_class
+
+    cls = provider_class(provider_name)
+    needs = _needs()
+    used = [(f"--{k.replace('_', '-')}", needs[k]) for k, v in given.items()
+            if v not in (None, False, (), "") and not implements(cls, needs[k])]
     if used:
-        raise BadInput(f"{', '.join(used)} only apply to --provider ec2 (not {provider_name})",
-                           f"drop {used[0]}, or add --provider ec2")
+        able = " or ".join(names_with(used[0][1])) or "another provider"
+        verb = "applies" if len(used) == 1 else "apply"
+        raise BadInput(f"{', '.join(flag for flag, _ in used)} only {verb} to --provider {able} "
+                       f"(not {provider_name})", f"drop {used[0][0]}, or add --provider {able}")
 
 
 def open_provider(name: str | None, region: str | None = None, *, kms_key: str | None = None,
-                  **ec2_flags: Any) -> Provider:
-    """The provider `name` (default $VMLAB_PROVIDER or local). For ec2 the region is checked at once, so an
-    unknown region fails before anything is created; for other providers ec2-only options are refused."""
-    from vmlab.providers import PROVIDERS, default_provider_name, get_provider
+                  **flags: Any) -> Provider:
+    """The provider `name` (default $VMLAB_PROVIDER or local). Options it cannot honour are refused; a regional
+    provider's region is checked at once, so an unknown region fails before anything is created."""
+    from vmlab.providers import default_provider_name, get_provider
+    from vmlab.providers.base import Regional
 
     name = name or default_provider_name()
-    if name != "ec2":
-        if name in PROVIDERS:
-            ec2_only(name, region=region, kms_key=kms_key, **ec2_flags)
-        return get_provider(name)
-    options: dict[str, Any] = {"region": region}
-    if kms_key:
-        options["kms_key"] = kms_key
-    provider = get_provider("ec2", **options)
-    getattr(provider, "region")  # noqa: B009 - touching it checks the region (BadInput when unknown)
+    check_options(name, region=region, kms_key=kms_key, **flags)
+    options = {k: v for k, v in (("region", region), ("kms_key", kms_key)) if v}
+    provider = get_provider(name, **options)
+    if isinstance(provider, Regional):
+        provider.current_region()  # BadInput when unknown
     return provider
-
-
-def provider_for(record: LabRecord) -> Provider:
-    """The provider a lab was launched with, in the region it was launched in."""
-    return open_provider(record.provider, record.region if record.provider == "ec2" else None)

@@ -1,5 +1,6 @@
 """What `vmlab up` checks and shows before it launches: the instance type against the image, what the type gives
-(vCPU, memory, GPUs) and roughly costs per hour. EC2 only; other providers launch without a quote."""
+(vCPU, memory, GPUs) and roughly costs per hour, for a provider that quotes prices (`Quotes`); others launch
+without a quote."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from typing import Any
 
 from vmlab.cli.output import Output
 from vmlab.errors import BadInput
-from vmlab.providers.base import Image, Provider
+from vmlab.providers.base import Firewalled, Image, Provider, Quotes
 
 
 class TypeQuote:
-    """The `quote` of `vmlab up` on ec2: check the type against the image, print what it gives and costs; the
-    offer shown stays in `offer` (for the --json document)."""
+    """The `quote` of `vmlab up`: check the type against the image, print what it gives and costs; the offer
+    shown stays in `offer` (for the --json document)."""
 
-    def __init__(self, provider: Any, out: Output, instance_type: str | None, spot: bool,
+    def __init__(self, provider: Quotes, out: Output, instance_type: str | None, spot: bool,
                  max_price: float | None) -> None:
         self.provider, self.out = provider, out
         self.instance_type, self.spot, self.max_price = instance_type, spot, max_price
@@ -35,16 +36,22 @@ class TypeQuote:
 
 def launch_checks(provider: Provider, out: Output, instance_type: str | None, spot: bool, max_price: float | None,
                   volume_size: int | None, ssh_cidr: str | None) -> tuple[dict[str, Any], TypeQuote | None]:
-    """The extra LaunchSpec fields for `up`, and for ec2 the quote to run once the image is known."""
+    """The extra LaunchSpec fields for `up`, and for a provider that quotes prices the quote to run once the
+    image is known."""
     if max_price is not None and not spot:
         raise BadInput("--max-price applies to spot instances only", "add --spot or drop --max-price")
     if max_price is not None and max_price <= 0:
         raise BadInput(f"--max-price {max_price} is not positive", "give dollars per hour, e.g. 0.25")
     launch: dict[str, Any] = {"max_price": max_price, "volume_size_gb": volume_size}
     if ssh_cidr:
-        from vmlab.providers.ec2.network import normalize_cidr
-
-        launch["ssh_cidr"] = normalize_cidr(ssh_cidr)
-    if provider.name != "ec2":
+        launch["ssh_cidr"] = check_ssh_cidr(provider, ssh_cidr)
+    if not isinstance(provider, Quotes):
         return launch, None
     return launch, TypeQuote(provider, out, instance_type, spot, max_price)
+
+
+def check_ssh_cidr(provider: Provider, cidr: str) -> str:
+    """`--ssh-cidr` normalised by the provider (open_provider already refused it for one without a firewall)."""
+    from vmlab.providers import require
+
+    return require(provider, Firewalled, "limit SSH to a network range (--ssh-cidr)").check_ssh_cidr(cidr)

@@ -1,14 +1,18 @@
-"""The Provider protocol: a short list of verbs over typed dataclasses, implemented by `local` (QEMU) and `ec2`.
+"""The Provider protocol: a short list of verbs over typed dataclasses, implemented by `local` (QEMU) and `ec2`,
+and the optional capabilities only some providers have (regions, prices, scoped storage access, sweeping
+leftovers, sharing images, ...).
 
-Workflows (bake, up, down, ...) speak only this protocol; boto3 and QEMU details stay inside each provider.
+Workflows (bake, up, down, ...) speak only these protocols; boto3 and QEMU details stay inside each provider.
+Callers ask `isinstance(provider, SharesImages)` (or `require(...)`), never compare provider names.
 Every resource a provider creates carries the tags it is given (`vmlab:run`, `vmlab:lab`, ...).
+See docs/providers.md for the whole contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 #: states an Instance can be in, the same words for every provider
 INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "terminated")
@@ -115,7 +119,166 @@ class Provider(Protocol):
 
     def delete_image(self, image_id: str) -> None: ...
 
-    def share_image(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> Image: ...
+
+# ---- optional capabilities ---------------------------------------------------------------------------------
+# Each is a few methods (no attributes, so `isinstance` never runs a property) that a provider has or lacks.
+# cli/ and workflows/ check them with `isinstance` or `vmlab.providers.require`, which says "the local provider
+# cannot share images" from the provider's own name and the missing capability.
+
+
+@runtime_checkable
+class Regional(Protocol):
+    """The provider works in one region of several (EC2). Its constructor takes `region=` (None: the user's
+    default); `current_region()` checks that region (BadInput when unknown), `in_region` opens the same provider
+    with the same settings elsewhere."""
+
+    def current_region(self) -> str: ...
+
+    def known_regions(self) -> set[str]: ...
+
+    def in_region(self, region: str) -> Provider: ...
+
+
+class Offer(Protocol):
+    """What an instance type gives and roughly costs (USD per hour, estimates)."""
+
+    on_demand: float | None
+    #: zone -> latest spot price (empty unless spot prices were asked for)
+    spot: Mapping[str, float]
+
+    @property
+    def spot_low(self) -> float | None: ...
+
+    def hourly(self, spot: bool) -> float | None: ...
+
+    def describe(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Quotes(Protocol):
+    """Prices and offers: what a type gives and costs, spot capacity (`--spot`, `--max-price`) included.
+    `offer` checks the type against the image (BadInput when it cannot run it)."""
+
+    def offer(self, instance_type: str | None, image: str | None = None, spot: bool = False) -> Offer: ...
+
+    def list_price(self, instance_type: str) -> float | None: ...
+
+
+@runtime_checkable
+class Firewalled(Protocol):
+    """SSH to the VMs is allowed from a network range (`--ssh-cidr`), checked and normalised here."""
+
+    def check_ssh_cidr(self, text: str) -> str: ...
+
+
+@runtime_checkable
+class CustomerKeys(Protocol):
+    """Disks and images encrypted with a customer-managed key: the constructor takes `kms_key=`."""
+
+    def verify_kms_key(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StorageGrant:
+    """Access to a storage prefix the provider attaches to a VM at launch (LaunchSpec.instance_profile).
+    `created`: made now (so a failed launch removes it); `describe` says what it allows, for humans."""
+
+    name: str
+    created: bool
+    describe: str
+
+
+@runtime_checkable
+class ScopesStorage(Protocol):
+    """A lab's agent may sync with a bucket (`up --sync`). `grant_storage` returns the access the provider attaches
+    at launch (found or made) or None when the VM uses the URL's own credentials; `storage_scope` is what that
+    access is fixed to (None: nothing fixed at launch, the URL may change on a later `up`)."""
+
+    def storage_scope(self, url: str) -> str | None: ...
+
+    def grant_storage(self, url: str) -> StorageGrant | None: ...
+
+    def revoke_storage(self, grant: StorageGrant) -> None: ...
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One resource `gc` found. `removable` is False for labs unless asked (and always for recorded labs)."""
+
+    kind: str  # instance, lab, security-group, key-pair, volume, snapshot, image
+    id: str
+    name: str
+    reason: str
+    removable: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "name": self.name, "reason": self.reason,
+                "removable": self.removable}
+
+
+@runtime_checkable
+class SweepsLeftovers(Protocol):
+    """Finds what vmlab left behind (tagged, but no live run owns it) and removes it. Recorded labs are never
+    removable; other labs only with `labs`. `remove_leftovers` returns (removed, [(item, why it failed)])."""
+
+    def find_leftovers(self, recorded: Iterable[str] = (), labs: bool = False) -> list[Leftover]: ...
+
+    def remove_leftovers(self, items: Iterable[Leftover]) -> tuple[list[Leftover], list[tuple[Leftover, str]]]: ...
+
+
+@dataclass(frozen=True)
+class ShareRequest:
+    """Who may launch an image and where copies go, as the user gave them; `SharesImages.check_share` returns
+    it checked and normalised (or raises BadInput). `keys`: region -> encryption key of that region's copy."""
+
+    image: str
+    accounts: tuple[str, ...] = ()
+    orgs: tuple[str, ...] = ()
+    ous: tuple[str, ...] = ()
+    public: bool = False
+    regions: tuple[str, ...] = ()
+    keys: Mapping[str, str] = field(default_factory=dict)
+    remove: bool = False
+
+    def grantees(self) -> dict[str, Any]:
+        return {"accounts": list(self.accounts), "orgs": list(self.orgs), "ous": list(self.ous),
+                "public": self.public}
+
+    def who(self) -> str:
+        return ", ".join([*self.accounts, *self.orgs, *self.ous] + (["everyone (public)"] if self.public else []))
+
+
+@runtime_checkable
+class SharesImages(Protocol):
+    """Lets other accounts (organizations, everyone) launch an image, and copies images to other regions.
+    `check_share` checks a request without calling the cloud; the rest act on images this account owns."""
+
+    def check_share(self, request: ShareRequest, regions_text: str | None,
+                    key_values: tuple[str, ...]) -> ShareRequest: ...
+
+    def describe_owned(self, image: str) -> Image: ...
+
+    def share_with(self, image: str, request: ShareRequest) -> Image: ...
+
+    def launch_permissions(self, image: str) -> list[dict[str, str]]: ...
+
+    def unshareable_snapshots(self, image: str) -> list[str]: ...
+
+    def check_copy_key(self, region: str, key: str) -> None: ...
+
+    def find_copy(self, source_region: str, source_id: str) -> str | None: ...
+
+    def copy_image_to(self, image: str, region: str, kms_key: str | None = None,
+                      progress: Progress | None = None) -> tuple[Image, bool]: ...
+
+
+@runtime_checkable
+class BuildsBaseImage(Protocol):
+    """The provider builds its own base image once, on this machine (`vmlab local init`)."""
+
+    def build_base_image(self, progress: Progress | None = None) -> Image: ...
 
 
 def match_tags(tags: Mapping[str, str], wanted: Mapping[str, str] | None) -> bool:

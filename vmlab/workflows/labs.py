@@ -19,12 +19,12 @@ from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
-from vmlab.providers.base import Image, Instance, LaunchSpec, Provider
+from vmlab.providers.base import Image, Instance, LaunchSpec, Provider, Regional, ScopesStorage
 from vmlab.state import LabRecord, LabStore, check_name
 from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
-from vmlab.workflows.labagent import AgentSettings, s3_parts
+from vmlab.workflows.labagent import AgentSettings
 
 Say = Callable[[str], None]
 #: called with the resolved image just before a launch: checks the instance type against it, shows what the type
@@ -142,6 +142,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
     record = store.get(name)
     previous = record.extra.get("agent") if record is not None else None
     settings = AgentSettings.from_flags(idle, max_hours, sync, previous)
+    check_can_sync(provider, sync)
     existing = find_lab_instance(provider, name)
     if existing is not None and record is not None and record.instance_id == existing.id:
         _check_same_profile(provider, name, previous, settings)
@@ -178,7 +179,8 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot,
                            extra={"agent": settings.to_record()},
-                           region=getattr(provider, "region", None), hourly_price=prices[1 if inst.spot else 0])
+                           region=provider.current_region() if isinstance(provider, Regional) else None,
+                           hourly_price=prices[1 if inst.spot else 0])
         _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
     sshconfig.refresh(store)
@@ -186,30 +188,40 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
 
 
 def _sync_profile(provider: Provider, settings: AgentSettings, cleanup: Cleanup, say: Say) -> str | None:
-    """On EC2 with an s3:// sync URL: the instance profile that allows that prefix only (found or created; one
-    created now is removed if the launch fails). Elsewhere None: the VM needs its own credentials."""
-    parts = s3_parts(settings.sync_url or "")
-    if provider.name != "ec2" or parts is None:
+    """The storage access the provider attaches at launch for the sync URL (EC2: an instance profile that allows
+    that prefix only, found or created; one created now is removed if the launch fails). None when the VM uses
+    the URL's own credentials."""
+    if not settings.sync_url or not isinstance(provider, ScopesStorage):
         return None
-    from vmlab.providers.ec2 import profile as iam
+    grant = provider.grant_storage(settings.sync_url)
+    if grant is None:
+        return None
+    if grant.created:
+        cleanup.on_failure(grant.describe, lambda: provider.revoke_storage(grant))
+        say(f"created {grant.describe}")
+    return grant.name
 
-    aws = provider.aws  # type: ignore[attr-defined]
-    name, created = iam.ensure_sync_profile(aws, *parts)
-    if created:
-        cleanup.on_failure(f"IAM role and instance profile {name}", lambda: iam.delete_sync_profile(aws, name))
-        say(f"created IAM instance profile {name} (access to {settings.sync_url} only)")
-        iam.wait_usable()
-    return name
+
+def check_can_sync(provider: Provider, sync: str | None) -> None:
+    """BadInput before anything is made when `up --sync` names a bucket and the provider cannot give a lab
+    access to storage."""
+    if sync and sync.strip():
+        from vmlab.providers import require
+
+        require(provider, ScopesStorage, "give a lab access to a bucket (--sync)")
 
 
 def _check_same_profile(provider: Provider, name: str, previous: dict[str, Any] | None,
                         settings: AgentSettings) -> None:
-    """An EC2 lab's bucket access is fixed at launch by its instance profile."""
+    """A lab's bucket access may be fixed at launch (an EC2 instance profile): then --sync cannot move it."""
+    if not isinstance(provider, ScopesStorage) or not settings.sync_url:
+        return
     before = (previous or {}).get("sync_url")
-    after = s3_parts(settings.sync_url or "")
-    if provider.name == "ec2" and after is not None and after != s3_parts(before or ""):
-        raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its EC2 permissions cannot "
-                       f"follow --sync {settings.sync_url}", f"`vmlab down {name}` and launch it again")
+    after = provider.storage_scope(settings.sync_url)
+    if after is not None and after != (provider.storage_scope(before) if before else None):
+        raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its {provider.name} "
+                       f"permissions cannot follow --sync {settings.sync_url}", f"`vmlab down {name}` and launch it "
+                       "again")
 
 
 def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,

@@ -16,11 +16,12 @@ import re
 from collections.abc import Mapping
 
 from vmlab.errors import BadInput
-from vmlab.providers.base import Image, Progress
+from vmlab.providers.base import Image, Progress, ShareRequest
 from vmlab.providers.ec2.amis import Amis
+from vmlab.providers.ec2.capabilities import CloudVerbs
 from vmlab.providers.ec2.client import Aws, error_code, translated
 from vmlab.providers.ec2.records import to_image
-from vmlab.providers.ec2.sharing import Grantees, check_accounts
+from vmlab.providers.ec2.sharing import Grantees, check_accounts, check_regions, kms_keys_by_region
 
 log = logging.getLogger("vmlab.providers.ec2")
 
@@ -33,8 +34,9 @@ def check_instance_id(instance_id: str) -> str:
     return instance_id
 
 
-class ImageVerbs:
-    """Mixed into Ec2Provider, which sets these attributes."""
+class ImageVerbs(CloudVerbs):
+    """Mixed into Ec2Provider, which sets these attributes. Copies to other regions open the provider there
+    (CloudVerbs.in_region), so this module never imports the provider."""
 
     aws: Aws
     amis: Amis
@@ -85,6 +87,38 @@ class ImageVerbs:
             shared = self.amis.shared_with(raw["ImageId"])
         return to_image(raw, shared)
 
+    # ---- SharesImages -------------------------------------------------------------------------------------
+    def check_share(self, request: ShareRequest, regions_text: str | None,
+                    key_values: tuple[str, ...]) -> ShareRequest:
+        """The request checked before any AWS call: account ids, organization and OU ARNs, the AMI id, the
+        region names and which KMS key each copy gets. BadInput on the first problem."""
+        from dataclasses import replace
+
+        from vmlab.providers.ec2.bases import check_ami_id
+
+        who = Grantees.checked(request.accounts, request.orgs, request.ous, request.public)
+        if request.image.startswith("ami-"):
+            check_ami_id(request.image)
+        check_regions(regions_text)  # the names' form first: the known list needs the session
+        regions = check_regions(regions_text, self.known_regions() if regions_text else None)
+        if key_values and not regions:
+            raise BadInput("--kms-key applies to the copies made with --regions", "add --regions or drop --kms-key")
+        keys = kms_keys_by_region(key_values, regions)
+        return replace(request, accounts=who.accounts, orgs=who.orgs, ous=who.ous, regions=regions, keys=keys)
+
+    def share_with(self, image: str, request: ShareRequest) -> Image:
+        """Share (or with `request.remove` revoke) the image with the request's grantees."""
+        return self.share(image, Grantees(request.accounts, request.orgs, request.ous, request.public),
+                          request.remove)
+
+    def unshareable_snapshots(self, image: str) -> list[str]:
+        return self.default_key_snapshots(image)
+
+    def check_copy_key(self, region: str, key: str) -> None:
+        """BadInput/HostError when `key` cannot encrypt a copy in `region` (checked before anything is shared)."""
+        with translated(f"check KMS key {key} in {region}"):
+            self.in_region(region, kms_key=key).verify_kms_key()
+
     def describe_owned(self, image: str) -> Image:
         """An image of this account by id or name; BadInput when it is missing or owned by another account
         (only the owner may share an AMI)."""
@@ -118,9 +152,7 @@ class ImageVerbs:
         until it is available; an existing vmlab copy is reused. Returns (the copy, whether it was made now)."""
         with translated(f"copy image {image} to {region}"):
             source = self.amis.resolve(image)
-            from vmlab.providers.ec2.provider import Ec2Provider  # the mixin's own class: import when used
-
-            target = Ec2Provider(region, poll=self.poll, timeout=self.timeout, image_timeout=self.amis.timeout)
+            target = self.in_region(region)
             target_region = target.region
             raw, made = target.amis.copy_from(source, self.aws.region, kms_key, progress or self.progress)
         log.debug("copied %s to %s as %s", source["ImageId"], target_region, raw["ImageId"])

@@ -18,9 +18,9 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from vmlab.providers.base import Leftover
 from vmlab.providers.ec2.amis import COPY_TAG
 from vmlab.providers.ec2.client import error_code, translated
 from vmlab.providers.ec2.records import LAUNCH_TAG, SOURCE_TAG, snapshot_ids, tag_dict
@@ -31,20 +31,6 @@ if TYPE_CHECKING:
 #: any of these tag keys marks a resource as vmlab's
 VMLAB_KEYS = (LAUNCH_TAG, "vmlab:run", "vmlab:lab", SOURCE_TAG, COPY_TAG, "vmlab:recipe-hash")
 LIVE = ["pending", "running", "stopping", "stopped"]
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """One resource gc found. `removable` is False for labs unless asked (and always for recorded labs)."""
-
-    kind: str  # instance, lab, security-group, key-pair, volume, snapshot, image
-    id: str
-    name: str
-    reason: str
-    removable: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _tagged(call: Any, field: str, **kw: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmlab.errors import BadInput, HostError
-from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, match_tags
+from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, StorageGrant, match_tags
 from vmlab.providers.local import accel, baseimage, qemu, seed, store
 from vmlab.providers.local.images import ImageFiles, ImageShelf
 
@@ -275,3 +275,19 @@ class LocalProvider:
         """Record the accounts an image is shared with (local images are not really shared; the record lets the
         share workflow be tested offline)."""
         return self.images.share(image_id, accounts, remove)
+
+    # ---- optional capabilities: ScopesStorage, BuildsBaseImage ------------------------------------------------
+    def storage_scope(self, url: str) -> str | None:
+        """Nothing is fixed at launch: a local VM syncs with the credentials its URL carries (an Azure SAS) or
+        that its image holds, and a later `up --sync` may point it elsewhere."""
+        return None
+
+    def grant_storage(self, url: str) -> StorageGrant | None:
+        return None
+
+    def revoke_storage(self, grant: StorageGrant) -> None:
+        """Nothing to revoke: `grant_storage` grants nothing."""
+
+    def build_base_image(self, progress: Progress | None = None) -> Image:
+        """The Debian base image, built once under this provider's root (debootstrap; needs root)."""
+        return baseimage.ensure_base_image(progress, self.root)
