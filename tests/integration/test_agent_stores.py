@@ -18,7 +18,8 @@ from tests.harness.storebackends import Backend, Daemon, make_backend
 from tests.harness.tcpdrop import DropProxy
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.stores import RetryPolicy
-from vmlab.agent.sync import push, restore
+from vmlab.agent.restore import restore
+from vmlab.agent.sync import push
 from vmlab.errors import StoreError
 
 
@@ -68,20 +69,23 @@ def test_restore_then_push_round_trip(backend: Backend, folder: Path, tmp_path: 
         backend.put_object(backend.prefix + key, data)
     backend.put_object("bob/not-mine.txt", b"other prefix")
     write(folder / "conflict.txt", b"local wins")
+    os.utime(folder / "conflict.txt", (time.time() + 60, time.time() + 60))  # newer than the object
     write(folder / "local-only.txt", b"made before restore")
     store = backend.store()
     manifest = manifest_for(backend, tmp_path / "m.json")
 
     result = restore(folder, store, manifest)
-    assert sorted(result.downloaded) == ["a.txt", "nb/deep/b.ipynb"]
-    assert result.kept_local == ["conflict.txt"]
+    # differing with no record of a sync: a conflict; the newer (local) stays, the object is kept beside it
+    (copy,) = result.conflicts
+    assert sorted(result.downloaded) == sorted(["a.txt", copy, "nb/deep/b.ipynb"])
     assert (folder / "a.txt").read_bytes() == b"alpha"
     assert (folder / "conflict.txt").read_bytes() == b"local wins"
-    assert backend.requests() == ["get", "get", "list"]
+    assert (folder / copy).read_bytes() == b"remote"
+    assert backend.requests() == ["get", "get", "get", "list"]
 
     result = push(folder, store, manifest)
-    assert sorted(result.uploaded) == ["conflict.txt", "local-only.txt"]
-    assert backend.requests() == ["write", "write"]
+    assert sorted(result.uploaded) == sorted(["conflict.txt", copy, "local-only.txt"])
+    assert backend.requests() == ["write", "write", "write"]
     assert backend.objects()["bob/not-mine.txt"] == b"other prefix"
     assert synced(backend, folder)
 
@@ -93,7 +97,7 @@ def test_restore_then_push_round_trip(backend: Backend, folder: Path, tmp_path: 
     for rel, data in files(folder).items():
         write(other / rel, data)
     result = restore(other, store, manifest_for(backend, tmp_path / "m2.json"))
-    assert (result.downloaded, result.kept_local, result.in_sync) == ([], [], 4)
+    assert (result.downloaded, result.kept_local, result.in_sync) == ([], [], 5)
     assert backend.requests() == ["list"]
 
 
