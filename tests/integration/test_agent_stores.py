@@ -17,8 +17,8 @@ import pytest
 from tests.harness.storebackends import Backend, Daemon, make_backend
 from tests.harness.tcpdrop import DropProxy
 from vmlab.agent.manifest import Excludes, Manifest
-from vmlab.agent.stores import RetryPolicy
 from vmlab.agent.restore import restore
+from vmlab.agent.stores import RetryPolicy
 from vmlab.agent.sync import push
 from vmlab.errors import StoreError
 

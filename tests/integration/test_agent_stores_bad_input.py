@@ -23,11 +23,11 @@ from tests.harness.sshd import free_port
 from tests.harness.storebackends import ROOT, Backend, Daemon, make_backend
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Manifest
+from vmlab.agent.restore import restore
 from vmlab.agent.stores import RetryPolicy, Store, open_store
 from vmlab.agent.stores.azure import AzureStore
 from vmlab.agent.stores.gcs import GCSStore
 from vmlab.agent.stores.s3 import S3Store, make_client
-from vmlab.agent.restore import restore
 from vmlab.agent.sync import push
 from vmlab.errors import StoreError
 

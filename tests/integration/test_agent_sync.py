@@ -17,9 +17,9 @@ import pytest
 from tests.harness.agent import AgentDaemon
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes, Manifest
+from vmlab.agent.restore import restore
 from vmlab.agent.stores import open_store
 from vmlab.agent.stores.s3 import S3Store
-from vmlab.agent.restore import restore
 from vmlab.agent.sync import DeletePolicy, push
 from vmlab.errors import BadInput, StoreError
 

@@ -201,8 +201,9 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
         if once:
             pending = Pending(options.queue_file)
             if not no_restore:
-                run_restore(options.folder, options.store, options.manifest, options.excludes,
-                            local_changes=pending.journaled())
+                restored = run_restore(options.folder, options.store, options.manifest, options.excludes,
+                                       local_changes=pending.journaled())
+                click.echo(f"restore from {options.store.url}: {restored.summary()}", err=True)
             options.folder.mkdir(parents=True, exist_ok=True)
             options.flush_s = 0
             result = flush(options, pending)
@@ -223,32 +224,27 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
 
 
 @cli.command("release-deletes")
-@_folder
-@_url
-def release_deletes(folder: Path | None, url: str | None) -> None:
+def release_deletes() -> None:
     """Send the deletes the sync agent held back (see `vmlab-agent sync --help`): the running agent sends them
-    within a second, or the next one at its start. Only the deletes held now are released; files that came
-    back are not deleted.
+    within a second, or the next one at its start. Only the deletes held now are released, and a file that came
+    back is never deleted. Reads the agent's state folder (VMLAB_AGENT_STATE_DIR, else /var/lib/vmlab-agent).
 
     \b
-    Example:
-      sudo -u LABUSER vmlab-agent release-deletes      # on the lab, after checking `vmlab status NAME`
+    Example (on the lab, after checking `vmlab status NAME`):
+      sudo /opt/vmlab-agent/bin/vmlab-agent release-deletes
     """
-    from vmlab.agent.deletes import DeletePolicy, release
+    from vmlab.agent.config import AgentConfig
+    from vmlab.agent.deletes import release
     from vmlab.agent.keys import shown
 
-    _logging(True)
     try:
-        options = _setup(folder, url, None, (), DeletePolicy(), None)
+        config = AgentConfig.from_env()
     except VmlabError as e:
         _fail(e)
-    if options is None:
-        log.info("no sync URL configured (VMLAB_SYNC_URL): no deletes to release")
-        return
-    released = release(options.deletes_file)
+    released = [rel for path in sorted(config.state_dir.glob("deletes-*.json")) for rel in release(path)]
     for rel in released[:20]:
         click.echo(f"released: {shown(rel)}")
-    click.echo(f"released {len(released)} held deletes of {options.folder}")
+    click.echo(f"released {len(released)} held deletes")
 
 
 @cli.command()

@@ -64,10 +64,7 @@ class DeleteGuard:
             self.window = [(float(t), int(n), int(k)) for t, n, k in data.get("window", [])]
         except (OSError, ValueError, TypeError):
             pass
-        try:
-            self.released = set(json.loads(release_file(path).read_text()))
-        except (OSError, ValueError, TypeError):
-            pass
+        self.take_releases()  # written while no agent ran
 
     def save(self) -> None:
         if self.path is not None:
@@ -153,6 +150,7 @@ def release(path: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     if held:
-        write_atomic(release_file(path), json.dumps(held))
+        # readable by the agent's user when root runs `release-deletes` (it holds paths, never contents)
+        write_atomic(release_file(path), json.dumps(held), mode=0o644)
     return held
 
