@@ -83,7 +83,7 @@ def wait_until(check: Any, timeout: float = 15.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        time.sleep(0.1)
+        time.sleep(0.3)
 
 
 def agent(*args: str, state: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -264,7 +264,7 @@ def test_mass_deletes_are_held_until_released(lab, s3) -> None:
         assert len(keys(s3, bucket)) == 2001, "a delete was sent"
         done = agent("release-deletes", state=state)
         assert done.returncode == 0 and "released 1800 held deletes" in done.stdout, done.stderr
-        wait_until(lambda: len(keys(s3, bucket)) == 201, 30, "the released deletes")
+        wait_until(lambda: len(keys(s3, bucket)) == 201, 90, "the released deletes")
         wait_until(lambda: status(daemon).held_deletes == 0, 5, "the status to clear")
     finally:
         daemon.stop()

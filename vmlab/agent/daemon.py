@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
         try:
             result = push(options.folder, options.store, options.manifest, options.excludes,
                           only=None if full else ready, before_change=pending.hold, guard=options.guard,
-                          settle=True)
+                          settle=True, busy=partial(_busy, pending, backoff))
         except VmlabError as e:
             result = PushResult(failed={rel: str(e) for rel in ready or {""}})
             log.error("%s", e)
@@ -253,6 +254,12 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
                 pending.add(rel)
         pending.done(pending.taken())  # this loop is the only taker: all of them were this push's
         tracker.write(pending, force=True)
+
+
+def _busy(pending: Pending, backoff: Backoff) -> bool:
+    """Events wait that no backoff holds back: a burst of deletes may not be over."""
+    now = time.monotonic()
+    return any(not backoff.waiting(rel, now) for rel in pending.waiting())
 
 
 def _put_marker(store: Store) -> bool:

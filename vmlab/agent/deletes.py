@@ -2,8 +2,8 @@
 
 The rules (also in docs/agent.md and `vmlab-agent sync --help`):
 
-- A delete waits until no new delete has been seen for `settle_s` (3 s), so a burst (`rm -rf`, or deletes
-  paced by `xargs -n 40 ... sleep 0.7`) is judged as one.
+- A delete waits until no new delete has been seen for `settle_s` (3 s) and no other change is queued, so a
+  burst (`rm -rf`, or deletes paced by `xargs -n 40 ... sleep 0.7`) is judged as one.
 - The deletes of the last `window_s` (10 minutes: the ones sent and the ones waiting) are held, all of them,
   when there are more than `min_count` (10) and they are more than `max_share` (half) of the files the manifest
   knew at the start of the window. A full pass that finds no file at all while the manifest knows some holds
@@ -87,10 +87,11 @@ class DeleteGuard:
         return True
 
     def judge(self, missing: Iterable[str], present: Iterable[str], known: int, now: float,
-              settle: bool = True, everything_gone: bool = False) -> list[str]:
+              settle: bool = True, everything_gone: bool = False, busy: bool = False) -> list[str]:
         """The deletes to send now, out of `missing` (known paths gone from the folder, in this pass's scope).
         `present`: paths of this scope that exist (a held or waiting one that came back is dropped); `known`:
-        files the manifest knows now; `settle`: wait for a burst to end (off for a one-time or final push)."""
+        files the manifest knows now; `settle`: wait for a burst to end (off for a one-time or final push);
+        `busy`: more events are queued (maybe more deletes): the burst is not over."""
         changed = False
         for rel in present:
             self.waiting.pop(rel, None)
@@ -104,7 +105,7 @@ class DeleteGuard:
         new = missing - self.held - set(self.waiting)
         for rel in new:
             self.waiting[rel] = now
-        if new:
+        if new or (busy and self.waiting):
             self.last_seen = now
         self.window = [w for w in self.window if now - w[0] < self.policy.window_s]
         ready = settle is False or now - self.last_seen >= self.policy.settle_s or self.policy.force

@@ -65,13 +65,14 @@ class PushResult:
 def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | None = None,
          only: Iterable[str] | None = None, policy: DeletePolicy | None = None,
          before_change: Callable[[str], None] | None = None, guard: DeleteGuard | None = None,
-         settle: bool = False, workers: int = WORKERS) -> PushResult:
+         settle: bool = False, workers: int = WORKERS, busy: Callable[[], bool] | None = None) -> PushResult:
     """Upload what changed under `folder` (all of it, or the relative paths in `only`, folders walked) and
     propagate deletes of known keys that `guard` (by default a fresh one with `policy`) lets through. Per-file
     errors are collected in `failed`, never raised: the manifest keeps the old entry and the next pass tries
     again. Raises BadInput when the folder is missing, so an unmounted disk never reads as "everything was
     deleted". `before_change(rel)` is called before each upload or delete (the daemon journals the path: a crash
-    before the manifest is saved must not make the store's copy look like someone else's)."""
+    before the manifest is saved must not make the store's copy look like someone else's); `busy()` says whether
+    more events wait (then a burst of deletes is not over)."""
     before_change = before_change or (lambda _rel: None)
     excludes = excludes or Excludes()
     guard = guard or DeleteGuard(policy)
@@ -89,7 +90,8 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     _upload_all(folder, store, manifest, changes.uploads, result, before_change, workers)
     now = time.time()
     deletes = guard.judge(changes.deleted, local, len(manifest.entries), now, settle=settle,
-                          everything_gone=paths is None and not local and bool(known))
+                          everything_gone=paths is None and not local and bool(known),
+                          busy=busy() if busy is not None else False)
     result.held_deletes = sorted(guard.held)
     result.waiting_deletes = sorted(set(changes.deleted) & set(guard.waiting))
     if guard.held and set(changes.deleted) & guard.held:
@@ -98,14 +100,14 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     known_before = len(manifest.entries)
     for rel in deletes:
         before_change(rel)
-        try:
-            store.delete(key_of(rel))
-        except VmlabError as e:
-            result.failed[rel] = str(e)
-            log.error("delete of %s failed: %s", shown(rel), e)
-            continue
-        manifest.forget(rel)
-        result.deleted.append(rel)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(deletes))), thread_name_prefix="vmlab-del") as pool:
+        for rel, error in zip(deletes, pool.map(_delete, [store] * len(deletes), deletes), strict=True):
+            if error is not None:
+                result.failed[rel] = str(error)
+                log.error("delete of %s failed: %s", shown(rel), error)
+                continue
+            manifest.forget(rel)
+            result.deleted.append(rel)
     guard.sent(len(result.deleted), known_before, now)
     manifest.save()
     return result
@@ -153,6 +155,14 @@ def _upload_all(folder: Path, store: Store, manifest: Manifest, uploads: list[st
                 settle(*window.pop(0))
         for item in window:
             settle(*item)
+
+
+def _delete(store: Store, rel: str) -> VmlabError | None:
+    try:
+        store.delete(key_of(rel))
+    except VmlabError as e:
+        return e
+    return None
 
 
 def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
