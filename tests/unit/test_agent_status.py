@@ -42,6 +42,17 @@ def test_unsynced_and_summary(status: AgentStatus, unsynced: bool, summary: str)
     assert status.summary(now=1000.0) == summary
 
 
+def test_details_name_what_needs_a_person() -> None:
+    status = AgentStatus(held_deletes=1800, held_paths=["d000/f1.txt"], stuck={"x.txt": "denied (403)"},
+                         lost=True, conflicts=["a.conflict-h-20261205T000000Z.txt"], restore="restored 1",
+                         restore_problems={"link/x": "a symlink or a file stands in its path"})
+    text = "\n".join(status.details())
+    for part in ("held deletes (1800): d000/f1.txt", "release-deletes", "stuck: x.txt: denied", "lost objects",
+                 "a.conflict-h-", "not restored: link/x: a symlink"):
+        assert part in text
+    assert AgentStatus().details() == []
+
+
 def test_config_from_env(tmp_path: Path) -> None:
     env = {"VMLAB_SYNC_URL": "s3://b/alice", "VMLAB_DATA_DIR": str(tmp_path / "d"), "VMLAB_IDLE_MINUTES": "30",
            "VMLAB_DEADLINE": "1900000000", "VMLAB_AGENT_STATE_DIR": str(tmp_path / "s"),

@@ -97,6 +97,26 @@ class AgentStatus:
             parts.append(f"error: {self.last_error[:80]}")
         return ", ".join(parts)
 
+    def details(self) -> list[str]:
+        """Lines for `vmlab status`: held deletes (and how to release them), stuck files, a lost bucket,
+        conflict copies and what the last restore skipped."""
+        lines = []
+        if self.held_deletes:
+            lines.append(f"held deletes ({self.held_deletes}): {', '.join(self.held_paths[:5])}"
+                         f"{' ...' if self.held_deletes > 5 else ''}; to send them: "
+                         "`sudo /opt/vmlab-agent/bin/vmlab-agent release-deletes` on the lab")
+        if self.lost:
+            lines.append("the bucket lost objects the agent had uploaded: uploading them again")
+        for rel, why in list(self.stuck.items())[:5]:
+            lines.append(f"stuck: {rel}: {why}")
+        if self.conflicts:
+            lines.append(f"conflict copies: {', '.join(self.conflicts[:5])}")
+        if self.restore:
+            lines.append(f"last restore: {self.restore}")
+        for key, why in list(self.restore_problems.items())[:5]:
+            lines.append(f"not restored: {key}: {why}")
+        return lines
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
