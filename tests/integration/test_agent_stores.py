@@ -265,3 +265,34 @@ def test_sigterm_with_pending_changes_loses_nothing(backend: Backend, folder: Pa
     out = daemon.stop()
     assert daemon.proc.returncode == 0, out
     assert synced(backend, folder)
+
+
+def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend, folder: Path,
+                                                                 tmp_path: Path) -> None:
+    """The store-specific parts of issue 11: `exists` (the daemon's marker HEAD) of a present key, a missing key
+    and after the objects are gone; a non-UTF-8 name under its escaped key, restored to the same bytes; the
+    object's last-write time that decides a conflict."""
+    store = backend.store()
+    manifest = manifest_for(backend, tmp_path / "m.json")
+    raw = os.fsencode(folder) + b"/caf\xe9.txt"
+    with open(raw, "wb") as f:
+        f.write(b"latin-1 name")
+    write(folder / "report.txt", b"v1")
+    assert sorted(push(folder, store, manifest).uploaded) == sorted([os.fsdecode(b"caf\xe9.txt"), "report.txt"])
+    assert backend.objects()[backend.prefix + "caf\uf7e9.txt"] == b"latin-1 name"
+    backend.requests()
+    assert store.exists("report.txt") and not store.exists("no-such-key")
+    assert len(backend.requests()) == 2  # one request each (HEAD; GCS: a metadata GET)
+    other = tmp_path / "other"
+    result = restore(other, store, manifest_for(backend, tmp_path / "m2.json"))
+    assert result.failed == {} and result.skipped == {}
+    with open(os.fsencode(other) + b"/caf\xe9.txt", "rb") as f:
+        assert f.read() == b"latin-1 name"
+    # a stale local copy (older than the object, no record of a sync): the object wins, the local is kept beside
+    stale = tmp_path / "stale"
+    write(stale / "report.txt", b"an old snapshot")
+    os.utime(stale / "report.txt", (time.time() - 3600, time.time() - 3600))
+    result = restore(stale, store, manifest_for(backend, tmp_path / "m3.json"))
+    (copy,) = result.conflicts
+    assert (stale / "report.txt").read_bytes() == b"v1"
+    assert (stale / copy).read_bytes() == b"an old snapshot" and copy.startswith("report.conflict-")
