@@ -113,7 +113,7 @@ class Daemon:
                 [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "--url", url, "-v"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600
-        while not list((state / "agent").glob("status-*.json")):
+        while not (state / "agent" / "status.json").exists():  # written after the first pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the agent did not start:\n{self.log.read_text()}")
