@@ -178,6 +178,8 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
     A file that fails gets its own backoff (1 s to 60 s) and is named in the status; the others go on.
     A same-size edit with its old mtime put back is still seen (ctime and inode are compared).
     If the marker object (.~vmlab-agent-marker) vanishes, the bucket lost its objects: all is uploaded again.
+    Restore rules (conflict copies NAME.conflict-HOST-TIME.EXT, escaped keys of non-UTF-8 names, a missing
+    disk): see `vmlab-agent restore --help`.
 
     \b
     Example:
