@@ -21,6 +21,10 @@ def test_a_burst_waits_to_settle_then_is_judged_whole() -> None:
     assert guard.judge(paths(80), set(), 2000, now=2.0) == []  # more came: still settling
     assert guard.judge(paths(80), set(), 2000, now=4.0, busy=True) == []  # events queued: not over
     assert guard.judge(paths(80), set(), 2000, now=7.5) == sorted(paths(80))  # 4% of the tree: sent
+    busy = DeleteGuard(DeletePolicy(settle_s=3))
+    assert busy.judge({"a"}, set(), 100, now=0.0, busy=True) == []
+    assert busy.judge({"a"}, set(), 100, now=29.0, busy=True) == []
+    assert busy.judge({"a"}, set(), 100, now=30.0, busy=True) == ["a"]  # a folder that never goes quiet
 
 
 def test_deletes_over_the_window_are_held_and_new_ones_join_them(tmp_path: Path) -> None:

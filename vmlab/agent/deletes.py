@@ -2,8 +2,9 @@
 
 The rules (also in docs/agent.md and `vmlab-agent sync --help`):
 
-- A delete waits until no new delete has been seen for `settle_s` (3 s) and no other change is queued, so a
-  burst (`rm -rf`, or deletes paced by `xargs -n 40 ... sleep 0.7`) is judged as one.
+- A delete waits until no new delete has been seen for `settle_s` (3 s) and no other change is queued (at
+  most 10 x `settle_s`), so a burst (`rm -rf`, or deletes paced by `xargs -n 40 ... sleep 0.7`) is judged as
+  one.
 - The deletes of the last `window_s` (10 minutes: the ones sent and the ones waiting) are held, all of them,
   when there are more than `min_count` (10) and they are more than `max_share` (half) of the files the manifest
   knew at the start of the window. A full pass that finds no file at all while the manifest knows some holds
@@ -108,7 +109,10 @@ class DeleteGuard:
         if new or (busy and self.waiting):
             self.last_seen = now
         self.window = [w for w in self.window if now - w[0] < self.policy.window_s]
-        ready = settle is False or now - self.last_seen >= self.policy.settle_s or self.policy.force
+        oldest = min(self.waiting.values(), default=now)
+        # a folder that never goes quiet (a job writing a log) must not hold a delete back forever
+        ready = (settle is False or now - self.last_seen >= self.policy.settle_s or self.policy.force
+                 or now - oldest >= self.policy.settle_s * 10)
         if not self.waiting or not ready:
             if changed:
                 self.save()

@@ -143,6 +143,7 @@ def make_client(retry: RetryPolicy = RETRY) -> Any:
     from botocore.config import Config
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-    config = Config(retries={"mode": "standard", "total_max_attempts": retry.attempts},
+    # room for the 10 parallel transfers (and a multipart upload's own threads) without dropping connections
+    config = Config(retries={"mode": "standard", "total_max_attempts": retry.attempts}, max_pool_connections=32,
                     connect_timeout=retry.timeout_s, read_timeout=retry.timeout_s)
     return boto3.session.Session().client("s3", region_name=region, config=config)
