@@ -56,11 +56,20 @@ def objects(s3: Any, bucket: str) -> dict[str, bytes]:
 
 
 def keys(s3: Any, bucket: str) -> set[str]:
-    """The keys under the prefix (a listing only: cheap enough to poll a 2,000-object bucket)."""
-    found = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        found |= {obj["Key"][len(PREFIX):] for obj in page.get("Contents", []) if not obj["Key"].endswith(MARKER_KEY)}
-    return found
+    """The keys under the prefix (a listing only: cheap enough to poll a 2,000-object bucket). moto may answer a
+    listing made during the agent's parallel deletes with a 500: that listing is made again."""
+    for attempt in range(5):
+        try:
+            found = set()
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                found |= {obj["Key"][len(PREFIX):] for obj in page.get("Contents", [])
+                          if not obj["Key"].endswith(MARKER_KEY)}
+            return found
+        except s3.exceptions.ClientError as e:
+            if "500" not in str(e) or attempt == 4:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def files(folder: Path) -> dict[str, bytes]:

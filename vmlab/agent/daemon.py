@@ -213,16 +213,17 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
     next_reconcile = 0.0
     next_check = time.monotonic() + options.check_s
     marker_ok = _put_marker(options.store)
+    refilled = False  # a full pass ran since the marker went missing
     while not stop.is_set():
         stop.wait(options.tick_s)
         now = time.monotonic()
         notice = urgent.is_set()
         urgent.clear()
         full = now >= next_reconcile or notice or options.guard.take_releases()
-        if options.check_s and now >= next_check:
+        if options.check_s and marker_ok and now >= next_check:
             next_check = now + options.check_s
             if not _marker_there(options, tracker):
-                full, marker_ok = True, False
+                full, marker_ok, refilled = True, False, False
         quiet_s = 0.0 if tracker.status.interruption else options.quiet_s
         ready = pending.take_ready(quiet_s, options.max_wait_s)
         for rel in [rel for rel in ready if backoff.waiting(rel, now)]:
@@ -245,9 +246,10 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
             if rel:
                 backoff.failed(rel, why, now)
         backoff.succeeded([*result.uploaded, *result.deleted, *(ready - set(result.failed))])
-        if full and not result.pending and not marker_ok:
-            marker_ok = _put_marker(options.store)
-            tracker.status.lost = not marker_ok
+        refilled = refilled or full
+        if not marker_ok and refilled and not result.pending and not backoff.paths:
+            marker_ok = _put_marker(options.store)  # everything is there again
+            tracker.status.lost = tracker.status.lost and not marker_ok
         tracker.after(result, backoff)
         for rel in result.pending:
             if rel:
