@@ -278,7 +278,11 @@ def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend
     with open(raw, "wb") as f:
         f.write(b"latin-1 name")
     write(folder / "report.txt", b"v1")
-    assert sorted(push(folder, store, manifest).uploaded) == sorted([os.fsdecode(b"caf\xe9.txt"), "report.txt"])
+    big = os.urandom(1 << 20) * 9  # above MULTIPART_THRESHOLD: sent from the open file, in parts
+    write(folder / "big.bin", big)
+    assert sorted(push(folder, store, manifest).uploaded) == sorted([os.fsdecode(b"caf\xe9.txt"), "report.txt",
+                                                                     "big.bin"])
+    assert backend.objects()[backend.prefix + "big.bin"] == big
     assert backend.objects()[backend.prefix + "caf\uf7e9.txt"] == b"latin-1 name"
     backend.requests()
     assert store.exists("report.txt") and not store.exists("no-such-key")
@@ -286,6 +290,7 @@ def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend
     other = tmp_path / "other"
     result = restore(other, store, manifest_for(backend, tmp_path / "m2.json"))
     assert result.failed == {} and result.skipped == {}
+    assert (other / "big.bin").read_bytes() == big
     with open(os.fsencode(other) + b"/caf\xe9.txt", "rb") as f:
         assert f.read() == b"latin-1 name"
     # a stale local copy (older than the object, no record of a sync): the object wins, the local is kept beside
