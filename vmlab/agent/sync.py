@@ -183,7 +183,10 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
                     hasher.update(chunk)
                 digest = hasher.hexdigest()
                 f.seek(0)
-                etag = store.put(key_of(rel), f, digest)
+                # the open file by its /proc link (the same inode whatever happens to the path since), so the
+                # store's transfer manager reads parts in parallel; elsewhere the file object itself
+                proc = Path(f"/proc/self/fd/{f.fileno()}")
+                etag = store.put(key_of(rel), proc if proc.exists() else f, digest)
                 if not _same(folder, rel, before):
                     return None  # the object may hold a mix of versions; the next pass uploads it again
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, safefs.Outside):
