@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sync.py                    # 5,000 files, 10 changes each, 10 s idle CPU
     .venv/bin/python bench/sync.py --files 500 --changes 3 --idle 3    # quicker, results not saved
+    .venv/bin/python bench/sync.py --large 10 --large-mb 100           # also 10 files of 100 MB
 
 A tree of `--files` small files (100 folders) is uploaded once by each tool to its own prefix of one bucket.
 Then one file at a time is changed, `--changes` times:
@@ -14,7 +15,10 @@ so requests are counted at the HTTP level, by type (LIST, GET, HEAD, PUT, POST, 
 detects the new object goes to moto directly and is not counted. Also measured: a restore of the tree into an
 empty folder (`vmlab-agent sync --once`: one listing, one GET per file) against `aws s3 sync` downloading it,
 and the idle CPU of the running daemon over `--idle` seconds (inotify: no polling of the tree).
-Targets: 1 write and 0 LIST per changed file, save-to-object p95 <= 2 s. Results go to bench/results/sync.json.
+With `--large N`, N files of `--large-mb` MB are uploaded once (`vmlab-agent sync --once --no-restore`) and
+restored (`vmlab-agent restore`) by each tool too. Both tools upload and download up to 10 files at once.
+Targets: 1 write and 0 LIST per changed file, save-to-object p95 <= 2 s, first upload and restore at least as
+fast as `aws s3 sync` (ratio <= 1). Results go to bench/results/sync.json.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ class Daemon:
                 [sys.executable, "-m", "vmlab.agent", "sync", "--folder", str(folder), "--url", url, "-v"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600
-        while not list((state / "agent").glob("status-*.json")):
+        while not (state / "agent" / "status.json").exists():  # written after the first pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the agent did not start:\n{self.log.read_text()}")
@@ -184,12 +188,42 @@ def other_backends(args: argparse.Namespace, base_env: dict[str, str], work: Pat
     return found
 
 
+def large_files(args: argparse.Namespace, env: dict[str, str], work: Path, counting: Counting) -> dict[str, Any]:
+    """Upload `args.large` files of `args.large_mb` MB once with each tool, then restore them into empty folders."""
+    folder = work / "large"
+    folder.mkdir()
+    block = random.Random(3).randbytes(1 << 20)
+    for i in range(args.large):
+        with (folder / f"big{i:02d}.bin").open("wb") as f:
+            for j in range(args.large_mb):
+                f.write(block[j % 7:] + block[:j % 7] if j else bytes([i]) + block[1:])
+    agent = [sys.executable, "-m", "vmlab.agent"]
+    start = time.monotonic()
+    subprocess.run([*agent, "sync", "--once", "--no-restore", "--folder", str(folder), "--url",
+                    f"s3://{BUCKET}/large"], cwd=REPO, env=env, check=True)
+    upload_s = time.monotonic() - start
+    peer_upload_s = aws(env, "sync", str(folder), f"s3://{BUCKET}/large-peer")
+    start = time.monotonic()
+    subprocess.run([*agent, "restore", "--folder", str(work / "large-restored"), "--url", f"s3://{BUCKET}/large"],
+                   cwd=REPO, env={**env, "VMLAB_AGENT_STATE_DIR": str(work / "large-state")}, check=True)
+    restore_s = time.monotonic() - start
+    peer_restore_s = aws(env, "sync", f"s3://{BUCKET}/large", str(work / "large-peer-restored"))
+    counting.take()
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"files": args.large, "mb": args.large_mb, "upload_s": round(upload_s, 2),
+            "peer_upload_s": round(peer_upload_s, 2), "restore_s": round(restore_s, 2),
+            "peer_restore_s": round(peer_restore_s, 2), "upload_ratio": round(upload_s / peer_upload_s, 3),
+            "restore_ratio": round(restore_s / peer_restore_s, 3)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/sync.json")
+    parser.add_argument("--large", type=int, default=0, help="also move this many large files")
+    parser.add_argument("--large-mb", type=int, default=100, help="size of each large file")
     parser.add_argument("--other-backends", action="store_true",
                         help="also run the daemon on Azurite and fake-gcs-server (needs scripts/deps.sh's azurite)")
     args = parser.parse_args()
@@ -280,20 +314,32 @@ def main() -> int:
             "aws_s3_sync": {"seconds": round(peer_restore_s, 2), "requests": dict(peer_restore_requests)},
         }
 
+        if args.large:
+            results["large"] = large_files(args, env, work, counting)
+
         d, p = results["daemon"], results["aws_s3_sync"]
         ratios = {
             "save_to_object_p50": round(d["save_to_object_s"]["p50"] / p["save_to_object_s"]["p50"], 3),
             "save_to_object_p95": round(d["save_to_object_s"]["p95"] / p["save_to_object_s"]["p95"], 3),
             "requests_per_change": round(sum(daemon_requests.values()) / max(1, sum(peer_requests.values())), 4),
             "restore_seconds": round(restore_s / peer_restore_s, 3),
+            "initial_upload_seconds": round(d["initial"]["seconds"] / p["initial"]["seconds"], 3),
         }
+        if args.large:
+            ratios["large_upload_seconds"] = results["large"]["upload_ratio"]
+            ratios["large_restore_seconds"] = results["large"]["restore_ratio"]
         per_change = {k: v / args.changes for k, v in daemon_requests.items()}
         targets = {
             "one write per change": per_change.get("PUT", 0) + per_change.get("POST", 0) == 1,
             "no LIST per change": per_change.get("LIST", 0) == 0,
             "save-to-object p95 <= 2 s": d["save_to_object_s"]["p95"] <= 2.0,
             "restore: one GET per file": restore_requests.get("GET", 0) == args.files == got,
+            "restore at least as fast as aws s3 sync": ratios["restore_seconds"] <= 1.0,
+            "first upload at least as fast as aws s3 sync": ratios["initial_upload_seconds"] <= 1.0,
         }
+        if args.large:
+            targets["large files: upload at least as fast"] = ratios["large_upload_seconds"] <= 1.0
+            targets["large files: restore at least as fast"] = ratios["large_restore_seconds"] <= 1.0
         for name, other in results.get("other_backends", {}).items():
             targets[f"{name}: 1 write and 0 LIST per change"] = other["requests_per_change"] == {"WRITE": 1.0}
             targets[f"{name}: save-to-object p95 <= 2 s"] = other["save_to_object_s"]["p95"] <= 2.0
@@ -313,6 +359,13 @@ def main() -> int:
               f"{sum(peer_requests.values()) / args.changes:>14.2f}{ratios['requests_per_change']:>8.4f}x")
         print(f"restore of {got} files: vmlab-agent {restore_s:.2f} s {dict(restore_requests)}; "
               f"aws s3 sync {peer_restore_s:.2f} s {dict(peer_restore_requests)} ({ratios['restore_seconds']}x)")
+        print(f"first upload of {args.files} files: vmlab-agent {d['initial']['seconds']} s, aws s3 sync "
+              f"{p['initial']['seconds']} s ({ratios['initial_upload_seconds']}x)")
+        if args.large:
+            large = results["large"]
+            print(f"{args.large} files of {args.large_mb} MB: upload vmlab-agent {large['upload_s']} s, aws "
+                  f"{large['peer_upload_s']} s ({large['upload_ratio']}x); restore vmlab-agent {large['restore_s']} s,"
+                  f" aws {large['peer_restore_s']} s ({large['restore_ratio']}x)")
         print(f"daemon idle CPU over {args.idle:.0f} s: {results['daemon']['idle_cpu_percent']}% "
               f"(requests while idle: {results['daemon']['idle_requests'] or 'none'})")
         for name, ok in targets.items():

@@ -21,6 +21,7 @@ import pytest
 
 from tests.harness.agent import ROOT, AgentDaemon, agent_env
 from tests.harness.imds import ImdsEmulator
+from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes
 
 pytestmark = pytest.mark.moto
@@ -47,6 +48,8 @@ def objects(s3: Any, bucket: str) -> dict[str, bytes]:
     found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
+            if obj["Key"].endswith(MARKER_KEY):
+                continue  # the daemon's marker (see vmlab.agent.daemon)
             try:
                 found[obj["Key"][len(PREFIX):]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
             except s3.exceptions.NoSuchKey:

@@ -17,8 +17,9 @@ import pytest
 from tests.harness.storebackends import Backend, Daemon, make_backend
 from tests.harness.tcpdrop import DropProxy
 from vmlab.agent.manifest import Excludes, Manifest
+from vmlab.agent.restore import restore
 from vmlab.agent.stores import RetryPolicy
-from vmlab.agent.sync import push, restore
+from vmlab.agent.sync import push
 from vmlab.errors import StoreError
 
 
@@ -68,20 +69,23 @@ def test_restore_then_push_round_trip(backend: Backend, folder: Path, tmp_path: 
         backend.put_object(backend.prefix + key, data)
     backend.put_object("bob/not-mine.txt", b"other prefix")
     write(folder / "conflict.txt", b"local wins")
+    os.utime(folder / "conflict.txt", (time.time() + 60, time.time() + 60))  # newer than the object
     write(folder / "local-only.txt", b"made before restore")
     store = backend.store()
     manifest = manifest_for(backend, tmp_path / "m.json")
 
     result = restore(folder, store, manifest)
-    assert sorted(result.downloaded) == ["a.txt", "nb/deep/b.ipynb"]
-    assert result.kept_local == ["conflict.txt"]
+    # differing with no record of a sync: a conflict; the newer (local) stays, the object is kept beside it
+    (copy,) = result.conflicts
+    assert sorted(result.downloaded) == sorted(["a.txt", copy, "nb/deep/b.ipynb"])
     assert (folder / "a.txt").read_bytes() == b"alpha"
     assert (folder / "conflict.txt").read_bytes() == b"local wins"
-    assert backend.requests() == ["get", "get", "list"]
+    assert (folder / copy).read_bytes() == b"remote"
+    assert backend.requests() == ["get", "get", "get", "list"]
 
     result = push(folder, store, manifest)
-    assert sorted(result.uploaded) == ["conflict.txt", "local-only.txt"]
-    assert backend.requests() == ["write", "write"]
+    assert sorted(result.uploaded) == sorted(["conflict.txt", copy, "local-only.txt"])
+    assert backend.requests() == ["write", "write", "write"]
     assert backend.objects()["bob/not-mine.txt"] == b"other prefix"
     assert synced(backend, folder)
 
@@ -93,7 +97,7 @@ def test_restore_then_push_round_trip(backend: Backend, folder: Path, tmp_path: 
     for rel, data in files(folder).items():
         write(other / rel, data)
     result = restore(other, store, manifest_for(backend, tmp_path / "m2.json"))
-    assert (result.downloaded, result.kept_local, result.in_sync) == ([], [], 4)
+    assert (result.downloaded, result.kept_local, result.in_sync) == ([], [], 5)
     assert backend.requests() == ["list"]
 
 
@@ -261,3 +265,39 @@ def test_sigterm_with_pending_changes_loses_nothing(backend: Backend, folder: Pa
     out = daemon.stop()
     assert daemon.proc.returncode == 0, out
     assert synced(backend, folder)
+
+
+def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend, folder: Path,
+                                                                 tmp_path: Path) -> None:
+    """The store-specific parts of issue 11: `exists` (the daemon's marker HEAD) of a present key, a missing key
+    and after the objects are gone; a non-UTF-8 name under its escaped key, restored to the same bytes; the
+    object's last-write time that decides a conflict."""
+    store = backend.store()
+    manifest = manifest_for(backend, tmp_path / "m.json")
+    raw = os.fsencode(folder) + b"/caf\xe9.txt"
+    with open(raw, "wb") as f:
+        f.write(b"latin-1 name")
+    write(folder / "report.txt", b"v1")
+    big = os.urandom(1 << 20) * 9  # above MULTIPART_THRESHOLD: sent from the open file, in parts
+    write(folder / "big.bin", big)
+    assert sorted(push(folder, store, manifest).uploaded) == sorted([os.fsdecode(b"caf\xe9.txt"), "report.txt",
+                                                                     "big.bin"])
+    assert backend.objects()[backend.prefix + "big.bin"] == big
+    assert backend.objects()[backend.prefix + "caf\uf7e9.txt"] == b"latin-1 name"
+    backend.requests()
+    assert store.exists("report.txt") and not store.exists("no-such-key")
+    assert len(backend.requests()) == 2  # one request each (HEAD; GCS: a metadata GET)
+    other = tmp_path / "other"
+    result = restore(other, store, manifest_for(backend, tmp_path / "m2.json"))
+    assert result.failed == {} and result.skipped == {}
+    assert (other / "big.bin").read_bytes() == big
+    with open(os.fsencode(other) + b"/caf\xe9.txt", "rb") as f:
+        assert f.read() == b"latin-1 name"
+    # a stale local copy (older than the object, no record of a sync): the object wins, the local is kept beside
+    stale = tmp_path / "stale"
+    write(stale / "report.txt", b"an old snapshot")
+    os.utime(stale / "report.txt", (time.time() - 3600, time.time() - 3600))
+    result = restore(stale, store, manifest_for(backend, tmp_path / "m3.json"))
+    (copy,) = result.conflicts
+    assert (stale / "report.txt").read_bytes() == b"v1"
+    assert (stale / copy).read_bytes() == b"an old snapshot" and copy.startswith("report.conflict-")

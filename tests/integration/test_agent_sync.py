@@ -15,10 +15,12 @@ import boto3
 import pytest
 
 from tests.harness.agent import AgentDaemon
+from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes, Manifest
+from vmlab.agent.restore import restore
 from vmlab.agent.stores import open_store
 from vmlab.agent.stores.s3 import S3Store
-from vmlab.agent.sync import DeletePolicy, push, restore
+from vmlab.agent.sync import DeletePolicy, push
 from vmlab.errors import BadInput, StoreError
 
 pytestmark = pytest.mark.moto
@@ -67,6 +69,8 @@ def objects(s3: Any, bucket: str) -> dict[str, bytes]:
     found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
+            if obj["Key"].endswith(MARKER_KEY):
+                continue  # the daemon's marker (see vmlab.agent.daemon)
             found[obj["Key"]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
     return found
 
@@ -93,23 +97,27 @@ def test_restore_then_push_round_trip(env, s3, bucket) -> None:
     s3.put_object(Bucket=bucket, Key=PREFIX + "empty-folder/", Body=b"")
     s3.put_object(Bucket=bucket, Key="bob/not-mine.txt", Body=b"other prefix")
     write(folder / "conflict.txt", b"local wins")
+    os.utime(folder / "conflict.txt", (time.time() + 60, time.time() + 60))  # newer than the object
     write(folder / "local-only.txt", b"made before restore")
 
     result = restore(folder, store, manifest)
 
-    assert sorted(result.downloaded) == ["a.txt", "nb/deep/b.ipynb"]
-    assert result.kept_local == ["conflict.txt"]
+    # differing with no record of a sync: a conflict; the newer (local) stays, the object is kept beside it
+    assert len(result.conflicts) == 1 and result.conflicts[0].startswith("conflict.conflict-")
+    copy = result.conflicts[0]
+    assert sorted(result.downloaded) == ["a.txt", copy, "nb/deep/b.ipynb"]
     assert sorted(result.skipped) == ["../escape.txt", ".ipynb_checkpoints/a-checkpoint.ipynb"]
     assert (folder / "a.txt").read_bytes() == b"alpha"
     assert (folder / "conflict.txt").read_bytes() == b"local wins"
+    assert (folder / copy).read_bytes() == b"remote"
     assert not (folder.parent / "escape.txt").exists()
     assert not list(folder.rglob(".~vmlab-*")), "temporary files left behind"
-    assert counted.take() == ["GetObject", "GetObject", "ListObjectsV2"]
+    assert counted.take() == ["GetObject", "GetObject", "GetObject", "ListObjectsV2"]
 
     result = push(folder, store, manifest)
-    assert sorted(result.uploaded) == ["conflict.txt", "local-only.txt"]
+    assert sorted(result.uploaded) == sorted(["conflict.txt", copy, "local-only.txt"])
     assert result.deleted == []
-    assert counted.take() == ["PutObject", "PutObject"]
+    assert counted.take() == ["PutObject", "PutObject", "PutObject"]
     bucket_now = objects(s3, bucket)
     assert bucket_now[PREFIX + "conflict.txt"] == b"local wins"
     assert bucket_now["bob/not-mine.txt"] == b"other prefix"

@@ -115,7 +115,7 @@ def test_scan_skips_excludes_and_symlinks(tmp_path: Path) -> None:
     found = scan(tmp_path, Excludes())
     assert set(found) == {"a.txt", "sub/deeper/b.txt"}
     st = os.stat(tmp_path / "sub" / "deeper" / "b.txt")
-    assert found["sub/deeper/b.txt"] == Stat(2, st.st_mtime_ns)
+    assert found["sub/deeper/b.txt"] == Stat(2, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def test_scan_only_given_paths(tmp_path: Path) -> None:

@@ -21,13 +21,17 @@ def test_parse_round_trip_and_tolerance(tmp_path: Path) -> None:
     newer = json.dumps({"pending": "2", "a_field_from_a_newer_agent": 1, "stopped": True, "held_deletes": None})
     parsed = AgentStatus.parse(newer)
     assert parsed is not None and (parsed.pending, parsed.stopped, parsed.held_deletes) == (2, True, 0)
+    full = AgentStatus(held_paths=["a"], stuck={"b": "denied"}, conflicts=["c.conflict-h-1.txt"], lost=True)
+    assert AgentStatus.parse(json.dumps(full.to_json())) == full
+    assert AgentStatus.parse('{"stuck": "not a dict"}') == AgentStatus()
     assert AgentStatus.parse("not json") is None
     assert AgentStatus.parse("[1, 2]") is None
 
 
 @pytest.mark.parametrize(("status", "unsynced", "summary"), [
     (AgentStatus(pending=3, pending_bytes=1_500_000), True, "3 pending (1.5 MB)"),
-    (AgentStatus(held_deletes=40), True, "0 pending (0 B), 40 deletes held"),
+    (AgentStatus(held_deletes=40), True, "0 pending (0 B), 40 deletes held (vmlab-agent release-deletes)"),
+    (AgentStatus(lost=True, last_sync=1000.0), True, "0 pending (0 B), the bucket lost objects: re-uploading"),
     (AgentStatus(last_sync=1000.0 - 120), False, "synced 2m ago"),
     (AgentStatus(), False, "not synced yet"),
     (AgentStatus(pending=1, pending_bytes=10, last_error="bucket b does not exist"), True,
@@ -36,6 +40,17 @@ def test_parse_round_trip_and_tolerance(tmp_path: Path) -> None:
 def test_unsynced_and_summary(status: AgentStatus, unsynced: bool, summary: str) -> None:
     assert status.unsynced is unsynced
     assert status.summary(now=1000.0) == summary
+
+
+def test_details_name_what_needs_a_person() -> None:
+    status = AgentStatus(held_deletes=1800, held_paths=["d000/f1.txt"], stuck={"x.txt": "denied (403)"},
+                         lost=True, conflicts=["a.conflict-h-20261205T000000Z.txt"], restore="restored 1",
+                         restore_problems={"link/x": "a symlink or a file stands in its path"})
+    text = "\n".join(status.details())
+    for part in ("held deletes (1800): d000/f1.txt", "release-deletes", "stuck: x.txt: denied", "lost objects",
+                 "a.conflict-h-", "not restored: link/x: a symlink"):
+        assert part in text
+    assert AgentStatus().details() == []
 
 
 def test_config_from_env(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ By hand::
 
     vmlab-agent sync --folder ~/data --url s3://my-bucket/alice
     vmlab-agent sync --once                       # restore and push once (VMLAB_SYNC_URL or AWS_S3_BUCKET_FOLDER)
+    vmlab-agent release-deletes                   # send the deletes the sync agent held back
 """
 
 from __future__ import annotations
@@ -53,14 +54,12 @@ def _fail(e: VmlabError) -> None:
 
 
 def _setup(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...],
-           max_delete_share: float, force_deletes: bool, status_file: Path | None) -> Any:
+           policy: Any, status_file: Path | None) -> Any:
     """SyncOptions from the flags, with the environment's configuration as defaults; None when no URL is set."""
     from vmlab.agent.config import AgentConfig
     from vmlab.agent.daemon import SyncOptions
     from vmlab.agent.manifest import Excludes, Manifest
     from vmlab.agent.stores import open_store
-    from vmlab.agent.sync import DeletePolicy
-
     config = AgentConfig.from_env()
     url = url or config.sync_url
     if not url:
@@ -72,9 +71,10 @@ def _setup(folder: Path | None, url: str | None, manifest: Path | None, exclude:
         folder=folder, store=store,
         manifest=Manifest.load(manifest or config.state_dir / f"manifest-{name}.json", store.url),
         excludes=Excludes(extra=exclude),
-        policy=DeletePolicy(max_share=max_delete_share, force=force_deletes),
+        policy=policy,
         status_file=status_file or config.status_file,
         queue_file=config.state_dir / f"queue-{name}.jsonl",
+        deletes_file=config.state_dir / f"deletes-{name}.json",
     )
 
 
@@ -99,18 +99,31 @@ _verbose = click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
 @_exclude
 def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...]) -> None:
     """Download the bucket's files into FOLDER (never deleting or overwriting a local change), then exit.
-    Exits 0 without doing anything when no sync URL is configured.
+    Exits 0 without doing anything when no sync URL is configured, 1 when a key failed.
+
+    \b
+    - Nothing is written through a symlink: a key behind one (data/link -> ..) is skipped, named in the log,
+      and never deleted from the bucket later.
+    - A local copy changed here while the object also changed (or differing with no record of a sync: a stale
+      disk) is a conflict: the newer stays, the other is kept as NAME.conflict-HOST-YYYYmmddTHHMMSSZ.EXT and
+      both are uploaded.
+    - An empty or missing FOLDER while files were synced before is a missing disk: everything is restored.
+    - A file name that is not UTF-8 is stored under an escaped key (each bad byte 0xXY as U+F7XY) and
+      restored to the same bytes.
+    - The summary counts restored / in sync / kept local / skipped / failed / conflicts; temporaries an
+      interrupted restore left (.~vmlab-*) are removed first.
 
     \b
     Example:
       vmlab-agent restore --folder ~/data --url s3://my-bucket/alice
     """
+    from vmlab.agent.deletes import DeletePolicy
     from vmlab.agent.queue import replay
-    from vmlab.agent.sync import restore as run
+    from vmlab.agent.restore import restore as run
 
     _logging(True)
     try:
-        options = _setup(folder, url, manifest, exclude, 0.5, False, None)
+        options = _setup(folder, url, manifest, exclude, DeletePolicy(), None)
         if options is None:
             log.info("no sync URL configured (VMLAB_SYNC_URL): nothing to restore")
             return
@@ -118,8 +131,7 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
                      local_changes=replay(options.queue_file))
     except VmlabError as e:
         _fail(e)
-    log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(result.downloaded),
-             result.in_sync, len(result.kept_local), len(result.failed), options.store.url)
+    log.info("restore from %s: %s", options.store.url, result.summary())
     sys.exit(1 if result.failed else 0)
 
 
@@ -135,39 +147,65 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
 @click.option("--reconcile", "reconcile_s", type=float, default=300.0, show_default=True,
               help="Seconds between full passes that catch missed events.")
 @click.option("--max-delete-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Hold a batch of deletes larger than this share of the tree.")
-@click.option("--force-deletes", is_flag=True, help="Apply deletes even past --max-delete-share.")
+              help="Hold the deletes of a window when they are more than this share of the synced files.")
+@click.option("--min-deletes", type=click.IntRange(0), default=10, show_default=True,
+              help="Never hold this many deletes or fewer in a window.")
+@click.option("--delete-window", "window_s", type=click.FloatRange(1), default=600.0, show_default=True,
+              help="Seconds over which deletes are counted together.")
+@click.option("--delete-settle", "settle_s", type=click.FloatRange(0), default=3.0, show_default=True,
+              help="A delete waits until no new delete was seen for this long, so a burst is judged whole.")
+@click.option("--force-deletes", is_flag=True, help="Send every delete at once, held or not.")
+@click.option("--check-interval", "check_s", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds between checks (one HEAD) that the bucket still holds the marker object; 0 never.")
 @click.option("--imds-interval", "imds_s", type=float, default=5.0, show_default=True,
               help="Seconds between looks for EC2 spot notices (on EC2 only).")
 @_status
 @_verbose
 def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: tuple[str, ...], once: bool,
-         no_restore: bool, quiet_s: float, reconcile_s: float, max_delete_share: float, force_deletes: bool,
-         imds_s: float, status_file: Path | None, verbose: bool) -> None:
-    """Restore FOLDER from the bucket, then upload its changes as they happen. SIGTERM pushes what is pending
-    and exits 0. On EC2, a spot interruption or rebalance notice pushes everything at once. Exits 0 without
-    doing anything when no sync URL is configured.
+         no_restore: bool, quiet_s: float, reconcile_s: float, max_delete_share: float, min_deletes: int,
+         window_s: float, settle_s: float, force_deletes: bool, check_s: float, imds_s: float,
+         status_file: Path | None, verbose: bool) -> None:
+    """Restore FOLDER from the bucket, then upload its changes as they happen (1 PUT per change, no listing).
+    SIGTERM pushes what is pending and exits 0. On EC2, a spot interruption or rebalance notice pushes
+    everything at once. Exits 0 without doing anything when no sync URL is configured.
+
+    \b
+    Deletes: the deletes of the last --delete-window seconds (sent and waiting) are all held when they are
+    more than --min-deletes (10) and more than --max-delete-share (0.5) of the synced files; a burst is judged
+    whole (--delete-settle), and a full pass finding FOLDER empty holds every delete. Held deletes stay in the
+    status (`vmlab status`, `vmlab down` refuses) until `vmlab-agent release-deletes`.
+    Every path is re-checked component by component at upload time: nothing behind a symlink is read.
+    A file that fails gets its own backoff (1 s to 60 s) and is named in the status; the others go on.
+    A same-size edit with its old mtime put back is still seen (ctime and inode are compared).
+    If the marker object (.~vmlab-agent-marker) vanishes, the bucket lost its objects: all is uploaded again.
+    Restore rules (conflict copies NAME.conflict-HOST-TIME.EXT, escaped keys of non-UTF-8 names, a missing
+    disk): see `vmlab-agent restore --help`.
 
     \b
     Example:
       vmlab-agent sync --folder ~/data --url s3://my-bucket/alice --exclude '*.tmp'
     """
     from vmlab.agent.daemon import flush, run
+    from vmlab.agent.deletes import DeletePolicy
     from vmlab.agent.queue import Pending
-    from vmlab.agent.sync import restore as run_restore
+    from vmlab.agent.restore import restore as run_restore
 
     _logging(verbose or not once)
+    policy = DeletePolicy(max_share=max_delete_share, min_count=min_deletes, window_s=window_s, settle_s=settle_s,
+                          force=force_deletes)
     try:
-        options = _setup(folder, url, manifest, exclude, max_delete_share, force_deletes, status_file)
+        options = _setup(folder, url, manifest, exclude, policy, status_file)
         if options is None:
             log.warning("no sync URL configured (VMLAB_SYNC_URL): nothing to sync")
             return
         options.quiet_s, options.reconcile_s, options.imds_interval_s = quiet_s, reconcile_s, imds_s
+        options.check_s = check_s
         if once:
             pending = Pending(options.queue_file)
             if not no_restore:
-                run_restore(options.folder, options.store, options.manifest, options.excludes,
-                            local_changes=pending.journaled())
+                restored = run_restore(options.folder, options.store, options.manifest, options.excludes,
+                                       local_changes=pending.journaled())
+                click.echo(f"restore from {options.store.url}: {restored.summary()}", err=True)
             options.folder.mkdir(parents=True, exist_ok=True)
             options.flush_s = 0
             result = flush(options, pending)
@@ -185,6 +223,30 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
     except VmlabError as e:
         _fail(e)
     sys.exit(1 if result.pending else 0)
+
+
+@cli.command("release-deletes")
+def release_deletes() -> None:
+    """Send the deletes the sync agent held back (see `vmlab-agent sync --help`): the running agent sends them
+    within a second, or the next one at its start. Only the deletes held now are released, and a file that came
+    back is never deleted. Reads the agent's state folder (VMLAB_AGENT_STATE_DIR, else /var/lib/vmlab-agent).
+
+    \b
+    Example (on the lab, after checking `vmlab status NAME`):
+      sudo /opt/vmlab-agent/bin/vmlab-agent release-deletes
+    """
+    from vmlab.agent.config import AgentConfig
+    from vmlab.agent.deletes import release
+    from vmlab.agent.keys import shown
+
+    try:
+        config = AgentConfig.from_env()
+    except VmlabError as e:
+        _fail(e)
+    released = [rel for path in sorted(config.state_dir.glob("deletes-*.json")) for rel in release(path)]
+    for rel in released[:20]:
+        click.echo(f"released: {shown(rel)}")
+    click.echo(f"released {len(released)} held deletes")
 
 
 @cli.command()

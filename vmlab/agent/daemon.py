@@ -2,6 +2,10 @@
 for a moment, reconcile the whole tree now and then to catch dropped events, and push everything pending before
 exiting when `stop` is set (the CLI sets it on SIGTERM and SIGINT).
 
+A file that fails to upload gets its own backoff (1 s doubling to 60 s) and is named in the status; the others
+keep going. Every `check_s` one HEAD of a marker object (put at start) tells whether the bucket or prefix lost
+its objects (deleted and re-created): then everything is uploaded again, and the status says so until it is.
+
 Example::
 
     stop = threading.Event()
@@ -16,14 +20,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vmlab.agent.deletes import DeleteGuard, DeletePolicy
+from vmlab.agent.keys import MARKER_KEY, shown
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.queue import Pending, size_of
+from vmlab.agent.restore import RestoreResult, restore
 from vmlab.agent.status import AgentStatus
 from vmlab.agent.stores import Store
-from vmlab.agent.sync import DeletePolicy, PushResult, push, restore
+from vmlab.agent.sync import PushResult, push
 from vmlab.errors import VmlabError
 
 log = logging.getLogger("vmlab.agent")
@@ -54,6 +62,36 @@ class SyncOptions:
     #: poll EC2's metadata service for spot notices (only happens on EC2, see vmlab.agent.imds)
     watch_imds: bool = True
     imds_interval_s: float = 5.0
+    #: seconds between looks for the marker object (one HEAD); 0 never
+    check_s: float = 60.0
+    #: where held deletes and the delete window are kept (None: memory only)
+    deletes_file: Path | None = None
+    guard: DeleteGuard | None = None
+
+    def __post_init__(self) -> None:
+        if self.guard is None:
+            self.guard = DeleteGuard(self.policy, self.deletes_file)
+
+
+class Backoff:
+    """Per-file retry times: a file that failed waits 1 s, then 2, 4, ... 60 s, while every other file goes on."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, tuple[float, float, str]] = {}  # path -> (retry at, last wait, why)
+
+    def failed(self, rel: str, why: str, now: float) -> None:
+        wait = min(self.paths[rel][1] * 2, 60.0) if rel in self.paths else 1.0
+        self.paths[rel] = (now + wait, wait, why)
+
+    def succeeded(self, rels: object) -> None:
+        for rel in rels:  # type: ignore[attr-defined]
+            self.paths.pop(rel, None)
+
+    def waiting(self, rel: str, now: float) -> bool:
+        return rel in self.paths and self.paths[rel][0] > now
+
+    def reasons(self, limit: int = 20) -> dict[str, str]:
+        return {shown(rel): why for rel, (_, _, why) in sorted(self.paths.items())[:limit]}
 
 
 def _handler(folder: Path, excludes: Excludes, pending: Pending) -> Any:
@@ -88,7 +126,7 @@ class Tracker:
         self.every_s = every_s
         self._written = (-1, 0.0)
 
-    def after(self, result: PushResult) -> None:
+    def after(self, result: PushResult, backoff: Backoff | None = None) -> None:
         _report(result)
         if result.failed:
             self.status.last_error = next(iter(result.failed.values()))
@@ -96,7 +134,17 @@ class Tracker:
             self.status.last_sync = time.time()
             if not result.retry:
                 self.status.last_error = ""
-        self.status.held_deletes = len(result.held_deletes)
+        guard = self.options.guard
+        held = sorted(guard.held) if guard is not None else result.held_deletes
+        self.status.held_deletes = len(held)
+        self.status.held_paths = [shown(rel) for rel in held[:20]]
+        self.status.stuck = backoff.reasons() if backoff is not None else {}
+
+    def restored(self, result: RestoreResult) -> None:
+        self.status.restore = result.summary()
+        problems = {**result.skipped, **result.failed}
+        self.status.restore_problems = {shown(key): why for key, why in sorted(problems.items())[:50]}
+        self.status.conflicts = [shown(rel) for rel in result.conflicts[:50]]
 
     def write(self, pending: Pending, force: bool = False, extra: list[str] | None = None) -> None:
         if self.options.status_file is None:
@@ -144,46 +192,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
     if watcher is not None:
         watcher.start()
     try:
-        # Files made before the watch started (or while the agent was down) are found by a full pass.
-        retry_at = 0.0
-        next_reconcile = 0.0
-        backoff = 1.0
-        while not stop.is_set():
-            stop.wait(options.tick_s)
-            now = time.monotonic()
-            notice = urgent.is_set()
-            urgent.clear()
-            quiet_s = 0.0 if tracker.status.interruption else options.quiet_s
-            ready = pending.take_ready(quiet_s, options.max_wait_s)
-            full = now >= next_reconcile or notice
-            if not ready and not full:
-                tracker.write(pending)
-                continue
-            if now < retry_at and not full:
-                for rel in ready:
-                    pending.add(rel)
-                pending.done(ready)
-                tracker.write(pending)
-                continue
-            try:
-                result = push(folder, options.store, options.manifest, options.excludes,
-                              only=None if full else ready, policy=options.policy, before_change=pending.hold)
-            except VmlabError as e:
-                result = PushResult(failed={rel: str(e) for rel in ready or {""}})
-                log.error("%s", e)
-            if full:
-                next_reconcile = now + options.reconcile_s
-            tracker.after(result)
-            if result.failed:
-                retry_at = now + backoff
-                backoff = min(backoff * 2, 60.0)
-            else:
-                backoff = 1.0
-            for rel in result.pending:
-                if rel:
-                    pending.add(rel)
-            pending.done(pending.taken())  # this loop is the only taker: all of them were this push's
-            tracker.write(pending, force=True)
+        _loop(options, stop, pending, tracker, urgent)
     finally:
         observer.stop()
         observer.join(timeout=5)
@@ -193,6 +202,100 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
         return flush(options, pending, tracker)
     finally:
         pending.close()
+
+
+def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker: Tracker,
+          urgent: threading.Event) -> None:
+    """Push what is ready until `stop`; files made before the watch started (or while the agent was down) are
+    found by the first pass, a full one."""
+    assert options.guard is not None
+    backoff = Backoff()
+    next_reconcile = 0.0
+    next_check = time.monotonic() + options.check_s
+    marker_ok = _put_marker(options.store)
+    refilled = False  # a full pass ran since the marker went missing
+    while not stop.is_set():
+        stop.wait(options.tick_s)
+        now = time.monotonic()
+        notice = urgent.is_set()
+        urgent.clear()
+        full = now >= next_reconcile or notice or options.guard.take_releases()
+        if options.check_s and marker_ok and now >= next_check:
+            next_check = now + options.check_s
+            if not _marker_there(options, tracker):
+                full, marker_ok, refilled = True, False, False
+        quiet_s = 0.0 if tracker.status.interruption else options.quiet_s
+        ready = pending.take_ready(quiet_s, options.max_wait_s)
+        for rel in [rel for rel in ready if backoff.waiting(rel, now)]:
+            ready.discard(rel)
+            pending.add(rel)  # its own backoff is not over: the others go on
+        if not ready and not full:
+            pending.done(pending.taken())
+            tracker.write(pending)
+            continue
+        try:
+            result = push(options.folder, options.store, options.manifest, options.excludes,
+                          only=None if full else ready, before_change=pending.hold, guard=options.guard,
+                          settle=True, busy=partial(_busy, pending, backoff))
+        except VmlabError as e:
+            result = PushResult(failed={rel: str(e) for rel in ready or {""}})
+            log.error("%s", e)
+        if full:
+            next_reconcile = now + options.reconcile_s
+        for rel, why in result.failed.items():
+            if rel:
+                backoff.failed(rel, why, now)
+        backoff.succeeded([*result.uploaded, *result.deleted, *(ready - set(result.failed))])
+        refilled = refilled or full
+        if not marker_ok and refilled and not result.pending and not backoff.paths:
+            marker_ok = _put_marker(options.store)  # everything is there again
+            tracker.status.lost = tracker.status.lost and not marker_ok
+        tracker.after(result, backoff)
+        for rel in result.pending:
+            if rel:
+                pending.add(rel)
+        pending.done(pending.taken())  # this loop is the only taker: all of them were this push's
+        tracker.write(pending, force=True)
+
+
+def _busy(pending: Pending, backoff: Backoff) -> bool:
+    """Events wait that no backoff holds back: a burst of deletes may not be over."""
+    now = time.monotonic()
+    return any(not backoff.waiting(rel, now) for rel in pending.waiting())
+
+
+def _put_marker(store: Store) -> bool:
+    """Put the marker object whose absence later tells that the store lost what was uploaded."""
+    import hashlib
+
+    body = b"vmlab-agent: this prefix is synced; do not delete\n"
+    try:
+        store.put(MARKER_KEY, body, hashlib.md5(body, usedforsecurity=False).hexdigest())
+        return True
+    except VmlabError as e:
+        log.error("cannot put the marker object: %s", e)
+        return False
+
+
+def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
+    """One HEAD of the marker. Gone: the bucket or prefix was emptied or re-created, so nothing the manifest
+    records can be trusted; forget it all (every file is uploaded again) and say so until that is done."""
+    try:
+        if options.store.exists(MARKER_KEY):
+            return True
+    except VmlabError as e:
+        log.warning("cannot check the marker object: %s", e)
+        return True
+    log.error("%s lost its objects (the marker is gone: deleted or re-created?): uploading everything again",
+              options.store.url)
+    options.manifest.entries.clear()
+    options.manifest.dirty = True
+    assert options.guard is not None
+    options.guard.held.clear()
+    options.guard.save()
+    tracker.status.lost = True
+    tracker.status.last_sync = 0.0
+    return False
 
 
 def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pending, tracker: Tracker,
@@ -213,23 +316,26 @@ def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pend
                 return False
             wait = min(wait * 2, max_wait_s)
             continue
-        log.info("restored %d files (%d in sync, %d kept local, %d failed) from %s", len(restored.downloaded),
-                 restored.in_sync, len(restored.kept_local), len(restored.failed), options.store.url)
+        log.info("restore from %s: %s", options.store.url, restored.summary())
+        tracker.restored(restored)
         tracker.status.last_error = ""
         return True
 
 
 def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None) -> PushResult:
     """The push on exit: a full pass (so nothing pending or missed is lost), repeated while files change under
-    it or the store fails, for at most `flush_s`. The journal is emptied only when nothing is left."""
+    it or the store fails, for at most `flush_s`. Deletes are judged at once (no settling), by the same rules.
+    The journal is emptied only when nothing is left."""
     tracker = tracker or Tracker(options)
     deadline = time.monotonic() + options.flush_s
     delay = 0.2
+    assert options.guard is not None
+    options.guard.take_releases()
     while True:
         pending.take_all()
         try:
-            result = push(options.folder, options.store, options.manifest, options.excludes, policy=options.policy,
-                          before_change=pending.hold)
+            result = push(options.folder, options.store, options.manifest, options.excludes,
+                          before_change=pending.hold, guard=options.guard)
         except VmlabError as e:
             result = PushResult(failed={"": str(e)})
             log.error("%s", e)
@@ -242,7 +348,8 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
     if result.pending:
-        log.error("exiting with %d files not synced: %s", len(result.pending), ", ".join(result.pending[:10]))
+        log.error("exiting with %d files not synced: %s", len(result.pending),
+                  ", ".join(shown(rel) for rel in result.pending[:10]))
     tracker.status.stopped = True
     tracker.write(pending, force=True, extra=[rel for rel in result.pending if rel])
     return result
@@ -252,3 +359,6 @@ def _report(result: PushResult) -> None:
     if result.uploaded or result.deleted:
         log.info("pushed %d, deleted %d%s", len(result.uploaded), len(result.deleted),
                  f", {len(result.held_deletes)} deletes held" if result.held_deletes else "")
+    for rel, why in result.failed.items():
+        if rel:
+            log.warning("%s not synced: %s", shown(rel), why)

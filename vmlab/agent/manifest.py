@@ -24,21 +24,29 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmlab.agent import safefs
 from vmlab.errors import BadInput
 from vmlab.fileio import write_atomic
 
 # Jupyter's autosave copies, editors' and LibreOffice's save temps (also the agent's own restore temps, which are
 # named ".~vmlab-*"), and Python bytecode caches.
 DEFAULT_EXCLUDES = (".ipynb_checkpoints", ".~*", "__pycache__")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added ctime_ns and inode; a version 1 file is read (its files are hashed once)
 
 
 @dataclass(frozen=True)
 class Stat:
-    """What `os.stat` says about a file, the part that tells whether it may have changed."""
+    """What `os.stat` says about a file, the part that tells whether it may have changed. The ctime and inode
+    catch an edit whose mtime was put back (`touch -r`, `cp -p`, `rsync -t`): nothing can set the ctime."""
 
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
+    ino: int = 0
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,12 @@ class Entry:
     mtime_ns: int
     md5: str
     etag: str
+    ctime_ns: int = 0
+    ino: int = 0
 
     @property
     def stat(self) -> Stat:
-        return Stat(self.size, self.mtime_ns)
+        return Stat(self.size, self.mtime_ns, self.ctime_ns, self.ino)
 
 
 class Excludes:
@@ -92,10 +102,11 @@ class Diff:
 
 
 def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable[[str], str | None]) -> Diff:
-    """Compare scanned files with the manifest. A file whose size and mtime both equal the manifest's is taken as
-    unchanged; any other difference (an older mtime included: a restored copy, `touch -d`, an editor keeping the
-    mtime) is settled by MD5, so a same-size edit is never missed and a touch costs no upload. `md5_of` returns
-    None for a file that vanished since the scan; it is then left for the next pass.
+    """Compare scanned files with the manifest. A file whose size, mtime, ctime and inode all equal the manifest's
+    is taken as unchanged; any other difference (an older mtime included: a restored copy, `touch -r`, an editor
+    keeping the mtime, which still moves the ctime) is settled by MD5, so a same-size edit is never missed and a
+    touch costs no upload. `md5_of` returns None for a file that vanished since the scan; it is then left for
+    the next pass.
 
     Example: `diff({"a": Stat(1, 5)}, {}, md5_of).new == {"a"}`.
     """
@@ -119,49 +130,29 @@ def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable
 
 
 def scan(folder: Path, excludes: Excludes, only: Iterable[str] | None = None) -> dict[str, Stat]:
-    """Regular files under `folder` (symlinks are not followed, excluded paths are skipped), by relative path.
-    With `only`, look at just those relative paths: a file is stat'ed, a folder is walked.
+    """Regular files under `folder` by relative path, reached without following any symlink (see
+    vmlab.agent.safefs), excluded paths skipped. With `only`, look at just those relative paths: a file is
+    stat'ed, a folder is walked.
 
     Example: `scan(Path("/home/u/data"), Excludes(), only=["new-folder"])`.
     """
-    found: dict[str, Stat] = {}
     if only is None:
-        _walk(folder, "", excludes, found)
-        return found
+        only = [""]
+    found: dict[str, Stat] = {}
     for rel in only:
         if not rel:
-            _walk(folder, "", excludes, found)
+            found.update((r, Stat.of(st)) for r, st in safefs.walk(folder, excludes.matches))
             continue
         if excludes.matches(rel):
             continue
-        try:
-            st = os.lstat(folder / rel)
-        except OSError:
+        st = safefs.lstat_under(folder, rel)
+        if st is None:
             continue
         if stat_module.S_ISREG(st.st_mode):
-            found[rel] = Stat(st.st_size, st.st_mtime_ns)
+            found[rel] = Stat.of(st)
         elif stat_module.S_ISDIR(st.st_mode):
-            _walk(folder / rel, rel + "/", excludes, found)
+            found.update((r, Stat.of(s)) for r, s in safefs.walk(folder, excludes.matches, rel + "/"))
     return found
-
-
-def _walk(directory: Path, prefix: str, excludes: Excludes, found: dict[str, Stat]) -> None:
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for item in entries:
-        rel = prefix + item.name
-        if excludes.matches(rel):
-            continue
-        try:
-            if item.is_dir(follow_symlinks=False):
-                _walk(Path(item.path), rel + "/", excludes, found)
-            elif item.is_file(follow_symlinks=False):
-                st = item.stat(follow_symlinks=False)
-                found[rel] = Stat(st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            continue  # removed while we looked
 
 
 def md5_file(path: Path) -> str | None:
@@ -176,9 +167,22 @@ def md5_file(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def md5_under(folder: Path, rel: str) -> str | None:
+    """Hex MD5 of `rel` under `folder`, reached without following symlinks; None when it is gone or not a
+    regular file."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with safefs.open_under(folder, rel) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (FileNotFoundError, NotADirectoryError, safefs.Outside):
+        return None
+    return digest.hexdigest()
+
+
 def md5_reader(folder: Path) -> Callable[[str], str | None]:
     """The `md5_of` argument of `diff` for files under `folder`."""
-    return lambda rel: md5_file(folder / rel)
+    return lambda rel: md5_under(folder, rel)
 
 
 class Manifest:
@@ -208,7 +212,7 @@ class Manifest:
         except (OSError, ValueError) as e:
             raise BadInput(f"cannot read the sync manifest {path}: {e}",
                            "move it away; the next sync uploads everything once and deletes nothing") from e
-        if data.get("version") != FORMAT_VERSION or data.get("url") != url:
+        if data.get("version") not in (1, FORMAT_VERSION) or data.get("url") != url:
             return cls(path, url)
         entries = {rel: Entry(*values) for rel, values in data.get("entries", {}).items()}
         return cls(path, url, entries)
@@ -234,7 +238,8 @@ class Manifest:
         data = {
             "version": FORMAT_VERSION,
             "url": self.url,
-            "entries": {rel: [e.size, e.mtime_ns, e.md5, e.etag] for rel, e in sorted(self.entries.items())},
+            "entries": {rel: [e.size, e.mtime_ns, e.md5, e.etag, e.ctime_ns, e.ino]
+                        for rel, e in sorted(self.entries.items())},
         }
         write_atomic(self.path, json.dumps(data, separators=(",", ":")))
         self.dirty = False

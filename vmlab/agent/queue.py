@@ -108,6 +108,11 @@ class Pending:
                 self._log("+", [rel])
             self._taken.add(rel)
 
+    def waiting(self) -> set[str]:
+        """Paths with an event that no push has taken yet."""
+        with self._lock:
+            return set(self._paths)
+
     def taken(self) -> set[str]:
         with self._lock:
             return set(self._taken)

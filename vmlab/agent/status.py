@@ -2,9 +2,12 @@
 over SSH to tell whether a lab holds data that is not in its bucket yet.
 
 The sync daemon rewrites it (atomically) after every pass and on exit. Fields: `url`, `folder`, `pending` (files
-not synced yet), `pending_bytes`, `held_deletes`, `last_sync` (unix time of the last pass that left nothing
-pending, 0 = never), `last_error`, `updated`, `stopped` (the daemon exited), `interruption` (an EC2 spot or
-rebalance notice it saw).
+not synced yet), `pending_bytes`, `held_deletes` and `held_paths` (deletes held until `vmlab-agent
+release-deletes`: a sample of paths), `last_sync` (unix time of the last pass that left nothing pending, 0 =
+never), `last_error`, `stuck` (files in their own retry backoff: path -> why), `lost` (objects the agent had
+uploaded are gone from the store: it is re-uploading them), `restore` (the last restore's counts),
+`restore_problems` (keys it skipped or failed: key -> why), `conflicts` (conflict copies made), `updated`,
+`stopped` (the daemon exited), `interruption` (an EC2 spot or rebalance notice it saw).
 
 Example::
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,12 @@ class AgentStatus:
     updated: float = 0.0
     stopped: bool = False
     interruption: str = ""
+    held_paths: list[str] = field(default_factory=list)
+    stuck: dict[str, str] = field(default_factory=dict)
+    lost: bool = False
+    restore: str = ""
+    restore_problems: dict[str, str] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> AgentStatus | None:
@@ -46,12 +55,15 @@ class AgentStatus:
             return None
         if not isinstance(data, dict):
             return None
-        names = {f.name: f.type for f in fields(cls)}
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc,operator]
+                    for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key not in names:
+            if key not in defaults:
                 continue
-            default = getattr(cls, key)
+            default = defaults[key]
+            if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
+                continue
             try:
                 kwargs[key] = type(default)(value) if value is not None else default
             except (TypeError, ValueError):
@@ -60,8 +72,9 @@ class AgentStatus:
 
     @property
     def unsynced(self) -> bool:
-        """Files the bucket lacks (or deletes held for review): terminating the lab now would lose them."""
-        return self.pending > 0 or self.held_deletes > 0
+        """Files the bucket lacks (or deletes held for review, or objects the store lost): terminating the lab now
+        would lose them."""
+        return self.pending > 0 or self.held_deletes > 0 or self.lost
 
     def summary(self, now: float | None = None) -> str:
         """One short line for `vmlab ls`: "synced 2m ago", "3 files (1.2 MB) pending", "error: ..."."""
@@ -69,14 +82,40 @@ class AgentStatus:
         if self.unsynced:
             parts = [f"{self.pending} pending ({_size(self.pending_bytes)})"]
             if self.held_deletes:
-                parts.append(f"{self.held_deletes} deletes held")
+                parts.append(f"{self.held_deletes} deletes held (vmlab-agent release-deletes)")
+            if self.lost:
+                parts.append("the bucket lost objects: re-uploading")
         elif self.last_sync:
             parts = [f"synced {_ago(now - self.last_sync)} ago"]
         else:
             parts = ["not synced yet"]
+        if self.stuck:
+            parts.append(f"{len(self.stuck)} stuck")
+        if self.conflicts:
+            parts.append(f"{len(self.conflicts)} conflict copies")
         if self.last_error:
             parts.append(f"error: {self.last_error[:80]}")
         return ", ".join(parts)
+
+    def details(self) -> list[str]:
+        """Lines for `vmlab status`: held deletes (and how to release them), stuck files, a lost bucket,
+        conflict copies and what the last restore skipped."""
+        lines = []
+        if self.held_deletes:
+            lines.append(f"held deletes ({self.held_deletes}): {', '.join(self.held_paths[:5])}"
+                         f"{' ...' if self.held_deletes > 5 else ''}; to send them: "
+                         "`sudo /opt/vmlab-agent/bin/vmlab-agent release-deletes` on the lab")
+        if self.lost:
+            lines.append("the bucket lost objects the agent had uploaded: uploading them again")
+        for rel, why in list(self.stuck.items())[:5]:
+            lines.append(f"stuck: {rel}: {why}")
+        if self.conflicts:
+            lines.append(f"conflict copies: {', '.join(self.conflicts[:5])}")
+        if self.restore:
+            lines.append(f"last restore: {self.restore}")
+        for key, why in list(self.restore_problems.items())[:5]:
+            lines.append(f"not restored: {key}: {why}")
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,15 +1,15 @@
-"""Restore a folder from a store and push its changes back, with the manifest as the record of what is in sync.
+"""Push a folder's changes to a store, with the manifest as the record of what is in sync (`restore` is in
+vmlab.agent.restore).
 
-`restore` lists the prefix once (at boot) and downloads what the folder lacks; it never deletes or overwrites a
-local file that changed since it was last synced. `push` costs O(1) requests per changed file and never lists:
-new and changed files are PUT, files deleted locally are deleted from the store only when the manifest knows
-their key, and a batch that would delete a large share of the tree is held unless forced.
+`push` costs O(1) requests per changed file and never lists: new and changed files are PUT (several at once),
+files deleted locally are deleted from the store only when the manifest knows their key and the delete rules of
+vmlab.agent.deletes allow it. Every file is read through vmlab.agent.safefs (no symlink on the way is followed,
+checked again at upload time), and its key is `keys.key_of` its path (names that are not UTF-8 get escaped keys).
 
 Example::
 
     store = open_store("s3://my-bucket/alice")
     manifest = Manifest.load(state / "manifest.json", store.url)
-    restore(Path("~/data").expanduser(), store, manifest)
     result = push(Path("~/data").expanduser(), store, manifest)      # or only=["notebooks/a.ipynb"]
     print(result.uploaded, result.deleted, result.held_deletes)
 """
@@ -19,17 +19,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
-import stat as stat_module
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
 
-from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_file, md5_reader, scan
+from vmlab.agent import safefs
+from vmlab.agent.deletes import DeleteGuard, DeletePolicy
+from vmlab.agent.keys import key_of, shown
+from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
 from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
-from vmlab.errors import BadInput, DeleteGuard, VmlabError
+from vmlab.errors import BadInput, VmlabError
 
 log = logging.getLogger("vmlab.agent")
 
@@ -40,17 +41,10 @@ RACY_NS = 2_000_000_000
 SAVE_EVERY_S = 2.0
 
 
-@dataclass(frozen=True)
-class DeletePolicy:
-    """Deletes in one batch beyond `max_share` of the known tree (and more than `min_count` files) are held for
-    review unless `force`. Example: `DeletePolicy(max_share=0.25)`."""
+# Uploads (and restore's downloads) in flight at once: about `aws s3 sync`'s 10.
+WORKERS = 10
 
-    max_share: float = 0.5
-    min_count: int = 20
-    force: bool = False
-
-    def allows(self, deletes: int, known: int) -> bool:
-        return self.force or deletes <= self.min_count or deletes <= self.max_share * known
+__all__ = ["DeletePolicy", "PushResult", "push"]
 
 
 @dataclass
@@ -61,33 +55,27 @@ class PushResult:
     held_deletes: list[str] = field(default_factory=list)
     retry: list[str] = field(default_factory=list)  # changed while being read: try again on the next pass
     failed: dict[str, str] = field(default_factory=dict)
+    waiting_deletes: list[str] = field(default_factory=list)  # settling (see vmlab.agent.deletes)
 
     @property
     def pending(self) -> list[str]:
-        return sorted({*self.retry, *self.failed})
-
-
-@dataclass
-class RestoreResult:
-    downloaded: list[str] = field(default_factory=list)
-    in_sync: int = 0
-    kept_local: list[str] = field(default_factory=list)  # the local side wins: it differs, or was deleted here
-    skipped: list[str] = field(default_factory=list)  # keys that are excluded or not a safe relative path
-    failed: dict[str, str] = field(default_factory=dict)
+        return sorted({*self.retry, *self.failed, *self.waiting_deletes})
 
 
 def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | None = None,
          only: Iterable[str] | None = None, policy: DeletePolicy | None = None,
-         before_change: Callable[[str], None] | None = None) -> PushResult:
+         before_change: Callable[[str], None] | None = None, guard: DeleteGuard | None = None,
+         settle: bool = False, workers: int = WORKERS, busy: Callable[[], bool] | None = None) -> PushResult:
     """Upload what changed under `folder` (all of it, or the relative paths in `only`, folders walked) and
-    propagate deletes of known keys. Per-file errors are collected in `failed`, never raised: the manifest keeps
-    the old entry and the next pass tries again. Raises BadInput when the folder is missing, so an unmounted
-    disk never reads as "everything was deleted". `before_change(rel)` is called before each upload or delete
-    (the daemon journals the path: a crash before the manifest is saved must not make the store's copy look
-    like someone else's)."""
+    propagate deletes of known keys that `guard` (by default a fresh one with `policy`) lets through. Per-file
+    errors are collected in `failed`, never raised: the manifest keeps the old entry and the next pass tries
+    again. Raises BadInput when the folder is missing, so an unmounted disk never reads as "everything was
+    deleted". `before_change(rel)` is called before each upload or delete (the daemon journals the path: a crash
+    before the manifest is saved must not make the store's copy look like someone else's); `busy()` says whether
+    more events wait (then a burst of deletes is not over)."""
     before_change = before_change or (lambda _rel: None)
     excludes = excludes or Excludes()
-    policy = policy or DeletePolicy()
+    guard = guard or DeleteGuard(policy)
     if not folder.is_dir():
         raise BadInput(f"sync folder {folder} does not exist", "create it or fix --folder")
     paths = None if only is None else sorted(set(only))
@@ -99,191 +87,118 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     for rel, (st, digest) in changes.touched.items():
         manifest.record(rel, _entry(st, digest, known[rel].etag))
         result.touched += 1
-    last_save = time.monotonic()
-    for rel in changes.uploads:
+    _upload_all(folder, store, manifest, changes.uploads, result, before_change, workers)
+    now = time.time()
+    deletes = guard.judge(changes.deleted, local, len(manifest.entries), now, settle=settle,
+                          everything_gone=paths is None and not local and bool(known),
+                          busy=busy() if busy is not None else False)
+    result.held_deletes = sorted(guard.held)
+    result.waiting_deletes = sorted(set(changes.deleted) & set(guard.waiting))
+    if guard.held and set(changes.deleted) & guard.held:
+        log.error("held %d deletes of %d synced files: check the folder, then run `vmlab-agent release-deletes`",
+                  len(guard.held), len(manifest.entries))
+    known_before = len(manifest.entries)
+    for rel in deletes:
         before_change(rel)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(deletes))), thread_name_prefix="vmlab-del") as pool:
+        for rel, error in zip(deletes, pool.map(_delete, [store] * len(deletes), deletes), strict=True):
+            if error is not None:
+                result.failed[rel] = str(error)
+                log.error("delete of %s failed: %s", shown(rel), error)
+                continue
+            manifest.forget(rel)
+            result.deleted.append(rel)
+    guard.sent(len(result.deleted), known_before, now)
+    manifest.save()
+    return result
+
+
+def _upload_all(folder: Path, store: Store, manifest: Manifest, uploads: list[str], result: PushResult,
+                before_change: Callable[[str], None], workers: int) -> None:
+    """PUT `uploads`, up to `workers` at once; entries are recorded (and the manifest saved now and then) here,
+    in the calling thread."""
+    last_save = time.monotonic()
+
+    def settle(rel: str, future: Future[Entry | None]) -> None:
+        nonlocal last_save
         try:
-            entry = _upload(folder, rel, store)
+            entry = future.result()
         except (OSError, VmlabError) as e:
             result.failed[rel] = str(e)
-            log.error("upload of %s failed: %s", rel, e)
-            continue
+            log.error("upload of %s failed: %s", shown(rel), e)
+            return
         if entry is None:
             result.retry.append(rel)
-            continue
+            return
         manifest.record(rel, entry)
         result.uploaded.append(rel)
         if time.monotonic() - last_save > SAVE_EVERY_S:
             manifest.save()
             last_save = time.monotonic()
-    deletes = sorted(changes.deleted)
-    if deletes and not policy.allows(len(deletes), len(manifest.entries)):
-        result.held_deletes = deletes
-        log.error("%s", DeleteGuard(f"held {len(deletes)} deletes of {len(manifest.entries)} synced files",
-                                    "check the folder; run `vmlab-agent sync --once --force-deletes` to apply"))
-        deletes = []
-    for rel in deletes:
-        before_change(rel)
-        try:
-            store.delete(rel)
-        except VmlabError as e:
-            result.failed[rel] = str(e)
-            log.error("delete of %s failed: %s", rel, e)
-            continue
-        manifest.forget(rel)
-        result.deleted.append(rel)
-    manifest.save()
-    return result
+
+    if len(uploads) <= 1 or workers <= 1:
+        for rel in uploads:
+            before_change(rel)
+            future: Future[Entry | None] = Future()
+            try:
+                future.set_result(_upload(folder, rel, store))
+            except (OSError, VmlabError) as e:
+                future.set_exception(e)
+            settle(rel, future)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmlab-put") as pool:
+        window: list[tuple[str, Future[Entry | None]]] = []
+        for rel in uploads:
+            before_change(rel)
+            window.append((rel, pool.submit(_upload, folder, rel, store)))
+            if len(window) >= workers * 4:  # bounded: a huge first upload does not hold every file's bytes
+                settle(*window.pop(0))
+        for item in window:
+            settle(*item)
+
+
+def _delete(store: Store, rel: str) -> VmlabError | None:
+    try:
+        store.delete(key_of(rel))
+    except VmlabError as e:
+        return e
+    return None
 
 
 def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
-    """PUT one file and return its new entry, or None when it vanished or changed while being read (its bytes
-    would not match the stat we record)."""
-    path = folder / rel
+    """PUT one file and return its new entry, or None when it vanished, is no longer a regular file reached
+    without a symlink, or changed while being read (its bytes would not match the stat we record)."""
     try:
-        before = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if not stat_module.S_ISREG(before.st_mode):
-        return None
-    if before.st_size <= MULTIPART_THRESHOLD:
-        try:
-            with path.open("rb") as f:
+        with safefs.open_under(folder, rel) as f:
+            before = os.fstat(f.fileno())
+            if before.st_size <= MULTIPART_THRESHOLD:
                 data = f.read()
-        except (FileNotFoundError, IsADirectoryError):
-            return None  # renamed or deleted since the scan: its event is queued
-        if not _same(path, before):
-            return None
-        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        etag = store.put(rel, data, digest)
-        return _entry(Stat(before.st_size, before.st_mtime_ns), digest, etag)
-    large_digest = md5_file(path)
-    if large_digest is None:
-        return None
-    etag = store.put(rel, path, large_digest)
-    if not _same(path, before):
-        return None  # the object may hold a mix of versions; the next pass uploads it again
-    return _entry(Stat(before.st_size, before.st_mtime_ns), large_digest, etag)
+                if not _same(folder, rel, before):
+                    return None
+                digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                etag = store.put(key_of(rel), data, digest)
+            else:
+                hasher = hashlib.md5(usedforsecurity=False)
+                while chunk := f.read(1 << 20):
+                    hasher.update(chunk)
+                digest = hasher.hexdigest()
+                f.seek(0)
+                # the open file by its /proc link (the same inode whatever happens to the path since), so the
+                # store's transfer manager reads parts in parallel; elsewhere the file object itself
+                proc = Path(f"/proc/self/fd/{f.fileno()}")
+                etag = store.put(key_of(rel), proc if proc.exists() else f, digest)
+                if not _same(folder, rel, before):
+                    return None  # the object may hold a mix of versions; the next pass uploads it again
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, safefs.Outside):
+        return None  # renamed, deleted or swapped for a symlink since the scan: its event is queued
+    return _entry(Stat.of(before), digest, etag)
 
 
-def _same(path: Path, before: os.stat_result) -> bool:
-    try:
-        after = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+def _same(folder: Path, rel: str, before: os.stat_result) -> bool:
+    after = safefs.lstat_under(folder, rel)
+    return after is not None and Stat.of(after) == Stat.of(before)
 
 
 def _entry(st: Stat, digest: str, etag: str) -> Entry:
-    racy = time.time_ns() - st.mtime_ns < RACY_NS
-    return Entry(st.size, 0 if racy else st.mtime_ns, digest, etag)
-
-
-def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | None = None,
-            local_changes: Iterable[str] = ()) -> RestoreResult:
-    """Download every object under the store's prefix that the folder lacks, or whose local copy is unchanged
-    since the last sync while the object changed. Each file is written to a temporary name beside it and renamed
-    into place. Local files are never deleted, and a local file that differs from the object is kept (the next
-    push uploads it). A listing failure raises StoreError before anything local is touched.
-
-    The local side wins for a path that was synced and then deleted here (the manifest knows it with the listed
-    ETag: the next push deletes the key), and for `local_changes`, the paths the daemon's journal holds (changed
-    here after the last sync, maybe deleted): a missing one is recorded from the listing so that push deletes
-    its key instead of restore bringing it back."""
-    excludes = excludes or Excludes()
-    changed_here = set(local_changes)
-    folder.mkdir(parents=True, exist_ok=True)
-    result = RestoreResult()
-    objects = list(store.list())
-    listed = set()
-    for obj in objects:
-        rel = obj.key
-        if not _safe(rel) or excludes.matches(rel):
-            result.skipped.append(rel)
-            continue
-        listed.add(rel)
-        path = folder / rel
-        entry = manifest.entries.get(rel)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        except OSError as e:
-            result.failed[rel] = str(e)
-            continue
-        if st is None and (rel in changed_here or (entry is not None and entry.etag == obj.etag)):
-            if entry is None:
-                # uploaded by the run that crashed before saving its manifest, then deleted here
-                manifest.record(rel, Entry(obj.size, 0, "", obj.etag))
-            result.kept_local.append(rel)
-            continue
-        if st is not None:
-            if not stat_module.S_ISREG(st.st_mode):
-                result.kept_local.append(rel)
-                continue
-            local = Stat(st.st_size, st.st_mtime_ns)
-            if entry is not None and entry.stat == local:
-                if entry.etag == obj.etag:
-                    result.in_sync += 1
-                    continue
-            else:
-                digest = md5_file(path) or ""
-                same = digest == (obj.md5 or obj.etag)  # the store's MD5 (S3: a single-part ETag is one)
-                if same or (entry is not None and digest == entry.md5 and entry.etag == obj.etag):
-                    manifest.record(rel, _entry(local, digest, obj.etag))
-                    result.in_sync += 1
-                    continue
-                if entry is None or digest != entry.md5:
-                    result.kept_local.append(rel)
-                    log.warning("keeping local %s: it differs from the stored object", rel)
-                    continue
-        try:
-            _download(folder, rel, store, manifest)
-        except (OSError, VmlabError) as e:
-            result.failed[rel] = str(e)
-            log.error("download of %s failed: %s", rel, e)
-            continue
-        result.downloaded.append(rel)
-    # An object deleted elsewhere: forget it, so the local copy (never deleted here) is uploaded again.
-    for rel in set(manifest.entries) - listed:
-        if not excludes.matches(rel):
-            manifest.forget(rel)
-    manifest.save()
-    return result
-
-
-def _download(folder: Path, rel: str, store: Store, manifest: Manifest) -> None:
-    path = folder / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # ".~" keeps the temporary out of every sync (a default exclude) and out of JupyterLab's file browser.
-    tmp = path.parent / f".~vmlab-{secrets.token_hex(4)}-{path.name}"
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with tmp.open("wb") as f:
-            etag = store.get(rel, _HashingWriter(f, digest))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    st = os.lstat(path)
-    manifest.record(rel, _entry(Stat(st.st_size, st.st_mtime_ns), digest.hexdigest(), etag))
-
-
-class _HashingWriter:
-    """Hash the bytes on their way to the file, so a restored file is read once."""
-
-    def __init__(self, f: BinaryIO, digest: Any) -> None:
-        self._f = f
-        self._digest = digest
-
-    def write(self, data: bytes, /) -> int:
-        self._digest.update(data)
-        return self._f.write(data)
-
-
-def _safe(rel: str) -> bool:
-    """A key maps to a path inside the folder only if no component is empty, "." or ".."."""
-    parts = rel.split("/")
-    return all(part not in ("", ".", "..") for part in parts) and "\0" not in rel
+    racy = time.time_ns() - max(st.mtime_ns, st.ctime_ns) < RACY_NS
+    return Entry(st.size, 0 if racy else st.mtime_ns, digest, etag, st.ctime_ns, st.ino)

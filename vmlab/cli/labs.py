@@ -201,6 +201,8 @@ def status(name: str, json_mode: bool) -> None:
             out.say(f"  last error: {agent.last_error}")
         if agent.interruption:
             out.say(f"  EC2 notice: {agent.interruption}")
+        for line in agent.details():
+            out.say(f"  {line}")
     shown = {**settings.to_json(), "sync_url": redact(settings.sync_url) if settings.sync_url else None}
     out.emit({"lab": name, "state": inst.state if inst else "missing", "settings": shown,
               "agent": agent.to_json() if agent else None})

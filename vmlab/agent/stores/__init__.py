@@ -25,6 +25,7 @@ Example::
         store.get("a.txt", f)
     [o.key for o in store.list()]                    # ["a.txt"]
     store.delete("a.txt")
+    store.exists("a.txt")                            # False
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from vmlab.errors import BadInput
 
@@ -71,6 +72,7 @@ class ObjectInfo:
     size: int
     etag: str
     md5: str = ""
+    modified: float = 0.0  # unix time of the last write, 0 when unknown
 
 
 class Sink(Protocol):
@@ -80,14 +82,17 @@ class Sink(Protocol):
 
 
 class Store(Protocol):
-    """The four verbs the agent needs. `put` returns the new version tag (bytes up to MULTIPART_THRESHOLD, a path
-    above it; `md5` is the hex MD5 of the content, checked by the store on the way); `get` writes the object into
-    `out` and returns its version tag; `delete` of a missing key is not an error; `list` is only used by restore,
-    never while watching. Every failure is raised as `StoreError` with a one-line message and hint."""
+    """The verbs the agent needs. `put` returns the new version tag (bytes up to MULTIPART_THRESHOLD, an open
+    file or a path above it; `md5` is the hex MD5 of the content, checked by the store on the way); `get` writes
+    the object into `out` and returns its version tag; `delete` of a missing key is not an error; `list` is only
+    used by restore, never while watching; `exists` is one HEAD request (the daemon's check that the bucket did
+    not lose its objects). Every failure is raised as `StoreError` with a one-line message and hint."""
 
     url: str
 
-    def put(self, key: str, source: bytes | Path, md5: str) -> str: ...
+    def put(self, key: str, source: bytes | BinaryIO | Path, md5: str) -> str: ...
+
+    def exists(self, key: str) -> bool: ...
 
     def get(self, key: str, out: Sink) -> str: ...
 

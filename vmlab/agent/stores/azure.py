@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 from vmlab.agent.stores import (
@@ -99,7 +100,7 @@ class AzureStore:
     def _blob(self, key: str) -> Any:
         return self.container.get_blob_client(self.prefix + key)
 
-    def put(self, key: str, source: bytes | Path, md5: str) -> str:
+    def put(self, key: str, source: bytes | BinaryIO | Path, md5: str) -> str:
         from azure.storage.blob import ContentSettings
 
         settings = ContentSettings(content_md5=bytearray.fromhex(md5))
@@ -107,11 +108,15 @@ class AzureStore:
             if isinstance(source, bytes):
                 answer = self._blob(key).upload_blob(source, overwrite=True, content_settings=settings,
                                                      validate_content=True)
-            else:
+            elif isinstance(source, Path):
                 with source.open("rb") as f:
                     answer = self._blob(key).upload_blob(f, length=source.stat().st_size, overwrite=True,
                                                          content_settings=settings, validate_content=True,
                                                          max_concurrency=4)
+            else:
+                answer = self._blob(key).upload_blob(source, length=os.fstat(source.fileno()).st_size,
+                                                     overwrite=True, content_settings=settings,
+                                                     validate_content=True, max_concurrency=4)
             return str(answer["etag"]).strip('"')
         except OSError:
             raise  # the local file
@@ -140,6 +145,17 @@ class AzureStore:
         except Exception as e:
             raise self._error("delete", key, e) from e
 
+    def exists(self, key: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._blob(key).get_blob_properties()
+            return True
+        except ResourceNotFoundError:
+            return False  # the blob, or the whole container
+        except Exception as e:
+            raise self._error("check", key, e) from e
+
     def list(self) -> Iterator[ObjectInfo]:
         try:
             for blob in self.container.list_blobs(name_starts_with=self.prefix or None):
@@ -147,7 +163,9 @@ class AzureStore:
                 if not key or key.endswith("/"):
                     continue
                 md5 = blob.content_settings.content_md5
-                yield ObjectInfo(key, int(blob.size), str(blob.etag).strip('"'), bytes(md5).hex() if md5 else "")
+                modified = blob.last_modified.timestamp() if blob.last_modified else 0.0
+                yield ObjectInfo(key, int(blob.size), str(blob.etag).strip('"'), bytes(md5).hex() if md5 else "",
+                                 modified)
         except Exception as e:
             raise self._error("list", "", e) from e
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vmlab.agent.stores import (
     MULTIPART_THRESHOLD,
@@ -65,20 +66,20 @@ class GCSStore:
         return DEFAULT_RETRY.with_predicate(transient) \
             .with_delay(initial=self.policy.base_s, maximum=self.policy.cap_s, multiplier=2.0).with_timeout(worst)
 
-    def put(self, key: str, source: bytes | Path, md5: str) -> str:
+    def put(self, key: str, source: bytes | BinaryIO | Path, md5: str) -> str:
         try:
             if isinstance(source, bytes):
                 blob = self.bucket.blob(self.prefix + key)
                 blob.upload_from_string(source, content_type="application/octet-stream", checksum="md5",
                                         retry=self._retry(), timeout=self.timeout)
-            elif source.stat().st_size <= self.multipart_threshold:
+            elif isinstance(source, Path) and source.stat().st_size <= self.multipart_threshold:
                 blob = self.bucket.blob(self.prefix + key)  # one multipart request
                 blob.upload_from_filename(str(source), content_type="application/octet-stream", checksum="md5",
                                           retry=self._retry(), timeout=self.timeout)
             else:
                 # without a size the client always makes a resumable upload, sent and retried chunk by chunk
                 blob = self.bucket.blob(self.prefix + key, chunk_size=self.part_size)
-                with source.open("rb") as f:
+                with source.open("rb") if isinstance(source, Path) else nullcontext(source) as f:
                     blob.upload_from_file(f, content_type="application/octet-stream", checksum="md5",
                                           retry=self._retry(), timeout=self.timeout)
             if blob.md5_hash and base64.b64decode(blob.md5_hash).hex() != md5:
@@ -115,6 +116,16 @@ class GCSStore:
         except Exception as e:
             raise self._error("delete", key, e) from e
 
+    def exists(self, key: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return bool(self.bucket.blob(self.prefix + key).exists(retry=self._retry(), timeout=self.timeout))
+        except NotFound:
+            return False  # the bucket is gone
+        except Exception as e:
+            raise self._error("check", key, e) from e
+
     def list(self) -> Iterator[ObjectInfo]:
         try:
             for blob in self.client.list_blobs(self.bucket, prefix=self.prefix or None, retry=self._retry(),
@@ -123,7 +134,8 @@ class GCSStore:
                 if not key or key.endswith("/"):
                     continue
                 md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else ""
-                yield ObjectInfo(key, int(blob.size or 0), str(blob.generation or blob.etag), md5)
+                modified = blob.updated.timestamp() if blob.updated else 0.0
+                yield ObjectInfo(key, int(blob.size or 0), str(blob.generation or blob.etag), md5, modified)
         except Exception as e:
             raise self._error("list", "", e) from e
 

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vmlab.agent.stores import (
     MULTIPART_THRESHOLD,
@@ -49,7 +49,7 @@ class S3Store:
     def _key(self, key: str) -> str:
         return self.prefix + key
 
-    def put(self, key: str, source: bytes | Path, md5: str) -> str:
+    def put(self, key: str, source: bytes | BinaryIO | Path, md5: str) -> str:
         try:
             if isinstance(source, bytes):
                 # Content-MD5 makes S3 reject a body that was corrupted on the way
@@ -60,7 +60,10 @@ class S3Store:
 
             config = TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=self.part_size,
                                     max_concurrency=4)
-            self.client.upload_file(str(source), self.bucket, self._key(key), Config=config)
+            if isinstance(source, Path):
+                self.client.upload_file(str(source), self.bucket, self._key(key), Config=config)
+            else:
+                self.client.upload_fileobj(source, self.bucket, self._key(key), Config=config)
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return str(head["ETag"]).strip('"')
         except Exception as e:
@@ -84,6 +87,17 @@ class S3Store:
         except Exception as e:
             raise self._error("delete", key, e) from e
 
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as e:
+            response = getattr(e, "response", None)
+            code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                return False
+            raise self._error("check", key, e) from e
+
     def list(self) -> Iterator[ObjectInfo]:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
@@ -93,7 +107,8 @@ class S3Store:
                     if key and not key.endswith("/"):  # "folder/" markers made by consoles hold nothing
                         etag = str(obj["ETag"]).strip('"')
                         # a single-part upload's ETag is the MD5 of its bytes (a multipart one has a "-N" suffix)
-                        yield ObjectInfo(key, int(obj["Size"]), etag, etag if _MD5_HEX.fullmatch(etag) else "")
+                        yield ObjectInfo(key, int(obj["Size"]), etag, etag if _MD5_HEX.fullmatch(etag) else "",
+                                         obj["LastModified"].timestamp())
         except Exception as e:
             raise self._error("list", "", e) from e
 
@@ -128,6 +143,7 @@ def make_client(retry: RetryPolicy = RETRY) -> Any:
     from botocore.config import Config
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-    config = Config(retries={"mode": "standard", "total_max_attempts": retry.attempts},
+    # room for the 10 parallel transfers (and a multipart upload's own threads) without dropping connections
+    config = Config(retries={"mode": "standard", "total_max_attempts": retry.attempts}, max_pool_connections=32,
                     connect_timeout=retry.timeout_s, read_timeout=retry.timeout_s)
     return boto3.session.Session().client("s3", region_name=region, config=config)
