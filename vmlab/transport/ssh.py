@@ -25,6 +25,7 @@ from vmlab.engine.command import Command, RunResult
 from vmlab.errors import CommandFailed, HostError
 from vmlab.transport.connect import Link, connect
 from vmlab.transport.forward import Forward
+from vmlab.transport.spare import SpareSession
 from vmlab.transport.target import SSHTarget
 
 __all__ = ["Forward", "SSHConnection", "SSHTarget"]
@@ -64,6 +65,8 @@ class SSHConnection:
         self._sftp_link: Link | None = None
         # Opening and reopening must not race when several threads share the connection (forwards do).
         self._lock = threading.RLock()
+        self.commands = 0  # commands run (a session channel each): what a benchmark counts as round trips
+        self._spare = SpareSession(lambda link: link.transport.open_session(timeout=target.connect_timeout))
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class SSHConnection:
         return f"SSHConnection({self.target.describe()}, {'open' if self.is_open else 'closed'})"
 
     def _drop(self) -> None:
+        self._spare.discard()
         if self._sftp is not None:
             try:
                 self._sftp.close()
@@ -153,9 +157,9 @@ class SSHConnection:
         Raises HostError when the connection is lost mid-command, or when sudo needs a password.
         """
         line = remote_command(command.argv, sudo=sudo, user=self.target.user)
+        self.commands += 1
 
-        chan: paramiko.Channel = self._with_transport(
-            "open a session", lambda t: t.open_session(timeout=self.target.connect_timeout))
+        chan = self._session()
         try:
             # Not retried: once the request is sent the command may have started, and running it twice is
             # worse than reporting the failure.
@@ -173,6 +177,18 @@ class SSHConnection:
             if refused is not None:
                 raise refused
         return result
+
+    def _session(self) -> paramiko.Channel:
+        """A session channel for the next command: the one opened ahead if it is still good, else a new one;
+        either way the channel after it starts opening now, while this command runs."""
+        link = self._link
+        chan = self._spare.take(link) if link is not None else None
+        if chan is None:
+            chan = self._with_transport("open a session",
+                                        lambda t: t.open_session(timeout=self.target.connect_timeout))
+        if self._link is not None:
+            self._spare.refill(self._link)
+        return chan
 
     def _collect(self, chan: paramiko.Channel, command: Command) -> RunResult:
         """Feed stdin and read both streams until the command ends, without ever blocking on one stream."""
