@@ -2,8 +2,10 @@
 
 tc/netem is not available on these machines, so the benchmark puts this in front of its sshd. Every chunk read
 from one side is written to the other `rtt / 2` seconds later, in order; nothing is throttled. It also counts
-*turns*: how often a client sends data after the server last answered, which is a tool-independent count of
-the round trips a session waited for (the SSH handshake included)::
+*turns*, a tool-independent count of the round trips a client waited for (the SSH handshake included): a turn
+is the client sending after the server spoke, at least a round trip after the previous turn began. Messages sent
+together or while the previous answer is still on its way (a command pipelined behind another, a channel close)
+are not a turn of their own, as the client did not wait for them::
 
     with LatencyProxy("127.0.0.1", sshd_port, rtt=0.050) as proxy:
         ...  # connect to 127.0.0.1:proxy.port
@@ -54,7 +56,10 @@ class _Pipe:
             if data:
                 self.writer.write(data)
             elif self.writer.can_write_eof():
-                self.writer.write_eof()
+                try:
+                    self.writer.write_eof()
+                except OSError:  # the other side is gone already
+                    pass
         self._arm()
 
 
@@ -102,12 +107,17 @@ class LatencyProxy:
         for w in (c_writer, s_writer):
             w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         half = self.rtt / 2
-        answered = [True]  # the server spoke since the client last did: the client's next send is a new turn
+        answered = [True]  # the server spoke since the client last did: the client's next send may be a new turn
+        began = [float("-inf")]  # when the current turn began
+        # 90% of a round trip: the client's clock and the delays both jitter by a few milliseconds
+        spacing = 0.9 * self.rtt
 
         def to_server(data: bytes) -> None:
-            if answered[0]:
+            now = self._loop.time()
+            if answered[0] and now - began[0] >= spacing:
                 self.turns += 1
-                answered[0] = False
+                began[0] = now
+            answered[0] = False
 
         def to_client(data: bytes) -> None:
             answered[0] = True

@@ -214,3 +214,14 @@ def test_hosts_that_answer_commands_themselves_can_opt_out(tmp_path: Path) -> No
     host = Counting(batch_reads=False)
     apply(_noop_recipe(tmp_path), host, check=True)
     assert not any((c.label or "").startswith("read ") and c.label.endswith(" facts") for c in host.sent)
+
+
+def test_file_with_a_backslash_in_its_name_is_left_alone_the_second_time(tmp_path: Path) -> None:
+    # sha256sum escapes such names and prefixes its line with "\": the digest must not take that in
+    path = tmp_path / "a\\b"
+    r = Recipe("t")
+    r.step("odd name", files.File(str(path), content="hi\n", mode="0644"))
+    assert apply(r, LocalHost()).changed == 1
+    info = FactCache(LocalHost()).get(FileStat(str(path)), False)
+    assert info is not None and info.sha256 == "98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"
+    assert apply(r, LocalHost()).changed == 0

@@ -132,7 +132,7 @@ class PathInfo:
 
 _STAT_SCRIPT = (
     'if [ -e "$1" ] || [ -L "$1" ]; then stat -c "%F|%a|%U|%G|%s" -- "$1" || exit 3; '
-    'if [ -f "$1" ] && [ ! -L "$1" ]; then sha256sum -- "$1" | cut -c1-64; fi; fi'
+    'if [ -f "$1" ] && [ ! -L "$1" ]; then sha256sum < "$1" || true; fi; fi'
 )
 
 _KINDS = {"regular file": "file", "regular empty file": "file", "directory": "directory",
@@ -153,7 +153,8 @@ class FileStat(Fact["PathInfo | None"]):
         if not lines:
             return None
         kind, mode, owner, group, size = lines[0].split("|")
-        digest = lines[1].strip() if len(lines) > 1 else None
+        # from stdin, so the line is "HEX  -" whatever the name (sha256sum escapes odd names with a leading \\)
+        digest = lines[1].split()[0] if len(lines) > 1 else None
         return PathInfo(kind=_KINDS.get(kind, "other"), mode=mode.zfill(4), owner=owner, group=group,
                         size=int(size), sha256=digest)
 
