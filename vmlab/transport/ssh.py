@@ -82,6 +82,8 @@ class SSHConnection:
                 retry_for = max(retry_for, self.target.connect_timeout)
             self._link = connect(self.target, retry_for=retry_for, retry_auth=retry_auth,
                                  on_event=self._on_event)
+            # the first command's channel opens while the caller gets ready (a recipe renders its steps)
+            self._spare.refill(self._link)
             return self
 
     def _lost(self, why: object) -> None:
