@@ -3,9 +3,9 @@
 tc/netem is not available on these machines, so the benchmark puts this in front of its sshd. Every chunk read
 from one side is written to the other `rtt / 2` seconds later, in order; nothing is throttled. It also counts
 *turns*, a tool-independent count of the round trips a client waited for (the SSH handshake included): a turn
-is the client sending after the server spoke, at least a round trip after the previous turn began. Messages sent
-together or while the previous answer is still on its way (a command pipelined behind another, a channel close)
-are not a turn of their own, as the client did not wait for them::
+is the server answering something the client sent, at least a round trip after the previous turn. Messages sent
+together or while an earlier answer is still on its way (a command pipelined behind another) share a turn, and
+a message nothing answers (a channel close, the final disconnect) is none::
 
     with LatencyProxy("127.0.0.1", sshd_port, rtt=0.050) as proxy:
         ...  # connect to 127.0.0.1:proxy.port
@@ -107,20 +107,20 @@ class LatencyProxy:
         for w in (c_writer, s_writer):
             w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         half = self.rtt / 2
-        answered = [True]  # the server spoke since the client last did: the client's next send may be a new turn
-        began = [float("-inf")]  # when the current turn began
-        # 90% of a round trip: the client's clock and the delays both jitter by a few milliseconds
+        asked = [False]  # the client sent something the server has not answered yet
+        last = [float("-inf")]  # when the last turn was counted
+        # 90% of a round trip: the scheduling of both sides jitters by a few milliseconds
         spacing = 0.9 * self.rtt
 
         def to_server(data: bytes) -> None:
-            now = self._loop.time()
-            if answered[0] and now - began[0] >= spacing:
-                self.turns += 1
-                began[0] = now
-            answered[0] = False
+            asked[0] = True
 
         def to_client(data: bytes) -> None:
-            answered[0] = True
+            now = self._loop.time()
+            if asked[0] and now - last[0] >= spacing:
+                self.turns += 1
+                last[0] = now
+            asked[0] = False
 
         try:
             await asyncio.gather(self._pump(c_reader, _Pipe(self._loop, half, s_writer), to_server),
