@@ -2,18 +2,23 @@
 
 Opening an SSH session channel is a round trip of its own (open, then confirmation) before the command can even
 be sent. While one command runs, `SpareSession` opens the channel for the next one in a helper thread, so on a
-far-away host a run of commands costs one round trip each (exec, output) instead of two::
+far-away host a run of commands costs one round trip each (exec, output) instead of two. On loopback or a LAN
+an open costs less than the helper thread, so after the first one it only refills when opens are slow::
 
-    spare = SpareSession(lambda: transport.open_session(timeout=10))
-    chan = spare.take(link) or transport.open_session()   # the channel opened ahead, if it is still good
-    spare.refill(link)                                     # start opening the next one
+    spare = SpareSession(lambda link: link.transport.open_session(timeout=10))
+    chan = spare.take(link) or spare.timed(open_new)      # the channel opened ahead, if it is still good
+    spare.refill(link)                                     # start opening the next one, if that pays
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
+
+# Opening ahead pays when an open takes longer than this (a network round trip, not a loopback hop).
+WORTH_SECONDS = 0.004
 
 
 class SpareSession:
@@ -24,11 +29,19 @@ class SpareSession:
         self._lock = threading.Lock()
         # (opening thread, [the channel once opened, or None], the link it is opened on)
         self._pending: tuple[threading.Thread, list[Any], Any] | None = None
+        self.last_open = float("inf")  # seconds the last open took; unknown at first, so the first refill runs
+
+    def timed(self, open_now: Callable[[], Any]) -> Any:
+        """`open_now()`, noting how long it took."""
+        t0 = time.perf_counter()
+        chan = open_now()
+        self.last_open = time.perf_counter() - t0
+        return chan
 
     def refill(self, link: Any) -> None:
-        """Start opening a channel on `link` unless one is open or opening already."""
+        """Start opening a channel on `link` unless one is open or opening already, or opens are fast."""
         with self._lock:
-            if self._pending is not None:
+            if self._pending is not None or self.last_open < WORTH_SECONDS:
                 return
             holder: list[Any] = [None]
             thread = threading.Thread(target=self._fill, args=(link, holder), name="ssh-spare-session",
@@ -38,7 +51,7 @@ class SpareSession:
 
     def _fill(self, link: Any, holder: list[Any]) -> None:
         try:
-            holder[0] = self._open(link)
+            holder[0] = self.timed(lambda: self._open(link))
         except Exception:  # the server refused or the link died: the next command opens its own channel
             holder[0] = None
 

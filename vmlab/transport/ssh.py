@@ -186,8 +186,8 @@ class SSHConnection:
         link = self._link
         chan = self._spare.take(link) if link is not None else None
         if chan is None:
-            chan = self._with_transport("open a session",
-                                        lambda t: t.open_session(timeout=self.target.connect_timeout))
+            chan = self._spare.timed(lambda: self._with_transport(
+                "open a session", lambda t: t.open_session(timeout=self.target.connect_timeout)))
         if self._link is not None:
             self._spare.refill(self._link)
         return chan
