@@ -109,8 +109,9 @@ def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = N
             report(result)
 
     for index, (step, op) in enumerate(planned, start=1):
-        ahead.before(planned, index - 1)
+        reading = ahead.before(planned, index - 1)
         result = _run_step(host, cache, index, step, op, recipe, env, check, diff)
+        result.elapsed += reading
         ahead.after(result, index - 1)
         emit(result)
         if result.status == "failed":
@@ -121,8 +122,9 @@ def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = N
         handlers = [h for h in prepared_handlers if h[0].name in notified]
         ahead.reset()
         for offset, (h, op) in enumerate(handlers, start=len(planned) + 1):
-            ahead.before(handlers, offset - len(planned) - 1)
+            reading = ahead.before(handlers, offset - len(planned) - 1)
             result = _run_step(host, cache, offset, h, op, recipe, env, check, diff)
+            result.elapsed += reading
             ahead.after(result, offset - len(planned) - 1)
             result.handler = True
             emit(result)
@@ -179,9 +181,13 @@ class _Lookahead:
 
         return [(unit(s, op), _sudo(s, self.recipe)) for s, op in items]
 
-    def before(self, items: Prepared, i: int) -> None:
-        if i >= self.horizon:
-            self.horizon = i + prefetch(self.cache, self.units(items[i:]), stop_at_change=not self.check)
+    def before(self, items: Prepared, i: int) -> float:
+        """Read ahead if step `i` is not covered; returns the seconds that took (counted in step i's time)."""
+        if i < self.horizon:
+            return 0.0
+        t0 = time.perf_counter()
+        self.horizon = i + prefetch(self.cache, self.units(items[i:]), stop_at_change=not self.check)
+        return time.perf_counter() - t0
 
     def after(self, result: StepResult, i: int) -> None:
         if result.status in ("changed", "failed") and not self.check:
