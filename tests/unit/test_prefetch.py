@@ -15,6 +15,7 @@ from vmlab.engine.batch import Batch, plan_batches
 from vmlab.engine.facts import CommandSucceeds, Fact, FactCache, Facts, FileStat, FileText
 from vmlab.engine.prefetch import probe_round
 from vmlab.engine.runner import HostRecap, apply
+from vmlab.errors import HostError
 from vmlab.operations import files, shell
 from vmlab.transport.local import LocalHost
 
@@ -58,6 +59,9 @@ def test_batch_gives_each_command_what_running_it_alone_gives(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)
     host = LocalHost()
     batch = Batch.of(TRICKY)
+    # the boundary travels on stdin: other users of the host see command lines (ps), not stdin
+    assert not any(batch.boundary in a for a in batch.command.argv)
+    assert batch.command.stdin == f"{batch.boundary}\n".encode()
     got = batch.split(host.execute(batch.command))
     for command, one in zip(TRICKY, got, strict=True):
         assert one is not None
@@ -225,3 +229,26 @@ def test_file_with_a_backslash_in_its_name_is_left_alone_the_second_time(tmp_pat
     info = FactCache(LocalHost()).get(FileStat(str(path)), False)
     assert info is not None and info.sha256 == "98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"
     assert apply(r, LocalHost()).changed == 0
+
+
+class NoSudo(Counting):
+    """A host where sudo asks for a password: every command as root is refused, batched or not."""
+
+    def execute(self, command: Command, *, sudo: bool = False) -> RunResult:
+        if sudo:
+            self.sent.append(command)
+            raise HostError("passwordless sudo is required for me on local")
+        return super().execute(command, sudo=sudo)
+
+
+def test_a_batch_the_host_refuses_fails_the_step_as_a_single_read_would(tmp_path: Path) -> None:
+    r = Recipe("t")
+    r.step("mine", files.Directory(f"{tmp_path}/a", mode="0755"))
+    r.step("as root", files.Directory(f"{tmp_path}/b", mode="0755"), become=True)
+    reports = []
+    for batched in (True, False):
+        host = NoSudo(batched)
+        reports.append(_report(apply(r, host, check=True)))
+    assert reports[0] == reports[1]
+    assert [row[1] for row in reports[0]] == ["changed", "failed"]
+    assert reports[0][1][4] == "passwordless sudo is required for me on local"

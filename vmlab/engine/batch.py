@@ -3,19 +3,20 @@
 The batch is a fixed POSIX sh script; the commands travel as its positional arguments (each argv preceded by
 its length), so nothing is quoted here: the transport quotes the whole argv once, as for any command. The
 script runs each command with an empty stdin and frames its output with a random boundary, on stdout and on
-stderr, followed by its exit status::
+stderr, followed by its exit status. The boundary comes on the script's stdin, not its command line, so other
+users of the host cannot read it in `ps` and plant it in a file a later command prints::
 
     batch = Batch.of([Command("cat", "/etc/os-release"), Command("hostname")])
     result = host.execute(batch.command, sudo=False)
     first, second = batch.split(result)        # a RunResult each (None for any the batch did not reach)
 
 A command whose own output contained the boundary would confuse the framing; it is 128 random bits, chosen
-per batch, so that needs a guess, not a file with unlucky contents.
+per batch and never on a command line, so that needs a guess, not a file with unlucky contents.
 """
 
 from __future__ import annotations
 
-import secrets
+import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from vmlab.engine.command import Command, RunResult
 
 # For each command: "B:" on both streams, its output, then "B=STATUS;" on stdout. The subshell keeps the
 # first N arguments (a `for` list is fixed when the loop starts, so resetting "$@" inside it is safe).
-SCRIPT = """b=$1; shift
+SCRIPT = """IFS= read -r b || exit 125
 while [ $# -gt 0 ]; do
   n=$1; shift
   printf '%s:' "$b"; printf '%s:' "$b" >&2
@@ -73,11 +74,11 @@ class Batch:
 
     @classmethod
     def of(cls, commands: Sequence[Command]) -> Batch:
-        boundary = secrets.token_hex(16)
+        boundary = os.urandom(16).hex()
         argv: list[str] = []
         for c in commands:
             argv += [str(len(c.argv)), *c.argv]
-        command = Command("sh", "-c", SCRIPT, "sh", boundary, *argv, ok_codes=tuple(range(256)),
+        command = Command("sh", "-c", SCRIPT, "sh", *argv, stdin=boundary + "\n", ok_codes=tuple(range(256)),
                           label=f"read {len(commands)} facts")
         return cls(command, boundary, len(commands))
 
