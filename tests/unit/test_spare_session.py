@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+import pytest
+
+import vmlab.transport.spare as spare_module
 from vmlab.transport.spare import WORTH_SECONDS, SpareSession
 
 
@@ -62,3 +65,14 @@ def test_a_failed_open_ahead_leaves_the_next_command_to_open_its_own() -> None:
     spare.refill(Link())
     assert spare.take(Link()) is None
     spare.discard()  # nothing pending: fine
+
+
+def test_a_spare_left_over_a_pause_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # after a pause the link may be dead without anyone knowing yet: a fresh open finds out before exec
+    opened: list[Chan] = []
+    spare = SpareSession(lambda link: opened.append(Chan(link)) or opened[-1])
+    link = Link()
+    spare.refill(link)
+    later = spare_module.time.monotonic() + spare_module.MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(spare_module.time, "monotonic", lambda: later)
+    assert spare.take(link) is None and opened[0].closed

@@ -19,6 +19,9 @@ from typing import Any
 
 # Opening ahead pays when an open takes longer than this (a network round trip, not a loopback hop).
 WORTH_SECONDS = 0.004
+# A spare older than this is not used: after a pause the link may have died unnoticed (a VM rebooted), and a
+# fresh open is what detects that and reconnects before anything is sent.
+MAX_AGE_SECONDS = 5.0
 
 
 class SpareSession:
@@ -27,8 +30,8 @@ class SpareSession:
     def __init__(self, open_session: Callable[[Any], Any]) -> None:
         self._open = open_session  # link -> a new session channel (blocking)
         self._lock = threading.Lock()
-        # (opening thread, [the channel once opened, or None], the link it is opened on)
-        self._pending: tuple[threading.Thread, list[Any], Any] | None = None
+        # (opening thread, [the channel once opened, or None], the link it is opened on, when it was started)
+        self._pending: tuple[threading.Thread, list[Any], Any, float] | None = None
         self.last_open = float("inf")  # seconds the last open took; unknown at first, so the first refill runs
 
     def timed(self, open_now: Callable[[], Any]) -> Any:
@@ -46,7 +49,7 @@ class SpareSession:
             holder: list[Any] = [None]
             thread = threading.Thread(target=self._fill, args=(link, holder), name="ssh-spare-session",
                                       daemon=True)
-            self._pending = (thread, holder, link)
+            self._pending = (thread, holder, link, time.monotonic())
             thread.start()
 
     def _fill(self, link: Any, holder: list[Any]) -> None:
@@ -55,28 +58,31 @@ class SpareSession:
         except Exception:  # the server refused or the link died: the next command opens its own channel
             holder[0] = None
 
-    def _claim(self) -> tuple[Any, Any]:
-        """(the spare channel or None, its link), waiting for it if it is still being opened."""
+    def _claim(self) -> tuple[Any, Any, float]:
+        """(the spare channel or None, its link, when its opening started), waiting for it if it is still being
+        opened."""
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is None:
-            return None, None
-        thread, holder, link = pending
+            return None, None, 0.0
+        thread, holder, link, started = pending
         thread.join()
-        return holder[0], link
+        return holder[0], link, started
 
     def take(self, link: Any) -> Any:
-        """The spare channel if it was opened on `link` and is still open, else None (and it is closed)."""
-        chan, owner = self._claim()
+        """The spare channel if it was opened on `link`, recently, and is still open; else None (and it is
+        closed)."""
+        chan, owner, started = self._claim()
         if chan is None:
             return None
-        if owner is link and link.active and not chan.closed:
+        fresh = time.monotonic() - started < MAX_AGE_SECONDS
+        if owner is link and link.active and not chan.closed and fresh:
             return chan
         chan.close()
         return None
 
     def discard(self) -> None:
         """Close the spare channel, if any (the connection is closing)."""
-        chan, _ = self._claim()
+        chan, _, _ = self._claim()
         if chan is not None:
             chan.close()

@@ -182,7 +182,8 @@ class SSHConnection:
 
     def _session(self) -> paramiko.Channel:
         """A session channel for the next command: the one opened ahead if it is still good, else a new one;
-        either way the channel after it starts opening now, while this command runs."""
+        then, if opens are slow enough for it to pay, the channel after it starts opening while this command
+        runs (see `vmlab.transport.spare`)."""
         link = self._link
         chan = self._spare.take(link) if link is not None else None
         if chan is None:
