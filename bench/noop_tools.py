@@ -59,6 +59,7 @@ class Run:
     changed: int | None  # None: the tool's output could not be read
     ok: bool
     output: str = ""
+    turns: int | None = None  # round trips the latency proxy saw during the run (None: no proxy)
 
 
 @dataclass
@@ -183,11 +184,16 @@ def converge(tool: Tool, result: ToolResult, verify: Callable[[Path], list[str]]
     return True
 
 
-def noop(tool: Tool, result: ToolResult, label: str) -> bool:
-    """One re-apply of the converged target; it must succeed and report zero changes. False: stop the tool."""
+def noop(tool: Tool, result: ToolResult, label: str, turns: Callable[[], int] | None = None) -> bool:
+    """One re-apply of the converged target; it must succeed and report zero changes. False: stop the tool.
+    `turns` reads the latency proxy's round-trip counter, when there is one."""
+    before = turns() if turns else 0
     r = tool.run()
+    if turns:
+        r.turns = turns() - before
     result.noops.append(r)
-    print(f"  {tool.name}: no-op {label}: {r.seconds:.2f}s, changed={r.changed}", flush=True)
+    seen = f", round trips={r.turns}" if r.turns is not None else ""
+    print(f"  {tool.name}: no-op {label}: {r.seconds:.2f}s, changed={r.changed}{seen}", flush=True)
     if not r.ok:
         result.problems.append(f"no-op run {label} failed:\n{r.output[-3000:]}")
         return False

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/provision_noop.py --runs 3    # everything; installs the peers into their own venv once
     .venv/bin/python bench/provision_noop.py --skip-peers   # vmlab only (nothing installed, results not saved)
+    .venv/bin/python bench/provision_noop.py --rtt 50 --runs 2   # as if the host were 50 ms away
 
 All three tools talk to the same real OpenSSH sshd on 127.0.0.1 (tests/harness/sshd.py: its own host and client
 keys, `SetEnv HOME` so root's pyenv-initialising ~/.bashrc is not run), as the same user with the same key, and
@@ -12,7 +13,8 @@ script builds). The same sshd then serves the command round trip of vmlab agains
 
 The recipe is bench/recipe_noop.py; the equivalent Ansible playbook and pyinfra deploy are in bench/peers/, with
 the inventory/config templates they are filled into; noop_endstate.py checks the result on disk and noop_tools.py
-runs the three CLIs. See bench/README.md for what is measured and the numbers.
+runs the three CLIs. With --rtt MS, all three talk to the sshd through latency_proxy.py, which delays each
+direction by half of MS and counts the round trips each run waited for. See bench/README.md for the numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from latency_proxy import LatencyProxy
 from noop_endstate import TEMPLATE_VALUES, build_wheel, verify
+from noop_report import report
 from noop_tools import (
     RECIPE,
     REPO,
@@ -50,9 +54,6 @@ from noop_tools import (
 RESULTS = Path(__file__).resolve().parent / "results" / "provision_noop.json"
 DEFAULT_PEERS_VENV = Path(os.environ.get("VMLAB_BENCH_PEERS_VENV", "/tmp/vmlab-bench-peers"))
 
-TARGET_PYINFRA = 0.5  # vmlab no-op / pyinfra no-op
-TARGET_ANSIBLE = 0.2  # vmlab no-op / ansible no-op
-TARGET_RTT = 2.0  # vmlab execute("true") / raw paramiko with TCP_NODELAY
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -62,12 +63,33 @@ from tests.harness.sshd import SSHD  # noqa: E402
 # ---- vmlab in-process (engine time without the CLI's start-up) ------------------------------------------------
 
 
-def bench_vmlab_inprocess(inventory: Path, runs: int) -> dict[str, Any]:
-    """No-op runs through `vmlab.workflows.provision.provision` in this process (imports already warm)."""
+def bench_vmlab_inprocess(inventory: Path, runs: int, turns: Callable[[], int] | None = None) -> dict[str, Any]:
+    """No-op runs through `vmlab.workflows.provision.provision` in this process (imports already warm); with
+    `turns` (the latency proxy's counter), also the round trips of each run and the commands it sent."""
+    import vmlab.workflows.provision as workflow
     from vmlab.engine.loader import load_recipe
-    from vmlab.inventory import load_inventory, select_hosts
-    from vmlab.workflows.provision import provision
+    from vmlab.inventory import load_inventory
 
+    opened: list[Any] = []
+    plain_connect = workflow.connect
+
+    def counting_connect(host: Any, retry_for: float) -> Any:
+        opened.append(plain_connect(host, retry_for))
+        return opened[-1]
+
+    workflow.connect = counting_connect
+    try:
+        return _inprocess_runs(load_recipe, load_inventory, workflow.provision, inventory, runs, turns, opened)
+    finally:
+        workflow.connect = plain_connect
+
+
+def _inprocess_runs(load_recipe: Any, load_inventory: Any, provision: Any, inventory: Path, runs: int,
+                    turns: Callable[[], int] | None, opened: list[Any]) -> dict[str, Any]:
+    from vmlab.inventory import select_hosts
+
+    commands: list[int] = []
+    round_trips: list[int] = []
     connects: list[float] = []
     totals: list[float] = []
     applies: list[float] = []
@@ -75,11 +97,14 @@ def bench_vmlab_inprocess(inventory: Path, runs: int) -> dict[str, Any]:
     changed: list[int] = []
     for i in range(runs + 1):  # the first one warms imports and caches, and is not counted
         t0 = time.perf_counter()
+        before = turns() if turns else 0
         recipe = load_recipe(RECIPE)
         hosts = select_hosts(load_inventory(inventory), None)
         seen: list[float] = []
         recaps = provision(recipe, hosts, on_connect=lambda _h, s, seen=seen: seen.append(s))
         total = time.perf_counter() - t0
+        round_trips.append(turns() - before if turns else 0)
+        commands.append(opened[-1].commands)
         recap = recaps[0]
         if not recap.success:
             raise RuntimeError(f"in-process vmlab run failed: {recap.error or recap.results[-1].error}")
@@ -93,6 +118,7 @@ def bench_vmlab_inprocess(inventory: Path, runs: int) -> dict[str, Any]:
             per_step.setdefault(r.name, []).append(r.elapsed)
     steps = sorted(((name, statistics.median(v)) for name, v in per_step.items()), key=lambda x: -x[1])
     return {"total": statistics.median(totals), "connect": statistics.median(connects),
+            "commands": max(commands), "turns": max(round_trips) if turns else None,
             "apply": statistics.median(applies), "changed": max(changed), "steps": steps,
             "step_sum": sum(s for _, s in steps)}
 
@@ -117,12 +143,12 @@ def cli_startup(env: dict[str, str], runs: int) -> float:
 Client = tuple[Callable[[], float], Callable[[], None]]  # (time one `true`, close)
 
 
-def _open_vmlab(server: SSHD, known_hosts: Path) -> Client:
+def _open_vmlab(server: SSHD, port: int, known_hosts: Path) -> Client:
     """A vmlab SSHConnection to the sshd."""
     from vmlab.engine.command import Command
     from vmlab.transport.ssh import SSHConnection
 
-    conn = SSHConnection(server.target(known_hosts=known_hosts)).open()
+    conn = SSHConnection(server.target(known_hosts=known_hosts, port=port)).open()
     command = Command("true")
 
     def once() -> float:
@@ -136,13 +162,13 @@ def _open_vmlab(server: SSHD, known_hosts: Path) -> Client:
     return once, conn.close
 
 
-def _open_raw(server: SSHD) -> Client:
+def _open_raw(server: SSHD, port: int) -> Client:
     """A bare paramiko Transport (TCP_NODELAY, host key checked) to the sshd; same shape as `_open_vmlab`."""
     import socket
 
     import paramiko
 
-    sock = socket.create_connection((server.host, server.port))
+    sock = socket.create_connection((server.host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     raw = paramiko.Transport(sock)
     raw.start_client(timeout=10)
@@ -166,26 +192,26 @@ def _open_raw(server: SSHD) -> Client:
     return once, raw.close
 
 
-def bench_round_trip(server: SSHD, known_hosts: Path, n: int) -> dict[str, Any]:
+def bench_round_trip(server: SSHD, port: int, known_hosts: Path, n: int) -> dict[str, Any]:
     """Median seconds of one `true` through vmlab's SSHConnection.execute and through bare paramiko on the same
     sshd, measured in alternating batches so drift hits both alike; and of the first command right after
     connecting, which is much slower for both (it is the first step of every vmlab run, not its steady state)."""
     firsts: dict[str, list[float]] = {"vmlab": [], "raw": []}
     for _ in range(3):
         for name in firsts:
-            once, close = _open_vmlab(server, known_hosts) if name == "vmlab" else _open_raw(server)
+            once, close = _open_vmlab(server, port, known_hosts) if name == "vmlab" else _open_raw(server, port)
             try:
                 firsts[name].append(once())
             finally:
                 close()
-    (vmlab_once, vmlab_close), (raw_once, raw_close) = _open_vmlab(server, known_hosts), _open_raw(server)
+    (vmlab_once, vmlab_close), (raw_once, raw_close) = _open_vmlab(server, port, known_hosts), _open_raw(server, port)
     try:
-        for _ in range(10):  # warm-up
+        for _ in range(min(10, n)):  # warm-up
             vmlab_once()
             raw_once()
         vm: list[float] = []
         rw: list[float] = []
-        batch = 20
+        batch = min(20, n)
         while len(vm) < n:
             k = min(batch, n - len(vm))
             vm += [vmlab_once() for _ in range(k)]
@@ -198,97 +224,18 @@ def bench_round_trip(server: SSHD, known_hosts: Path, n: int) -> dict[str, Any]:
             "vmlab_first": statistics.median(firsts["vmlab"]), "raw_first": statistics.median(firsts["raw"])}
 
 
-# ---- report -----------------------------------------------------------------------------------------------------
+def handshake_turns(server: SSHD, port: int, known_hosts: Path, turns: Callable[[], int] | None,
+                    rtt_ms: float) -> int:
+    """Round trips of a bare vmlab connect through the proxy (0 without one): what every SSH run pays first.
+    It waits a few round trips after connecting, so the server's post-login messages are counted here too."""
+    if turns is None:
+        return 0
+    from vmlab.transport.ssh import SSHConnection
 
-
-def verdict(ratio: float | None, target: float) -> str:
-    if ratio is None:
-        return "n/a"
-    return "PASS" if ratio <= target else "MISS"
-
-
-def report(results: list[ToolResult], inproc: dict[str, Any] | None, startup: float | None,
-           rtt: dict[str, Any], runs: int, port: int) -> tuple[str, dict[str, Any]]:
-    lines: list[str] = []
-    w = lines.append
-    w("")
-    w(f"vmlab provisioning benchmark: a 20-step recipe re-applied over OpenSSH sshd on 127.0.0.1:{port}")
-    w(f"(no-op = median of {runs} re-applies of an already converged target; converge = the first run)")
-    w("")
-    w(f"{'tool':<34} {'version':<10} {'work/run':<18} {'converge':>9} {'no-op median':>13} "
-      f"{'no-op min..max':>15}  {'changes':>7}  verified")
-    by_name = {r.name: r for r in results}
-    for r in results:
-        med = r.noop_median
-        mn = min((x.seconds for x in r.noops), default=None)
-        mx = max((x.seconds for x in r.noops), default=None)
-        conv = f"{r.converge.seconds:.2f}s" if r.converge else "-"
-        span = f"{mn:.2f}..{mx:.2f}s" if mn is not None else "-"
-        changes = ",".join(str(x.changed) for x in r.noops) or "-"
-        state = "yes" if not r.problems else "NO"
-        label = {"vmlab": "vmlab (CLI: vmlab provision)", "pyinfra": "pyinfra (CLI)",
-                 "ansible": "ansible-core (ansible-playbook)"}.get(r.name, r.name)
-        w(f"{label:<34} {r.version:<10} {r.units:<18} {conv:>9} "
-          f"{(f'{med:.3f}s' if med is not None else '-'):>13} {span:>15}  {changes:>7}  {state}")
-    if inproc:
-        w(f"{'vmlab (in-process workflow)':<34} {'':<10} {'20 steps':<18} {'':>9} {inproc['total']:>12.3f}s "
-          f"{'':>15}  {inproc['changed']:>7}  (same target)")
-    w("")
-    vm = by_name.get("vmlab")
-    out: dict[str, Any] = {"runs": runs, "tools": {}, "targets": {}}
-    for r in results:
-        out["tools"][r.name] = {"version": r.version, "units": r.units,
-                                "converge": r.converge.seconds if r.converge else None,
-                                "noop": [x.seconds for x in r.noops], "noop_median": r.noop_median,
-                                "noop_changes": [x.changed for x in r.noops], "problems": r.problems,
-                                "notes": r.notes}
-    w(f"{'target':<44} {'measured':>10} {'target':>8}  result")
-    for peer, target in (("pyinfra", TARGET_PYINFRA), ("ansible", TARGET_ANSIBLE)):
-        p = by_name.get(peer)
-        ratio = None
-        if vm and p and vm.noop_median and p.noop_median and not vm.problems and not p.problems:
-            ratio = vm.noop_median / p.noop_median
-        shown = f"{ratio:.3f}x" if ratio is not None else "-"
-        why = "" if ratio is not None or not p else "  (not comparable: see problems below)"
-        if not p:
-            why = "  (skipped)"
-        w(f"{'no-op wall time vmlab / ' + peer:<44} {shown:>10} {'<= ' + str(target) + 'x':>8}  "
-          f"{verdict(ratio, target)}{why}")
-        out["targets"][f"vmlab/{peer}"] = {"ratio": ratio, "target": target, "result": verdict(ratio, target)}
-    rtt_ratio = rtt["vmlab"] / rtt["raw"]
-    w(f"{'round trip vmlab / raw paramiko+TCP_NODELAY':<44} {rtt_ratio:>9.3f}x {'<= ' + str(TARGET_RTT) + 'x':>8}  "
-      f"{verdict(rtt_ratio, TARGET_RTT)}")
-    out["targets"]["round_trip"] = {"ratio": rtt_ratio, "target": TARGET_RTT, "result": verdict(rtt_ratio, TARGET_RTT)}
-    w(f"  command round trip, median of {rtt['n']}: vmlab SSHConnection.execute(Command('true')) "
-      f"{rtt['vmlab'] * 1000:.2f} ms (p90 {rtt['vmlab_p90'] * 1000:.2f}); raw paramiko "
-      f"{rtt['raw'] * 1000:.2f} ms (p90 {rtt['raw_p90'] * 1000:.2f})")
-    w(f"  first command on a fresh connection: vmlab {rtt['vmlab_first'] * 1000:.1f} ms, raw paramiko "
-      f"{rtt['raw_first'] * 1000:.1f} ms")
-    out["round_trip"] = rtt
-    if inproc:
-        w("")
-        w("where vmlab's no-op time goes (medians):")
-        if startup is not None:
-            w(f"  CLI process start + imports (no SSH)    {startup:.3f}s")
-        w(f"  in-process: connect+auth               {inproc['connect']:.3f}s")
-        w(f"  in-process: apply 20 steps             {inproc['apply']:.3f}s "
-          f"({inproc['apply'] / 20 * 1000:.1f} ms/step)")
-        w(f"  in-process: total incl. recipe load    {inproc['total']:.3f}s")
-        top = ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in inproc["steps"][:3])
-        w(f"  slowest steps: {top}")
-        out["vmlab_breakdown"] = {"cli_startup": startup, **inproc}
-    notes = [f"{r.name}: {n}" for r in results for n in r.notes]
-    if notes:
-        w("")
-        w("notes:")
-        lines.extend(f"  - {n}" for n in notes)
-    problems = [(r.name, p) for r in results for p in r.problems]
-    if problems:
-        w("")
-        w("PROBLEMS (results for these tools are not comparable):")
-        for name, problem in problems:
-            w(f"  - {name}: {problem}")
-    return "\n".join(lines), out
+    before = turns()
+    with SSHConnection(server.target(known_hosts=known_hosts, port=port)).open():
+        time.sleep(4 * rtt_ms / 1000 + 0.05)
+        return turns() - before
 
 
 # ---- main -----------------------------------------------------------------------------------------------------
@@ -305,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"venv for pyinfra and ansible-core (default {DEFAULT_PEERS_VENV}; "
                          "env VMLAB_BENCH_PEERS_VENV)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (targets, inventories, logs)")
+    ap.add_argument("--rtt", type=float, default=0.0, metavar="MS",
+                    help="added network round trip in ms, through a latency proxy on 127.0.0.1 (default 0: none)")
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.rtt_runs < 10:
-        ap.error("--runs must be >= 1 and --rtt-runs >= 10")
+    if args.runs < 1 or args.rtt_runs < 10 or not 0 <= args.rtt <= 1000:
+        ap.error("--runs must be >= 1, --rtt-runs >= 10 and --rtt between 0 and 1000")
 
     versions = {} if args.skip_peers else ensure_peers(args.peers_venv)
     from vmlab import __version__ as vmlab_version
@@ -315,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="vmlab-bench-"))
     server = SSHD(work / "sshd")
     server.start()
+    proxy = LatencyProxy(server.host, server.port, args.rtt / 1000) if args.rtt > 0 else None
     try:
+        port = proxy.port if proxy else server.port  # where every tool connects
+        turns = (lambda: proxy.turns) if proxy else None
         known_hosts = work / "known_hosts"
-        known_hosts.write_text(f"[{server.host}]:{server.port} {server.host_key_pub}\n")
+        known_hosts.write_text(f"[{server.host}]:{port} {server.host_key_pub}\n")
         wheel_dir = work / "wheels"
         build_wheel(wheel_dir)
         os.environ["VMLAB_STATE_DIR"] = str(work / "vmlab-state")  # this process's own vmlab runs
@@ -326,15 +278,19 @@ def main(argv: list[str] | None = None) -> int:
         # The target's Python 3 (found over SSH, so it is what a login through this sshd sees).
         from vmlab.transport.ssh import SSHConnection
 
-        with SSHConnection(server.target(known_hosts=known_hosts)).open(retry_for=10) as conn:
+        with SSHConnection(server.target(known_hosts=known_hosts, port=port)).open(retry_for=10) as conn:
             py = conn.run("sh", "-c", "command -v python3").stdout.strip()
-        common = {"port": server.port, "user": server.user, "key": str(server.client_key),
+        delay = {"rtt_ms": args.rtt, "handshake": handshake_turns(server, port, known_hosts, turns, args.rtt)}
+        common = {"port": port, "user": server.user, "key": str(server.client_key),
                   "known_hosts": str(known_hosts), "wheel_dir": str(wheel_dir), "py": py,
                   "host_key": server.host_key_pub,
                   "ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
                                      "-o IdentitiesOnly=yes -o GlobalKnownHostsFile=/dev/null",
                   **TEMPLATE_VALUES}
         print(f"sshd on 127.0.0.1:{server.port} as {server.user}; work dir {work}; target python {py}", flush=True)
+        if proxy:
+            print(f"latency proxy on 127.0.0.1:{port}: +{args.rtt:g} ms round trip; an SSH handshake is "
+                  f"{delay['handshake']} round trips", flush=True)
 
         tools: list[tuple[Tool, ToolResult]] = []
         root = work / "target-vmlab"
@@ -364,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         # Round-robin, so a slow drift of the machine (thermal, other load) hits every tool alike.
         print(f"no-op re-applies, {args.runs} per tool, in turn:", flush=True)
         for i in range(args.runs):
-            active = [(tool, res) for tool, res in active if noop(tool, res, f"{i + 1}/{args.runs}")]
+            active = [(tool, res) for tool, res in active if noop(tool, res, f"{i + 1}/{args.runs}", turns)]
         for tool, res in tools:
             if res.noops:
                 res.problems += [f"after no-op runs: {p}" for p in verify(tool.root)]
@@ -373,14 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         startup = None
         if not results[0].problems:
             print("  vmlab: in-process workflow no-op runs ...", flush=True)
-            inproc = bench_vmlab_inprocess(inv, args.runs)
+            inproc = bench_vmlab_inprocess(inv, args.runs, turns)
             if inproc["changed"]:
                 results[0].problems.append(f"in-process no-op run reported {inproc['changed']} change(s)")
             startup = cli_startup(vmlab_tool.env, args.runs)
-        print(f"  round trip: {args.rtt_runs} x `true` through vmlab and raw paramiko ...", flush=True)
-        rtt = bench_round_trip(server, known_hosts, args.rtt_runs)
+        n = args.rtt_runs if not proxy else min(args.rtt_runs, 20)  # 20 is plenty when each takes 50 ms
+        print(f"  round trip: {n} x `true` through vmlab and raw paramiko ...", flush=True)
+        rtt = bench_round_trip(server, port, known_hosts, n)
 
-        text, data = report(results, inproc, startup, rtt, args.runs, server.port)
+        text, data = report(results, inproc, startup, rtt, args.runs, port, delay)
         print(text)
         openssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
         data["versions"] = {"vmlab": vmlab_version, **versions, "python": sys.version.split()[0], "openssh": openssh}
@@ -388,13 +345,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_peers:  # the saved results are the comparison; a vmlab-only run does not replace them
             print("\n(--skip-peers: results not saved)")
         else:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(data, indent=2, default=str) + "\n")
-            print(f"\n(results also in {RESULTS.relative_to(REPO)})")
+            saved = RESULTS if not proxy else RESULTS.with_name(f"provision_noop_rtt{args.rtt:g}.json")
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(data, indent=2, default=str) + "\n")
+            print(f"\n(results also in {saved.relative_to(REPO)})")
         if args.keep:
             print(f"(kept {work}; sshd stopped)")
         return 1 if any(r.problems for r in results) else 0
     finally:
+        if proxy:
+            proxy.close()
         server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -54,6 +54,8 @@ def _fresh(command: Command) -> RunResult | None:
 class FreshHost:
     """The engine's Host protocol for a freshly booted machine of the given release, GPUs and cloud."""
 
+    batch_reads = False  # it answers each fact command itself, so the runner must not batch them
+
     def __init__(self, os_release: str, *, gpus: int = 0, cloud: str = "QEMU", machine: str = "x86_64",
                  answers: Mapping[Fact[Any], str | RunResult] | None = None, name: str = "fresh") -> None:
         self.name = name

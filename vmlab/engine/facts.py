@@ -1,15 +1,18 @@
-"""Facts: read-only questions about a host, asked with one command each and cached until the host changes.
+"""Facts: read-only questions about a host, one command each, cached until the host changes.
 
 A fact is a frozen dataclass (so it can key the cache) with `command()` and `parse()`. Operations ask for facts
-through a `Facts` view; the runner clears the cache after any step that changed the host, so a step never plans
-from facts an earlier step made stale.
+through a `Facts` view; the runner reads the facts of the coming steps in batches (see `vmlab.engine.prefetch`)
+and clears the cache after any step that changed the host, so a step never plans from facts an earlier step
+made stale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from vmlab.engine.batch import Batch, batchable, plan_batches
 from vmlab.engine.command import Command, RunResult, sh
 from vmlab.engine.host import Host
 from vmlab.errors import CommandFailed
@@ -38,20 +41,32 @@ class Fact(Generic[T]):
 
 
 class FactCache:
-    """Per-host cache shared by all steps of one run; keyed by (fact, sudo)."""
+    """Per-host cache shared by all steps of one run; keyed by (fact, sudo).
+
+    `load` reads many facts in batches (one command per privilege, see `vmlab.engine.batch`) and keeps their raw
+    results; `get` parses a result when a step asks for it, so a fact that failed to read fails the step that
+    needed it, as if it had been read on its own. `reads` counts the commands sent.
+    """
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self._values: dict[tuple[Fact, bool], object] = {}
+        self._raw: dict[tuple[Fact, bool], RunResult] = {}
         self.reads = 0
+
+    def has(self, fact: Fact[T], sudo: bool) -> bool:
+        key = (fact, sudo)
+        return key in self._values or key in self._raw
 
     def get(self, fact: Fact[T], sudo: bool) -> T:
         key = (fact, sudo)
         if key in self._values:
             return self._values[key]  # type: ignore[return-value]
         cmd = fact.command()
-        result = self.host.execute(cmd, sudo=sudo)
-        self.reads += 1
+        result = self._raw.pop(key, None)
+        if result is None:
+            result = self.host.execute(cmd, sudo=sudo)
+            self.reads += 1
         if result.rc not in cmd.ok_codes:
             last = (result.stderr.strip().splitlines() or [""])[-1]
             raise CommandFailed(
@@ -61,8 +76,32 @@ class FactCache:
         self._values[key] = value
         return value
 
+    def load(self, keys: Iterable[tuple[Fact, bool]]) -> int:
+        """Read the facts not yet cached, a batch per privilege; returns how many it read. Facts a batch cannot
+        carry (stdin, a huge command line), and all facts of a host with `batch_reads = False` (a test double
+        that answers commands itself), are left for `get` to read one by one."""
+        if not getattr(self.host, "batch_reads", True):
+            return 0
+        before = len(self._raw)
+        wanted: dict[bool, list[tuple[Fact, Command]]] = {}
+        for fact, sudo in dict.fromkeys(keys):
+            cmd = fact.command()
+            if not self.has(fact, sudo) and batchable(cmd):
+                wanted.setdefault(sudo, []).append((fact, cmd))
+        for sudo, items in wanted.items():
+            commands = [cmd for _, cmd in items]
+            for group in plan_batches(commands):
+                batch = Batch.of([commands[i] for i in group])
+                result = self.host.execute(batch.command, sudo=sudo)
+                self.reads += 1
+                for i, one in zip(group, batch.split(result), strict=True):
+                    if one is not None:
+                        self._raw[(items[i][0], sudo)] = one
+        return len(self._raw) - before
+
     def clear(self) -> None:
         self._values.clear()
+        self._raw.clear()
 
 
 class Facts:
@@ -93,7 +132,7 @@ class PathInfo:
 
 _STAT_SCRIPT = (
     'if [ -e "$1" ] || [ -L "$1" ]; then stat -c "%F|%a|%U|%G|%s" -- "$1" || exit 3; '
-    'if [ -f "$1" ] && [ ! -L "$1" ]; then sha256sum -- "$1" | cut -c1-64; fi; fi'
+    'if [ -f "$1" ] && [ ! -L "$1" ]; then sha256sum < "$1" || true; fi; fi'
 )
 
 _KINDS = {"regular file": "file", "regular empty file": "file", "directory": "directory",
@@ -114,7 +153,8 @@ class FileStat(Fact["PathInfo | None"]):
         if not lines:
             return None
         kind, mode, owner, group, size = lines[0].split("|")
-        digest = lines[1].strip() if len(lines) > 1 else None
+        # from stdin, so the line is "HEX  -" whatever the name (sha256sum escapes odd names with a leading \\)
+        digest = lines[1].split()[0] if len(lines) > 1 else None
         return PathInfo(kind=_KINDS.get(kind, "other"), mode=mode.zfill(4), owner=owner, group=group,
                         size=int(size), sha256=digest)
 

@@ -8,7 +8,12 @@ from vmlab.engine.command import Command, RunResult
 
 
 class Host(Protocol):
-    """A place commands run. `vmlab.transport.ssh.SSHConnection` is the real one."""
+    """A place commands run. `vmlab.transport.ssh.SSHConnection` is the real one.
+
+    The runner reads facts in batches: one `sh` script runs many fact commands (`vmlab.engine.batch`). A host
+    that answers commands itself instead of running them (a test double) sets `batch_reads = False` and gets
+    one command per fact.
+    """
 
     name: str
 

@@ -1,5 +1,8 @@
 """Apply a recipe to one host: plan each step just before it runs, run its commands, report, recap.
 
+Facts are read ahead in batches (`vmlab.engine.prefetch`), from a cache that every change clears, so a no-op
+run costs a few round trips and a step still never plans from facts an earlier step made stale.
+
 Check mode is a phase, not a flag threaded everywhere: the runner plans and reports but executes nothing;
 transports never see it. Every template and condition over variables is resolved before the first command, so
 a recipe error changes nothing on the host.
@@ -12,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmlab.engine.command import Command
 from vmlab.engine.facts import FactCache, Facts
 from vmlab.engine.host import Host
 from vmlab.engine.operation import Operation
+from vmlab.engine.prefetch import Probe, prefetch
 from vmlab.engine.recipe import Recipe, Step
 from vmlab.engine.templates import evaluate
 from vmlab.errors import CommandFailed, VmlabError
@@ -95,6 +100,7 @@ def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = N
     recap = HostRecap(host=host.name, check=check)
     cache = FactCache(host)
     check_host(recipe, env, Facts(cache, recipe.become))
+    ahead = _Lookahead(cache, recipe, env, check, diff)
     notified: list[str] = []
 
     def emit(result: StepResult) -> None:
@@ -103,7 +109,10 @@ def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = N
             report(result)
 
     for index, (step, op) in enumerate(planned, start=1):
+        reading = ahead.before(planned, index - 1)
         result = _run_step(host, cache, index, step, op, recipe, env, check, diff)
+        result.elapsed += reading
+        ahead.after(result, index - 1)
         emit(result)
         if result.status == "failed":
             break
@@ -111,8 +120,12 @@ def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = N
             notified.extend(n for n in step.notify if n not in notified)
     else:
         handlers = [h for h in prepared_handlers if h[0].name in notified]
+        ahead.reset()
         for offset, (h, op) in enumerate(handlers, start=len(planned) + 1):
+            reading = ahead.before(handlers, offset - len(planned) - 1)
             result = _run_step(host, cache, offset, h, op, recipe, env, check, diff)
+            result.elapsed += reading
+            ahead.after(result, offset - len(planned) - 1)
             result.handler = True
             emit(result)
             if result.status == "failed":
@@ -154,23 +167,65 @@ def _prepare(steps: list[Step], recipe: Recipe, env: Mapping[str, Any]) -> list[
     return out
 
 
+class _Lookahead:
+    """When to batch-read the facts of the coming steps (see `vmlab.engine.prefetch`): before the first step,
+    and again before the first step that is not covered, or that follows a step which changed the host."""
+
+    def __init__(self, cache: FactCache, recipe: Recipe, env: Mapping[str, Any], check: bool, diff: bool) -> None:
+        self.cache, self.recipe, self.env, self.check, self.diff = cache, recipe, env, check, diff
+        self.horizon = 0  # the steps before this index have had their facts read since the last change
+
+    def units(self, items: Prepared) -> list[tuple[Probe, bool]]:
+        def unit(step: Step, op: Operation | None) -> Probe:
+            return lambda facts: bool(_plan(step, op, self.env, facts, self.diff)[0])
+
+        return [(unit(s, op), _sudo(s, self.recipe)) for s, op in items]
+
+    def before(self, items: Prepared, i: int) -> float:
+        """Read ahead if step `i` is not covered; returns the seconds that took (counted in step i's time)."""
+        if i < self.horizon:
+            return 0.0
+        t0 = time.perf_counter()
+        self.horizon = i + prefetch(self.cache, self.units(items[i:]), stop_at_change=not self.check)
+        return time.perf_counter() - t0
+
+    def after(self, result: StepResult, i: int) -> None:
+        if result.status in ("changed", "failed") and not self.check:
+            self.horizon = i + 1  # the cache was cleared: read ahead again from the next step
+
+    def reset(self) -> None:
+        self.horizon = 0
+
+
+def _sudo(step: Step, recipe: Recipe) -> bool:
+    return step.become if step.become is not None else recipe.become
+
+
+def _plan(step: Step, op: Operation | None, env: Mapping[str, Any], facts: Facts,
+          diff: bool) -> tuple[list[Command], str | None, bool]:
+    """(commands, diff, skipped) of a step planned from `facts`: its conditions, then its operation's plan."""
+    if op is None or not all(c(StepContext(env, facts)) for c in step.all_conditions() if callable(c)):
+        return [], None, True
+    commands = list(op.plan(facts))
+    return commands, op.diff(facts) if diff and commands else None, False
+
+
 def _run_step(host: Host, cache: FactCache, index: int, step: Step, op: Operation | None, recipe: Recipe,
               env: Mapping[str, Any], check: bool, diff: bool) -> StepResult:
     t0 = time.perf_counter()
-    sudo = step.become if step.become is not None else recipe.become
+    sudo = _sudo(step, recipe)
     facts = Facts(cache, sudo)
 
     def result(status: str, **kw: Any) -> StepResult:
         return StepResult(host.name, index, step.name, status, time.perf_counter() - t0, **kw)
 
     try:
-        if op is None or not all(c(StepContext(env, facts)) for c in step.all_conditions() if callable(c)):
+        commands, change, skipped = _plan(step, op, env, facts, diff)
+        if skipped:
             return result("skipped")
-        commands = list(op.plan(facts))
         if not commands:
             return result("ok")
         text = tuple(c.describe() for c in commands)
-        change = op.diff(facts) if diff else None
         if not check:
             try:
                 for command in commands:

@@ -24,6 +24,13 @@ def _env() -> Any:
     return env
 
 
+@lru_cache(maxsize=1024)
+def _compiled(text: str) -> Any:
+    """The compiled template for `text`: a recipe's templates are rendered for every host (and checked before any
+    host is contacted), and compiling is most of the cost."""
+    return _env().from_string(text)
+
+
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -35,7 +42,7 @@ def render(text: str, variables: Mapping[str, Any], where: str = "template") -> 
     import jinja2
 
     try:
-        return str(_env().from_string(text).render(**variables))
+        return str(_compiled(text).render(**variables))
     except jinja2.UndefinedError as exc:
         raise BadInput(f"{where}: {exc.message}",
                        "define it in the recipe's vars, the inventory, or with -e NAME=VALUE") from None

@@ -25,6 +25,7 @@ from vmlab.engine.command import Command, RunResult
 from vmlab.errors import CommandFailed, HostError
 from vmlab.transport.connect import Link, connect
 from vmlab.transport.forward import Forward
+from vmlab.transport.spare import SpareSession
 from vmlab.transport.target import SSHTarget
 
 __all__ = ["Forward", "SSHConnection", "SSHTarget"]
@@ -64,6 +65,8 @@ class SSHConnection:
         self._sftp_link: Link | None = None
         # Opening and reopening must not race when several threads share the connection (forwards do).
         self._lock = threading.RLock()
+        self.commands = 0  # commands run (a session channel each): what a benchmark counts as round trips
+        self._spare = SpareSession(lambda link: link.transport.open_session(timeout=target.connect_timeout))
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -79,6 +82,8 @@ class SSHConnection:
                 retry_for = max(retry_for, self.target.connect_timeout)
             self._link = connect(self.target, retry_for=retry_for, retry_auth=retry_auth,
                                  on_event=self._on_event)
+            # the first command's channel opens while the caller gets ready (a recipe renders its steps)
+            self._spare.refill(self._link)
             return self
 
     def _lost(self, why: object) -> None:
@@ -108,6 +113,7 @@ class SSHConnection:
         return f"SSHConnection({self.target.describe()}, {'open' if self.is_open else 'closed'})"
 
     def _drop(self) -> None:
+        self._spare.discard()
         if self._sftp is not None:
             try:
                 self._sftp.close()
@@ -153,9 +159,9 @@ class SSHConnection:
         Raises HostError when the connection is lost mid-command, or when sudo needs a password.
         """
         line = remote_command(command.argv, sudo=sudo, user=self.target.user)
+        self.commands += 1
 
-        chan: paramiko.Channel = self._with_transport(
-            "open a session", lambda t: t.open_session(timeout=self.target.connect_timeout))
+        chan = self._session()
         try:
             # Not retried: once the request is sent the command may have started, and running it twice is
             # worse than reporting the failure.
@@ -173,6 +179,19 @@ class SSHConnection:
             if refused is not None:
                 raise refused
         return result
+
+    def _session(self) -> paramiko.Channel:
+        """A session channel for the next command: the one opened ahead if it is still good, else a new one;
+        then, if opens are slow enough for it to pay, the channel after it starts opening while this command
+        runs (see `vmlab.transport.spare`)."""
+        link = self._link
+        chan = self._spare.take(link) if link is not None else None
+        if chan is None:
+            chan = self._spare.timed(lambda: self._with_transport(
+                "open a session", lambda t: t.open_session(timeout=self.target.connect_timeout)))
+        if self._link is not None:
+            self._spare.refill(self._link)
+        return chan
 
     def _collect(self, chan: paramiko.Channel, command: Command) -> RunResult:
         """Feed stdin and read both streams until the command ends, without ever blocking on one stream."""
