@@ -178,6 +178,9 @@ def test_proxy_env_rewritten_for_the_guest() -> None:
     env_file = next(f for f in cfg["write_files"] if f["path"] == "/etc/environment")
     assert "https_proxy=http://user:pw@10.0.2.2:3129/" in env_file["content"]
     assert "NO_PROXY=localhost,.corp" in env_file["content"]
+    # between the markers the bake's scrub removes (the proxy's credentials must not reach an image)
+    lines = env_file["content"].splitlines()
+    assert lines[0] == seed.ENV_BEGIN and lines[-1] == seed.ENV_END and env_file["append"] is True
 
 
 def test_caller_cloud_config_is_merged() -> None:
