@@ -168,3 +168,15 @@ def test_the_scan_program_parses_as_python_3_8() -> None:
 
     tree = ast.parse(SCAN_SCRIPT, feature_version=(3, 8))
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.NamedExpr | ast.Match)]
+
+
+def test_random_and_compressed_data_is_no_finding(tmp_path: Path) -> None:
+    """An initrd, a model's weights, a tarball: bytes that are no text must not match by chance."""
+    import gzip
+    import random
+
+    rng = random.Random(7)
+    (tmp_path / "weights.bin").write_bytes(rng.randbytes(24 << 20))
+    (tmp_path / "initrd.img").write_bytes(gzip.compress(rng.randbytes(4 << 20), compresslevel=1))
+    (tmp_path / "urls.bin").write_bytes(b"\x00".join(b"://" + rng.randbytes(300) for _ in range(20000)))
+    assert scan(tmp_path) == []

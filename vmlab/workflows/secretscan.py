@@ -34,6 +34,8 @@ CHUNK = 1 << 20
 #: the previous chunk in front of the next one finds every match that crosses a border
 OVERLAP = 4096
 
+# Character classes are printable ASCII (`[!-~]`; `[!#-&(-~]` leaves out the quotes), never "anything but a
+# space": binary files (an initrd, a model) must not match by chance.
 _UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _WORD = _UPPER + b"abcdefghijklmnopqrstuvwxyz_"
 
@@ -66,7 +68,7 @@ PATTERNS: list[tuple[str, tuple[bytes, ...], bytes, bytes]] = [
     _p("OpenAI/Anthropic API key", (b"sk-",),
      rb"sk-(?=[\w\-]{0,255}[0-9])(?=[\w\-]{0,255}[A-Z])(?=[\w\-]{0,255}[a-z])[\w\-]{32,255}", _WORD + b"-"),
     _p("npm token", (b"npm_",), rb"npm_[A-Za-z0-9]{36,64}(?![A-Za-z0-9])", _WORD),
-    _p("npm auth token", (b"_auth",), rb"(?m)_auth(?:Token)?\s{0,8}=\s{0,8}(?![\"']?\$\{)[^\s\"']{8,}"),
+    _p("npm auth token", (b"_auth",), rb"(?m)_auth(?:Token)?\s{0,8}=\s{0,8}(?![\"']?\$\{)[!#-&(-~]{8,}"),
     _p("PyPI token", (b"pypi-",), rb"pypi-AgE[A-Za-z0-9_\-]{50,255}"),
     _p("Vault token", (b"hvs.", b"hvb.", b"hvr."), rb"hv[sbr]\.[A-Za-z0-9_\-]{24,255}", _WORD),
     _p("Stripe key", (b"_live_",), rb"(?:sk|rk)_live_[A-Za-z0-9]{20,255}"),
@@ -76,7 +78,7 @@ PATTERNS: list[tuple[str, tuple[bytes, ...], bytes, bytes]] = [
     _p("Azure SAS signature", (b"sig=",), rb"(?:^|[?&\s\"'=])sig=[A-Za-z0-9%/+]{30,255}"),
     _p("Azure SAS token", (b"SAS",),
      rb"(?m)^[ \t]{0,64}(?:export[ \t]{1,8})?AZURE_[A-Z_]{0,64}SAS[A-Z_]{0,64}[ \t]{0,8}=[ \t]{0,8}['\"]?"
-     rb"[^\s'\"]{16,}"),
+     rb"[!#-&(-~]{16,}"),
     _p("SendGrid key", (b"SG.",), rb"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"),
     _p("Databricks token", (b"dapi",), rb"dapi[0-9a-f]{32}(?![0-9a-f])", _WORD),
     _p("conda channel token", (b"/t/",), rb"anaconda\.(?:org|com)/t/[A-Za-z0-9_\-]{8,255}/"),
@@ -87,15 +89,16 @@ PATTERNS: list[tuple[str, tuple[bytes, ...], bytes, bytes]] = [
     _p("Docker registry auth", (b"\"auth\"",), rb"\"auth\"\s{0,8}:\s{0,8}\"[A-Za-z0-9+/]{8,1024}={0,2}\""),
     _p("git HTTP auth header", (b"xtraheader", b"xtraHeader", b"XTRAHEADER"),
      rb"(?:[Ee]xtra[Hh]eader|EXTRAHEADER)\s{0,8}=\s{0,8}[\"']?(?:[Aa]uthorization|AUTHORIZATION):\s{0,8}\w{1,20}"
-     rb"\s{1,8}[^\s\"']{8,}"),
+     rb"\s{1,8}[!#-&(-~]{8,}"),
     _p("netrc password", (b"machine",),
-     rb"(?m)^\s{0,64}machine\s{1,64}\S{1,255}\s{1,64}(?:login\s{1,64}\S{1,255}\s{1,64})?password\s{1,64}\S"),
+     rb"(?m)^\s{0,64}machine\s{1,64}[!-~]{1,255}\s{1,64}(?:login\s{1,64}[!-~]{1,255}\s{1,64})?password\s{1,64}"
+     rb"[!-~]"),
     _p("password in a URL", (b"://",),
-     rb"://[^\s/:@\"'<>\[\]{}]{0,255}:(?![\"'$%{<*])[^\s/@\"'<>{}*]{1,255}@[A-Za-z0-9\[]"),
+     rb"://[A-Za-z0-9._~%!$&()*+,;=\-]{0,255}:(?![$%*])[A-Za-z0-9._~%!$&()*+,;=:\-]{1,255}@[A-Za-z0-9\[]"),
     _p("secret in an environment variable", (b"KEY", b"TOKEN", b"SECRET", b"PASSWORD", b"PASSWD"),
      rb"(?m)^[ \t]{0,64}(?:export[ \t]{1,8}|Environment=\"?)?[A-Z0-9_]{0,64}"
      rb"(?:API_KEY|ACCESS_KEY|SECRET_KEY|TOKEN|SECRET|PASSWORD|PASSWD)[ \t]{0,8}=[ \t]{0,8}[\"']?"
-     rb"(?![/$.~<{])(?!(?i:your|example|changeme|placeholder|dummy|sample|xxxx))[^\s\"'$]{12,}"),
+     rb"(?![/$.~<{])(?!(?i:your|example|changeme|placeholder|dummy|sample|xxxx))[!#%&(-~]{12,}"),
 ]
 COMPILED: list[tuple[str, tuple[bytes, ...], re.Pattern[bytes], frozenset[int]]] = [
     (kind, anchors, re.compile(rx), frozenset(before)) for kind, anchors, rx, before in PATTERNS]
