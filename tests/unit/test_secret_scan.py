@@ -180,3 +180,16 @@ def test_random_and_compressed_data_is_no_finding(tmp_path: Path) -> None:
     (tmp_path / "initrd.img").write_bytes(gzip.compress(rng.randbytes(4 << 20), compresslevel=1))
     (tmp_path / "urls.bin").write_bytes(b"\x00".join(b"://" + rng.randbytes(300) for _ in range(20000)))
     assert scan(tmp_path) == []
+
+
+def test_scan_ignore_file_is_honoured_and_reported(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    secretcorpus.plant(root)
+    (root / "etc/vmlab").mkdir(parents=True, exist_ok=True)
+    (root / "etc/vmlab/scan-ignore").write_text("# checked by hand: test fixtures\n/home/admin/.aws\n"
+                                               "/etc/billing.conf\nrelative/is/ignored\n")
+    hits, stats = run_scan("--root", str(root))
+    found = {path for path, _ in hits}
+    assert "/home/admin/.aws/config" not in found and "/etc/billing.conf" not in found
+    assert "/root/.aws/credentials" in found  # only what is listed
+    assert stats["ignored"] == ["/home/admin/.aws", "/etc/billing.conf"]

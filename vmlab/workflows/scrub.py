@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vmlab.engine.command import Command, sh
 from vmlab.engine.host import Host
@@ -119,8 +120,21 @@ def scan(host: Host) -> list[SecretHit]:
     if result.rc != 0:
         raise HostError(f"the secret scan could not run (exit {result.rc}): {result.stderr.strip()[-300:]}",
                         "the image needs python3")
-    log.debug("secret scan: %s", result.stderr.strip()[-300:])
+    stats = _stats(result.stderr)
+    log.debug("secret scan: %s", stats)
+    if stats.get("ignored"):
+        log.warning("secret scan: not scanned, as the image's /etc/vmlab/scan-ignore asks: %s",
+                    ", ".join(printable(str(p)) for p in stats["ignored"]))
     return parse_hits(result.stdout)
+
+
+def _stats(stderr: str) -> dict[str, Any]:
+    """The scan's last stderr line: {"files", "bytes", "read", "owned", "ignored", "seconds"}."""
+    try:
+        stats = json.loads(stderr.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
 
 
 def parse_hits(stdout: str) -> list[SecretHit]:

@@ -12,6 +12,9 @@ relative to it ("/etc/..."). Not read, because no secret a build leaves can be t
   unpacked conda packages and git's object store. Files under /etc are read even when a package owns them (an
   admin or a recipe edits them); a hit there is dropped only when the file is byte for byte what dpkg installed.
 
+- what the image's /etc/vmlab/scan-ignore lists (one absolute path a line): a recipe's way out of a false
+  positive it has checked.
+
 Every other regular file is read whole, in chunks (patterns match across chunk borders), sparse files by their
 data extents only. Besides the patterns, a few files are findings by name alone when not empty (.pgpass,
 .vault-token, .git-credentials, a Jupyter runtime file, a Hugging Face token file, kaggle.json, .netrc).
@@ -163,6 +166,8 @@ PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "ramfs", "cgroup", 
              "tracefs", "configfs", "fusectl", "mqueue", "hugetlbfs", "pstore", "bpf", "autofs", "binfmt_misc",
              "efivarfs", "nsfs", "squashfs", "overlay", "rpc_pipefs", "nfsd"}
 PRUNED_DIRS = {"node_modules"}
+#: what a recipe lists here is not scanned (a false positive it has checked); the bake says so
+IGNORE_FILE = "/etc/vmlab/scan-ignore"
 MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
@@ -376,11 +381,23 @@ def scan_fd(fd: int, st: os.stat_result, stats: dict[str, int]) -> int | None:
     return best
 
 
+def ignore_list(root: str) -> list[str]:
+    """Paths the image's own /etc/vmlab/scan-ignore asks not to scan (one absolute path a line, # comments)."""
+    try:
+        with open(root + IGNORE_FILE, "rb") as f:
+            lines = [os.fsdecode(line.strip()) for line in f.read().split(b"\n")]
+    except OSError:
+        return []
+    return [os.path.normpath(line) for line in lines if line.startswith("/")]
+
+
 class Scan:
     def __init__(self, root: str) -> None:
         self.root = root
         self.owned = Owned(root)
-        self.skip = {root + p for p in PSEUDO_TREES + PACKAGE_TREES} | pseudo_mounts(root)
+        self.ignored = ignore_list(root)
+        self.skip = ({root + p for p in PSEUDO_TREES + PACKAGE_TREES + tuple(self.ignored)}
+                     | pseudo_mounts(root))
         self.hits: list[list[str]] = []
         self.stats = {"files": 0, "bytes": 0, "read": 0}
         self.seen_inodes: set[tuple[int, int]] = set()
@@ -405,6 +422,8 @@ class Scan:
                 self.file(os.path.join(dirpath, name))
 
     def file(self, real: str) -> None:
+        if real in self.skip:
+            return
         virtual = self.virtual(real)
         under_etc = virtual.startswith("/etc/")
         if not under_etc and self.owned.owns(virtual):
@@ -450,7 +469,7 @@ def main(argv: list[str]) -> int:
         scan.walk(root + top if root and top.startswith("/") else top)
     json.dump(scan.hits, sys.stdout)
     sys.stdout.write("\n")
-    sys.stderr.write(json.dumps({**scan.stats, "owned": len(scan.owned.paths),
+    sys.stderr.write(json.dumps({**scan.stats, "owned": len(scan.owned.paths), "ignored": scan.ignored,
                                  "seconds": round(time.monotonic() - started, 2)}) + "\n")
     return 0
 
