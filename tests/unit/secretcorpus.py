@@ -117,6 +117,10 @@ PLANTED: dict[str, tuple[str | bytes, str]] = {
                             + "/private\n", "conda channel token"),
     "opt/conda/conda-meta/history": ("==> 2026-01-01 <==\n# cmd: conda install -c https://conda.anaconda.org/t/"
                                      + rand(30) + "/corp torch\n", "conda channel token"),
+    "home/admin/.config/gh/hosts.yml": (f"github.com:\n    oauth_token: {token('gh' + 'o_', 36)}\n", "GitHub token"),
+    "opt/actions-runner/.credentials": ('{"refresh": "' + token("gh" + "r_", 36) + '"}\n', "GitHub token"),
+    "srv/ci/repo/.git/credentials": ("https://ci:" + rand(20) + "@git.corp.example\n", "git credentials file"),
+    "srv/shop/.env": (f"STRIPE_RESTRICTED={token('rk' + '_live_', 24)}\n", "Stripe key"),
     "var/lib/app/state.json": ('{"installation_token": "' + token("gh" + "s_", 36) + '"}\n', "GitHub token"),
     "var/spool/cron/crontabs/root": ('0 * * * * curl -H "Authorization: token ' + token(GH, 36)
                                      + '" https://api.github.com/\n', "GitHub token"),

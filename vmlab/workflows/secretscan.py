@@ -151,7 +151,7 @@ def matches(rx: re.Pattern[bytes], before: frozenset[int], buf: bytes) -> bool:
 NAMED = [
     ("PostgreSQL password file", lambda p: p.endswith("/.pgpass")),
     ("Vault token file", lambda p: p.endswith("/.vault-token")),
-    ("git credentials file", lambda p: p.endswith(("/.git-credentials", "/git/credentials"))),
+    ("git credentials file", lambda p: p.endswith(("/.git-credentials", "/git/credentials", "/.git/credentials"))),
     ("netrc file", lambda p: p.endswith(("/.netrc", "/_netrc"))),
     ("Jupyter runtime file", lambda p: "/jupyter/runtime/" in p and p.endswith(".json")),
     ("Hugging Face token file", lambda p: p.endswith(("/huggingface/token", "/huggingface/stored_tokens"))),
