@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,17 +115,21 @@ def scrub(host: Host, builder_public_key: str) -> None:
         raise HostError(f"scrubbing the builder failed (exit {result.rc}): {result.stderr.strip()[-300:]}")
 
 
-def scan(host: Host) -> list[SecretHit]:
-    """Look for secrets left anywhere on the builder's disk; returns the hits (empty = clean)."""
+def scan(host: Host, say: Callable[[str], None] = lambda _m: None) -> list[SecretHit]:
+    """Look for secrets left anywhere on the builder's disk; returns the hits (empty = clean). `say` hears what
+    was read and what the image's scan-ignore kept out."""
     result = host.execute(Command("python3", "-", stdin=SCAN_SCRIPT, label="secret scan"), sudo=True)
     if result.rc != 0:
         raise HostError(f"the secret scan could not run (exit {result.rc}): {result.stderr.strip()[-300:]}",
                         "the image needs python3")
     stats = _stats(result.stderr)
     log.debug("secret scan: %s", stats)
+    if "files" in stats:
+        say(f"secret scan: {stats['files']} files no package owns read ({stats.get('read', 0) / 1e6:.0f} MB) "
+            f"in {stats.get('seconds', '?')} s")
     if stats.get("ignored"):
-        log.warning("secret scan: not scanned, as the image's /etc/vmlab/scan-ignore asks: %s",
-                    ", ".join(printable(str(p)) for p in stats["ignored"]))
+        say("secret scan: not scanned, as the image's /etc/vmlab/scan-ignore asks: "
+            + ", ".join(printable(str(p)) for p in stats["ignored"]))
     return parse_hits(result.stdout)
 
 
