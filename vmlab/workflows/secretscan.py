@@ -10,8 +10,7 @@ relative to it ("/etc/..."). Not read, because no secret a build leaves can be t
 - files a package manager installed and owns: dpkg's (/var/lib/dpkg/info/*.list), pip's (RECORD), conda's
   (conda-meta); their own state (/var/lib/dpkg, /var/lib/apt/lists, /var/cache/apt, snaps), node_modules,
   unpacked conda packages and git's object store. Files under /etc are read even when a package owns them (an
-  admin or a recipe edits them); a hit there is dropped only when the file is byte for byte what dpkg installed.
-
+  admin or a recipe edits them); a hit there is dropped only when the file is byte for byte what dpkg installed;
 - what the image's /etc/vmlab/scan-ignore lists (one absolute path a line): a recipe's way out of a false
   positive it has checked.
 
@@ -121,9 +120,9 @@ def _trie(words: list[bytes]) -> bytes:
 
 ANCHORS = sorted({a for _kind, anchors, _rx, _before in PATTERNS for a in anchors})
 FIND_ANCHORS = re.compile(_trie(ANCHORS))
-# The search reports the shortest anchor where one starts another ("PASSW" for "PASSWD"), and it cannot see an
-# anchor that begins inside one it found ("SASIA": SAS, then not ASIA): for each anchor, the ones it may stand for
-# and the ones to look for separately when it was found.
+# The search reports the shorter anchor where one begins another, and it cannot see an anchor that begins inside
+# one it found ("SASIA": SAS, then not ASIA): for each anchor, the ones it may stand for and the ones to look for
+# separately when it was found.
 _PREFIXED = {a: [b for b in ANCHORS if b.startswith(a)] for a in ANCHORS}
 _OVERLAPPING = {a: [b for b in ANCHORS if b != a and any(a[i:].startswith(b) or b.startswith(a[i:])
                                                           for i in range(1, len(a)))] for a in ANCHORS}
@@ -146,6 +145,7 @@ def matches(rx: re.Pattern[bytes], before: frozenset[int], buf: bytes) -> bool:
         if m.start() == 0 or buf[m.start() - 1] not in before:
             return True
     return False
+
 
 #: files that are a finding when they exist and are not empty: (kind, test on the path)
 NAMED = [
