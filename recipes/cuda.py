@@ -14,7 +14,9 @@ Variables:
 - `cuda_driver` ("cuda-drivers"): the driver package; "nvidia-open" for the open kernel modules (Turing and
   newer), "cuda-drivers-570" to hold a driver branch.
 - `cuda_repo_url`: the folder holding `ubuntu2404/x86_64/...`; point it at your organisation's mirror.
-- `cuda_keyring_version` ("1.1-1"): the `cuda-keyring` package fetched from that repository.
+- `cuda_keyring_version` ("1.1-1"): the `cuda-keyring` package fetched from that repository; it is checked
+  against a pinned sha256 before it is installed (`vmlab.operations.nvidia.KEYRING_SHA256`).
+- `cuda_keyring_sha256` (""): that package's sha256, needed only for a keyring version vmlab does not pin.
 """
 
 from vmlab.engine import Recipe, varcheck
@@ -28,6 +30,7 @@ recipe = Recipe("cuda", become=True, vars={
     "cuda_driver": "cuda-drivers",
     "cuda_repo_url": "https://developer.download.nvidia.com/compute/cuda/repos",
     "cuda_keyring_version": "1.1-1",
+    "cuda_keyring_sha256": "",
 })
 
 
@@ -95,7 +98,8 @@ recipe.step("package lists", apt.UpdateCache(max_age=6 * 3600), when=wanted)
 recipe.step("kernel headers", shell.Shell(HEADERS, unless=HAS_HEADERS), when=wanted)
 recipe.step("DKMS and downloader", apt.Packages(("dkms", "curl", "ca-certificates")), when=wanted)
 recipe.step("CUDA repository", nvidia.CudaRepository(url="{{ cuda_repo_url }}",
-                                                     keyring_version="{{ cuda_keyring_version }}"), when=wanted)
+                                                     keyring_version="{{ cuda_keyring_version }}",
+                                                     keyring_sha256="{{ cuda_keyring_sha256 }}"), when=wanted)
 recipe.step("driver and toolkit", apt.Packages(("{{ cuda_driver }}", TOOLKIT)), when=wanted)
 recipe.step("CUDA on PATH", files.File("/etc/profile.d/cuda.sh", content="export PATH=/usr/local/cuda/bin:$PATH\n",
                                        mode="0644"), when=wanted)

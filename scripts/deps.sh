@@ -1,13 +1,14 @@
 # Sourced by scripts/*.sh: installs what vmlab needs on a Debian/Ubuntu machine, skipping what is there.
-# System: OpenSSH (client for tunnels, server for tests), QEMU + debootstrap + genisoimage (local provider).
+# System: OpenSSH (client for tunnels, server for tests), QEMU + debootstrap + debian-archive-keyring (checks what
+# debootstrap downloads) + genisoimage (local provider).
 # Python: a virtualenv in .venv with vmlab installed editable (plus test extras when asked).
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 vmlab_system_packages() {
-  local want=(openssh-client openssh-server qemu-system-x86 qemu-utils debootstrap genisoimage e2fsprogs
-              ca-certificates curl "$@")
+  local want=(openssh-client openssh-server qemu-system-x86 qemu-utils debootstrap debian-archive-keyring
+              genisoimage e2fsprogs ca-certificates curl "$@")
   local missing=()
   for pkg in "${want[@]}"; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -8,7 +8,9 @@ How it is made (all as root, nothing outside the temp dir is written):
 - In it, an overlayfs whose lowest layer is the real `/` (read only: overlayfs never writes a lower layer) and
   whose upper and work dirs are in the temp dir: every write, delete (a whiteout) or truncate inside lands in the
   upper dir. Above `/` sits a "mask" layer of opaque, empty /root, /home, /tmp, /var/tmp and /opt, so the secret
-  scan never sees the test machine's keys and histories (nor walks its 8 GB of /opt), and `layers` (upper dirs
+  scan never sees the test machine's keys and histories (nor walks its 8 GB of /opt); the same layer holds an
+  /etc/vmlab/scan-ignore that keeps the scan (which reads the whole disk) out of the machine's other trees (/usr,
+  /var/lib, /work, ...: see `scan_ignore()`), and `layers` (upper dirs
   kept from earlier sandboxes, see `stop(keep=...)`) go on top: an "image" baked in one sandbox is the root of
   the next, as an AMI is for the next instance.
 - /proc and /dev are rbind-mounted in, `share` paths of the test machine are bind-mounted read only (the up test
@@ -250,6 +252,10 @@ class Sandbox:
             d.mkdir(parents=True)
             d.chmod(mode)
             os.setxattr(d, "trusted.overlay.opaque", b"y")
+        # the bake's secret scan reads the whole disk: keep it to what a builder has, not this machine's trees
+        ignore = mask / "etc/vmlab/scan-ignore"
+        ignore.parent.mkdir(parents=True)
+        ignore.write_text("".join(f"{p}\n" for p in self.scan_ignore()))
         for rel, text, mode in [("usr/local/bin/systemctl", SYSTEMCTL, 0o755),
                                 (SSHD_CONFIG.lstrip("/"), _sshd_config(self.port), 0o644)]:
             f = self.upper / rel
@@ -291,6 +297,14 @@ class Sandbox:
                 raise RuntimeError("sandbox holder did not chroot")
             time.sleep(0.005)
         return self
+
+    def scan_ignore(self) -> list[str]:
+        """This machine's folders a builder would not have (everything at the top but /etc, /var and what is
+        masked; in /var all but tmp and log) and the shared paths: the secret scan in the sandbox skips them."""
+        keep = {"etc", "var", "proc", "dev", "sys", "run", *(rel for rel in MASKED if "/" not in rel)}
+        out = [f"/{name}" for name in sorted(os.listdir("/")) if name not in keep]
+        out += [f"/var/{name}" for name in sorted(os.listdir("/var")) if name not in ("tmp", "log")]
+        return out + list(self.share)
 
     def stop(self, keep: Path | None = None) -> None:
         """Kill everything in the sandbox (its mounts go with the last process) and delete the temp dir;

@@ -178,6 +178,9 @@ def test_proxy_env_rewritten_for_the_guest() -> None:
     env_file = next(f for f in cfg["write_files"] if f["path"] == "/etc/environment")
     assert "https_proxy=http://user:pw@10.0.2.2:3129/" in env_file["content"]
     assert "NO_PROXY=localhost,.corp" in env_file["content"]
+    # between the markers the bake's scrub removes (the proxy's credentials must not reach an image)
+    lines = env_file["content"].splitlines()
+    assert lines[0] == seed.ENV_BEGIN and lines[-1] == seed.ENV_END and env_file["append"] is True
 
 
 def test_caller_cloud_config_is_merged() -> None:
@@ -418,9 +421,44 @@ def test_check_host_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(BadInput, match="run as root"):
         baseimage.check_host(tmp_path)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(b"k")
+    monkeypatch.setenv("VMLAB_DEBIAN_KEYRING", str(keyring))
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 9, 1))  # type: ignore[attr-defined]
     with pytest.raises(BadInput, match="3 GB"):
         baseimage.check_host(tmp_path)
+
+
+def test_check_host_requires_the_archive_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a keyring debootstrap would only warn and install whatever a plain-http mirror served."""
+    monkeypatch.setattr(shutil, "which", lambda tool: "/usr/bin/x")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("VMLAB_DEBIAN_KEYRING", str(tmp_path / "missing.gpg"))
+    with pytest.raises(BadInput) as err:
+        baseimage.check_host(tmp_path)
+    assert "no Debian archive keyring at" in str(err.value) and "apt-get install debian-archive-keyring" in str(
+        err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "base").exists()  # refused before anything was made
+
+
+def test_debootstrap_verifies_signatures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VMLAB_DEBIAN_KEYRING", raising=False)
+    argv = baseimage.debootstrap_argv(tmp_path / "rootfs", "http://deb.debian.org/debian", baseimage.keyring())
+    assert "--force-check-gpg" in argv and "--no-check-gpg" not in argv
+    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in argv
+    assert argv[-3:] == ["bookworm", str(tmp_path / "rootfs"), "http://deb.debian.org/debian"]
+    # and build() runs exactly that
+    seen: list[list[str]] = []
+
+    def fake_run(args: list[str], what: str, cwd: Path | None = None) -> str:
+        seen.append(args)
+        raise HostError("stop here")
+
+    monkeypatch.setattr(baseimage, "_run", fake_run)
+    with pytest.raises(HostError):
+        baseimage.build(tmp_path, lambda msg, frac: None)
+    assert seen == [baseimage.debootstrap_argv(tmp_path / "rootfs", baseimage.mirror(), baseimage.keyring())]
 
 
 def test_configure_rootfs(tmp_path: Path) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from planning import argvs, diff, read_fact
@@ -99,7 +102,7 @@ LINE = f"deb [arch=amd64 signed-by={KEY}] https://download.docker.com/linux/debi
 LINE_SHA = hashlib.sha256(LINE.encode()).hexdigest()
 KEY_SHA = "1500c1f56fa9e26b9b8f42452a553675796ade0807cdce11975eb98170b3a570"
 REPO = Repository("docker", "https://download.docker.com/linux/debian", "bookworm", KEY_URL,
-                  components=("stable",), arch="amd64")
+                  components=("stable",), key_sha256=KEY_SHA, arch="amd64")
 
 
 def f(sha: str | None, mode: str = "0644") -> PathInfo:
@@ -115,15 +118,12 @@ DIR = PathInfo("directory", "0755", "root", "root", 4096)
 
 
 @pytest.mark.parametrize("op, key, keyrings, listing, expected", [
-    (REPO, f("x"), DIR, f(LINE_SHA), []),
-    (REPO, None, DIR, None, [fetch_key(), WRITE_LIST, UPDATE]),
+    (REPO, f(KEY_SHA), DIR, f(LINE_SHA), []),
+    (REPO, None, DIR, None, [fetch_key(KEY_SHA), WRITE_LIST, UPDATE]),
     (REPO, None, None, f(LINE_SHA),
-     [("mkdir", "-p", "-m", "0755", "/etc/apt/keyrings"), fetch_key(), UPDATE]),
-    (REPO, f("x"), DIR, f("old"), [WRITE_LIST, UPDATE]),
-    (Repository("docker", "https://download.docker.com/linux/debian", "bookworm", KEY_URL, ("stable",),
-                key_sha256=KEY_SHA, arch="amd64"), f("y"), DIR, f(LINE_SHA), [fetch_key(KEY_SHA), UPDATE]),
-    (Repository("docker", "https://download.docker.com/linux/debian", "bookworm", KEY_URL, ("stable",),
-                key_sha256=KEY_SHA, arch="amd64"), f(KEY_SHA), DIR, f(LINE_SHA), []),
+     [("mkdir", "-p", "-m", "0755", "/etc/apt/keyrings"), fetch_key(KEY_SHA), UPDATE]),
+    (REPO, f(KEY_SHA), DIR, f("old"), [WRITE_LIST, UPDATE]),
+    (REPO, f("y"), DIR, f(LINE_SHA), [fetch_key(KEY_SHA), UPDATE]),  # a key that is not the pinned one is replaced
 ])
 def test_repository_plans(op, key, keyrings, listing, expected) -> None:
     facts = {FileStat(KEY): key, FileStat("/etc/apt/keyrings"): keyrings, FileStat(LIST): listing,
@@ -133,7 +133,8 @@ def test_repository_plans(op, key, keyrings, listing, expected) -> None:
 
 def test_repository_source_line_and_diff() -> None:
     assert REPO.source_line() == LINE
-    flat = Repository("local", "https://example.org/debs", "./", "https://example.org/key.gpg", components=())
+    flat = Repository("local", "https://example.org/debs", "./", "https://example.org/key.gpg", components=(),
+                      key_sha256=KEY_SHA)
     assert flat.source_line() == "deb [signed-by=/etc/apt/keyrings/local.gpg] https://example.org/debs ./\n"
     assert diff(REPO, {FileText(LIST): LINE}) is None
     assert diff(REPO, {FileText(LIST): None}).endswith("+" + LINE)
@@ -149,9 +150,40 @@ def test_repository_source_line_and_diff() -> None:
     ({"arch": "amd64 arm64"}, "arch 'amd64 arm64' is not valid"),
 ])
 def test_repository_bad_arguments(kwargs, message) -> None:
-    args = {"name": "docker", "url": "https://x.org/d", "suite": "stable", "key_url": "https://x.org/k"}
+    args = {"name": "docker", "url": "https://x.org/d", "suite": "stable", "key_url": "https://x.org/k",
+            "key_sha256": KEY_SHA}
     with pytest.raises(BadInput, match=message):
         Repository(**{**args, **kwargs})
+
+
+@pytest.mark.parametrize("key_url", ["https://x.org/k.asc", "http://x.org/k.gpg", "ftp://x.org/k"])
+def test_repository_refuses_a_key_url_without_a_pin(key_url: str) -> None:
+    with pytest.raises(BadInput) as err:
+        Repository("docker", "https://x.org/d", "stable", key_url)
+    assert f"key_url {key_url} has no key_sha256" in str(err.value) and "sha256sum" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_repository_without_a_pin_stops_a_recipe_check_with_exit_2(tmp_path: Path) -> None:
+    """The refusal comes when the recipe is loaded (`--check` included): one line, exit 2, no host touched."""
+    recipe = tmp_path / "docker.py"
+    recipe.write_text("from vmlab.engine import Recipe\nfrom vmlab.operations import apt\n"
+                      "recipe = Recipe('docker')\n"
+                      "recipe.step('repo', apt.Repository('docker', 'https://x.org/d', 'stable', 'https://x.org/k'))\n")
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1, ansible_port: 9}\n")
+    done = subprocess.run([sys.executable, "-m", "vmlab", "provision", str(recipe), "-i", str(inventory),
+                           "--check"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "has no key_sha256" in lines[0], done.stderr
+
+
+def test_templated_pin_is_checked_once_rendered() -> None:
+    op = Repository("docker", "https://x.org/d", "stable", "https://x.org/k", key_sha256="{{ pin }}")
+    assert op.render({"pin": KEY_SHA}, "t").key_sha256 == KEY_SHA  # type: ignore[attr-defined]
+    with pytest.raises(BadInput, match="is not a sha256"):
+        op.render({"pin": ""}, "t")
 
 
 # ---- the fact commands, read for real on this machine (read-only) ------------------------------------------

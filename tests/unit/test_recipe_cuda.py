@@ -154,3 +154,44 @@ def test_lab_switches_are_checked_before_any_host() -> None:
         prepare(recipe, {**recipe.vars, "user": "admin", "cuda": "maybe"})
     with pytest.raises(BadInput, match="conda 'no' is not true or false"):
         prepare(recipe, {**recipe.vars, "user": "admin", "conda": "no"})
+
+
+# ---- the keyring package is a trust anchor: pinned by sha256 ------------------------------------------------
+
+
+@pytest.mark.parametrize("os_release, folder, machine, arch", [
+    (UBUNTU_2204, "ubuntu2204", "x86_64", "x86_64"), (UBUNTU_2404, "ubuntu2404", "aarch64", "sbsa"),
+    (DEBIAN_12, "debian12", "x86_64", "x86_64"),
+])
+def test_keyring_download_is_checked_against_the_pin(os_release: str, folder: str, machine: str, arch: str) -> None:
+    from vmlab.engine.facts import FactCache, Facts
+    from vmlab.operations.nvidia import KEYRING_SHA256
+
+    commands = list(CudaRepository().plan(Facts(FactCache(FreshHost(os_release, machine=machine)), True)))
+    download = next(c for c in commands if c.label and c.label.startswith("download "))
+    pin = KEYRING_SHA256[("1.1-1", folder, arch)]
+    # write_file's sha256 argument: the file is moved into place (and dpkg runs) only when it matches
+    assert download.argv[4:8] == ("/tmp/cuda-keyring_1.1-1_all.deb", "0644", "", pin)
+    assert f"/{folder}/{arch}/cuda-keyring_1.1-1_all.deb" in download.argv[-1]
+
+
+def test_every_supported_repository_has_a_pin() -> None:
+    from vmlab.operations.nvidia import KEYRING_SHA256
+
+    for folder in OFFERED:
+        for arch in ("x86_64", "sbsa"):
+            assert len(KEYRING_SHA256[("1.1-1", folder, arch)]) == 64
+
+
+def test_unpinned_keyring_version_is_refused_before_any_host() -> None:
+    from vmlab.engine.runner import prepare
+
+    recipe = load_recipe(RECIPES / "cuda.py")
+    with pytest.raises(BadInput) as err:
+        prepare(recipe, {**recipe.vars, "cuda_keyring_version": "1.2-1"})
+    assert "cuda-keyring 1.2-1 has no pinned sha256" in str(err.value) and "cuda_keyring_sha256" in str(err.value)
+    pin = "ab" * 32
+    plan = cuda_plan(UBUNTU_2404, variables={"cuda_keyring_version": "1.2-1", "cuda_keyring_sha256": pin})
+    assert any("cuda-keyring_1.2-1_all.deb" in c for c in plan["CUDA repository"])
+    with pytest.raises(BadInput, match="is not a sha256"):
+        prepare(recipe, {**recipe.vars, "cuda_keyring_sha256": "nope"})

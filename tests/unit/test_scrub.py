@@ -3,17 +3,19 @@ cannot touch this machine): what must go goes, what a lab needs stays, and the h
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from vmlab.providers.cloudinit import HOSTKEY_DROPIN
-from vmlab.workflows.scrub import SCRUB_SCRIPT, scrub_command
+from vmlab.workflows.scrub import SCAN_SCRIPT, SCRUB_SCRIPT, scrub_command
 
 BUILDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuilderKeyBuilderKeyBuilderKeyBuilder vmlab-bake"
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUserKeyUserKeyUserKeyUserKeyUserKeyUs me@laptop"
@@ -33,12 +35,31 @@ GONE = [
     "tmp/cuda-keyring_1.1-1_all.deb", "var/tmp/build.log", "var/log/syslog.1", "var/log/apt/history.log.2.gz",
     "var/log/journal/abc/system.journal", "var/lib/dbus/machine-id", "var/lib/systemd/random-seed",
     "var/lib/dhcp/dhclient.eth0.leases",
+    # credentials tools keep in a home (a service account's home from /etc/passwd included)
+    "home/admin/.cache/huggingface/token", "home/admin/.cache/huggingface/stored_tokens",
+    "home/admin/.kaggle/kaggle.json", "home/admin/.pgpass", "home/admin/.npmrc", "root/.vault-token",
+    "root/.netrc", "home/admin/.config/gh/hosts.yml", "var/lib/svc/.git-credentials", "var/lib/svc/.pypirc",
+    "var/lib/svc/.local/share/jupyter/runtime/kernel-1.json", "var/lib/svc/.docker/config.json",
+    # dotfiles in the temporary folders, and the apt proxy file cloud-init wrote from the seed
+    "tmp/.hidden-token", "tmp/..odd", "var/tmp/.cache-x/y", "etc/apt/apt.conf.d/90cloud-init-aptproxy",
 ]
 KEPT = [
     "etc/ssh/sshd_config", "home/admin/data/notebook.ipynb", "home/admin/.bashrc", "opt/jupyter/bin/jupyter",
     "var/lib/jupyterhub/jupyterhub_config.py", "etc/systemd/system/jupyterlab.service",
     "var/cache/apt/archives/lock", "var/lib/cloud/scripts/per-boot/x.sh",
+    "home/admin/.cache/huggingface/hub/models--x/blobs/abc", "var/lib/svc/app.conf",
+    "etc/apt/apt.conf.d/20auto-upgrades",
 ]
+PASSWD = ("root:x:0:0:root:/root:/bin/bash\nsvc:x:998:998::/var/lib/svc:/usr/sbin/nologin\n"
+          "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nweird:x:5:5::/:/bin/sh\n"
+          "admin:x:1000:1000::/home/admin:/bin/bash\n")
+ENVIRONMENT = ("PATH=/usr/local/bin:/usr/bin:/bin\n"
+               "# vmlab: host settings begin (removed when an image is made)\n"
+               "PIP_CERT=/etc/ssl/certs/ca-certificates.crt\n"
+               "http_proxy=http://alice:s3cret-Pw@10.0.2.2:3128\nHTTP_PROXY=http://alice:s3cret-Pw@10.0.2.2:3128\n"
+               "# vmlab: host settings end\n"
+               "https_proxy=http://bob:0ld-Pw@proxy.corp:3128/\n"  # unmarked (an older vmlab, or a recipe)
+               "EDITOR=vim\n")
 
 
 def test_every_path_in_the_script_is_under_the_root_prefix() -> None:
@@ -69,6 +90,8 @@ def _scrub_fake_root(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("JUPYTER_TOKEN=abcdefabcdefabcdefabcdef\n" if rel.endswith(".env") else "x\n")
     (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (root / "etc/passwd").write_text(PASSWD)
+    (root / "etc/environment").write_text(ENVIRONMENT)
     (root / "var/log/syslog").write_text("builder log lines\n")
     (root / "lib/systemd/system").mkdir(parents=True)
     (root / "lib/systemd/system/ssh.service").write_text("[Service]\nExecStart=/usr/sbin/sshd -D\n")
@@ -89,6 +112,14 @@ def _scrub_fake_root(tmp_path: Path) -> None:
     assert (root / "etc/machine-id").read_text() == ""
     assert (root / "var/log/syslog").read_text() == ""
     assert (root / "etc/systemd/system/ssh.service.d/10-vmlab-hostkeys.conf").read_text() == HOSTKEY_DROPIN
+    # the host's proxy: vmlab's block gone, credentials stripped from a proxy line it did not write
+    assert (root / "etc/environment").read_text() == ("PATH=/usr/local/bin:/usr/bin:/bin\n"
+                                                       "https_proxy=http://proxy.corp:3128/\nEDITOR=vim\n")
+    assert (root / "etc/passwd").read_text() == PASSWD
+    # and what is left passes the scan
+    done = subprocess.run([sys.executable, "-", "--root", str(root)], input=SCAN_SCRIPT, capture_output=True,
+                          text=True, timeout=120)
+    assert json.loads(done.stdout) == [], done.stdout
 
 
 def test_scrub_refuses_without_a_builder_key(tmp_path: Path) -> None:

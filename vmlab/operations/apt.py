@@ -159,10 +159,12 @@ class Repository(Operation):
     the source to /etc/apt/sources.list.d/NAME.list with `signed-by`, so the key vouches for it alone::
 
         apt.Repository("docker", "https://download.docker.com/linux/ubuntu", "noble", components=("stable",),
-                       key_url="https://download.docker.com/linux/ubuntu/gpg", arch="amd64")
+                       key_url="https://download.docker.com/linux/ubuntu/gpg",
+                       key_sha256="1500c1f56fa9e26b9b8f42452a553675796ade0807cdce11975eb98170b3a570", arch="amd64")
 
-    With `key_sha256` the key is re-fetched whenever it differs and checked before use; without it, a key
-    already on the host is kept as it is.
+    `key_sha256` is required: the key is a trust anchor (whoever controls `key_url` could otherwise sign any
+    package), so it is checked before use and re-fetched whenever the host's copy differs. Get it once from a
+    download you trust: `curl -fsSL KEY_URL | sha256sum`.
     """
 
     name: str
@@ -181,6 +183,11 @@ class Repository(Operation):
         check_url(self, "url")
         check_url(self, "key_url")
         check_sha256(self, "key_sha256", optional=True)
+        if self.key_sha256 is None:
+            raise BadInput(f"Repository {self.name}: key_url {self.key_url} has no key_sha256, so whoever answers "
+                           "that URL could sign packages for this host",
+                           f"pin the key with key_sha256= the output of `curl -fsSL {self.key_url} | sha256sum` "
+                           "from a download you trust")
         for component in check_strings(self, "components", "components", allow_empty=True):
             if not is_pending(component) and not _WORD.fullmatch(component):
                 raise BadInput(f"Repository: component {component!r} is not valid",
@@ -207,7 +214,7 @@ class Repository(Operation):
 
         commands: list[Command] = []
         key = facts.get(FileStat(self.key_path))
-        if key is None or (self.key_sha256 is not None and key.sha256 != self.key_sha256):
+        if key is None or key.sha256 != self.key_sha256:
             if facts.get(FileStat("/etc/apt/keyrings")) is None:
                 commands.append(Command("mkdir", "-p", "-m", "0755", "/etc/apt/keyrings"))
             commands.append(write_file(self.key_path, fetch=downloader(facts, self.key_url),

@@ -109,7 +109,7 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         lap("apply")
         say("scrubbing the builder")
         scrub(conn, client.public)
-        hits = scan(conn)
+        hits = scan(conn, say)
         if hits:
             listed = ", ".join(f"{h.path} ({h.what})" for h in hits[:10])
             raise HostError(f"secrets found on the builder, no image made: {listed}",

@@ -30,6 +30,8 @@ from vmlab.providers.local import store
 BASE_ID = "debian-12"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+#: the keys that sign Debian's Release files (package debian-archive-keyring); debootstrap checks against it
+DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DISK_SIZE = "8G"
 MIN_FREE_BYTES = 3 * 1024**3
 PACKAGES = (
@@ -66,6 +68,19 @@ def mirror() -> str:
     return os.environ.get("VMLAB_DEBIAN_MIRROR", DEFAULT_MIRROR).rstrip("/")
 
 
+def keyring() -> Path:
+    """The keyring debootstrap verifies the mirror with: $VMLAB_DEBIAN_KEYRING (a mirror signed by another key)
+    or Debian's archive keyring."""
+    return Path(os.environ.get("VMLAB_DEBIAN_KEYRING") or DEFAULT_KEYRING)
+
+
+def debootstrap_argv(rootfs: Path, mirror_url: str, keyring_file: Path) -> list[str]:
+    """debootstrap over plain http is safe only with the signatures checked: `--force-check-gpg` makes a
+    missing or unusable keyring an error instead of a warning."""
+    return ["debootstrap", "--variant=minbase", f"--keyring={keyring_file}", "--force-check-gpg",
+            f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror_url]
+
+
 def version_tag(mirror_url: str | None = None) -> str:
     """A tag naming this build recipe; it changes whenever the packages or the configuration change."""
     text = "\n".join([RECIPE_VERSION, SUITE, mirror_url or mirror(), DISK_SIZE, *PACKAGES, *MASKED_UNITS,
@@ -93,6 +108,10 @@ def check_host(root: Path) -> None:
                        "apt-get install qemu-system-x86 qemu-utils debootstrap genisoimage e2fsprogs")
     if os.geteuid() != 0:
         raise BadInput("building the local base image needs root (debootstrap)", "run as root")
+    if not keyring().is_file():
+        raise BadInput(f"no Debian archive keyring at {keyring()}: debootstrap could not check what it downloads",
+                       "apt-get install debian-archive-keyring (or set VMLAB_DEBIAN_KEYRING to the keyring "
+                       "that signs your mirror)")
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
     if free < MIN_FREE_BYTES:
@@ -198,8 +217,7 @@ def build(work: Path, progress: Progress) -> Image:
     rootfs = work / "rootfs"
     started = time.monotonic()
     progress(f"debootstrap {SUITE} from {url} (about 2 minutes)", 0.0)
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), url],
-         "debootstrap")
+    _run(debootstrap_argv(rootfs, url, keyring()), "debootstrap")
     _unmount_under(rootfs)
     progress("configuring the root filesystem", 0.6)
     configure_rootfs(rootfs, url)

@@ -36,6 +36,9 @@ GUEST_HOST_ALIAS = "10.0.2.2"
 #: the guest's system bundle; pip and requests are pointed at it so an intercepting proxy's CA is honoured
 GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy")
+#: the markers around what the seed appends to /etc/environment (the scrub deletes from one to the other)
+ENV_BEGIN = "# vmlab: host settings begin (removed when an image is made)"
+ENV_END = "# vmlab: host settings end"
 
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
@@ -101,9 +104,12 @@ def cloud_config(*, user: str, ssh_public_key: str, host_key: str | None, ca_cer
     }
     if host_key:
         cfg["ssh_keys"] = host_key_entries(host_key)
-    env_lines = [f"PIP_CERT={GUEST_CA_BUNDLE}", f"REQUESTS_CA_BUNDLE={GUEST_CA_BUNDLE}"]
+    # between markers: settings of the host this VM runs on (its proxy may carry credentials), which the bake's
+    # scrub removes so no image keeps them; a VM launched from the image gets its own host's at first boot
+    env_lines = [ENV_BEGIN, f"PIP_CERT={GUEST_CA_BUNDLE}", f"REQUESTS_CA_BUNDLE={GUEST_CA_BUNDLE}"]
     for var, value in proxy.items():
         env_lines += [f"{var}={value}", f"{var.upper()}={value}"]
+    env_lines.append(ENV_END)
     for var in ("http_proxy", "https_proxy"):
         if var in proxy:
             cfg["apt"][var] = proxy[var]
