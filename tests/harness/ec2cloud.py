@@ -193,6 +193,19 @@ def leftovers(ec2: Any) -> dict[str, list[str]]:
     }
 
 
+def census(ec2: Any, iam: Any, state_dir: Path) -> dict[str, list[str]]:
+    """Every kind of thing vmlab may make, counted: `leftovers` plus open or active spot requests, IAM roles and
+    instance profiles, and the local files a launch writes (lab records, lab keys, temporary builder keys)."""
+    spot = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])
+    files = sorted(str(p.relative_to(state_dir)) for pattern in ("labs/*.json", "labs/keys/*", "tmp/*")
+                   for p in state_dir.glob(pattern))
+    return {**leftovers(ec2),
+            "spot_requests": [r["SpotInstanceRequestId"] for r in spot["SpotInstanceRequests"]],
+            "roles": [r["RoleName"] for r in iam.list_roles()["Roles"]],
+            "instance_profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]],
+            "local_files": files}
+
+
 def _unless_gone(describe: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The result of a describe call, or [] when what it asked about no longer exists (*.NotFound)."""
     from botocore.exceptions import ClientError
