@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 #: states an Instance can be in, the same words for every provider
 INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "terminated")
@@ -73,6 +73,44 @@ class Image:
     source: str | None = None
     user: str = "admin"
     architecture: str = "x86_64"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a launch would make, every check passed and nothing made yet (`vmlab up/bake --dry-run` print it).
+    `creates` lists the resources in the order they would be made; prices are USD/hour estimates or None."""
+
+    provider: str
+    image: str
+    image_name: str
+    instance_type: str
+    volume_gb: int | None
+    spot: bool
+    creates: tuple[str, ...]
+    region: str | None = None
+    zone: str | None = None
+    ssh_cidr: str | None = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    gpus: str | None = None
+    on_demand_hourly: float | None = None
+    spot_hourly: float | None = None
+    limits: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+@runtime_checkable
+class PlansLaunches(Protocol):
+    """Optional capability: check a launch and an image name completely without creating anything, so every
+    check runs before the first resource is made (and `--dry-run` can show the plan)."""
+
+    def check_launch(self, spec: LaunchSpec) -> None: ...
+
+    def plan_launch(self, spec: LaunchSpec) -> LaunchPlan: ...
+
+    def check_image_name(self, name: str) -> None: ...
 
 
 Progress = Callable[[str, float | None], None]

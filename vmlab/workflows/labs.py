@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmlab import keys, lab
@@ -25,6 +25,7 @@ from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.labagent import AgentSettings, s3_parts
+from vmlab.workflows.preflight import check_launch
 
 Say = Callable[[str], None]
 #: called with the resolved image just before a launch: checks the instance type against it, shows what the type
@@ -127,6 +128,51 @@ def find_lab_instance(provider: Provider, name: str) -> Instance | None:
     return live[0] if live else None
 
 
+@dataclass
+class UpChecks:
+    """`up`'s first phase: everything checked, nothing made. `existing` is the recorded lab to resume; else
+    `spec` is the launch (without its instance profile, made later) and `image` what it launches from."""
+
+    name: str
+    store: LabStore
+    settings: AgentSettings
+    record: LabRecord | None = None
+    existing: Instance | None = None
+    image: Image | None = None
+    prices: tuple[float | None, float | None] = (None, None)
+    spec: LaunchSpec | None = None
+    client: keys.KeyPair | None = None
+    host_key: keys.KeyPair | None = None
+
+
+def check_up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
+             spot: bool = False, store: LabStore | None = None, idle: str | None = None,
+             max_hours: float | None = None, sync: str | None = None,
+             launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpChecks:
+    """Every check of `up` (name, flags, the lab's instance, image, type, launch) before anything is made."""
+    check_name(name)
+    store = store or LabStore()
+    record = store.get(name)
+    previous = record.extra.get("agent") if record is not None else None
+    settings = AgentSettings.from_flags(idle, max_hours, sync, previous)
+    existing = find_lab_instance(provider, name)
+    if existing is not None and record is not None and record.instance_id == existing.id:
+        _check_same_profile(provider, name, previous, settings)
+        return UpChecks(name, store, settings, record, existing)
+    if existing is not None:
+        raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
+                        f"remove it with `vmlab down {name}` (it finds the lab by its tags), or choose another name")
+    img = resolve_image(provider, image)
+    prices = quote(img) if quote else (None, None)
+    client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
+    spec = LaunchSpec(name=name, image=img.id, ssh_public_key=client.public, instance_type=instance_type,
+                      spot=spot, host_key=host_key.private,
+                      tags={"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)},
+                      **(launch_options or {}))
+    check_launch(provider, spec)
+    return UpChecks(name, store, settings, record, None, img, prices, spec, client, host_key)
+
+
 def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
        spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
        lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
@@ -135,16 +181,13 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
     """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
     `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
     a flag left None keeps the lab's previous setting. `launch_options` are further LaunchSpec fields (max_price,
-    volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab."""
-    check_name(name)
+    volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab. Every
+    check (`check_up`) runs before the first thing is made."""
     watch = Stopwatch()
-    store = store or LabStore()
-    record = store.get(name)
-    previous = record.extra.get("agent") if record is not None else None
-    settings = AgentSettings.from_flags(idle, max_hours, sync, previous)
-    existing = find_lab_instance(provider, name)
-    if existing is not None and record is not None and record.instance_id == existing.id:
-        _check_same_profile(provider, name, previous, settings)
+    checks = check_up(provider, name, image=image, instance_type=instance_type, spot=spot, store=store, idle=idle,
+                      max_hours=max_hours, sync=sync, launch_options=launch_options, quote=quote)
+    store, settings, existing, record = checks.store, checks.settings, checks.existing, checks.record
+    if existing is not None and record is not None:
         if existing.state in ("stopped", "stopping"):
             say(f"starting lab {name} ({existing.id})")
             with watch.lap("launch"):
@@ -155,26 +198,19 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         store.put(record)
         sshconfig.refresh(store)
         return UpResult(record, True, tunnel_hint(name), watch.finish())
-    if existing is not None:
-        raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
-                        f"`vmlab down {name}` it, or choose another name")
-    img = resolve_image(provider, image)
-    prices = quote(img) if quote else (None, None)
-    client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
-    run_id = "up-" + secrets.token_hex(4)
+    assert checks.spec is not None and checks.image is not None and checks.client is not None
+    img, client, prices = checks.image, checks.client, checks.prices
+    host_public = checks.host_key.public if checks.host_key else ""
     with Cleanup(say) as cleanup:
         key_file = client.save(store.key_path(name))
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
         profile = _sync_profile(provider, settings, cleanup, say)
         say(f"launching lab {name} from {img.name} ({img.id})")
         with watch.lap("launch"):
-            inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
-                                              instance_type=instance_type, spot=spot, host_key=host_key.private,
-                                              tags={"vmlab:lab": name, "vmlab:run": run_id},
-                                              instance_profile=profile, **(launch_options or {})))
+            inst = provider.launch(replace(checks.spec, instance_profile=profile))
         cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
-                           key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
+                           key_file=str(key_file), host_key=host_public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot,
                            extra={"agent": settings.to_record()},
