@@ -213,3 +213,23 @@ def test_images_ls_and_rm(baked: tuple[Any, str, list[str]]) -> None:
     assert removed.exit_code == 0 and json.loads(removed.stdout)["removed"] == [image]
     assert ec2.describe_images(Owners=["self"], Filters=[{"Name": "image-id", "Values": [image]}])["Images"] == []
     assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": snapshots}])["Snapshots"] == []
+
+
+def test_images_rm_refuses_what_vmlab_did_not_make(baked: tuple[Any, str, list[str]]) -> None:
+    """An untagged AMI of the account, one carrying only a look-alike tag, and a public AMI of another owner are
+    refused with one line each; with a vmlab image in the same call, nothing at all is deleted."""
+    ec2, image, snapshots = baked
+    untagged = register(ec2, "my-own-golden-image")
+    lookalike = register(ec2, "looks-like-vmlab", tags={"vmlab:recipe-hash": "ab12"})
+    foreign = next(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"]
+                   if i.get("State") == "available")
+    for other, fragment in ((untagged, "was not made by vmlab"), (lookalike, "was not made by vmlab"),
+                            (foreign, "belongs to account")):
+        result = run_vmlab("images", "rm", image, other, "--provider", "ec2")
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert f"refusing to delete: image {other}" in lines[0] and fragment in lines[0], lines[0]
+        assert "only the images it made in this account" in lines[0]
+    kept = {i["ImageId"] for i in ec2.describe_images(ImageIds=[image, untagged, lookalike, foreign])["Images"]}
+    assert kept == {image, untagged, lookalike, foreign}
+    assert len(ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]) == len(snapshots)

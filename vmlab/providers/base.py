@@ -113,6 +113,14 @@ class PlansLaunches(Protocol):
     def check_image_name(self, name: str) -> None: ...
 
 
+@runtime_checkable
+class GuardsImages(Protocol):
+    """Optional capability: images the provider holds may be someone else's (a cloud account), so a delete is
+    checked first; `check_delete_image` raises BadInput for an image vmlab did not make there."""
+
+    def check_delete_image(self, image: str) -> None: ...
+
+
 Progress = Callable[[str, float | None], None]
 """A progress callback: (message, fraction done or None when unknown)."""
 
