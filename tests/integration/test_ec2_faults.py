@@ -357,3 +357,33 @@ def wait_until(ready: Callable[[], bool], timeout: float = 60.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_after_a_killed_up_the_hint_works_and_down_adopts_the_lab(rig: Rig, image: str) -> None:
+    """SIGKILL (nothing can be undone) in the SSH wait leaves the instance, key pair, group, volume and the lab's
+    key file without a record. `vmlab up NAME` then names a `vmlab down` that works: it finds the instance by
+    its tags and removes it all, leaving what was there before."""
+    state = Path(rig.env["VMLAB_STATE_DIR"])
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=rig.ec2.meta.endpoint_url)
+    rig.fresh()
+    rig.cloud.boot = False
+    before = census(rig.ec2, iam, state)
+    seen = len(rig.cloud.seen)
+    killed = interrupt(rig, ["up", "killed", "--provider", "ec2", "--image", image],
+                       lambda: wait_until(lambda: len(rig.cloud.seen) > seen), sig=signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    left = census(rig.ec2, iam, state)
+    assert len(left["instances"]) == len(before["instances"]) + 1 and left != before
+    again = rig.run("up", "killed", "--provider", "ec2", "--image", image)
+    line = one_error_line(again)
+    assert "exists" in line and "no record of it" in line
+    hint = line[line.index("`") + 1:line.rindex("`")]
+    assert hint == "vmlab down killed --provider ec2 --region us-east-1", line
+    rig.cloud.boot = True
+    down = rig.run(*hint.split()[1:])
+    assert down.returncode == 0, down.stderr
+    assert "found by its tags" in down.stdout and "removed instance" in down.stdout
+    assert rig.settle() == {k: v for k, v in before.items() if k in NOTHING}
+    assert census(rig.ec2, iam, state) == before
+    nothing = rig.run("down", "killed", "--provider", "ec2", "--region", "us-east-1")
+    assert nothing.returncode == 2 and "nor an instance tagged as lab killed in ec2 us-east-1" in nothing.stderr

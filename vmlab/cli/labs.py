@@ -76,24 +76,28 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
 @click.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Terminate even while the lab's agent reports unsynced data.")
+@provider_option
+@region_option
 @json_option
 @handle_errors
-def down(name: str, force: bool, json_mode: bool) -> None:
+def down(name: str, force: bool, provider_name: str | None, region: str | None, json_mode: bool) -> None:
     """Terminate lab NAME and delete its disk, key and record. A lab that syncs ~/data is terminated only once
-    its agent reports nothing pending (or with --force).
+    its agent reports nothing pending (or with --force). A lab this machine has no record of (an `up` that was
+    killed) is found by its tags with --provider/--region and removed too.
 
     \b
     Example:
       vmlab down lab
+      vmlab down gpu --provider ec2 --region eu-west-1
     """
-    from vmlab.state import LabStore
+    from vmlab.state import LabStore, check_name
     from vmlab.workflows.labs import down as run
-    from vmlab.workflows.labs import require_record
 
     out = Output(json_mode)
     store = LabStore()
-    record = require_record(store, name)
-    removed = run(provider_for(record), name, store=store, force=force, say=out.say)
+    record = store.get(check_name(name))
+    provider = provider_for(record) if record is not None else open_provider(provider_name, region)
+    removed = run(provider, name, store=store, force=force, say=out.say)
     out.emit({"lab": name, "removed": removed})
 
 

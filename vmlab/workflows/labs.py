@@ -28,6 +28,8 @@ from vmlab.workflows.labagent import AgentSettings, s3_parts
 from vmlab.workflows.preflight import check_launch
 
 Say = Callable[[str], None]
+#: on a lab launched with --sync: a `down` without the lab's record must not assume its data is safe
+SYNC_TAG = "vmlab:sync"
 #: called with the resolved image just before a launch: checks the instance type against it, shows what the type
 #: gives and costs, and returns the (on-demand, spot) hourly price estimates, None when unknown
 Quote = Callable[[Image], tuple[float | None, float | None]]
@@ -161,14 +163,16 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
         return UpChecks(name, store, settings, record, existing)
     if existing is not None:
         raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
-                        f"remove it with `vmlab down {name}` (it finds the lab by its tags), or choose another name")
+                        f"remove it with `vmlab down {name}{where_flags(provider)}` (it finds the lab by its tags), "
+                        "or choose another name")
     img = resolve_image(provider, image)
     prices = quote(img) if quote else (None, None)
     client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
+    tags = {"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)}
+    if settings.sync_url:
+        tags[SYNC_TAG] = "yes"  # so a `down` without the record knows the lab's data may not be in its bucket
     spec = LaunchSpec(name=name, image=img.id, ssh_public_key=client.public, instance_type=instance_type,
-                      spot=spot, host_key=host_key.private,
-                      tags={"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)},
-                      **(launch_options or {}))
+                      spot=spot, host_key=host_key.private, tags=tags, **(launch_options or {}))
     check_launch(provider, spec)
     return UpChecks(name, store, settings, record, None, img, prices, spec, client, host_key)
 
@@ -285,6 +289,18 @@ def conn_run(conn: Any, command: Command) -> None:
                         f"{result.stderr.strip()[-300:]}")
 
 
+def where(provider: Provider) -> str:
+    """" us-east-1" for a provider with regions, else ""."""
+    region = getattr(provider, "region", None)
+    return f" {region}" if region else ""
+
+
+def where_flags(provider: Provider) -> str:
+    """The flags that name this provider (and region) on a command line, e.g. " --provider ec2 --region eu-west-1"."""
+    region = getattr(provider, "region", None)
+    return f" --provider {provider.name}" + (f" --region {region}" if region else "")
+
+
 def tunnel_hint(name: str) -> str:
     return f"vmlab tunnel {name}"
 
@@ -329,7 +345,9 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
     while the lab's agent reports data not yet in its bucket (its status file, `status_path` on the lab),
     unless `force`."""
     store = store or LabStore()
-    record = require_record(store, name)
+    record = store.get(check_name(name))
+    if record is None:
+        return _adopt_down(provider, name, store, force, say)
     if not force and (record.extra.get("agent") or {}).get("sync_url"):
         say(f"pushing lab {name}'s pending changes to its bucket")
         try:
@@ -344,17 +362,43 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
                             "to lose what is not synced")
         labagent.check_can_remove(name, status, force)
     removed = []
-    pid = tunnel_bg.stop(name)
-    if pid is not None:
-        removed.append(f"background tunnel (pid {pid})")
     if provider.describe(record.instance_id) is not None:
         terminate(provider, record.instance_id)
         removed.append(f"instance {record.instance_id}")
+    removed += _forget(store, name)
+    for r in removed:
+        say(f"removed {r}")
+    return removed
+
+
+def _adopt_down(provider: Provider, name: str, store: LabStore, force: bool, say: Say) -> list[str]:
+    """`down` of a lab this machine has no record of (an `up` killed before it wrote one): the instance tagged
+    as lab `name` is terminated (with its key pair and security group), then any local leftovers are removed."""
+    inst = find_lab_instance(provider, name)
+    if inst is None:
+        known = ", ".join(r.name for r in store.all()) or "none"
+        raise BadInput(f"no lab named {name!r} on this machine (labs: {known}) nor an instance tagged as lab {name} "
+                       f"in {provider.name}{where(provider)}", "see `vmlab ls`; add --provider/--region where it runs")
+    if inst.tags.get(SYNC_TAG) and not force:
+        raise HostError(f"lab {name} ({inst.id}) syncs ~/{lab.DATA_DIR} but this machine has no record (and no key) "
+                        "to check that its data is in its bucket", f"`vmlab down {name} --force` to remove it anyway")
+    say(f"lab {name} has no record on this machine; removing instance {inst.id}, found by its tags")
+    terminate(provider, inst.id)
+    removed = [f"instance {inst.id}", *_forget(store, name)]
+    for r in removed:
+        say(f"removed {r}")
+    return removed
+
+
+def _forget(store: LabStore, name: str) -> list[str]:
+    """Remove lab `name`'s local traces: background tunnel, key, known_hosts, record, SSH config entry."""
+    removed = []
+    pid = tunnel_bg.stop(name)
+    if pid is not None:
+        removed.append(f"background tunnel (pid {pid})")
     keys.remove(store.key_path(name))
     store.known_hosts_path(name).unlink(missing_ok=True)
     store.delete(name)
     sshconfig.refresh(store)
     removed.append(f"record and key of lab {name}")
-    for r in removed:
-        say(f"removed {r}")
     return removed
