@@ -113,7 +113,7 @@ def test_bake_bad_input_exits_2_and_creates_nothing(aws: Seeded, args: list[str]
                                   ["ls", "--provider", "local", "--region", "eu-west-1"]])
 def test_ec2_only_options_are_refused_for_the_local_provider(args: list[str]) -> None:
     result = run_vmlab(*args, "--provider", "local") if args[0] != "ls" else run_vmlab(*args)
-    assert_one_line_bad_input(result, "only apply to --provider ec2 (not local)")
+    assert_one_line_bad_input(result, "only applies to --provider ec2 (not local)")
 
 
 def test_missing_credentials(aws: Seeded, tmp_path: Path) -> None:

@@ -139,3 +139,36 @@ def test_uptime_and_cost() -> None:
     assert uptime_seconds(inst("stopped", "2024-06-01T10:00:00+00:00"), now) is None
     assert uptime_seconds(inst("running", None), now) is None and uptime_seconds(None, now) is None
     assert cost_so_far(0.526, 9000) == 1.315 and cost_so_far(None, 9000) is None and cost_so_far(1.0, None) is None
+
+
+KNOWN_REGIONS = {"us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-iso-east-1", "us-isob-east-1",
+                 "eu-west-1", "eu-west-2", "eu-central-1", "ap-south-1"}
+
+
+@pytest.mark.parametrize(("typed", "first"), [("us-east-9", ["us-east-1", "us-east-2"]),
+                                              ("eu-wset-1", ["eu-west-1"]), ("US-EAST-3", ["us-east-1", "us-east-2"])])
+def test_an_unknown_region_suggests_the_near_ones(typed: str, first: list[str]) -> None:
+    from vmlab.providers.ec2.client import check_region
+
+    with pytest.raises(BadInput) as e:
+        check_region(typed, KNOWN_REGIONS)
+    hint = str(e.value).split("did you mean ")[1]
+    assert hint.startswith(", ".join(first)) and "us-iso" not in hint, str(e.value)
+
+
+def test_offline_without_a_cidr_names_the_flag_and_the_variable() -> None:
+    from vmlab.errors import HostError
+    from vmlab.providers.ec2.network import public_ip
+
+    with pytest.raises(HostError) as e:
+        public_ip("http://127.0.0.1:9/", timeout=1)  # nothing listens on the discard port: like being offline
+    assert "--ssh-cidr" in str(e.value) and "VMLAB_SSH_CIDR" in str(e.value)
+
+
+@pytest.mark.parametrize(("given", "text"), [({"spot": True}, "--spot only applies to"),
+                                             ({"spot": True, "region": "x"}, "--spot, --region only apply to")])
+def test_ec2_only_grammar(given: dict[str, object], text: str) -> None:
+    from vmlab.cli.options import ec2_only
+
+    with pytest.raises(BadInput, match=text):
+        ec2_only("local", **given)

@@ -31,8 +31,9 @@ def ec2_only(provider_name: str, **given: Any) -> None:
     them silently: a --spot or --region that does nothing would mislead)."""
     used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v not in (None, False, (), "")]
     if used:
-        raise BadInput(f"{', '.join(used)} only apply to --provider ec2 (not {provider_name})",
-                           f"drop {used[0]}, or add --provider ec2")
+        verb = "applies" if len(used) == 1 else "apply"
+        raise BadInput(f"{', '.join(used)} only {verb} to --provider ec2 (not {provider_name})",
+                       f"drop {used[0]}, or add --provider ec2")
 
 
 def open_provider(name: str | None, region: str | None = None, *, kms_key: str | None = None,
