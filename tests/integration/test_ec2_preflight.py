@@ -43,6 +43,8 @@ def drop_default_subnets(ec2: Any, zones: list[str]) -> None:
     ([], {"VMLAB_EC2_SSH_PORT": "abc"}, ["VMLAB_EC2_SSH_PORT='abc' is not a port number"]),
     ([], {"VMLAB_EC2_SSH_PORT": "70000"}, ["VMLAB_EC2_SSH_PORT=70000 is out of range"]),
     ([], {"VMLAB_SSH_CIDR": "nowhere"}, ["'nowhere' is not an IP address"]),
+    ([], {"VMLAB_EC2_SSH_HOST": "-oProxyCommand=x"}, ["VMLAB_EC2_SSH_HOST='-oProxyCommand=x' is not a host"]),
+    ([], {"VMLAB_IAM_SETTLE_SECONDS": "soon"}, ["VMLAB_IAM_SETTLE_SECONDS='soon' is not a number of seconds"]),
     (["--type", "hpc7a.12xlarge"], {},
      ["instance type hpc7a.12xlarge is not offered in us-east-1 (it is offered in eu-north-1, eu-west-1"]),
 ])

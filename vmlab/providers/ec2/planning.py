@@ -28,6 +28,7 @@ from vmlab.providers.ec2.client import Aws, error_code, translated
 from vmlab.providers.ec2.launchplan import DEFAULT_INSTANCE_TYPE, check_spot, user_data_for, volume_size
 from vmlab.providers.ec2.network import default_vpc, ssh_cidr
 from vmlab.providers.ec2.offers import Offer, to_offer
+from vmlab.providers.ec2.profile import settle_seconds
 from vmlab.providers.ec2.quotas import vcpu_limit
 from vmlab.providers.ec2.records import root_mapping, ssh_endpoint
 
@@ -138,7 +139,8 @@ class PlanVerbs:
         if not spec.name.strip():
             raise BadInput("instance name is empty", "pass a name")
         check_spot(spec)
-        ssh_endpoint(None, os.environ)  # a bad VMLAB_EC2_SSH_PORT must fail now, not after the launch
+        ssh_endpoint(None, os.environ)  # a bad VMLAB_EC2_SSH_HOST/PORT must fail now, not after the launch
+        settle_seconds()
         public_key = spec.ssh_public_key.strip()
         if public_key.split(" ")[0] not in KEY_TYPES or len(public_key.split()) < 2:
             raise BadInput("ssh_public_key is not an ed25519 or RSA OpenSSH public key line",
