@@ -172,3 +172,37 @@ def test_ec2_only_grammar(given: dict[str, object], text: str) -> None:
 
     with pytest.raises(BadInput, match=text):
         ec2_only("local", **given)
+
+
+SUBNETS = {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b", "us-east-1e": "subnet-e"}
+
+
+@pytest.mark.parametrize(("offered", "expected"), [
+    (None, (None, None)),  # not allowed to ask: EC2 picks, as before
+    ({"us-east-1a", "us-east-1b", "us-east-1e"}, (None, None)),  # every zone offers it: EC2 spreads capacity
+    ({"us-east-1b", "us-east-1c"}, ("subnet-b", "us-east-1b")),  # only b of the default subnets' zones
+])
+def test_a_zone_that_offers_the_type_is_chosen(offered: set[str] | None,
+                                                expected: tuple[str | None, str | None]) -> None:
+    from vmlab.providers.ec2.placement import choose_subnet
+
+    assert choose_subnet("g4dn.xlarge", "us-east-1", offered, SUBNETS) == expected
+
+
+def test_no_default_subnet_in_an_offering_zone_names_those_zones() -> None:
+    from vmlab.providers.ec2.placement import choose_subnet, not_offered
+
+    with pytest.raises(BadInput, match=r"offered in us-east-1 only in us-east-1c, us-east-1d, where the default"):
+        choose_subnet("p3dn.24xlarge", "us-east-1", {"us-east-1d", "us-east-1c"}, SUBNETS)
+    assert "it is offered in eu-west-1, us-east-2" in str(not_offered("x.large", "us-east-1", ["eu-west-1",
+                                                                                               "us-east-2"]))
+
+
+@pytest.mark.parametrize(("itype", "spot", "code"), [("g4dn.xlarge", False, "L-DB2E81BA"), ("vt1.3xlarge", False,
+                                                     "L-DB2E81BA"), ("p3.2xlarge", True, "L-7212CCBC"),
+                                                     ("t3.large", False, "L-1216C47A"), ("inf2.xlarge", False,
+                                                     "L-1945791B"), ("i3.large", True, "L-34B43A08")])
+def test_the_vcpu_quota_of_a_family(itype: str, spot: bool, code: str) -> None:
+    from vmlab.providers.ec2.quotas import family_quota
+
+    assert family_quota(itype, spot)[0] == code
