@@ -9,6 +9,12 @@ reads permissions back.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -26,6 +32,7 @@ pytestmark = pytest.mark.moto
 ORG = "arn:aws:organizations::111122223333:organization/o-abcdef1234"
 OU = "arn:aws:organizations::111122223333:ou/o-abcdef1234/ou-ab12-cdef5678"
 A1, A2 = "111122223333", "444455556666"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bake_image(ec2: Any) -> tuple[str, list[str]]:
@@ -233,3 +240,32 @@ def test_images_rm_refuses_what_vmlab_did_not_make(baked: tuple[Any, str, list[s
     kept = {i["ImageId"] for i in ec2.describe_images(ImageIds=[image, untagged, lookalike, foreign])["Images"]}
     assert kept == {image, untagged, lookalike, foreign}
     assert len(ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]) == len(snapshots)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_a_region_copy_removes_the_copy(aws_faults: FaultProxy, moto_server: MotoServer,
+                                                        monkeypatch: pytest.MonkeyPatch, sig: signal.Signals) -> None:
+    """SIGTERM or SIGHUP to `share-ami --regions` while the new copy is being tagged: the copy is deregistered
+    (with its snapshots) before vmlab exits 128 + signal."""
+    monkeypatch.setenv("VMLAB_SSH_CIDR", "203.0.113.7/32")
+    image, _ = bake_image(boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server.endpoint))
+    aws_faults.reset()
+    aws_faults.delay("CreateTags", 60, nth=1)  # the copy's tags, right after CopyImage
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vmlab", "share-ami", image, "--account", A1, "--regions",
+                             "eu-west-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert aws_faults.wait_for("CreateTags", 1, timeout=60)
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "DeregisterImage" in aws_faults.calls
+    west = boto3.client("ec2", region_name="eu-west-1", endpoint_url=moto_server.endpoint)
+    assert west.describe_images(Owners=["self"])["Images"] == []
+    assert west.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
