@@ -255,8 +255,11 @@ def test_a_signal_during_a_region_copy_removes_the_copy(aws_faults: FaultProxy, 
     proc = subprocess.Popen([sys.executable, "-m", "vmlab", "share-ami", image, "--account", A1, "--regions",
                              "eu-west-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
+    west = boto3.client("ec2", region_name="eu-west-1", endpoint_url=moto_server.endpoint)
     try:
         assert aws_faults.wait_for("CreateTags", 1, timeout=60)
+        (copy,) = west.describe_images(Owners=["self"])["Images"]
+        snapshots = [m["Ebs"]["SnapshotId"] for m in copy["BlockDeviceMappings"] if "Ebs" in m]
         time.sleep(0.3)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
@@ -266,6 +269,6 @@ def test_a_signal_during_a_region_copy_removes_the_copy(aws_faults: FaultProxy, 
             proc.wait()
     assert proc.returncode == 128 + sig, err
     assert "DeregisterImage" in aws_faults.calls
-    west = boto3.client("ec2", region_name="eu-west-1", endpoint_url=moto_server.endpoint)
     assert west.describe_images(Owners=["self"])["Images"] == []
-    assert west.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+    assert snapshots and west.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": snapshots}])[
+        "Snapshots"] == []
