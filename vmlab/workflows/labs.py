@@ -202,9 +202,8 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         store.put(record)
         sshconfig.refresh(store)
         return UpResult(record, True, tunnel_hint(name), watch.finish())
-    assert checks.spec is not None and checks.image is not None and checks.client is not None
-    img, client, prices = checks.image, checks.client, checks.prices
-    host_public = checks.host_key.public if checks.host_key else ""
+    assert checks.spec and checks.image and checks.client and checks.host_key  # set for a new launch
+    img, client, prices, host_public = checks.image, checks.client, checks.prices, checks.host_key.public
     with Cleanup(say) as cleanup:
         key_file = client.save(store.key_path(name))
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
@@ -290,7 +289,7 @@ def conn_run(conn: Any, command: Command) -> None:
 
 
 def where(provider: Provider) -> str:
-    """" us-east-1" for a provider with regions, else ""."""
+    """The region of a provider that has one, as " us-east-1"; else the empty string."""
     region = getattr(provider, "region", None)
     return f" {region}" if region else ""
 
