@@ -195,8 +195,6 @@ class PlanVerbs:
                    f"{market} instance {prep.instance_type}{place} from {prep.image['ImageId']}, IMDSv2 only",
                    f"root volume {prep.volume_gb} GB gp3, encrypted"
                    + (f" with {self.kms_key}" if self.kms_key else "") + ", deleted with the instance")
-        if spec.instance_profile:
-            creates = (f"IAM instance profile {spec.instance_profile} (if missing)", *creates)
         return LaunchPlan(provider="ec2", image=prep.image["ImageId"], image_name=str(prep.image.get("Name", "")),
                           instance_type=prep.instance_type, volume_gb=prep.volume_gb, spot=spec.spot,
                           creates=creates, region=self.aws.region, zone=prep.zone, ssh_cidr=prep.cidr,
