@@ -106,11 +106,17 @@ class SandboxCloud:
 
     # -- the watcher ------------------------------------------------------------------------------------------
     def _watch(self) -> None:
+        transient = 0
         while not self._stopping.is_set():
             try:
                 self._tick()
+                transient = 0
             except Exception as exc:  # noqa: BLE001 - reported to the test, the watcher goes on
-                self.errors.append(f"{type(exc).__name__}: {exc}")
+                # moto, loaded by 2 cores and a test terminating what the watcher reads, sometimes answers one
+                # read with an internal error page: tried again on the next tick, reported only if it persists
+                transient = transient + 1 if _server_error(exc) else 0
+                if not transient or transient > 20:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
             self._stopping.wait(self.poll)
 
     def _tick(self) -> None:
@@ -208,6 +214,16 @@ def census(ec2: Any, iam: Any, state_dir: Path) -> dict[str, list[str]]:
             "roles": [r["RoleName"] for r in iam.list_roles()["Roles"]],
             "instance_profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]],
             "local_files": files}
+
+
+def _server_error(exc: BaseException) -> bool:
+    """An answer of the emulator that says it failed (HTTP 5xx, or an error page instead of XML)."""
+    from botocore.exceptions import ClientError, ResponseParserError
+
+    if isinstance(exc, ResponseParserError):
+        return True
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(exc, ClientError) else 0
+    return int(status) >= 500
 
 
 def _unless_gone(describe: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
