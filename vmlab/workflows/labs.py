@@ -25,7 +25,7 @@ from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.labagent import AgentSettings, s3_parts
-from vmlab.workflows.preflight import check_launch
+from vmlab.workflows.preflight import check_launch, where, where_flags
 
 Say = Callable[[str], None]
 #: on a lab launched with --sync: a `down` without the lab's record must not assume its data is safe
@@ -286,18 +286,6 @@ def conn_run(conn: Any, command: Command) -> None:
     if result.rc != 0:
         raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
                         f"{result.stderr.strip()[-300:]}")
-
-
-def where(provider: Provider) -> str:
-    """The region of a provider that has one, as " us-east-1"; else the empty string."""
-    region = getattr(provider, "region", None)
-    return f" {region}" if region else ""
-
-
-def where_flags(provider: Provider) -> str:
-    """The flags that name this provider (and region) on a command line, e.g. " --provider ec2 --region eu-west-1"."""
-    region = getattr(provider, "region", None)
-    return f" --provider {provider.name}" + (f" --region {region}" if region else "")
 
 
 def tunnel_hint(name: str) -> str:

@@ -33,6 +33,18 @@ def check_image_name(provider: Provider, name: str) -> None:
         provider.check_image_name(name)
 
 
+def where(provider: Provider) -> str:
+    """The region of a provider that has one, as " us-east-1"; else the empty string."""
+    region = getattr(provider, "region", None)
+    return f" {region}" if region else ""
+
+
+def where_flags(provider: Provider) -> str:
+    """The flags that name this provider (and region) on a command line, e.g. " --provider ec2 --region eu-west-1"."""
+    region = getattr(provider, "region", None)
+    return f" --provider {provider.name}" + (f" --region {region}" if region else "")
+
+
 def plan_launch(provider: Provider, spec: LaunchSpec) -> LaunchPlan:
     if isinstance(provider, PlansLaunches):
         return provider.plan_launch(spec)
