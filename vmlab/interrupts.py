@@ -1,11 +1,18 @@
-"""Ctrl-C held off while vmlab removes what it created: leaking a paid VM is worse than waiting a moment.
+"""Every stop signal is a Ctrl-C, and none interrupts vmlab while it removes what it created: leaking a paid VM
+is worse than waiting a moment.
 
-    try:
-        ...
-    except BaseException:
-        with ctrl_c_ignored():
-            remove_what_was_made()
-        raise
+SIGTERM (a cancelled CI job, `timeout`, systemd) and SIGHUP (a closed terminal, a dropped SSH session) end a
+command the way Ctrl-C does: an `Interrupted` (a KeyboardInterrupt) is raised in the main thread, so every
+`except BaseException: undo(); raise` and every `Cleanup` runs. Once one signal arrived, later ones are ignored
+until the command is over; `ctrl_c_ignored()` also shields an undo when vmlab is used as a library.
+
+    with signals_interrupt():          # the CLI wraps every command in this
+        try:
+            ...
+        except BaseException:
+            with ctrl_c_ignored():
+                remove_what_was_made()
+            raise
 """
 
 from __future__ import annotations
@@ -14,16 +21,67 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+#: the signals that mean "stop now" to vmlab (SIGHUP is absent on Windows)
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived; `exit_code` is the shell's 128 + signal number (130 Ctrl-C, 143 TERM, 129 HUP)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.signal_name = signal.Signals(signum).name
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Inside the block SIGINT, SIGTERM and SIGHUP raise `Interrupted` once; later ones are ignored (the command
+    is already ending, and its clean-up must not be cut short). A signal the parent set to be ignored (`nohup`
+    ignores SIGHUP) stays ignored. Handlers are restored on exit; outside the main thread this does nothing."""
+    if not _on_main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in STOP_SIGNALS:
+        before = signal.getsignal(sig)
+        if before == signal.SIG_IGN and sig != signal.SIGINT:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 @contextmanager
 def ctrl_c_ignored() -> Iterator[None]:
-    """Ignore SIGINT inside the block (main thread only: other threads cannot set handlers), then restore it."""
-    if threading.current_thread() is not threading.main_thread():
+    """Ignore SIGINT, SIGTERM and SIGHUP inside the block (main thread only: other threads cannot set handlers),
+    then restore their handlers."""
+    if not _on_main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)

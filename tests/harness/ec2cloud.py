@@ -106,11 +106,17 @@ class SandboxCloud:
 
     # -- the watcher ------------------------------------------------------------------------------------------
     def _watch(self) -> None:
+        transient = 0
         while not self._stopping.is_set():
             try:
                 self._tick()
+                transient = 0
             except Exception as exc:  # noqa: BLE001 - reported to the test, the watcher goes on
-                self.errors.append(f"{type(exc).__name__}: {exc}")
+                # moto, loaded by 2 cores and a test terminating what the watcher reads, sometimes answers one
+                # read with an internal error page: tried again on the next tick, reported only if it persists
+                transient = transient + 1 if _server_error(exc) else 0
+                if not transient or transient > 20:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
             self._stopping.wait(self.poll)
 
     def _tick(self) -> None:
@@ -142,7 +148,11 @@ class SandboxCloud:
     def _boot(self, iid: str, raw: dict[str, Any]) -> None:
         user_data = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
         cloud = yaml.safe_load(base64.b64decode(user_data["Value"])) if user_data.get("Value") else None
-        (pair,) = self.ec2.describe_key_pairs(KeyNames=[raw["KeyName"]], IncludePublicKey=True)["KeyPairs"]
+        pairs = _unless_gone(lambda: self.ec2.describe_key_pairs(KeyNames=[raw["KeyName"]],
+                                                                 IncludePublicKey=True)["KeyPairs"])
+        if not pairs:
+            return  # the launch was undone (a fault, a signal) before its instance could boot: nothing to play
+        (pair,) = pairs
         layers: list[Path] = []
         images = self.ec2.describe_images(ImageIds=[raw["ImageId"]])["Images"]
         source = _tags(images[0]).get("vmlab:source-instance") if images else None
@@ -191,6 +201,29 @@ def leftovers(ec2: Any) -> dict[str, list[str]]:
         "images": tagged(ec2.describe_images, "Images", "ImageId", Owners=["self"]),
         "snapshots": tagged(ec2.describe_snapshots, "Snapshots", "SnapshotId", OwnerIds=["self"]),
     }
+
+
+def census(ec2: Any, iam: Any, state_dir: Path) -> dict[str, list[str]]:
+    """Every kind of thing vmlab may make, counted: `leftovers` plus open or active spot requests, IAM roles and
+    instance profiles, and the local files a launch writes (lab records, lab keys, temporary builder keys)."""
+    spot = ec2.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])
+    files = sorted(str(p.relative_to(state_dir)) for pattern in ("labs/*.json", "labs/keys/*", "tmp/*")
+                   for p in state_dir.glob(pattern))
+    return {**leftovers(ec2),
+            "spot_requests": [r["SpotInstanceRequestId"] for r in spot["SpotInstanceRequests"]],
+            "roles": [r["RoleName"] for r in iam.list_roles()["Roles"]],
+            "instance_profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]],
+            "local_files": files}
+
+
+def _server_error(exc: BaseException) -> bool:
+    """An answer of the emulator that says it failed (HTTP 5xx, or an error page instead of XML)."""
+    from botocore.exceptions import ClientError, ResponseParserError
+
+    if isinstance(exc, ResponseParserError):
+        return True
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(exc, ClientError) else 0
+    return int(status) >= 500
 
 
 def _unless_gone(describe: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import boto3
 import pytest
 
 from tests.harness.awsfaults import FaultProxy
-from tests.harness.ec2cloud import SandboxCloud, leftovers
+from tests.harness.ec2cloud import SandboxCloud, census, leftovers
 from tests.harness.moto import MotoServer
 from tests.integration.test_ec2_flow import CIDR, SHARED, bake_args, cli_env, seed_base
 from vmlab import keys
@@ -247,15 +247,17 @@ def test_down_fails_cleanly_and_a_second_down_finishes(rig: Rig, image: str) -> 
     each_call(rig, ["down", "gone"], check, before=make_lab)
 
 
-def interrupt(rig: Rig, args: list[str], until: Callable[[], bool]) -> subprocess.CompletedProcess[str]:
-    """Start the CLI, wait until `until()` says it is in the wait, press Ctrl-C, return how it ended."""
+def interrupt(rig: Rig, args: list[str], until: Callable[[], bool],
+              sig: signal.Signals = signal.SIGINT) -> subprocess.CompletedProcess[str]:
+    """Start the CLI, wait until `until()` says it is in the wait, send `sig` (Ctrl-C by default), return how it
+    ended."""
     proc = subprocess.Popen(rig.argv(*args), env=rig.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, stdin=subprocess.DEVNULL)
     try:
         assert until(), "the command never reached the wait"
         time.sleep(0.3)
         assert proc.poll() is None, "the command did not wait"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -295,9 +297,12 @@ def test_ctrl_c_in_a_wait_leaks_nothing(rig: Rig, image: str, command: str, wait
     assert not (Path(rig.env["VMLAB_STATE_DIR"]) / "labs" / "ctrlc.json").exists()
 
 
-def test_a_second_ctrl_c_does_not_interrupt_the_undo_of_a_launch(rig: Rig) -> None:
-    """Ctrl-C in the address wait starts removing what the launch made; a second Ctrl-C while that removal waits
-    on AWS must not cut it short (the instance, its key pair and group would leak)."""
+@pytest.mark.parametrize("first,second", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGHUP),
+                                          (signal.SIGHUP, signal.SIGTERM)])
+def test_a_second_signal_does_not_interrupt_the_undo_of_a_launch(rig: Rig, first: signal.Signals,
+                                                                 second: signal.Signals) -> None:
+    """Ctrl-C (or SIGTERM, SIGHUP) in the address wait starts removing what the launch made; a second signal while
+    that removal waits on AWS must not cut it short (the instance, its key pair and group would leak)."""
     rig.fresh()
     before = leftovers(rig.ec2)
     rig.proxy.delay("DescribeInstances", 60, nth=1)  # the address wait
@@ -307,15 +312,78 @@ def test_a_second_ctrl_c_does_not_interrupt_the_undo_of_a_launch(rig: Rig) -> No
     try:
         assert rig.proxy.wait_for("DescribeInstances", 1)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(first)
         assert rig.proxy.wait_for("DescribeInstances", 2)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(second)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert "TerminateInstances" in rig.proxy.calls
     rig.proxy.reset()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + first, err
     assert rig.settle() == before, out + err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_in_the_ssh_wait_of_up_leak_nothing(rig: Rig, image: str, sig: signal.Signals) -> None:
+    """A cancelled CI job (SIGTERM) or a closed terminal (SIGHUP) while `up --spot --sync` waits for SSH removes
+    the instance, its spot request, key pair, security group, volume, IAM role and instance profile, and the local
+    key and record: every kind counted before and after."""
+    state = Path(rig.env["VMLAB_STATE_DIR"])
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=rig.ec2.meta.endpoint_url)
+    rig.fresh()
+    rig.cloud.boot = False
+    before = census(rig.ec2, iam, state)
+    seen = len(rig.cloud.seen)
+    args = ["up", "hangup", "--provider", "ec2", "--image", image, "--spot", "--sync", "s3://vmlab-signals/alice"]
+    quick_iam = replace(rig, env={**rig.env, "VMLAB_IAM_SETTLE_SECONDS": "0"})
+    result = interrupt(quick_iam, args, lambda: wait_until(lambda: len(rig.cloud.seen) > seen), sig=sig)
+    assert result.returncode == 128 + sig, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"vmlab: interrupted by {sig.name}"
+    assert {"RunInstances", "CreateRole", "CreateInstanceProfile", "TerminateInstances",
+            "DeleteRole", "DeleteInstanceProfile"} <= set(rig.proxy.calls), rig.proxy.calls
+    rig.proxy.reset()
+    assert rig.settle() == {k: v for k, v in before.items() if k in NOTHING}
+    assert census(rig.ec2, iam, state) == before
+
+
+def wait_until(ready: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_after_a_killed_up_the_hint_works_and_down_adopts_the_lab(rig: Rig, image: str) -> None:
+    """SIGKILL (nothing can be undone) in the SSH wait leaves the instance, key pair, group, volume and the lab's
+    key file without a record. `vmlab up NAME` then names a `vmlab down` that works: it finds the instance by
+    its tags and removes it all, leaving what was there before."""
+    state = Path(rig.env["VMLAB_STATE_DIR"])
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=rig.ec2.meta.endpoint_url)
+    rig.fresh()
+    rig.cloud.boot = False
+    before = census(rig.ec2, iam, state)
+    seen = len(rig.cloud.seen)
+    killed = interrupt(rig, ["up", "killed", "--provider", "ec2", "--image", image],
+                       lambda: wait_until(lambda: len(rig.cloud.seen) > seen), sig=signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    left = census(rig.ec2, iam, state)
+    assert len(left["instances"]) == len(before["instances"]) + 1 and left != before
+    again = rig.run("up", "killed", "--provider", "ec2", "--image", image)
+    line = one_error_line(again)
+    assert "exists" in line and "no record of it" in line
+    hint = line[line.index("`") + 1:line.rindex("`")]
+    assert hint == "vmlab down killed --provider ec2 --region us-east-1", line
+    rig.cloud.boot = True
+    down = rig.run(*hint.split()[1:])
+    assert down.returncode == 0, down.stderr
+    assert "found by its tags" in down.stdout and "removed instance" in down.stdout
+    assert rig.settle() == {k: v for k, v in before.items() if k in NOTHING}
+    assert census(rig.ec2, iam, state) == before
+    nothing = rig.run("down", "killed", "--provider", "ec2", "--region", "us-east-1")
+    assert nothing.returncode == 2 and "nor an instance tagged as lab killed in ec2 us-east-1" in nothing.stderr

@@ -9,6 +9,12 @@ reads permissions back.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -26,6 +32,7 @@ pytestmark = pytest.mark.moto
 ORG = "arn:aws:organizations::111122223333:organization/o-abcdef1234"
 OU = "arn:aws:organizations::111122223333:ou/o-abcdef1234/ou-ab12-cdef5678"
 A1, A2 = "111122223333", "444455556666"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bake_image(ec2: Any) -> tuple[str, list[str]]:
@@ -213,3 +220,55 @@ def test_images_ls_and_rm(baked: tuple[Any, str, list[str]]) -> None:
     assert removed.exit_code == 0 and json.loads(removed.stdout)["removed"] == [image]
     assert ec2.describe_images(Owners=["self"], Filters=[{"Name": "image-id", "Values": [image]}])["Images"] == []
     assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": snapshots}])["Snapshots"] == []
+
+
+def test_images_rm_refuses_what_vmlab_did_not_make(baked: tuple[Any, str, list[str]]) -> None:
+    """An untagged AMI of the account, one carrying only a look-alike tag, and a public AMI of another owner are
+    refused with one line each; with a vmlab image in the same call, nothing at all is deleted."""
+    ec2, image, snapshots = baked
+    untagged = register(ec2, "my-own-golden-image")
+    lookalike = register(ec2, "looks-like-vmlab", tags={"vmlab:recipe-hash": "ab12"})
+    foreign = next(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"]
+                   if i.get("State") == "available")
+    for other, fragment in ((untagged, "was not made by vmlab"), (lookalike, "was not made by vmlab"),
+                            (foreign, "belongs to account")):
+        result = run_vmlab("images", "rm", image, other, "--provider", "ec2")
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert f"refusing to delete: image {other}" in lines[0] and fragment in lines[0], lines[0]
+        assert "only the images it made in this account" in lines[0]
+    kept = {i["ImageId"] for i in ec2.describe_images(ImageIds=[image, untagged, lookalike, foreign])["Images"]}
+    assert kept == {image, untagged, lookalike, foreign}
+    assert len(ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]) == len(snapshots)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_a_region_copy_removes_the_copy(aws_faults: FaultProxy, moto_server: MotoServer,
+                                                        monkeypatch: pytest.MonkeyPatch, sig: signal.Signals) -> None:
+    """SIGTERM or SIGHUP to `share-ami --regions` while the new copy is being tagged: the copy is deregistered
+    (with its snapshots) before vmlab exits 128 + signal."""
+    monkeypatch.setenv("VMLAB_SSH_CIDR", "203.0.113.7/32")
+    image, _ = bake_image(boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server.endpoint))
+    aws_faults.reset()
+    aws_faults.delay("CreateTags", 60, nth=1)  # the copy's tags, right after CopyImage
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vmlab", "share-ami", image, "--account", A1, "--regions",
+                             "eu-west-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    west = boto3.client("ec2", region_name="eu-west-1", endpoint_url=moto_server.endpoint)
+    try:
+        assert aws_faults.wait_for("CreateTags", 1, timeout=60)
+        (copy,) = west.describe_images(Owners=["self"])["Images"]
+        snapshots = [m["Ebs"]["SnapshotId"] for m in copy["BlockDeviceMappings"] if "Ebs" in m]
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "DeregisterImage" in aws_faults.calls
+    assert west.describe_images(Owners=["self"])["Images"] == []
+    assert snapshots and west.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": snapshots}])[
+        "Snapshots"] == []

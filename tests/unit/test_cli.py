@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -43,3 +44,14 @@ def test_invalid_lab_name_is_bad_input() -> None:
 def test_unknown_provider_is_bad_input() -> None:
     result = CliRunner().invoke(cli, ["images", "ls", "--provider", "nimbus"])
     assert result.exit_code == 2 and "unknown provider 'nimbus'" in result.output
+
+
+@pytest.mark.parametrize("body", ["import sys\nsys.exit(3)\n", "raise SystemExit('bye')\n", "1 / 0\n"])
+def test_a_recipe_that_exits_or_raises_at_import_is_one_line_exit_2(tmp_path: Path, body: str) -> None:
+    recipe = tmp_path / "leaving.py"
+    recipe.write_text(body)
+    proc = subprocess.run([sys.executable, "-m", "vmlab", "bake", str(recipe), "--provider", "local"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"vmlab: error: {recipe}:") and proc.stdout == ""

@@ -139,3 +139,70 @@ def test_uptime_and_cost() -> None:
     assert uptime_seconds(inst("stopped", "2024-06-01T10:00:00+00:00"), now) is None
     assert uptime_seconds(inst("running", None), now) is None and uptime_seconds(None, now) is None
     assert cost_so_far(0.526, 9000) == 1.315 and cost_so_far(None, 9000) is None and cost_so_far(1.0, None) is None
+
+
+KNOWN_REGIONS = {"us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-iso-east-1", "us-isob-east-1",
+                 "eu-west-1", "eu-west-2", "eu-central-1", "ap-south-1"}
+
+
+@pytest.mark.parametrize(("typed", "first"), [("us-east-9", ["us-east-1", "us-east-2"]),
+                                              ("eu-wset-1", ["eu-west-1"]), ("US-EAST-3", ["us-east-1", "us-east-2"])])
+def test_an_unknown_region_suggests_the_near_ones(typed: str, first: list[str]) -> None:
+    from vmlab.providers.ec2.client import check_region
+
+    with pytest.raises(BadInput) as e:
+        check_region(typed, KNOWN_REGIONS)
+    hint = str(e.value).split("did you mean ")[1]
+    assert hint.startswith(", ".join(first)) and "us-iso" not in hint, str(e.value)
+
+
+def test_offline_without_a_cidr_names_the_flag_and_the_variable() -> None:
+    from vmlab.errors import HostError
+    from vmlab.providers.ec2.network import public_ip
+
+    with pytest.raises(HostError) as e:
+        public_ip("http://127.0.0.1:9/", timeout=1)  # nothing listens on the discard port: like being offline
+    assert "--ssh-cidr" in str(e.value) and "VMLAB_SSH_CIDR" in str(e.value)
+
+
+@pytest.mark.parametrize(("given", "text"), [({"spot": True}, "--spot only applies to"),
+                                             ({"spot": True, "region": "x"}, "--spot, --region only apply to")])
+def test_ec2_only_grammar(given: dict[str, object], text: str) -> None:
+    from vmlab.cli.options import ec2_only
+
+    with pytest.raises(BadInput, match=text):
+        ec2_only("local", **given)
+
+
+SUBNETS = {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b", "us-east-1e": "subnet-e"}
+
+
+@pytest.mark.parametrize(("offered", "expected"), [
+    (None, (None, None)),  # not allowed to ask: EC2 picks, as before
+    ({"us-east-1a", "us-east-1b", "us-east-1e"}, (None, None)),  # every zone offers it: EC2 spreads capacity
+    ({"us-east-1b", "us-east-1c"}, ("subnet-b", "us-east-1b")),  # only b of the default subnets' zones
+])
+def test_a_zone_that_offers_the_type_is_chosen(offered: set[str] | None,
+                                                expected: tuple[str | None, str | None]) -> None:
+    from vmlab.providers.ec2.placement import choose_subnet
+
+    assert choose_subnet("g4dn.xlarge", "us-east-1", offered, SUBNETS) == expected
+
+
+def test_no_default_subnet_in_an_offering_zone_names_those_zones() -> None:
+    from vmlab.providers.ec2.placement import choose_subnet, not_offered
+
+    with pytest.raises(BadInput, match=r"offered in us-east-1 only in us-east-1c, us-east-1d, where the default"):
+        choose_subnet("p3dn.24xlarge", "us-east-1", {"us-east-1d", "us-east-1c"}, SUBNETS)
+    assert "it is offered in eu-west-1, us-east-2" in str(not_offered("x.large", "us-east-1", ["eu-west-1",
+                                                                                               "us-east-2"]))
+
+
+@pytest.mark.parametrize(("itype", "spot", "code"), [("g4dn.xlarge", False, "L-DB2E81BA"), ("vt1.3xlarge", False,
+                                                     "L-DB2E81BA"), ("p3.2xlarge", True, "L-7212CCBC"),
+                                                     ("t3.large", False, "L-1216C47A"), ("inf2.xlarge", False,
+                                                     "L-1945791B"), ("i3.large", True, "L-34B43A08")])
+def test_the_vcpu_quota_of_a_family(itype: str, spot: bool, code: str) -> None:
+    from vmlab.providers.ec2.quotas import family_quota
+
+    assert family_quota(itype, spot)[0] == code

@@ -52,6 +52,9 @@ def test_loads_recipe_that_imports_a_sibling(tmp_path: Path) -> None:
     ("import nonexistent_module_xyz\n", ":1: ModuleNotFoundError"),
     ("from vmlab.engine import Recipe\nrecipe = Recipe('r')\n", "has no steps"),
     ("from vmlab.engine import Recipe\n\nrecipe = Recipe('r')\nrecipe.step('a', 3)\n", ":4: step 'a'"),
+    ("import sys\nsys.exit(3)\n", r":2: the recipe called exit\(3\) while loading"),
+    ("raise SystemExit\n", r":1: the recipe called exit\(None\)"),
+    ("raise RuntimeError('boom')\n", ":1: RuntimeError: boom"),
 ])
 def test_bad_recipe_files(tmp_path: Path, text: str, message: str) -> None:
     p = write(tmp_path, text)

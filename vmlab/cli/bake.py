@@ -40,11 +40,13 @@ def bundled_recipe(name: str) -> Path:
               help="Who may SSH to the builder (ec2; default: this machine's public IP /32).")
 @click.option("--kms-key", default=None, metavar="ARN|alias/NAME",
               help="Encrypt the image with this customer-managed KMS key (ec2; needed to share across accounts).")
+@click.option("--dry-run", is_flag=True, help="Check everything, print what would be created and its price; "
+                                               "create nothing.")
 @json_option
 @handle_errors
 def bake(recipe_file: str | None, provider_name: str | None, region: str | None, base: str | None, name: str | None,
          builder_type: str | None, extra: tuple[str, ...], force: bool, verify: bool, volume_size: int | None,
-         spot: bool, ssh_cidr: str | None, kms_key: str | None, json_mode: bool) -> None:
+         spot: bool, ssh_cidr: str | None, kms_key: str | None, dry_run: bool, json_mode: bool) -> None:
     """Launch a builder VM, apply RECIPE (default: the bundled recipes/lab.py), scrub it and save an image.
 
     The builder, its key and its firewall rules are removed however the bake ends.
@@ -53,6 +55,7 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
     Example:
       vmlab bake recipes/lab.py --provider local
       vmlab bake recipes/lab.py --provider ec2 --region eu-west-1 --spot --kms-key alias/vmlab
+      vmlab bake recipes/lab.py --provider ec2 --builder-type g4dn.xlarge --dry-run
     """
     from vmlab.cli.quote import check_ssh_cidr
     from vmlab.engine.loader import load_recipe
@@ -63,6 +66,18 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
     provider = open_provider(provider_name, region, kms_key=kms_key, spot=spot, ssh_cidr=ssh_cidr)
     launch: dict[str, object] = {"spot": spot, "volume_size_gb": volume_size,
                                  "ssh_cidr": check_ssh_cidr(provider, ssh_cidr) if ssh_cidr else None}
+    if dry_run:
+        from vmlab.workflows.bake import check_bake
+        from vmlab.workflows.preflight import plan_bake
+
+        checks = check_bake(recipe, provider, base=base or provider.default_base, name=name,
+                            variables=parse_extra_vars(extra), force=force, instance_type=builder_type,
+                            launch_options=launch)
+        plan = plan_bake(provider, checks)
+        for line in plan.lines():
+            out.say(line)
+        out.emit(plan.to_json())
+        return
     result = run(recipe, provider, base=base or provider.default_base, name=name,
                  variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
                  say=out.say, report=step_reporter(out), launch_options=launch)

@@ -57,8 +57,10 @@ def ls_images(provider_name: str | None = None, region: str | None = None, json_
 @json_option
 @handle_errors
 def rm_images(image_ids: tuple[str, ...], provider_name: str | None, region: str | None, json_mode: bool) -> None:
-    """Delete images (and their snapshots or disk files)."""
+    """Delete images (and their snapshots or disk files). Only images vmlab made (in this account, on EC2);
+    all are checked before the first is deleted."""
     from vmlab.errors import BadInput
+    from vmlab.providers.base import GuardsImages
 
     out = Output(json_mode)
     provider = open_provider(provider_name, region)
@@ -67,6 +69,8 @@ def rm_images(image_ids: tuple[str, ...], provider_name: str | None, region: str
         image = provider.describe_image(ident)
         if image is None:
             raise BadInput(f"image {ident!r} not found", "list images with `vmlab images`")
+        if isinstance(provider, GuardsImages):
+            provider.check_delete_image(image.id)
         resolved.append(image)
     for image in resolved:
         provider.delete_image(image.id)

@@ -31,11 +31,13 @@ from vmlab.providers import provider_for
               help="Keep ~/data synced with s3://bucket/prefix (on EC2 an instance profile allows that prefix "
                    "only); '' = stop syncing.")
 @region_option
+@click.option("--dry-run", is_flag=True, help="Check everything, print what would be created and its price; "
+                                               "create nothing.")
 @json_option
 @handle_errors
 def up(name: str, provider_name: str | None, image: str | None, instance_type: str | None, spot: bool,
        max_price: float | None, volume_size: int | None, ssh_cidr: str | None, idle: str | None,
-       max_hours: float | None, sync: str | None, region: str | None, json_mode: bool) -> None:
+       max_hours: float | None, sync: str | None, region: str | None, dry_run: bool, json_mode: bool) -> None:
     """Launch lab NAME from an image (or resume it) with a fresh Jupyter token, and wait until it answers.
 
     \b
@@ -43,6 +45,7 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
       vmlab up lab --provider local
       vmlab up gpu --provider ec2 --region us-west-2 --type g4dn.xlarge --spot --max-price 0.3 \\
         --idle 30m --max-hours 12 --sync s3://my-bucket/alice
+      vmlab up gpu --provider ec2 --type g4dn.xlarge --spot --dry-run
     """
     from vmlab.cli.quote import launch_checks
     from vmlab.workflows.labs import up as run
@@ -50,6 +53,15 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
     out = Output(json_mode)
     provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
     launch, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
+    if dry_run:
+        from vmlab.workflows.preflight import plan_up
+
+        plan = plan_up(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
+                       max_hours=max_hours, sync=sync, launch_options=launch)
+        for line in plan.lines():
+            out.say(line)
+        out.emit(plan.to_json())
+        return
     result = run(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
                  max_hours=max_hours, sync=sync, say=out.say, launch_options=launch, quote=quote)
     t = result.timings
@@ -65,24 +77,28 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
 @click.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Terminate even while the lab's agent reports unsynced data.")
+@provider_option
+@region_option
 @json_option
 @handle_errors
-def down(name: str, force: bool, json_mode: bool) -> None:
+def down(name: str, force: bool, provider_name: str | None, region: str | None, json_mode: bool) -> None:
     """Terminate lab NAME and delete its disk, key and record. A lab that syncs ~/data is terminated only once
-    its agent reports nothing pending (or with --force).
+    its agent reports nothing pending (or with --force). A lab this machine has no record of (an `up` that was
+    killed) is found by its tags with --provider/--region and removed too.
 
     \b
     Example:
       vmlab down lab
+      vmlab down gpu --provider ec2 --region eu-west-1
     """
-    from vmlab.state import LabStore
+    from vmlab.state import LabStore, check_name
     from vmlab.workflows.labs import down as run
-    from vmlab.workflows.labs import require_record
 
     out = Output(json_mode)
     store = LabStore()
-    record = require_record(store, name)
-    removed = run(provider_for(record), name, store=store, force=force, say=out.say)
+    record = store.get(check_name(name))
+    provider = provider_for(record) if record is not None else open_provider(provider_name, region)
+    removed = run(provider, name, store=store, force=force, say=out.say)
     out.emit({"lab": name, "removed": removed})
 
 

@@ -5,6 +5,7 @@ Human text by default (rich, colours off when not a TTY or NO_COLOR is set), JSO
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -48,22 +49,28 @@ def json_option(f: F) -> F:
 
 
 def handle_errors(f: F) -> F:
-    """Run a command body; a VmlabError becomes one line on stderr (or JSON) and its exit code."""
+    """Run a command body; a VmlabError becomes one line on stderr (or JSON) and its exit code. SIGTERM and SIGHUP
+    interrupt it as Ctrl-C does (vmlab.interrupts), so what it created is removed; the exit code is 128 + signal."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from vmlab.interrupts import signals_interrupt
+
         json_mode = bool(kwargs.get("json_mode"))
         try:
-            return f(*args, **kwargs)
+            with signals_interrupt():
+                return f(*args, **kwargs)
         except VmlabError as exc:
             if json_mode:
                 click.echo(json.dumps({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}))
             else:
                 click.echo(f"vmlab: error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("vmlab: interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            name = getattr(exc, "signal_name", "SIGINT")
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                click.echo("vmlab: interrupted" + ("" if name == "SIGINT" else f" by {name}"), err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
 
     return wrapper  # type: ignore[return-value]
 

@@ -37,6 +37,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise BadInput(f"{path}:{exc.lineno}: syntax error: {exc.msg}", "fix the recipe file") from None
     except BadInput as exc:
         raise BadInput(f"{path}:{_line_in(resolved, exc)}: {exc.message}", exc.hint) from None
+    except SystemExit as exc:  # not an Exception: it would end vmlab with the recipe's exit code, silently
+        raise BadInput(f"{path}:{_line_in(resolved, exc)}: the recipe called exit({exc.code!r}) while loading",
+                       "a recipe file only defines `recipe`; remove the exit") from None
     except Exception as exc:
         raise BadInput(f"{path}:{_line_in(resolved, exc)}: {type(exc).__name__}: {exc}",
                        "fix the recipe file") from None

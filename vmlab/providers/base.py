@@ -79,6 +79,52 @@ class Image:
     architecture: str = "x86_64"
 
 
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a launch would make, every check passed and nothing made yet (`vmlab up/bake --dry-run` print it).
+    `creates` lists the resources in the order they would be made; prices are USD/hour estimates or None."""
+
+    provider: str
+    image: str
+    image_name: str
+    instance_type: str
+    volume_gb: int | None
+    spot: bool
+    creates: tuple[str, ...]
+    region: str | None = None
+    zone: str | None = None
+    ssh_cidr: str | None = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    gpus: str | None = None
+    on_demand_hourly: float | None = None
+    spot_hourly: float | None = None
+    limits: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+@runtime_checkable
+class PlansLaunches(Protocol):
+    """Optional capability: check a launch and an image name completely without creating anything, so every
+    check runs before the first resource is made (and `--dry-run` can show the plan)."""
+
+    def check_launch(self, spec: LaunchSpec) -> None: ...
+
+    def plan_launch(self, spec: LaunchSpec) -> LaunchPlan: ...
+
+    def check_image_name(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class GuardsImages(Protocol):
+    """Optional capability: images the provider holds may be someone else's (a cloud account), so a delete is
+    checked first; `check_delete_image` raises BadInput for an image vmlab did not make there."""
+
+    def check_delete_image(self, image: str) -> None: ...
+
+
 Progress = Callable[[str, float | None], None]
 """A progress callback: (message, fraction done or None when unknown)."""
 

@@ -20,6 +20,7 @@ from vmlab.providers.base import Image, LaunchSpec, Provider
 from vmlab.workflows import packages
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
+from vmlab.workflows.preflight import check_image_name, check_launch
 from vmlab.workflows.scrub import scan, scrub
 
 Say = Callable[[str], None]
@@ -49,6 +50,46 @@ def find_baked(provider: Provider, digest: str, base: str) -> Image | None:
     return max(found, key=lambda i: i.created or "", default=None)
 
 
+@dataclass
+class BakeChecks:
+    """`bake`'s first phase: everything checked, nothing made. `reuse` is an image of this recipe to reuse; else
+    `spec` is the builder's launch and `image_name` the checked name of the image to make."""
+
+    recipe: Recipe
+    digest: str
+    base: str
+    env: dict[str, Any]
+    reuse: Image | None = None
+    image_name: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    spec: LaunchSpec | None = None
+    client: keys.KeyPair | None = None
+    host_key: keys.KeyPair | None = None
+
+
+def check_bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = None,
+               variables: Mapping[str, Any] | None = None, force: bool = False, instance_type: str | None = None,
+               launch_options: Mapping[str, Any] | None = None) -> BakeChecks:
+    """Every check of a bake (recipe variables and checks, the image name, the builder's launch) before anything
+    is made."""
+    digest = recipe.digest()
+    env = {**recipe.vars, **(variables or {})}
+    prepare(recipe, {**env, "user": env.get("user", "admin"), "inventory_hostname": "builder"})
+    if not force:
+        existing = find_baked(provider, digest, base)
+        if existing is not None:
+            return BakeChecks(recipe, digest, base, env, reuse=existing)
+    run_id = "bake-" + secrets.token_hex(4)
+    tags = {"vmlab:run": run_id, "vmlab:recipe": recipe.name, "vmlab:recipe-hash": digest, "vmlab:base": base}
+    image_name = name if name is not None else f"vmlab-{recipe.name}-{digest[:8]}-{time.strftime('%Y%m%d%H%M%S')}"
+    check_image_name(provider, image_name)
+    client, host_key = keys.generate(f"vmlab-{run_id}"), keys.generate("host")
+    spec = LaunchSpec(name=f"vmlab-builder-{run_id}", image=base, ssh_public_key=client.public,
+                      instance_type=instance_type, tags=tags, host_key=host_key.private, **(launch_options or {}))
+    check_launch(provider, spec)
+    return BakeChecks(recipe, digest, base, env, None, image_name, tags, spec, client, host_key)
+
+
 def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = None,
          variables: Mapping[str, Any] | None = None, force: bool = False, verify: bool = False,
          instance_type: str | None = None, connect_timeout: float = 900.0,
@@ -56,20 +97,18 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
          launch_options: Mapping[str, Any] | None = None) -> BakeResult:
     """Bake `recipe` on `base` into an image. `verify` applies the recipe a second time and fails the bake
     unless that run changes nothing (proof the recipe is idempotent). `launch_options` are further LaunchSpec
-    fields for the builder (spot, volume_size_gb, ssh_cidr)."""
-    digest = recipe.digest()
-    env = {**recipe.vars, **(variables or {})}
-    prepare(recipe, {**env, "user": env.get("user", "admin"), "inventory_hostname": "builder"})
-    if not force:
-        existing = find_baked(provider, digest, base)
-        if existing is not None:
-            say(f"image {existing.name} ({existing.id}) already has recipe {recipe.name} {digest}: reusing it "
-                "(--force rebuilds)")
-            return BakeResult(existing, True, recipe.name, digest)
-    run_id = "bake-" + secrets.token_hex(4)
-    tags = {"vmlab:run": run_id, "vmlab:recipe": recipe.name, "vmlab:recipe-hash": digest, "vmlab:base": base}
-    image_name = name or f"vmlab-{recipe.name}-{digest[:8]}-{time.strftime('%Y%m%d%H%M%S')}"
-    client, host_key = keys.generate(f"vmlab-{run_id}"), keys.generate("host")
+    fields for the builder (spot, volume_size_gb, ssh_cidr). Every check (`check_bake`) runs first."""
+    checks = check_bake(recipe, provider, base=base, name=name, variables=variables, force=force,
+                        instance_type=instance_type, launch_options=launch_options)
+    digest, env = checks.digest, checks.env
+    if checks.reuse is not None:
+        existing = checks.reuse
+        say(f"image {existing.name} ({existing.id}) already has recipe {recipe.name} {digest}: reusing it "
+            "(--force rebuilds)")
+        return BakeResult(existing, True, recipe.name, digest)
+    assert checks.spec is not None and checks.client is not None and checks.host_key is not None
+    client, host_key, tags, image_name = checks.client, checks.host_key, checks.tags, checks.image_name
+    run_id = tags["vmlab:run"]
     timings: dict[str, float] = {}
     result_recaps: list[HostRecap] = []
     t = time.perf_counter()
@@ -84,9 +123,7 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         key_file = client.save(paths.state_dir() / "tmp" / f"{run_id}_ed25519")
         cleanup.always(f"temporary key {key_file.name}", lambda: keys.remove(key_file))
         say(f"launching builder from {base} ({run_id})")
-        builder = provider.launch(LaunchSpec(name=f"vmlab-builder-{run_id}", image=base,
-                                             ssh_public_key=client.public, instance_type=instance_type,
-                                             tags=tags, host_key=host_key.private, **(launch_options or {})))
+        builder = provider.launch(checks.spec)
         cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
         lap("launch")
         say(f"waiting for SSH on {builder.name}")

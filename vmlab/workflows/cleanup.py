@@ -6,9 +6,9 @@
         image = provider.create_image(...)
         cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
 
-A second Ctrl-C while cleaning up does not interrupt it: leaking a paid VM is worse than waiting a moment. An undo
-that fails is tried again after a pause (`RETRY_DELAYS`): one throttled or failed API call must not leak the
-resource it was meant to remove.
+A second Ctrl-C (or SIGTERM, SIGHUP) while cleaning up does not interrupt it: leaking a paid VM is worse than
+waiting a moment. An undo that fails is tried again after a pause (`RETRY_DELAYS`): one throttled or failed API
+call must not leak the resource it was meant to remove.
 """
 
 from __future__ import annotations
@@ -27,11 +27,18 @@ RETRY_DELAYS = (0.5, 4.0)
 
 class Cleanup:
     def __init__(self, say: Say | None = None, retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
-        self._say = say or (lambda _msg: None)
+        self._print = say or (lambda _msg: None)
         self._delays = retry_delays
         self._undo: list[tuple[str, Callable[[], None], bool]] = []
         self.removed: list[str] = []
         self.errors: list[str] = []
+
+    def _say(self, message: str) -> None:
+        """Tell the user, unless the terminal is gone (SIGHUP): removing must go on regardless."""
+        try:
+            self._print(message)
+        except OSError:
+            pass
 
     def always(self, what: str, undo: Callable[[], None]) -> None:
         """Undo this when the workflow ends, however it ends (builders, temporary keys and security groups)."""

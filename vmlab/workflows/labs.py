@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmlab import keys, lab
@@ -25,8 +25,11 @@ from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.labagent import AgentSettings
+from vmlab.workflows.preflight import check_launch, where, where_flags
 
 Say = Callable[[str], None]
+#: on a lab launched with --sync: a `down` without the lab's record must not assume its data is safe
+SYNC_TAG = "vmlab:sync"
 #: called with the resolved image just before a launch: checks the instance type against it, shows what the type
 #: gives and costs, and returns the (on-demand, spot) hourly price estimates, None when unknown
 Quote = Callable[[Image], tuple[float | None, float | None]]
@@ -127,17 +130,29 @@ def find_lab_instance(provider: Provider, name: str) -> Instance | None:
     return live[0] if live else None
 
 
-def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
-       spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
-       lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
-       sync: str | None = None, say: Say = lambda _m: None,
-       launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpResult:
-    """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
-    `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
-    a flag left None keeps the lab's previous setting. `launch_options` are further LaunchSpec fields (max_price,
-    volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab."""
+@dataclass
+class UpChecks:
+    """`up`'s first phase: everything checked, nothing made. `existing` is the recorded lab to resume; else
+    `spec` is the launch (without its instance profile, made later) and `image` what it launches from."""
+
+    name: str
+    store: LabStore
+    settings: AgentSettings
+    record: LabRecord | None = None
+    existing: Instance | None = None
+    image: Image | None = None
+    prices: tuple[float | None, float | None] = (None, None)
+    spec: LaunchSpec | None = None
+    client: keys.KeyPair | None = None
+    host_key: keys.KeyPair | None = None
+
+
+def check_up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
+             spot: bool = False, store: LabStore | None = None, idle: str | None = None,
+             max_hours: float | None = None, sync: str | None = None,
+             launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpChecks:
+    """Every check of `up` (name, flags, the lab's instance, image, type, launch) before anything is made."""
     check_name(name)
-    watch = Stopwatch()
     store = store or LabStore()
     record = store.get(name)
     previous = record.extra.get("agent") if record is not None else None
@@ -146,6 +161,38 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
     existing = find_lab_instance(provider, name)
     if existing is not None and record is not None and record.instance_id == existing.id:
         _check_same_profile(provider, name, previous, settings)
+        return UpChecks(name, store, settings, record, existing)
+    if existing is not None:
+        raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
+                        f"remove it with `vmlab down {name}{where_flags(provider)}` (it finds the lab by its tags), "
+                        "or choose another name")
+    img = resolve_image(provider, image)
+    prices = quote(img) if quote else (None, None)
+    client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
+    tags = {"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)}
+    if settings.sync_url:
+        tags[SYNC_TAG] = "yes"  # so a `down` without the record knows the lab's data may not be in its bucket
+    spec = LaunchSpec(name=name, image=img.id, ssh_public_key=client.public, instance_type=instance_type,
+                      spot=spot, host_key=host_key.private, tags=tags, **(launch_options or {}))
+    check_launch(provider, spec)
+    return UpChecks(name, store, settings, record, None, img, prices, spec, client, host_key)
+
+
+def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
+       spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
+       lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
+       sync: str | None = None, say: Say = lambda _m: None,
+       launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpResult:
+    """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
+    `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
+    a flag left None keeps the lab's previous setting. `launch_options` are further LaunchSpec fields (max_price,
+    volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab. Every
+    check (`check_up`) runs before the first thing is made."""
+    watch = Stopwatch()
+    checks = check_up(provider, name, image=image, instance_type=instance_type, spot=spot, store=store, idle=idle,
+                      max_hours=max_hours, sync=sync, launch_options=launch_options, quote=quote)
+    store, settings, existing, record = checks.store, checks.settings, checks.existing, checks.record
+    if existing is not None and record is not None:
         if existing.state in ("stopped", "stopping"):
             say(f"starting lab {name} ({existing.id})")
             with watch.lap("launch"):
@@ -156,26 +203,18 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         store.put(record)
         sshconfig.refresh(store)
         return UpResult(record, True, tunnel_hint(name), watch.finish())
-    if existing is not None:
-        raise HostError(f"lab {name} exists ({existing.id}) but this machine has no record of it",
-                        f"`vmlab down {name}` it, or choose another name")
-    img = resolve_image(provider, image)
-    prices = quote(img) if quote else (None, None)
-    client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
-    run_id = "up-" + secrets.token_hex(4)
+    assert checks.spec and checks.image and checks.client and checks.host_key  # set for a new launch
+    img, client, prices, host_public = checks.image, checks.client, checks.prices, checks.host_key.public
     with Cleanup(say) as cleanup:
         key_file = client.save(store.key_path(name))
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
         profile = _sync_profile(provider, settings, cleanup, say)
         say(f"launching lab {name} from {img.name} ({img.id})")
         with watch.lap("launch"):
-            inst = provider.launch(LaunchSpec(name=name, image=img.id, ssh_public_key=client.public,
-                                              instance_type=instance_type, spot=spot, host_key=host_key.private,
-                                              tags={"vmlab:lab": name, "vmlab:run": run_id},
-                                              instance_profile=profile, **(launch_options or {})))
+            inst = provider.launch(replace(checks.spec, instance_profile=profile))
         cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
-                           key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
+                           key_file=str(key_file), host_key=host_public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot,
                            extra={"agent": settings.to_record()},
@@ -305,7 +344,9 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
     while the lab's agent reports data not yet in its bucket (its status file, `status_path` on the lab),
     unless `force`."""
     store = store or LabStore()
-    record = require_record(store, name)
+    record = store.get(check_name(name))
+    if record is None:
+        return _adopt_down(provider, name, store, force, say)
     if not force and (record.extra.get("agent") or {}).get("sync_url"):
         say(f"pushing lab {name}'s pending changes to its bucket")
         try:
@@ -320,17 +361,43 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
                             "to lose what is not synced")
         labagent.check_can_remove(name, status, force)
     removed = []
-    pid = tunnel_bg.stop(name)
-    if pid is not None:
-        removed.append(f"background tunnel (pid {pid})")
     if provider.describe(record.instance_id) is not None:
         terminate(provider, record.instance_id)
         removed.append(f"instance {record.instance_id}")
+    removed += _forget(store, name)
+    for r in removed:
+        say(f"removed {r}")
+    return removed
+
+
+def _adopt_down(provider: Provider, name: str, store: LabStore, force: bool, say: Say) -> list[str]:
+    """`down` of a lab this machine has no record of (an `up` killed before it wrote one): the instance tagged
+    as lab `name` is terminated (with its key pair and security group), then any local leftovers are removed."""
+    inst = find_lab_instance(provider, name)
+    if inst is None:
+        known = ", ".join(r.name for r in store.all()) or "none"
+        raise BadInput(f"no lab named {name!r} on this machine (labs: {known}) nor an instance tagged as lab {name} "
+                       f"in {provider.name}{where(provider)}", "see `vmlab ls`; add --provider/--region where it runs")
+    if inst.tags.get(SYNC_TAG) and not force:
+        raise HostError(f"lab {name} ({inst.id}) syncs ~/{lab.DATA_DIR} but this machine has no record (and no key) "
+                        "to check that its data is in its bucket", f"`vmlab down {name} --force` to remove it anyway")
+    say(f"lab {name} has no record on this machine; removing instance {inst.id}, found by its tags")
+    terminate(provider, inst.id)
+    removed = [f"instance {inst.id}", *_forget(store, name)]
+    for r in removed:
+        say(f"removed {r}")
+    return removed
+
+
+def _forget(store: LabStore, name: str) -> list[str]:
+    """Remove lab `name`'s local traces: background tunnel, key, known_hosts, record, SSH config entry."""
+    removed = []
+    pid = tunnel_bg.stop(name)
+    if pid is not None:
+        removed.append(f"background tunnel (pid {pid})")
     keys.remove(store.key_path(name))
     store.known_hosts_path(name).unlink(missing_ok=True)
     store.delete(name)
     sshconfig.refresh(store)
     removed.append(f"record and key of lab {name}")
-    for r in removed:
-        say(f"removed {r}")
     return removed

@@ -114,7 +114,7 @@ class Amis:
             return self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
         except BaseException:
             with ctrl_c_ignored():
-                self.delete(image_id)
+                self.delete(image_id, made_now=True)  # maybe untagged yet: it is ours, made a moment ago
             raise
 
     def _wait_available(self, image_id: str, progress: Progress) -> dict[str, Any]:
@@ -135,12 +135,29 @@ class Amis:
             progress(f"image {image_id} {state}", _snapshot_progress(ec2, snapshot_ids(raw or {})))
             time.sleep(self.poll)
 
-    def delete(self, image_id: str) -> list[str]:
-        """Deregister the image and delete its snapshots; a missing image is a no-op. Returns what was removed."""
+    def refusal(self, raw: Mapping[str, Any]) -> str | None:
+        """Why vmlab must not delete this image (None when it may): only images of this account that vmlab made
+        (tagged by create_image or copy_from) are ever deregistered, never a base AMI, a public or shared one."""
+        image_id = raw["ImageId"]
+        account = str(self.aws.client("sts").get_caller_identity()["Account"])  # needs no permission
+        if str(raw.get("OwnerId")) != account:
+            return f"image {image_id} belongs to account {raw.get('OwnerId', '?')}, not to this one ({account})"
+        tags = tag_dict(raw.get("Tags"))
+        if not (SOURCE_TAG in tags or COPY_TAG in tags):
+            return f"image {image_id} ({raw.get('Name', '')}) was not made by vmlab (no {SOURCE_TAG} tag)"
+        return None
+
+    def delete(self, image_id: str, made_now: bool = False) -> list[str]:
+        """Deregister the image and delete its snapshots; a missing image is a no-op. Returns what was removed.
+        BadInput for an image vmlab did not make in this account, unless `made_now` (the undo of this very
+        process's create or copy, possibly before its tags were written)."""
         ec2 = self.aws.ec2
         raw = self.raw(check_ami_id(image_id))
         if raw is None:
             return []
+        why = None if made_now else self.refusal(raw)
+        if why is not None:
+            raise BadInput(f"refusing to delete: {why}", "vmlab deletes only the images it made in this account")
         snapshots = snapshot_ids(raw)
         ec2.deregister_image(ImageId=image_id)
         removed = [image_id]
@@ -231,6 +248,7 @@ class Amis:
             if snapshots:
                 ec2.create_tags(Resources=snapshots, Tags=tag_list(tags))
         except BaseException:
-            self.delete(copy_id)
+            with ctrl_c_ignored():
+                self.delete(copy_id, made_now=True)
             raise
         return self.raw(copy_id) or raw, True

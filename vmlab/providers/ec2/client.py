@@ -137,9 +137,21 @@ def known_regions(session: Any) -> set[str]:
 def check_region(region: str, known: set[str]) -> str:
     """`region` when it is a real EC2 region, else BadInput with the fix."""
     if not REGION_RE.match(region) or region not in known:
-        near = sorted(r for r in known if r.split("-")[0] == region.split("-")[0])[:6] or sorted(known)[:6]
-        raise BadInput(f"unknown AWS region {region!r}", f"use one of {', '.join(near)}, ...")
+        raise BadInput(f"unknown AWS region {region!r}", f"did you mean {', '.join(near_regions(region, known))}?")
     return region
+
+
+def near_regions(region: str, known: set[str], count: int = 4) -> list[str]:
+    """Regions a mistyped `region` most likely meant: the same name with another number first (us-east-9 ->
+    us-east-1, us-east-2), then the closest spellings, then the first of the list."""
+    import difflib
+
+    region = region.lower()
+    stem = region.rstrip("0123456789")
+    same = sorted(r for r in known if r.rstrip("0123456789") == stem)
+    close = difflib.get_close_matches(region, sorted(known), n=count, cutoff=0.6)
+    picked = list(dict.fromkeys([*same, *close]))[:count]
+    return picked or sorted(known)[:count]
 
 
 class Aws:

@@ -72,9 +72,18 @@ class ImageVerbs(CloudVerbs):
             return [to_image(raw) for raw in self.amis.matching(tags)]
 
     def delete_image(self, image_id: str) -> None:
-        """Deregister the image and delete its snapshots; deleting a missing image is a no-op."""
+        """Deregister the image and delete its snapshots; deleting a missing image is a no-op. Only an image vmlab
+        made in this account is deleted (BadInput otherwise: a base AMI, a public or shared one)."""
         with translated(f"delete image {image_id}"):
             self.amis.delete(image_id)
+
+    def check_delete_image(self, image: str) -> None:
+        """BadInput unless `delete_image` would delete this image (id or name): made by vmlab, in this account."""
+        with translated(f"describe image {image}"):
+            raw = self.amis.raw(image)
+            why = self.amis.refusal(raw) if raw is not None else None
+        if why is not None:
+            raise BadInput(f"refusing to delete: {why}", "vmlab deletes only the images it made in this account")
 
     def share_image(self, image_id: str, accounts: tuple[str, ...], remove: bool = False) -> Image:
         """Let `accounts` launch the image and create volumes from its snapshots (or revoke it, `remove`)."""

@@ -72,9 +72,10 @@ def volume_size(requested: int | None, image_gb: int) -> int:
 
 def run_request(spec: LaunchSpec, *, ami: str, root: Mapping[str, Any], key_name: str, group_id: str,
                 instance_type: str, tags: Mapping[str, str], user_data: str, client_token: str,
-                kms_key: str | None = None) -> dict[str, Any]:
+                kms_key: str | None = None, subnet: str | None = None) -> dict[str, Any]:
     """Keyword arguments for run_instances (without market options). `kms_key` encrypts the root volume with
-    that customer-managed key instead of the account's default EBS key (needed to share images across accounts)."""
+    that customer-managed key instead of the account's default EBS key (needed to share images across accounts);
+    `subnet` pins the zone (one that offers the type), else EC2 picks a default subnet."""
     size = volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
     profile = {"IamInstanceProfile": {"Name": spec.instance_profile}} if spec.instance_profile else {}
     ebs: dict[str, Any] = {"VolumeSize": size, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}
@@ -82,6 +83,7 @@ def run_request(spec: LaunchSpec, *, ami: str, root: Mapping[str, Any], key_name
         ebs["KmsKeyId"] = kms_key
     return {
         **profile,
+        **({"SubnetId": subnet} if subnet else {}),
         "ImageId": ami, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
         "KeyName": key_name, "SecurityGroupIds": [group_id],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},

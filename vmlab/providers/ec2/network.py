@@ -48,7 +48,7 @@ def public_ip(url: str = CHECKIP_URL, timeout: float = 5.0) -> str:
         return str(ipaddress.IPv4Address(text))
     except (OSError, ValueError) as exc:
         raise HostError(f"could not learn this machine's public IP from {url} ({exc})",
-                        f"set {CIDR_ENV}=YOUR.PUBLIC.IP/32") from None
+                        f"pass --ssh-cidr YOUR.PUBLIC.IP/32 or set {CIDR_ENV}=YOUR.PUBLIC.IP/32") from None
 
 
 def ssh_cidr(explicit: str | None, environ: Mapping[str, str],

@@ -21,6 +21,7 @@ import os
 import time
 from typing import Any
 
+from vmlab.errors import BadInput
 from vmlab.providers.ec2.client import Aws, error_code, translated
 
 POLICY_NAME = "vmlab-sync-prefix"
@@ -105,10 +106,25 @@ def delete_sync_profile(aws: Aws, name: str, role: bool = True, profile: bool = 
             _quietly(iam.delete_role, RoleName=name)
 
 
+SETTLE_ENV = "VMLAB_IAM_SETTLE_SECONDS"
+
+
 def wait_usable() -> None:
     """IAM is eventually consistent: RunInstances may refuse a profile made a moment ago, so `up` waits once
     after creating one (VMLAB_IAM_SETTLE_SECONDS, default 10; tests against moto set 0)."""
-    time.sleep(float(os.environ.get("VMLAB_IAM_SETTLE_SECONDS") or 10))
+    time.sleep(settle_seconds())
+
+
+def settle_seconds() -> float:
+    """VMLAB_IAM_SETTLE_SECONDS, checked (launches check it before they create anything)."""
+    text = os.environ.get(SETTLE_ENV) or "10"
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 600:
+        raise BadInput(f"{SETTLE_ENV}={text!r} is not a number of seconds from 0 to 600", f"unset {SETTLE_ENV}")
+    return seconds
 
 
 def _quietly(call: Any, **kwargs: Any) -> None:

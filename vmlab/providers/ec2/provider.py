@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import os
@@ -33,24 +32,19 @@ from vmlab.providers.ec2.amis import Amis
 from vmlab.providers.ec2.client import Aws, error_code, translated
 from vmlab.providers.ec2.imaging import ImageVerbs, check_instance_id
 from vmlab.providers.ec2.launchplan import (
-    DEFAULT_INSTANCE_TYPE,
     check_kms_key,
-    check_spot,
     new_launch_id,
     resource_name,
     run_request,
     run_with_fallback,
-    user_data_for,
-    volume_size,
 )
-from vmlab.providers.ec2.network import default_vpc, ssh_cidr, ssh_permission
-from vmlab.providers.ec2.offers import Offer, to_offer
+from vmlab.providers.ec2.network import ssh_permission
+from vmlab.providers.ec2.planning import PlanVerbs
 from vmlab.providers.ec2.records import (
     HOST_ENV,
     INSTANCE_TAG,
     LAUNCH_TAG,
     USER_TAG,
-    root_mapping,
     tag_dict,
     tag_filters,
     tag_list,
@@ -80,7 +74,7 @@ class _Made:
     removed: list[str] = field(default_factory=list)
 
 
-class Ec2Provider(ImageVerbs):
+class Ec2Provider(ImageVerbs, PlanVerbs):
     """EC2 in one region (`region`, else AWS_REGION / AWS_DEFAULT_REGION / the profile's).
 
     `poll` is the delay between describe calls while waiting (EC2 is eventually consistent; 5 s keeps the call
@@ -130,58 +124,6 @@ class Ec2Provider(ImageVerbs):
             raise BadInput(f"instance {instance_id} was not launched by vmlab", "vmlab only manages its own instances")
         return raw
 
-    def _base_image(self, image: str) -> tuple[dict[str, Any], base_images.Base | None]:
-        """The AMI description for an alias, an AMI id or the name of one of your images."""
-        alias = self.bases.get(image)
-        if alias is not None:
-            image = base_images.resolve_alias(alias, self.aws.ec2, self.aws.ssm, self.aws.region)
-        elif image.startswith("ami-"):
-            base_images.check_ami_id(image)
-        raw = self.amis.raw(image)
-        if raw is None:
-            if image.startswith("ami-"):
-                raise BadInput(f"AMI {image} not found in {self.aws.region}",
-                               "AMIs are regional: check the region, or share/copy the AMI to this account")
-            raise base_images.unknown_base(image, self.bases)
-        if raw.get("State") != "available":
-            raise BadInput(f"AMI {raw['ImageId']} is {raw.get('State')}, not available", "wait, or choose another")
-        return raw, alias
-
-    def verify_kms_key(self) -> None:
-        """Fail before creating anything when the KMS key does not exist in this region or is AWS-managed."""
-        if not self.kms_key:
-            return
-        try:
-            meta = self.aws.client("kms").describe_key(KeyId=self.kms_key)["KeyMetadata"]
-        except Exception as exc:
-            if error_code(exc) in ("NotFoundException", "InvalidArnException"):
-                raise BadInput(f"KMS key {self.kms_key} not found in {self.aws.region}",
-                               "KMS keys are regional: name a key of this region (`aws kms list-aliases`)") from None
-            raise
-        if meta.get("KeyManager") == "AWS":
-            raise BadInput(f"KMS key {self.kms_key} is AWS-managed; other accounts can never use it",
-                           "create a customer-managed key (`aws kms create-key`) and pass its alias or ARN")
-
-    def _check_type(self, instance_type: str, image: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Fail before creating anything when the type does not exist here or cannot run the image (when one is
-        given); returns EC2's description of the type."""
-        try:
-            types = self.aws.ec2.describe_instance_types(InstanceTypes=[instance_type]).get("InstanceTypes", [])
-        except Exception as exc:
-            if error_code(exc) in ("InvalidInstanceType", "InvalidParameterValue"):
-                types = []
-            else:
-                raise
-        if not types:
-            raise BadInput(f"instance type {instance_type!r} does not exist in {self.aws.region}",
-                           "see `aws ec2 describe-instance-types`; e.g. t3.large or g4dn.xlarge")
-        arches = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-        arch = image.get("Architecture", "x86_64") if image is not None else None
-        if image is not None and arches and arch not in arches:
-            raise BadInput(f"instance type {instance_type} ({'/'.join(arches)}) cannot run the {arch} image "
-                           f"{image['ImageId']}", "choose a type of the image's architecture")
-        return dict(types[0])
-
     def _wait_address(self, instance_id: str) -> dict[str, Any]:
         """Wait until the instance has a public address (seconds after launch), not for status checks."""
         deadline = time.monotonic() + self.timeout
@@ -222,40 +164,27 @@ class Ec2Provider(ImageVerbs):
         """Launch an instance from `spec.image` (an alias such as ubuntu-24.04, an AMI id, or your image's name)
         with a fresh key pair and a security group for SSH from the caller only. Returns once the instance has
         an address; SSH comes up later. On any failure everything this call created is removed."""
-        if not spec.name.strip():
-            raise BadInput("instance name is empty", "pass a name")
-        check_spot(spec)
-        public_key = spec.ssh_public_key.strip()
-        if public_key.split(" ")[0] not in KEY_TYPES or len(public_key.split()) < 2:
-            raise BadInput("ssh_public_key is not an ed25519 or RSA OpenSSH public key line",
-                           "pass the text of KEY.pub (EC2 imports ed25519 and RSA keys)")
-        user_data = user_data_for(spec)  # validates the host key and the caller's user data first
-        cidr = ssh_cidr(spec.ssh_cidr, os.environ)
+        prep = self._prepare(spec)
         with translated("launch an instance"):
             ec2 = self.aws.ec2
-            image, alias = self._base_image(spec.image)
-            root = root_mapping(image)
-            volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
-            instance_type = spec.instance_type or DEFAULT_INSTANCE_TYPE
-            self._check_type(instance_type, image)
-            self.verify_kms_key()
-            vpc = default_vpc(ec2, self.aws.region)
+            image, instance_type = prep.image, prep.instance_type
             made = _Made(new_launch_id())
             name = resource_name(spec, made.launch_id)
             tags = {**spec.tags, "Name": spec.name, LAUNCH_TAG: made.launch_id,
-                    USER_TAG: base_images.login_user(image, alias)}
+                    USER_TAG: base_images.login_user(image, prep.alias)}
             try:
-                made.key_id = ec2.import_key_pair(KeyName=name, PublicKeyMaterial=public_key.encode(),
+                made.key_id = ec2.import_key_pair(KeyName=name, PublicKeyMaterial=prep.public_key.encode(),
                                                   TagSpecifications=tag_specs(["key-pair"], tags))["KeyPairId"]
                 made.key_name = name
                 made.group_id = ec2.create_security_group(
-                    GroupName=name, Description=f"vmlab: SSH to {spec.name} from {cidr} only", VpcId=vpc,
-                    TagSpecifications=tag_specs(["security-group"], tags))["GroupId"]
-                ec2.authorize_security_group_ingress(GroupId=made.group_id, IpPermissions=[ssh_permission(cidr)])
-                request = run_request(spec, ami=image["ImageId"], root=root, key_name=name,
+                    GroupName=name, Description=f"vmlab: SSH to {spec.name} from {prep.cidr} only",
+                    VpcId=prep.vpc, TagSpecifications=tag_specs(["security-group"], tags))["GroupId"]
+                ec2.authorize_security_group_ingress(GroupId=made.group_id,
+                                                     IpPermissions=[ssh_permission(prep.cidr)])
+                request = run_request(spec, ami=image["ImageId"], root=prep.root, key_name=name,
                                       group_id=made.group_id, instance_type=instance_type, tags=tags,
-                                      user_data=user_data, client_token=f"vmlab-{made.launch_id}",
-                                      kms_key=self.kms_key)
+                                      user_data=prep.user_data, client_token=f"vmlab-{made.launch_id}",
+                                      kms_key=self.kms_key, subnet=prep.subnet)
                 raw, _spot = run_with_fallback(ec2.run_instances, request, spec.spot, spec.max_price, self._note)
                 made.instance_id = str(raw["InstanceId"])
                 ec2.create_tags(Resources=[made.key_id, made.group_id],
@@ -329,22 +258,6 @@ class Ec2Provider(ImageVerbs):
             for g in ec2.describe_security_groups(Filters=tag_filters(wanted)).get("SecurityGroups", []):
                 groups[g["GroupId"]] = None
         return list(keys), list(groups)
-
-    def offer(self, instance_type: str | None, image: str | None = None, spot: bool = False) -> Offer:
-        """What `instance_type` gives (vCPUs, memory, GPUs) and roughly costs here, checked against the image's
-        architecture when `image` (alias, id or name) is given; with `spot`, the latest spot price per zone."""
-        instance_type = instance_type or DEFAULT_INSTANCE_TYPE
-        with translated(f"describe instance type {instance_type}"):
-            raw_image = self._base_image(image)[0] if image else None
-            raw_type = self._check_type(instance_type, raw_image)
-            history: list[dict[str, Any]] = []
-            if spot:
-                since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=6)
-                pages = self.aws.ec2.get_paginator("describe_spot_price_history").paginate(
-                    InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
-                    StartTime=since)
-                history = [h for page in pages for h in page.get("SpotPriceHistory", [])]
-        return to_offer(raw_type, self.aws.region, history)
 
     def describe(self, instance_id: str) -> Instance | None:
         """The instance's current state and address, or None when EC2 does not know it."""

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ from vmlab.providers.ec2.bases import USER_TAG, login_user
 PROVIDER = "ec2"
 HOST_ENV = "VMLAB_EC2_SSH_HOST"
 PORT_ENV = "VMLAB_EC2_SSH_PORT"
+#: a host name or an IPv4/IPv6 address; never starting with "-" (it ends up in ssh's argv)
+HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,252}$")
 #: on every resource one launch creates (instance, volume, key pair, security group): ties them together
 LAUNCH_TAG = "vmlab:launch"
 #: added to the key pair and security group once the instance exists, so terminate finds them by instance id
@@ -55,6 +58,9 @@ def tag_filters(wanted: Mapping[str, str] | None) -> list[dict[str, Any]]:
 def ssh_endpoint(public_ip: str | None, environ: Mapping[str, str]) -> tuple[str | None, int]:
     """Where the instance's sshd answers: the public address on port 22 unless the override variables say else."""
     host = environ.get(HOST_ENV) or public_ip
+    if environ.get(HOST_ENV) and not HOST_RE.match(environ[HOST_ENV]):
+        raise BadInput(f"{HOST_ENV}={environ[HOST_ENV]!r} is not a host name or IP address",
+                       f"set {HOST_ENV} to e.g. 127.0.0.1 or bastion.example.org")
     port_text = environ.get(PORT_ENV) or "22"
     try:
         port = int(port_text)

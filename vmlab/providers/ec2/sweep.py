@@ -100,7 +100,8 @@ class Sweep:
         images = ec2.describe_images(Owners=["self"]).get("Images", [])
         used = {snap for image in images for snap in snapshot_ids(image)}
         for image in _tagged(ec2.describe_images, "Images", Owners=["self"]):
-            if image.get("State") in ("failed", "invalid", "error"):
+            made = {SOURCE_TAG, COPY_TAG} & set(tag_dict(image.get("Tags")))  # never an image vmlab did not make
+            if made and image.get("State") in ("failed", "invalid", "error"):
                 found.append(Leftover("image", image["ImageId"], image.get("Name", ""),
                                       f"image {image.get('State')}"))
                 used -= set(snapshot_ids(image))
@@ -132,7 +133,7 @@ class Sweep:
         if item.kind in ("instance", "lab"):
             p._terminate_and_wait(item.id)
         elif item.kind == "image":
-            p.amis.delete(item.id)
+            p.amis.delete(item.id)  # refuses an image not vmlab's or not this account's
         elif item.kind == "security-group":
             p._delete_group(item.id)
         elif item.kind == "key-pair":
