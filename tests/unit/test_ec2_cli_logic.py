@@ -167,11 +167,11 @@ def test_offline_without_a_cidr_names_the_flag_and_the_variable() -> None:
 
 @pytest.mark.parametrize(("given", "text"), [({"spot": True}, "--spot only applies to"),
                                              ({"spot": True, "region": "x"}, "--spot, --region only apply to")])
-def test_ec2_only_grammar(given: dict[str, object], text: str) -> None:
-    from vmlab.cli.options import ec2_only
+def test_option_refusal_grammar(given: dict[str, object], text: str) -> None:
+    from vmlab.cli.options import check_options
 
     with pytest.raises(BadInput, match=text):
-        ec2_only("local", **given)
+        check_options("local", **given)
 
 
 SUBNETS = {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b", "us-east-1e": "subnet-e"}
