@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.harness.ec2cli import run_vmlab
-from tests.harness.sandbox import MASKED, Sandbox
+from tests.harness.sandbox import MASKED, Sandbox, lab_port_turn
 from vmlab import lab
 from vmlab.providers import PROVIDERS
 from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, match_tags
@@ -144,7 +144,8 @@ def cloud() -> Iterator[Cloud]:
     CLOUD = Cloud(Path(tempfile.mkdtemp(prefix="vmlab-sandbox-cloud-")))
     PROVIDERS["sandbox"] = f"{__name__}:SandboxProvider"
     try:
-        yield CLOUD
+        with lab_port_turn(lab.PORT):  # the sandbox's JupyterLab listens on the machine's 127.0.0.1:8888
+            yield CLOUD
     finally:
         PROVIDERS.pop("sandbox", None)
         for box in CLOUD.boxes.values():
