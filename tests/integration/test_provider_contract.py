@@ -229,3 +229,13 @@ def test_what_needs_a_missing_capability_is_refused_in_one_line(cloud: Cloud, en
     launched = list(cloud.launched)
     refused(*args, "--provider", "sandbox", fragment=fragment)
     assert cloud.launched == launched and live(cloud) == []
+
+
+def test_what_the_package_listing_runs_is_scanned_for_secrets(cloud: Cloud, env: None) -> None:
+    """The bake lists packages by running every /opt/*/bin/python as root: that happens before the secret scan,
+    so whatever those programs write is scanned too, and here stops the bake."""
+    leaky = str(Path(__file__).parent / "recipes" / "leaky_python.py")
+    result = run_vmlab("bake", leaky, "--provider", "sandbox")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert "secrets found on the builder, no image made: /etc/vmlab-leaky-listing" in result.stderr, result.stderr
+    assert live(cloud) == [] and not [i for i in cloud.images.values() if i.tags.get("vmlab:recipe") == "leaky-python"]
