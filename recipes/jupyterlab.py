@@ -4,9 +4,12 @@
     hash=$(python -c 'from jupyter_server.auth import passwd; print(passwd())')   # asks for the password
     vmlab bake recipes/lab.py -e jupyter_password_hash="$hash"
 
-It goes into the conda base when `conda` is true (recipes/conda.py ran first), into its own virtualenv
-otherwise. The token is never baked: `vmlab up` writes a fresh one into the root-only `/etc/vmlab/jupyter.env`
-at every launch, and the unit does not start without that file. Reach the lab with `vmlab tunnel`.
+It always goes into its own virtualenv (`jupyter_venv`), never into the conda base, whose own packages
+(requests, certifi, packaging, ...) conda itself needs: with `conda` true (recipes/conda.py ran first) the venv
+is made from the conda base's Python, the conda environments' kernels are found through `JUPYTER_PATH` and
+`conda` is on the lab's PATH. The token is never baked: `vmlab up` writes a fresh one into the root-only
+`/etc/vmlab/jupyter.env` at every launch, and the unit does not start without that file. Reach the lab with
+`vmlab tunnel`.
 The lab never phones home unasked: no news feed, no "get notified about official Jupyter news?" pop-up and no
 update check (a user can turn them on in Settings > Notifications).
 
@@ -22,7 +25,8 @@ Variables (each checked before any host is touched: names are plain names, paths
   (0: never), so an idle lab really is idle for the agent's idle stop.
 - `tensorboard` (false): a second unit, TensorBoard on 127.0.0.1:`tensorboard_port` (6006) over
   `~/data/{{ tensorboard_logdir }}`; reach it with `vmlab tunnel --extra 6006`. TensorBoard has no login of
-  its own: anyone with a shell on the VM can read it.
+  its own: anyone with a shell on the VM can read it. It is not in the lock: pip installs the newest
+  TensorBoard (and what it needs) into the locked venv, so such an image is not reproducible.
 """
 
 import re
@@ -52,8 +56,10 @@ recipe = Recipe("jupyterlab", become=True, vars={
 
 #: exact versions and hashes of JupyterLab and its dependencies (made by scripts/lock.sh from locks/jupyterlab.in)
 LOCK = str(Path(__file__).resolve().parent / "locks" / "jupyterlab.txt")
-#: where JupyterLab lives: the conda base or its own venv (a template: variables hold no templates themselves)
-HOME = "{{ conda_prefix if conda else jupyter_venv }}"
+#: where JupyterLab lives: always its own venv (a template: variables hold no templates themselves)
+HOME = "{{ jupyter_venv }}"
+#: the Python the venv is made from: the conda base's (so it has the lab's Python version), else the system's
+VENV_PYTHON = "{{ (conda_prefix ~ '/bin/python') if conda else 'python3' }}"
 # what jupyter_server.auth.passwd() returns: argon2 (jupyter_server 2) or the older salted sha1
 PASSWORD_HASH = re.compile(r"argon2:\$argon2id?\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"
                            r"|sha1:[0-9a-f]+:[0-9a-f]{40}")
@@ -114,7 +120,11 @@ User={{ user }}
 WorkingDirectory=/home/{{ user }}/{{ data_dir }}
 # jupyter_server reads JUPYTER_TOKEN from the environment, so the token never shows in `ps`
 EnvironmentFile={{ env_file }}
-Environment=PATH={{ jupyter_home }}/bin:/usr/local/bin:/usr/bin:/bin
+Environment=PATH={{ jupyter_home }}/bin{% if conda %}:{{ conda_prefix }}/bin{% endif %}:/usr/local/bin:/usr/bin:/bin
+{%- if conda %}
+# the conda environments' kernels are registered under the conda prefix (recipes/conda.py)
+Environment=JUPYTER_PATH={{ conda_prefix }}/share/jupyter
+{%- endif %}
 # the address and port are on the command line so no config file can widen them
 ExecStart={{ jupyter_home }}/bin/jupyter lab --no-browser --ip=127.0.0.1 --port={{ jupyter_port }} \\
   --ServerApp.port_retries=0 --ServerApp.root_dir=/home/{{ user }}/{{ data_dir }}
@@ -145,15 +155,9 @@ CONFIG_DIR = HOME + "/etc/jupyter"
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
 recipe.step("jupyterlab in a venv", pip.Locked(LOCK, dest="{{ jupyter_venv }}/requirements.lock",
-                                               venv="{{ jupyter_venv }}"), when="not conda and jupyterlab_lock")
-recipe.step("jupyterlab in conda base", pip.Locked(LOCK, dest="{{ conda_prefix }}/jupyterlab-requirements.lock",
-                                                   python="{{ conda_prefix }}/bin/python"),
-            when="conda and jupyterlab_lock")
-recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
-            when="not conda and not jupyterlab_lock")
-recipe.step("jupyterlab in conda base, unpinned", pip.Packages(("{{ jupyterlab_spec }}",),
-                                                               python="{{ conda_prefix }}/bin/python"),
-            when="conda and not jupyterlab_lock")
+                                               venv="{{ jupyter_venv }}", python=VENV_PYTHON), when="jupyterlab_lock")
+recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}",
+                                                           python=VENV_PYTHON), when="not jupyterlab_lock")
 recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))

@@ -11,8 +11,8 @@
 Switches (each part's own variables are in its file: base.py, cuda.py, conda.py, jupyterlab.py, agent.py):
 - `cuda`: "auto" (default) installs the NVIDIA driver and toolkit on EC2 (a lab image there is meant for GPU
   instances, and the builder may be a CPU one) and on any host with an NVIDIA GPU; true always; false never.
-- `conda` (true): Miniforge with the environments of environment.yml, JupyterLab in its base; false puts
-  JupyterLab in its own virtualenv.
+- `conda` (true): Miniforge with the environments of environment.yml (each a kernel); JupyterLab goes into its
+  own venv made from the conda Python (never into the conda base); false: that venv from the system Python.
 - `agent` (true): the on-VM agent (bucket sync of ~/data, idle stop).
 """
 

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.harness.serverproc import stop_process
 from tests.harness.sshd import free_port
 
 
@@ -97,10 +98,4 @@ class JupyterServer:
             ws.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness.serverproc import wait_until_up
+from tests.harness.serverproc import stop_process, wait_until_up
 from tests.harness.sshd import free_port
 
 CHP = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -82,13 +82,7 @@ c.JupyterHub.load_roles = []
         return self._form("/hub/login", {"username": user, "password": password}) == 302
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         # the proxy runs in the hub's process group; a hub killed hard may leave it behind
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)

@@ -41,13 +41,16 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.harness.sshd import SFTP_SERVER, SSHD_BIN, free_port, wait_for_banner
@@ -375,3 +378,36 @@ class Sandbox:
             wait_for_banner(self.host, self.port, timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n--- sshd log ---\n{self.log_path.read_text(errors='replace')}") from None
+
+
+@contextmanager
+def lab_port_turn(port: int = 8888, wait: float = 600) -> Iterator[None]:
+    """Hold the machine-wide turn to run a lab on 127.0.0.1:`port` while the block runs.
+
+    A sandbox shares the test machine's network (it has only its own mount namespace), and `vmlab up` probes the
+    lab's JupyterLab on the record's `jupyter_port`, which is always 8888 (as on a real VM, where it is alone):
+    so a flow that starts a lab in a sandbox cannot move to a free port. Concurrent runs take turns through an
+    flock instead of colliding; a port held by something else fails at once with what holds it.
+    """
+    path = Path(tempfile.gettempdir()) / f"vmlab-tests-lab-port-{port}.lock"
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another test run held {path} for {wait:.0f} s") from None
+                time.sleep(0.5)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME-WAIT is fine
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as exc:
+                    raise RuntimeError(f"127.0.0.1:{port} is in use outside the test runs ({exc}); the lab flow "
+                                       f"needs it: stop what listens there") from None
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,4 +1,5 @@
-"""Waiting for an emulator subprocess the tests started (moto, fake-gcs-server, Azurite) to answer on loopback.
+"""Waiting for a server subprocess the tests started (moto, fake-gcs-server, Azurite, Jupyter) to answer on
+loopback, and stopping it.
 
 Example::
 
@@ -15,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 
 def http_answers(url: str) -> Callable[[], bool]:
@@ -50,3 +52,14 @@ def wait_until_up(proc: subprocess.Popen[bytes], probe: Callable[[], bool], time
             return True
         time.sleep(interval)
     return False
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 15) -> None:
+    """Terminate `proc` and wait for it; killed when it has not exited after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

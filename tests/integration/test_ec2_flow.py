@@ -25,7 +25,7 @@ import pytest
 
 from tests.harness.ec2cloud import SandboxCloud, leftovers
 from tests.harness.moto import MotoServer
-from tests.harness.sandbox import MASKED
+from tests.harness.sandbox import MASKED, lab_port_turn
 from vmlab import lab
 
 pytestmark = [pytest.mark.moto, pytest.mark.sshd]
@@ -86,7 +86,7 @@ def flow(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> I
     ami = seed_base(ec2)
     before = scrubbed_files()
     assert before, "nothing to compare: the test machine has no host keys or machine id"
-    with SandboxCloud(moto_server.endpoint, share=SHARED) as cloud:
+    with lab_port_turn(lab.PORT), SandboxCloud(moto_server.endpoint, share=SHARED) as cloud:
         env = cli_env(moto_server.endpoint, cloud.port, tmp_path_factory.mktemp("state"))
         baked = vmlab(env, *bake_args(ami, "--json"))
         assert baked.returncode == 0, baked.stderr + baked.stdout

@@ -19,7 +19,7 @@ from test_recipe_jupyterhub import hub as hub_recap  # noqa: E402
 from test_recipe_jupyterhub import written  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 
 def make_accounts(recap, tmp_path: Path) -> Path:

@@ -183,10 +183,20 @@ def limit_pattern(draw: Any) -> str:
     return ":".join(p + a for p, a in zip(prefixes, atoms, strict=True))
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+#: VMLAB_HYPOTHESIS_RANDOM=1 explores new random inventories; otherwise the same (derandomized) ones every run
+RANDOM = os.environ.get("VMLAB_HYPOTHESIS_RANDOM") == "1"
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+          derandomize=not RANDOM)
 @given(st.lists(st.tuples(inventory_doc(), limit_pattern()), min_size=25, max_size=25))
 def test_random_inventories_match_ansible(tmp_path_factory: pytest.TempPathFactory,
                                           cases: list[tuple[dict[str, Any], str]]) -> None:
+    """Generated inventories and --limit patterns, read by vmlab and by Ansible, agree.
+
+    Deterministic by default (`derandomize`: CI and every local run see the same 75 inventories, so a red run
+    is reproducible); `VMLAB_HYPOTHESIS_RANDOM=1 pytest ...` draws new ones each run to explore further (a
+    failure prints the falsifying example to add as a fixed case)."""
     folder = tmp_path_factory.mktemp("random")
     paths = []
     for i, (doc, _) in enumerate(cases):

@@ -25,7 +25,8 @@ NOTIFICATION = "@jupyterlab/apputils-extension:notification"
 
 @pytest.fixture()
 def lab(tmp_path: Path):
-    """JupyterLab whose system config folder (sys.prefix/etc/jupyter on a VM) holds the recipe's two files."""
+    """JupyterLab whose system config folder (sys.prefix/etc/jupyter on a VM) holds the recipe's two files; its
+    proxy is a dead port on loopback, so nothing it might fetch leaves the machine."""
     etc = tmp_path / "etc"
     (etc / "labconfig").mkdir(parents=True)
     (etc / "jupyter_server_config.json").write_text(rendered("culling and password"))
@@ -35,6 +36,11 @@ def lab(tmp_path: Path):
     env = {**os.environ, "JUPYTER_CONFIG_PATH": str(etc), "JUPYTER_CONFIG_DIR": str(tmp_path / "user"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_TOKEN": token}
+    # a regression that fetches news or updates hits a dead loopback proxy, never the internet
+    dead = "http://127.0.0.1:9"
+    env.update({name: dead for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY",
+                                        "all_proxy")})
+    env.update({name: "127.0.0.1,localhost" for name in ("NO_PROXY", "no_proxy")})
     log = (tmp_path / "lab.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                              "--ServerApp.port_retries=0", f"--ServerApp.root_dir={tmp_path / 'root'}", "--allow-root"],

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.harness.ec2cli import run_vmlab
-from tests.harness.sandbox import MASKED, Sandbox
+from tests.harness.sandbox import MASKED, Sandbox, lab_port_turn
 from vmlab import lab
 from vmlab.providers import PROVIDERS
 from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, match_tags
@@ -144,7 +144,8 @@ def cloud() -> Iterator[Cloud]:
     CLOUD = Cloud(Path(tempfile.mkdtemp(prefix="vmlab-sandbox-cloud-")))
     PROVIDERS["sandbox"] = f"{__name__}:SandboxProvider"
     try:
-        yield CLOUD
+        with lab_port_turn(lab.PORT):  # the sandbox's JupyterLab listens on the machine's 127.0.0.1:8888
+            yield CLOUD
     finally:
         PROVIDERS.pop("sandbox", None)
         for box in CLOUD.boxes.values():
@@ -228,3 +229,13 @@ def test_what_needs_a_missing_capability_is_refused_in_one_line(cloud: Cloud, en
     launched = list(cloud.launched)
     refused(*args, "--provider", "sandbox", fragment=fragment)
     assert cloud.launched == launched and live(cloud) == []
+
+
+def test_what_the_package_listing_runs_is_scanned_for_secrets(cloud: Cloud, env: None) -> None:
+    """The bake lists packages by running every /opt/*/bin/python as root: that happens before the secret scan,
+    so whatever those programs write is scanned too, and here stops the bake."""
+    leaky = str(Path(__file__).parent / "recipes" / "leaky_python.py")
+    result = run_vmlab("bake", leaky, "--provider", "sandbox")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert "secrets found on the builder, no image made: /etc/vmlab-leaky-listing" in result.stderr, result.stderr
+    assert live(cloud) == [] and not [i for i in cloud.images.values() if i.tags.get("vmlab:recipe") == "leaky-python"]

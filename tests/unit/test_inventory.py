@@ -186,6 +186,25 @@ def test_ssh_args_vmlab_honours(tmp_path: Path, args: str, field: str, value: ob
     assert getattr(resolve(inv, "h"), field) == value
 
 
+@pytest.mark.parametrize("args, jump, command", [
+    ("-o 'ProxyCommand ssh -W %h:%p b' -J ops@bastion", None, "ssh -W %h:%p b"),
+    ("-J ops@bastion -o 'ProxyCommand ssh -W %h:%p b'", "ops@bastion", None),
+    ("-o ProxyJump=none -J ops@bastion", None, None),
+])
+def test_first_of_proxy_jump_and_proxy_command_wins_like_openssh(tmp_path: Path, args: str, jump: str | None,
+                                                                 command: str | None) -> None:
+    inv = load_inventory(write(tmp_path, f"all:\n  hosts:\n    h:\n      ansible_ssh_extra_args: \"{args}\"\n"))
+    host = resolve(inv, "h")
+    assert (host.proxy_jump, host.proxy_command) == (jump, command)
+
+
+def test_an_ssh_address_with_a_comma_is_refused_not_misread() -> None:
+    from vmlab.transport.target import split_spec
+
+    with pytest.raises(BadInput, match="cannot read SSH address 'alice@b1,bob@b2'"):
+        split_spec("alice@b1,bob@b2")
+
+
 @pytest.mark.parametrize("args, message", [
     ("-o StrictHostKeyChecking=no", "StrictHostKeyChecking=no is refused"),
     ("-o UserKnownHostsFile=/dev/null", "UserKnownHostsFile=/dev/null is refused"),
@@ -194,6 +213,8 @@ def test_ssh_args_vmlab_honours(tmp_path: Path, args: str, field: str, value: ob
     ("-o Ciphers=aes128-ctr", "-o ciphers=aes128-ctr is not supported"),
     ("-R 8080:localhost:80", "'-R' is not supported"),
     ("-p 2200", "two different ports"),
+    ("-J alice@bastion1,bob@bastion2", "ProxyJump chains are not supported; use one jump host"),
+    ("-o ProxyJump=a@b1,c@b2", "ProxyJump chains are not supported; use one jump host"),
 ])
 def test_ssh_args_vmlab_cannot_honour_are_refused_naming_the_host(tmp_path: Path, args: str, message: str) -> None:
     inv = load_inventory(write(tmp_path, f"all:\n  hosts:\n    h7:\n      ansible_port: 22\n"
@@ -209,6 +230,8 @@ def test_ssh_args_vmlab_cannot_honour_are_refused_naming_the_host(tmp_path: Path
     ("{ansible_port: 70000}", "out of range"),
     ("{ansible_password: secret}", "SSH keys only"),
     ("{ansible_host_key_checking: false}", "always checks host keys"),
+    ("{ansible_host_key_checking: '{{ false }}'}", "always checks host keys"),
+    ("{ansible_ssh_host_key_checking: '{{ \"no\" }}'}", "always checks host keys"),
     ("{ansible_host: '{{ nope }}'}", "'nope' is undefined"),
     ("{ansible_host: '{{ a }}', a: '{{ ansible_host }}'}", "refers to itself"),
     ("{ansible_host: \"{{ ''.__class__ }}\"}", "sandbox"),

@@ -121,8 +121,9 @@ def test_explicit_lock_next_to_the_file_makes_the_environment(tmp_path: Path) ->
     (command,) = plan["environment lab"]
     assert '--file "$lock"' in command and command.endswith(" sh /opt/conda lab")
     # without a lock, an old one on the host is removed so it is never used again
-    plain = apply(load_recipe(RECIPES / "conda.py"), FreshHost(DEBIAN_12), check=True)
-    assert "environment lab lock" not in planned(plain) and "environment lab lock" not in skipped(plain)
+    old_lock = {FileStat("/opt/conda/vmlab-envs/lab.lock"): "regular file|644|root|root|120\n" + "ab" * 32 + "  -\n"}
+    plain = apply(load_recipe(RECIPES / "conda.py"), FreshHost(DEBIAN_12, answers=old_lock), check=True)
+    assert planned(plain)["environment lab lock"] == ("rm -f /opt/conda/vmlab-envs/lab.lock",)
 
 
 @pytest.mark.parametrize("text", ["numpy=2.1\n", f"@EXPLICIT\nhttp://x/numpy.conda#{MD5}\n", "@EXPLICIT\n",

@@ -1,5 +1,6 @@
-"""recipes/jupyterlab.py: where JupyterLab goes (venv or conda base), what the unit binds to, the settings file
-read by a real jupyter_server, the optional password hash and TensorBoard, and bad variables refused early."""
+"""recipes/jupyterlab.py: where JupyterLab goes (a venv, made from the conda Python with conda), what the unit
+binds to, the settings file read by a real jupyter_server, the optional password hash and TensorBoard, and bad
+variables refused early."""
 
 from __future__ import annotations
 
@@ -41,18 +42,27 @@ def test_venv_mode_on_a_fresh_host() -> None:
     assert venv == "python3 -m venv /opt/jupyter" and lock.startswith("write /opt/jupyter/requirements.lock (")
     assert install == ("/opt/jupyter/bin/python -m pip install --require-hashes --no-deps "
                        "-r /opt/jupyter/requirements.lock")
-    assert not {"jupyterlab in conda base", "jupyterlab in a venv, unpinned"} & set(plan)
+    assert "jupyterlab in a venv, unpinned" not in plan
     assert plan["jupyterlab at boot"] == (f"systemctl enable {lab.SERVICE}",)
     assert plan["settings folder"] == ("mkdir -p -m 0755 /opt/jupyter/etc/jupyter",)
 
 
-def test_conda_mode_installs_into_the_conda_base() -> None:
+def test_conda_mode_uses_a_venv_of_the_conda_python_never_the_conda_base() -> None:
     r = recap({"conda": True}, UBUNTU_2404)
     plan = planned(r)
-    assert plan["jupyterlab in conda base"][-1] == ("/opt/conda/bin/python -m pip install --require-hashes --no-deps "
-                                                    "-r /opt/conda/jupyterlab-requirements.lock")
-    assert {"python venv support", "jupyterlab in a venv"} <= skipped(r)
-    assert "ExecStart=/opt/conda/bin/jupyter lab" in rendered("jupyterlab unit", {"conda": True})
+    venv, _, install = plan["jupyterlab in a venv"]
+    assert venv == "/opt/conda/bin/python -m venv /opt/jupyter"
+    assert install == ("/opt/jupyter/bin/python -m pip install --require-hashes --no-deps "
+                       "-r /opt/jupyter/requirements.lock")
+    assert not [c for cmds in plan.values() for c in cmds if c.startswith("/opt/conda/bin/python -m pip")]
+    assert "python venv support" in skipped(r)
+    unit = rendered("jupyterlab unit", {"conda": True})
+    assert "ExecStart=/opt/jupyter/bin/jupyter lab" in unit
+    assert "Environment=JUPYTER_PATH=/opt/conda/share/jupyter\n" in unit  # where conda.py registers the kernels
+    assert "Environment=PATH=/opt/jupyter/bin:/opt/conda/bin:/usr/local/bin" in unit
+    assert "JUPYTER_PATH" not in rendered("jupyterlab unit")
+    unpinned = planned(recap({"conda": True, "jupyterlab_lock": False}, UBUNTU_2404))
+    assert unpinned["jupyterlab in a venv, unpinned"][0] == "/opt/conda/bin/python -m venv /opt/jupyter"
 
 
 def test_unpinned_jupyterlab_only_when_asked() -> None:
@@ -131,3 +141,22 @@ def test_tensorboard_is_a_second_loopback_unit() -> None:
     unit = rendered("tensorboard unit", {"tensorboard": True})
     assert "--host 127.0.0.1 --port 6006" in unit
     assert "--logdir /home/lab/data/runs" in unit
+
+
+def test_conda_kernels_are_found_through_the_units_jupyter_path(tmp_path: Path) -> None:
+    """A real jupyter_client, given the unit's JUPYTER_PATH, finds a kernel registered the way conda.py does
+    (`ipykernel install --prefix CONDA_PREFIX`)."""
+    unit = rendered("jupyterlab unit", {"conda": True, "conda_prefix": str(tmp_path / "conda")})
+    jupyter_path = next(line.split("=", 2)[2] for line in unit.splitlines()
+                        if line.startswith("Environment=JUPYTER_PATH="))
+    kernel = tmp_path / "conda" / "share" / "jupyter" / "kernels" / "lab"
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f",
+                                                             "{connection_file}"], "display_name": "Python (lab)",
+                                                    "language": "python"}))
+    env = {**os.environ, "JUPYTER_PATH": jupyter_path, "JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-c", "from jupyter_client.kernelspec import KernelSpecManager as K; "
+                           "print(K().find_kernel_specs()['lab'])"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(kernel)

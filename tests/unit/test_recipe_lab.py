@@ -57,12 +57,12 @@ def test_lab_defaults_on_an_ec2_ubuntu_builder() -> None:
                   variables={"user": "ubuntu"}, check=True)
     plan = planned(recap)
     assert "cuda: driver and toolkit" in plan and "conda: Miniforge" in plan
-    assert "jupyterlab: jupyterlab in conda base" in plan and "jupyterlab: jupyterlab in a venv" not in plan
+    assert plan["jupyterlab: jupyterlab in a venv"][0] == "/opt/conda/bin/python -m venv /opt/jupyter"
     assert f"agent: {lab.SYNC_SERVICE}" in plan
     steps = [r.name for r in recap.results]
     # order: base, then cuda, conda, JupyterLab, agent
     assert steps.index("base: data folder") < steps.index("cuda: CUDA repository") < steps.index("conda: Miniforge")
-    assert steps.index("conda: kernel lab") < steps.index("jupyterlab: jupyterlab in conda base")
+    assert steps.index("conda: kernel lab") < steps.index("jupyterlab: jupyterlab in a venv")
 
 
 def test_e2e_recipe_on_the_local_debian_vm() -> None:

@@ -79,7 +79,7 @@ def resolve(inv: Inventory, name: str, vault_password: bytes | None = None) -> I
             raise BadInput(f"host {name}: {var} is set, but vmlab logs in with SSH keys only",
                            "set ansible_ssh_private_key_file instead")
     for var in ("ansible_host_key_checking", "ansible_ssh_host_key_checking"):
-        if str(merged.get(var, True)).lower() in ("false", "no", "0", "off"):
+        if var in merged and str(values[var]).lower() in ("false", "no", "0", "off"):
             raise BadInput(f"host {name}: {var}=false is refused: vmlab always checks host keys",
                            "remove it; pin a key with vmlab_host_key if the host is new each time")
     opts = SSHOptions()

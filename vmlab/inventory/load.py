@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.errors import BadInput
-from vmlab.inventory.model import Group, Inventory
+from vmlab.inventory.model import Group, Inventory, ancestors_of
 from vmlab.inventory.ranges import RangeError, expand_host_key
 from vmlab.inventory.yamlread import FIX, read_yaml
 
@@ -121,23 +121,13 @@ class _Builder:
         if child == "ungrouped" and parent != "all":  # Ansible then drops the parent's vars from some hosts
             raise self.fail(where, f"`ungrouped` is Ansible's implicit group and cannot be a child of {parent!r}",
                             "list those hosts in a group of your own")
-        if child == parent or child in self._ancestors(parent):
+        if child == parent or child in ancestors_of(self.groups, parent):
             raise self.fail(where, f"groups {parent!r} and {child!r} contain each other in a loop")
         p, c = self.groups[parent], self.groups[child]
         if child not in p.children:
             p.children.append(child)
             if parent not in c.parents:
                 c.parents.append(parent)
-
-    def _ancestors(self, group: str) -> set[str]:
-        out: set[str] = set()
-        todo = list(self.groups[group].parents)
-        while todo:
-            g = todo.pop()
-            if g not in out:
-                out.add(g)
-                todo.extend(self.groups[g].parents)
-        return out
 
     def finish(self) -> Inventory:
         for name, group in self.groups.items():

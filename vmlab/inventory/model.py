@@ -24,6 +24,18 @@ class Group:
     depth: int = 0
 
 
+def ancestors_of(groups: dict[str, Group], group: str) -> set[str]:
+    """Every group above `group` (parents, their parents, ...), a loop walked once."""
+    out: set[str] = set()
+    todo = list(groups[group].parents)
+    while todo:
+        g = todo.pop()
+        if g not in out:
+            out.add(g)
+            todo.extend(groups[g].parents)
+    return out
+
+
 @dataclass
 class Inventory:
     """A parsed inventory; `hosts` maps each host (first-seen order) to its own variables.
@@ -42,17 +54,8 @@ class Inventory:
         return self._cache[kind, key]
 
     def ancestors(self, group: str) -> set[str]:
-        def compute() -> set[str]:
-            out: set[str] = set()
-            todo = list(self.groups[group].parents)
-            while todo:
-                g = todo.pop()
-                if g not in out:
-                    out.add(g)
-                    todo.extend(self.groups[g].parents)
-            return out
-
-        return self._cached("ancestors", group, compute)  # type: ignore[no-any-return]
+        return self._cached("ancestors", group,  # type: ignore[no-any-return]
+                            lambda: ancestors_of(self.groups, group))
 
     def _direct_groups(self) -> dict[str, list[str]]:
         def compute() -> dict[str, list[str]]:

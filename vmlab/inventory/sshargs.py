@@ -2,7 +2,8 @@
 
 Honoured: `-i KEY`, `-p PORT`, `-l USER`, `-J JUMP`, and `-o` with IdentityFile, Port, User, ProxyJump,
 ProxyCommand, UserKnownHostsFile / GlobalKnownHostsFile (the host's key found there is pinned) and
-StrictHostKeyChecking=yes|ask|accept-new. Options that only tune speed or logging (ControlMaster,
+StrictHostKeyChecking=yes|ask|accept-new. As in OpenSSH, the first of ProxyJump / ProxyCommand given wins; a
+ProxyJump chain (`a,b`) is refused. Options that only tune speed or logging (ControlMaster,
 ServerAliveInterval, ConnectTimeout, Compression, ...) are ignored. Everything else is refused in one line
 naming the host, so a connection never silently differs from what OpenSSH would do;
 `StrictHostKeyChecking=no` and `UserKnownHostsFile=/dev/null` are refused because vmlab always checks host keys.
@@ -43,6 +44,7 @@ class SSHOptions:
     proxy_command: str | None = None
     known_hosts_files: list[str] = field(default_factory=list)
     strict_host_keys: bool = False
+    proxy_given: bool = field(default=False, repr=False)  # ProxyJump and ProxyCommand: the first one given wins
 
 
 def parse_ssh_args(text: str, var: str, host: str, into: SSHOptions | None = None) -> SSHOptions:
@@ -101,10 +103,8 @@ def _set(key: str, value: str, out: SSHOptions, fail: Refuse) -> None:
         out.ports.append(int(value))
     elif key == "user":
         out.users.append(value)
-    elif key == "proxyjump":
-        out.proxy_jump = out.proxy_jump or (None if value.lower() == "none" else value)
-    elif key == "proxycommand":
-        out.proxy_command = out.proxy_command or (None if value.lower() == "none" else value)
+    elif key in ("proxyjump", "proxycommand"):
+        _proxy(key, value, out, fail)
     elif key == "stricthostkeychecking":
         if value.lower() in ("yes", "ask", "true"):  # non-interactive `ask` refuses unknown hosts, like yes
             out.strict_host_keys = True
@@ -120,3 +120,18 @@ def _set(key: str, value: str, out: SSHOptions, fail: Refuse) -> None:
             raise fail("ForwardAgent is not supported by vmlab (it never forwards your SSH agent)")
     else:
         raise fail(f"ssh option -o {key}={value} is not supported by vmlab")
+
+
+def _proxy(key: str, value: str, out: SSHOptions, fail: Refuse) -> None:
+    # like OpenSSH: whichever of ProxyJump / ProxyCommand comes first (even `none`) stops the other
+    if key == "proxyjump" and "," in value:
+        raise fail(f"ProxyJump {value!r}: ProxyJump chains are not supported; use one jump host")
+    if out.proxy_given:
+        return
+    out.proxy_given = True
+    if value.lower() == "none":
+        return
+    if key == "proxyjump":
+        out.proxy_jump = value
+    else:
+        out.proxy_command = value

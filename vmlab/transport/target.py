@@ -150,7 +150,7 @@ def split_spec(spec: str) -> tuple[str | None, str, int | None]:
         port = _port(port_text, spec)
     else:
         host = rest
-    if not host or user == "":
+    if not host or user == "" or "," in spec:  # a comma: a ProxyJump chain, never one address
         raise BadInput(f"cannot read SSH address {spec!r}", "write it as [user@]host[:port]")
     return user, host, port
 

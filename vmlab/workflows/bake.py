@@ -43,6 +43,18 @@ class BakeResult:
                 "size_bytes": self.image.size_bytes}
 
 
+class Laps:
+    """Seconds per phase: `lap("apply")` records the time since the previous lap (or since it was made)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase], self._t = now - self._t, now
+
+
 def find_baked(provider: Provider, digest: str, base: str) -> Image | None:
     """The newest available image baked from this recipe digest on this base, if any."""
     found = [i for i in provider.list_images({"vmlab:recipe-hash": digest, "vmlab:base": base})
@@ -109,16 +121,7 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
     assert checks.spec is not None and checks.client is not None and checks.host_key is not None
     client, host_key, tags, image_name = checks.client, checks.host_key, checks.tags, checks.image_name
     run_id = tags["vmlab:run"]
-    timings: dict[str, float] = {}
-    result_recaps: list[HostRecap] = []
-    t = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[phase] = now - t
-        t = now
-
+    lap = Laps()
     with Cleanup(say) as cleanup:
         key_file = client.save(paths.state_dir() / "tmp" / f"{run_id}_ed25519")
         cleanup.always(f"temporary key {key_file.name}", lambda: keys.remove(key_file))
@@ -130,31 +133,16 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         conn = connect_instance(provider, builder, key_file, host_key.public, timeout=connect_timeout)
         cleanup.always("SSH connection to the builder", conn.close)
         lap("boot_to_ssh")
-        host_env = {**env, "user": env.get("user", builder.user)}
         say(f"applying recipe {recipe.name}")
-        runs = 2 if verify else 1
-        for attempt in range(runs):
-            recap = apply(recipe, conn, variables=host_env, report=report)
-            result_recaps.append(recap)
-            if not recap.success:
-                failed = next((r for r in recap.results if r.status == "failed"), None)
-                raise HostError(f"recipe {recipe.name} failed on the builder at step "
-                                f"{failed.name if failed else '?'}: {failed.error if failed else recap.error}")
-            if attempt == 1 and recap.changed:
-                raise HostError(f"recipe {recipe.name} is not idempotent: its second run changed "
-                                f"{recap.changed} step(s)", "make every step converge (use guards on shell steps)")
+        result_recaps = _apply(recipe, conn, {**env, "user": env.get("user", builder.user)}, verify, report)
         lap("apply")
+        # the listing runs every /opt/*/bin/python as root: before the scrub and the scan, which then see
+        # anything those programs wrote
+        manifest = packages.take(conn)
+        tags = {**tags, **packages.summary_tags(manifest)}
         say("scrubbing the builder")
         scrub(conn, client.public)
-        hits = scan(conn, say)
-        if hits:
-            listed = ", ".join(f"{h.path} ({h.what})" for h in hits[:10])
-            raise HostError(f"secrets found on the builder, no image made: {listed}",
-                            "remove them in the recipe (or stop it from writing them) and bake again")
-        # what the image holds (apt, Python, conda, with versions): into the image, its tags and our cache
-        manifest = packages.collect(conn)
-        packages.write_into(conn, manifest)
-        tags = {**tags, **packages.summary_tags(manifest)}
+        _scan(conn, say)
         lap("scrub")
         conn.close()
         say(f"creating image {image_name}")
@@ -166,8 +154,33 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
     if cleanup.errors:  # the image is made, but a paid builder (or its key pair, group) may be left: say so loudly
         raise HostError(f"image {image.name} ({image.id}) is ready, but cleaning up failed: "
                         f"{'; '.join(cleanup.errors)}", f"`vmlab gc` removes what is left (tagged vmlab:run={run_id})")
-    timings["total"] = sum(timings.values())
-    return BakeResult(image, False, recipe.name, digest, timings, result_recaps, cleanup.removed)
+    lap.timings["total"] = sum(lap.timings.values())
+    return BakeResult(image, False, recipe.name, digest, lap.timings, result_recaps, cleanup.removed)
+
+
+def _apply(recipe: Recipe, conn: Any, variables: Mapping[str, Any], verify: bool,
+           report: Reporter | None) -> list[HostRecap]:
+    """Apply the recipe on the builder (twice with `verify`: the second run must change nothing)."""
+    recaps: list[HostRecap] = []
+    for attempt in range(2 if verify else 1):
+        recap = apply(recipe, conn, variables=variables, report=report)
+        recaps.append(recap)
+        if not recap.success:
+            failed = next((r for r in recap.results if r.status == "failed"), None)
+            raise HostError(f"recipe {recipe.name} failed on the builder at step "
+                            f"{failed.name if failed else '?'}: {failed.error if failed else recap.error}")
+        if attempt == 1 and recap.changed:
+            raise HostError(f"recipe {recipe.name} is not idempotent: its second run changed "
+                            f"{recap.changed} step(s)", "make every step converge (use guards on shell steps)")
+    return recaps
+
+
+def _scan(conn: Any, say: Say) -> None:
+    hits = scan(conn, say)
+    if hits:
+        listed = ", ".join(f"{h.path} ({h.what})" for h in hits[:10])
+        raise HostError(f"secrets found on the builder, no image made: {listed}",
+                        "remove them in the recipe (or stop it from writing them) and bake again")
 
 
 def _terminate(provider: Provider, instance_id: str) -> None:

@@ -1,11 +1,11 @@
 """What an image holds: the list of its Debian, Python and conda packages with versions, taken on the builder.
 
-`vmlab bake` collects it after the recipe ran, writes it into the image (`/usr/share/vmlab/packages.json`, so a
+`vmlab bake` collects it after the recipe ran (before the scrub and the secret scan, since listing runs each
+environment's python as root), writes it into the image (`/usr/share/vmlab/packages.json`, so a
 lab made from a shared image still carries it), tags the image with a summary and the list's sha256, and keeps a
 copy in the cache folder for `vmlab images show`::
 
-    manifest = collect(conn)               # {"apt": {name: version}, "python": {prefix: {...}}, "conda": {...}}
-    write_into(conn, manifest)
+    manifest = take(conn)     # collect(conn) then write_into(conn, ...): {"apt": {name: version}, "python": ...}
     tags = summary_tags(manifest)          # {"vmlab:packages": "apt 412, python 153, conda 210", ...}
 """
 
@@ -80,6 +80,13 @@ def collect(host: Host, roots: tuple[str, ...] = ("/opt",)) -> dict[str, Any]:
     return manifest
 
 
+def take(host: Host) -> dict[str, Any]:
+    """Collect the builder's package list and write it into its disk (so into the image); returns the list."""
+    manifest = collect(host)
+    write_into(host, manifest)
+    return manifest
+
+
 def encode(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
 
@@ -124,4 +131,4 @@ def load_local(image_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-__all__ = ["IMAGE_FILE", "collect", "counts", "load_local", "save_local", "summary_tags", "write_into"]
+__all__ = ["IMAGE_FILE", "collect", "counts", "load_local", "save_local", "summary_tags", "take", "write_into"]
