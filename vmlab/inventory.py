@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.errors import BadInput
+from vmlab.safetext import check_host, check_user
 
 ALIASES = {
     "ansible_host": "host", "ansible_ssh_host": "host",
@@ -183,9 +184,16 @@ class _Builder:
         connection = str(conn.get("connection", "ssh"))
         if connection not in ("ssh", "local"):
             raise self._fail(name, f"connection {connection!r} is not supported (use ssh or local)")
+        host, user = str(conn.get("host", name)), _opt(conn.get("user"))
+        try:  # data: the host goes into a proxy command's words, the user into unit files (`User={{ user }}`)
+            check_host(host, "host")
+            if user is not None:
+                check_user(user, "user")
+        except BadInput as exc:
+            raise BadInput(f"{self.path}: {name}: {exc.message}", exc.hint) from None
         return InventoryHost(
-            name=name, host=str(conn.get("host", name)), port=port,
-            user=_opt(conn.get("user")), key_file=_opt(conn.get("key_file")),
+            name=name, host=host, port=port,
+            user=user, key_file=_opt(conn.get("key_file")),
             proxy_jump=_opt(conn.get("proxy_jump")), proxy_command=_opt(conn.get("proxy_command")),
             host_key=_opt(conn.get("host_key")), connection=connection,
             groups=tuple(g for g in groups if g != "all"), vars=merged)

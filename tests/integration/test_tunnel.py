@@ -98,7 +98,7 @@ def test_tunnel_once_prints_url_and_serves_authenticated_requests(sshd: SSHD, ju
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["backend"] == backend
-    assert doc["url"] == f"http://localhost:{doc['local_port']}/lab?token={TOKEN}"
+    assert doc["url"] == f"http://127.0.0.1:{doc['local_port']}/lab?token={TOKEN}"
 
 
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
@@ -151,7 +151,7 @@ def test_extra_ports_are_forwarded_too(sshd: SSHD, jupyter: int, backend: str) -
             assert list(t.extra) == [remote] and local != remote and status(local) == 200
             assert notices == [f"port {remote} is busy here; the lab's port {remote} is on local port {local}"]
             assert t.to_json()["extra"] == [{"remote_port": remote, "local_port": local,
-                                             "url": f"http://localhost:{local}/"}]
+                                             "url": f"http://127.0.0.1:{local}/"}]
         finally:
             t.close()
     finally:
@@ -163,7 +163,7 @@ def test_extra_port_in_cli_output(sshd: SSHD, jupyter: int) -> None:
     make_record(sshd, jupyter)
     proc = vmlab("tunnel", "lab", "--once", "--port", str(free_port()), "--extra", str(jupyter))
     assert proc.returncode == 0, proc.stderr
-    assert f"port {jupyter} of lab: http://localhost:" in proc.stdout
+    assert f"port {jupyter} of lab: http://127.0.0.1:" in proc.stdout
     one_line_error(vmlab("tunnel", "lab", "--once", "--extra", "0"), 2, "--extra 0 is out of range")
 
 
@@ -185,7 +185,7 @@ def test_busy_port_moves_to_the_next_free_one(sshd: SSHD, jupyter: int) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"port {port} is busy; using " in proc.stdout
     moved = int(proc.stdout.split("using ")[1].split()[0])
-    assert moved > port and f"http://localhost:{moved}/lab?token={TOKEN}" in proc.stdout
+    assert moved > port and f"http://127.0.0.1:{moved}/lab?token={TOKEN}" in proc.stdout
 
 
 @pytest.mark.parametrize("port", ["0", "70000", "-1"])
@@ -268,7 +268,7 @@ def test_tunnel_reconnects_within_5s_of_sshd_answering_again(sshd: SSHD, jupyter
     assert proc.stdout is not None
     out = _lines(proc.stdout)
     try:
-        _wait_line(out, f"http://localhost:{port}/lab?token={TOKEN}", 30)
+        _wait_line(out, f"http://127.0.0.1:{port}/lab?token={TOKEN}", 30)
         assert status(port) == 200
         for down_for in (0.0, 3.0):  # an instant restart, then a host away for a while (retries meanwhile)
             sshd.stop()  # kills every session too, like a VM going away

@@ -6,8 +6,9 @@ import os
 
 import click
 
-from vmlab.cli.options import open_provider, provider_for, provider_option, region_option
+from vmlab.cli.options import open_provider, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.providers import provider_for
 
 
 @click.command()

@@ -11,7 +11,6 @@ from vmlab.errors import BadInput
 
 if TYPE_CHECKING:
     from vmlab.providers.base import Provider
-    from vmlab.state import LabRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,8 +51,3 @@ def open_provider(name: str | None, region: str | None = None, *, kms_key: str |
     provider = get_provider("ec2", **options)
     getattr(provider, "region")  # noqa: B009 - touching it checks the region (BadInput when unknown)
     return provider
-
-
-def provider_for(record: LabRecord) -> Provider:
-    """The provider a lab was launched with, in the region it was launched in."""
-    return open_provider(record.provider, record.region if record.provider == "ec2" else None)

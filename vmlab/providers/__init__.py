@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmlab.errors import BadInput
 from vmlab.providers.base import Provider
+
+if TYPE_CHECKING:
+    from vmlab.state import LabRecord
 
 PROVIDERS: dict[str, str] = {
     "local": "vmlab.providers.local.provider:LocalProvider",
@@ -29,3 +32,12 @@ def get_provider(name: str | None = None, **options: Any) -> Provider:
     cls = getattr(importlib.import_module(module), attr)
     provider: Provider = cls(**options)
     return provider
+
+
+def provider_for(record: LabRecord) -> Provider:
+    """The provider lab `record` was launched with, in the region it was launched in (whatever the default
+    region is now): every command that acts on a recorded lab opens its provider here.
+
+    Example: `provider_for(LabStore().get("lab")).describe(record.instance_id)`
+    """
+    return get_provider(record.provider, **({"region": record.region} if record.region else {}))

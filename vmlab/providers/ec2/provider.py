@@ -57,6 +57,7 @@ from vmlab.providers.ec2.records import (
     tag_specs,
     to_instance,
 )
+from vmlab.safetext import check_user
 
 log = logging.getLogger("vmlab.providers.ec2")
 
@@ -234,6 +235,8 @@ class Ec2Provider(ImageVerbs):
         with translated("launch an instance"):
             ec2 = self.aws.ec2
             image, alias = self._base_image(spec.image)
+            # the tag is data from whoever can tag the image: it ends up in ssh_config and unit files
+            user = check_user(base_images.login_user(image, alias), f"the {USER_TAG} tag of image {image['ImageId']}")
             root = root_mapping(image)
             volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
             instance_type = spec.instance_type or DEFAULT_INSTANCE_TYPE
@@ -243,7 +246,7 @@ class Ec2Provider(ImageVerbs):
             made = _Made(new_launch_id())
             name = resource_name(spec, made.launch_id)
             tags = {**spec.tags, "Name": spec.name, LAUNCH_TAG: made.launch_id,
-                    USER_TAG: base_images.login_user(image, alias)}
+                    USER_TAG: user}
             try:
                 made.key_id = ec2.import_key_pair(KeyName=name, PublicKeyMaterial=public_key.encode(),
                                                   TagSpecifications=tag_specs(["key-pair"], tags))["KeyPairId"]
