@@ -142,7 +142,11 @@ class SandboxCloud:
     def _boot(self, iid: str, raw: dict[str, Any]) -> None:
         user_data = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
         cloud = yaml.safe_load(base64.b64decode(user_data["Value"])) if user_data.get("Value") else None
-        (pair,) = self.ec2.describe_key_pairs(KeyNames=[raw["KeyName"]], IncludePublicKey=True)["KeyPairs"]
+        pairs = _unless_gone(lambda: self.ec2.describe_key_pairs(KeyNames=[raw["KeyName"]],
+                                                                 IncludePublicKey=True)["KeyPairs"])
+        if not pairs:  # the launch is being undone (a fault, Ctrl-C) and took its key pair first: nothing boots
+            return
+        (pair,) = pairs
         layers: list[Path] = []
         images = self.ec2.describe_images(ImageIds=[raw["ImageId"]])["Images"]
         source = _tags(images[0]).get("vmlab:source-instance") if images else None
