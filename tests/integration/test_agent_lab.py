@@ -35,7 +35,7 @@ def test_profile_allows_one_prefix_and_is_reused(moto_server) -> None:
     assert policy["Statement"] == [
         {"Sid": "ListThePrefix", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": "arn:aws:s3:::class-bucket",
-         "Condition": {"StringLike": {"s3:prefix": ["students/alice", "students/alice/*"]}}},
+         "Condition": {"StringLike": {"s3:prefix": ["students/alice/", "students/alice/*"]}}},
         {"Sid": "ReadWriteThePrefix", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
          "Resource": "arn:aws:s3:::class-bucket/students/alice/*"},
@@ -154,3 +154,39 @@ def test_failed_up_removes_the_profile_it_created_and_keeps_a_reused_one(aws_fau
     running = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
                if i["State"]["Name"] != "terminated"]
     assert running == []
+
+
+@pytest.mark.moto
+def test_profile_lists_alice_and_never_alice2(moto_server) -> None:
+    """The policy stored in IAM (moto), evaluated for the listings a VM could ask for; what each allowed listing
+    returns comes from S3 (moto). A bare `alice` grant would let the VM list `alice2/` and `alice-archive/`."""
+    from tests.harness.iampolicy import allowed
+
+    moto_server.reset()
+    name, _created = ensure_sync_profile(Aws(region="us-east-1"), "class-bucket", "alice")
+    iam = boto3.client("iam", region_name="us-east-1")
+    policy = iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="class-bucket")
+    for key in ("alice/notes.txt", "alice/sub/x.txt", "alice2/secret.txt", "alice-archive/old.txt", "alicex"):
+        s3.put_object(Bucket="class-bucket", Key=key, Body=b"x")
+
+    asked = ["", "a", "alice", "alice/", "alice/sub/", "alice2", "alice2/", "alice-archive/", "alice*"]
+    listable = [p for p in asked if allowed(policy, "s3:ListBucket", "arn:aws:s3:::class-bucket", {"s3:prefix": p})]
+    assert listable == ["alice/", "alice/sub/"]
+    assert not allowed(policy, "s3:ListBucket", "arn:aws:s3:::class-bucket")  # no prefix: the whole bucket
+    for prefix in listable:
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="class-bucket", Prefix=prefix).get("Contents", [])]
+        assert keys and all(k.startswith("alice/") for k in keys), keys
+    # why `alice` alone must not be granted: S3 answers that listing with the neighbours' keys
+    leaked = [o["Key"] for o in s3.list_objects_v2(Bucket="class-bucket", Prefix="alice")["Contents"]]
+    assert "alice2/secret.txt" in leaked and "alice-archive/old.txt" in leaked
+
+    objects = "arn:aws:s3:::class-bucket/"
+    assert allowed(policy, "s3:GetObject", objects + "alice/notes.txt")
+    assert allowed(policy, "s3:PutObject", objects + "alice/sub/new.txt")
+    for key in ("alice2/secret.txt", "alice-archive/old.txt", "alicex", "alice"):
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+            assert not allowed(policy, action, objects + key), (action, key)
+    assert not allowed(policy, "s3:DeleteBucket", "arn:aws:s3:::class-bucket")

@@ -9,6 +9,7 @@ locked down, that baking again reuses the image (and `--force` does not), and th
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -22,6 +23,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from tests.harness.ec2cloud import SandboxCloud, leftovers
 from tests.harness.moto import MotoServer
@@ -195,6 +197,13 @@ def test_up_serves_jupyter_with_its_token_and_down_removes_everything(flow: dict
     (raw,) = ec2.describe_instances(InstanceIds=[lab_id])["Reservations"][0]["Instances"]
     tags = {t["Key"]: t["Value"] for t in raw["Tags"]}
     assert tags["vmlab:lab"] == "flowlab" and raw["ImageId"] == image
+    # the host key pinned is the one the lab made at its first connection, not the one in its user data
+    user_data = ec2.describe_instance_attribute(InstanceId=lab_id, Attribute="userData")["UserData"]["Value"]
+    launch_key = yaml.safe_load(base64.b64decode(user_data))["ssh_keys"]["ed25519_public"]
+    on_lab = cloud.current.path("/etc/ssh/ssh_host_ed25519_key.pub").read_text()
+    assert record["host_key"].split()[:2] == on_lab.split()[:2] != launch_key.split()[:2]
+    timings = json.loads(up.stdout)["timings"]
+    print(f"host key replaced in {timings['host_key']:.2f}s of {timings['total']:.2f}s")  # shown with -s
 
     down = vmlab(env, "down", "flowlab")
     assert down.returncode == 0, down.stderr

@@ -31,10 +31,11 @@ TOKEN = "t0ken-for-tests"
 
 
 class FakeLab(BaseHTTPRequestHandler):
-    """JupyterLab's /api/status as far as the tunnel cares: 200 with the token, 403 without."""
+    """JupyterLab's /api/status as far as the tunnel cares: 200 with the token (header, or `?token=` as in the
+    URL a browser opens), 403 without."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        ok = self.headers.get("Authorization") == f"token {TOKEN}"
+        ok = self.headers.get("Authorization") == f"token {TOKEN}" or self.path.endswith(f"?token={TOKEN}")
         body = b'{"started": "now"}' if ok else b"forbidden"
         self.send_response(200 if ok else 403)
         self.send_header("Content-Length", str(len(body)))
@@ -98,7 +99,7 @@ def test_tunnel_once_prints_url_and_serves_authenticated_requests(sshd: SSHD, ju
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["backend"] == backend
-    assert doc["url"] == f"http://localhost:{doc['local_port']}/lab?token={TOKEN}"
+    assert doc["url"] == f"http://127.0.0.1:{doc['local_port']}/lab?token={TOKEN}"
 
 
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
@@ -151,7 +152,7 @@ def test_extra_ports_are_forwarded_too(sshd: SSHD, jupyter: int, backend: str) -
             assert list(t.extra) == [remote] and local != remote and status(local) == 200
             assert notices == [f"port {remote} is busy here; the lab's port {remote} is on local port {local}"]
             assert t.to_json()["extra"] == [{"remote_port": remote, "local_port": local,
-                                             "url": f"http://localhost:{local}/"}]
+                                             "url": f"http://127.0.0.1:{local}/"}]
         finally:
             t.close()
     finally:
@@ -163,7 +164,7 @@ def test_extra_port_in_cli_output(sshd: SSHD, jupyter: int) -> None:
     make_record(sshd, jupyter)
     proc = vmlab("tunnel", "lab", "--once", "--port", str(free_port()), "--extra", str(jupyter))
     assert proc.returncode == 0, proc.stderr
-    assert f"port {jupyter} of lab: http://localhost:" in proc.stdout
+    assert f"port {jupyter} of lab: http://127.0.0.1:" in proc.stdout
     one_line_error(vmlab("tunnel", "lab", "--once", "--extra", "0"), 2, "--extra 0 is out of range")
 
 
@@ -185,7 +186,7 @@ def test_busy_port_moves_to_the_next_free_one(sshd: SSHD, jupyter: int) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"port {port} is busy; using " in proc.stdout
     moved = int(proc.stdout.split("using ")[1].split()[0])
-    assert moved > port and f"http://localhost:{moved}/lab?token={TOKEN}" in proc.stdout
+    assert moved > port and f"http://127.0.0.1:{moved}/lab?token={TOKEN}" in proc.stdout
 
 
 @pytest.mark.parametrize("port", ["0", "70000", "-1"])
@@ -268,7 +269,7 @@ def test_tunnel_reconnects_within_5s_of_sshd_answering_again(sshd: SSHD, jupyter
     assert proc.stdout is not None
     out = _lines(proc.stdout)
     try:
-        _wait_line(out, f"http://localhost:{port}/lab?token={TOKEN}", 30)
+        _wait_line(out, f"http://127.0.0.1:{port}/lab?token={TOKEN}", 30)
         assert status(port) == 200
         for down_for in (0.0, 3.0):  # an instant restart, then a host away for a while (retries meanwhile)
             sshd.stop()  # kills every session too, like a VM going away
@@ -344,3 +345,109 @@ def test_a_lab_that_changed_its_token_ends_the_reconnects(sshd: SSHD, jupyter: i
     finally:
         t.close()
     assert not t.alive()
+
+
+def test_the_url_names_127_0_0_1_so_a_listener_on_ipv6_loopback_gets_no_token(sshd: SSHD, jupyter: int) -> None:
+    """The forward listens on 127.0.0.1 only; a URL naming `localhost` lets a browser that tries ::1 first hand
+    the token to whatever local user listens on [::1]:PORT."""
+    from urllib.parse import urlsplit
+
+    from vmlab.workflows.tunnel import open_tunnel
+
+    hits: list[str] = []
+
+    class Squatter(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    class Record(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    port = free_port()
+    squatter = Squatter(("::1", port), Record)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    try:
+        t = open_tunnel(make_record(sshd, jupyter), port, extra=(jupyter,))
+        try:
+            url = urlsplit(t.url)
+            assert (url.hostname, url.port, url.query) == ("127.0.0.1", port, f"token={TOKEN}")
+            assert all(urlsplit(e["url"]).hostname == "127.0.0.1" for e in t.to_json()["extra"])
+            with urllib.request.urlopen(t.url, timeout=10) as answer:  # what the browser opens
+                assert answer.status == 200 and answer.read() == b'{"started": "now"}'
+        finally:
+            t.close()
+    finally:
+        squatter.shutdown()
+        squatter.server_close()
+    assert hits == []
+
+
+BROWSER = """#!{python}
+import json, os, sys
+url = sys.argv[1]
+seen = {{"argv": sys.argv, "cmdline": open("/proc/self/cmdline", "rb").read().decode()}}
+if url.startswith("file://"):
+    path = url[len("file://"):]
+    seen["mode"] = os.stat(path).st_mode & 0o777
+    seen["page"] = open(path).read()
+json.dump(seen, open({out!r}, "w"))
+"""
+
+
+def test_open_gives_the_browser_a_private_redirect_file_not_the_token(sshd: SSHD, jupyter: int,
+                                                                       tmp_path: Path) -> None:
+    """`ps` shows every user the browser's command line: the token must not be on it (as Jupyter does it)."""
+    out = tmp_path / "seen.json"
+    browser = tmp_path / "browser"
+    browser.write_text(BROWSER.format(python=sys.executable, out=str(out)))
+    browser.chmod(0o755)
+    make_record(sshd, jupyter)
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "vmlab", "tunnel", "lab", "--once", "--open", "--port", str(port)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "BROWSER": str(browser)})
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(out.read_text())
+    assert TOKEN not in seen["cmdline"] and TOKEN not in " ".join(seen["argv"])
+    page = Path(seen["argv"][1].removeprefix("file://"))
+    assert page.parent == Path(os.environ["VMLAB_STATE_DIR"]) / "tunnels"
+    assert seen["mode"] == 0o600
+    assert f'content="0;url=http://127.0.0.1:{port}/lab?token={TOKEN}"' in seen["page"]
+
+
+@pytest.mark.moto
+def test_the_self_healing_check_asks_the_labs_own_region(sshd: SSHD, jupyter: int, moto_server) -> None:
+    """An EC2 lab outside the default region: while its host is away the tunnel keeps retrying (the lab still
+    runs, in eu-west-1), and once it is stopped there the tunnel ends with the `vmlab start` hint; asked in the
+    default region it would be "no longer exists" after the first check."""
+    import boto3
+
+    from vmlab.errors import HostError
+    from vmlab.workflows.tunnel import keep_alive, open_tunnel
+
+    moto_server.reset()
+    assert os.environ["AWS_REGION"] == "us-east-1"
+    ec2 = boto3.client("ec2", region_name="eu-west-1")
+    ami = ec2.register_image(Name="lab", RootDeviceName="/dev/sda1", VirtualizationType="hvm",
+                             BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}])["ImageId"]
+    instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "vmlab:launch", "Value": "l-1"}]}])["Instances"][0]["InstanceId"]
+    record = make_record(sshd, jupyter, provider="ec2", instance_id=instance, region="eu-west-1")
+    notices: list[str] = []
+    t = open_tunnel(record, free_port())
+    try:
+        sshd.stop()
+        with deadline(4) as stop:  # checks every second meanwhile: the lab runs, so no verdict
+            keep_alive(t, say=notices.append, check_after=1.0, stop=stop)
+        ec2.stop_instances(InstanceIds=[instance])
+        with pytest.raises(HostError, match=r"lab lab is stopped .*vmlab start lab"), deadline(60) as stop:
+            keep_alive(t, say=notices.append, check_after=1.0, stop=stop)
+    finally:
+        t.close()
+        sshd.start()
+    assert any("lost" in n for n in notices), notices

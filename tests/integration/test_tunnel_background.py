@@ -44,7 +44,7 @@ def test_background_tunnel_outlives_the_command_and_stops(sshd: SSHD, jupyter: i
     ls = vmlab("ls", "--json")
     assert ls.returncode == 0, ls.stderr
     assert [row["tunnel_port"] for row in json.loads(ls.stdout)["labs"] if row["name"] == "lab"] == [port]
-    assert f"tunnel: localhost:{port}" in vmlab("ls").stdout
+    assert f"tunnel: 127.0.0.1:{port}" in vmlab("ls").stdout
 
     stopped = vmlab("tunnel", "lab", "--stop", "--json")
     assert stopped.returncode == 0 and json.loads(stopped.stdout) == {"lab": "lab", "stopped": True, "pid": pid}

@@ -26,7 +26,7 @@ def render_rows(out: Output, rows: list[dict[str, Any]]) -> None:
         where = f"{row['provider']}" + (f" {row['region']}" if row.get("region") else "")
         out.say(f"{row['name']:<16} {row['state']:<12} {row['type'] or '-':<13} {row['market']:<9} "
                 f"{_duration(row['uptime_s']):>8} {price:>8} {cost:>8}  {row['instance']:<22} {row['address']} "
-                f"({where})" + (f"  tunnel: localhost:{row['tunnel_port']}" if row["tunnel_port"] else "")
+                f"({where})" + (f"  tunnel: 127.0.0.1:{row['tunnel_port']}" if row["tunnel_port"] else "")
                 + (f"  sync: {agent['summary']}" if (agent := row.get("agent") or {}).get("summary") else ""))
     if any(r["cost_so_far"] is not None for r in rows):
         out.say("~cost: estimate (hourly price x time since the last start; disks and traffic not included)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.errors import BadInput
 
 
 @click.command(name="ssh-config")
@@ -13,6 +14,9 @@ from vmlab.cli.output import Output, handle_errors, json_option
 @handle_errors
 def ssh_config(install: bool, json_mode: bool) -> None:
     """Write one SSH `Host` entry per lab into a file vmlab owns; run it again after `vmlab up` or `down`.
+
+    A lab whose record holds a value unsafe to write (a line break in its user name, say) is left out and the
+    command exits 2 naming it; the other labs are written.
 
     \b
     Example:
@@ -33,4 +37,7 @@ def ssh_config(install: bool, json_mode: bool) -> None:
         out.say(f"added `Include {result.path}` to {result.user_config}")
     else:
         out.say(f"{result.user_config} already includes it")
+    if result.refused:
+        raise BadInput(f"left out lab(s) {', '.join(result.refused)} (the others were written): "
+                       + "; ".join(result.refused.values()))
     out.emit(result.to_json())

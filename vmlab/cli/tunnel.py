@@ -16,7 +16,8 @@ from vmlab.errors import BadInput
 @click.command()
 @click.argument("name", default="lab")
 @click.option("--port", default=8888, show_default=True, type=int, help="Local port (the next free one if busy).")
-@click.option("--open/--no-open", "open_browser", default=False, help="Open the browser at the lab's URL.")
+@click.option("--open/--no-open", "open_browser", default=False,
+              help="Open the browser at the lab's URL (through a private redirect file: no token in `ps`).")
 @click.option("--once", is_flag=True, help="Check the tunnel, print the URL and close (for scripts).")
 @click.option("--extra", type=int, multiple=True, metavar="PORT",
               help="Also forward this port of the lab's loopback (repeatable), e.g. 6006 for TensorBoard.")
@@ -66,9 +67,7 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
         out.say(f"running in the background (pid {state['pid']}); end it with `vmlab tunnel {name} --stop`")
         out.emit(state)
         if open_browser:
-            import webbrowser
-
-            webbrowser.open(state["url"])
+            _open(name, state["url"])
         return
     # SIGTERM (kill, a service manager) must close the ssh child too, as Ctrl-C does
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
@@ -79,15 +78,25 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
         _announce(out, name, t.to_json())
         out.emit(t.to_json())
         if open_browser:
-            import webbrowser
-
-            webbrowser.open(t.url)
+            _open(name, t.url)
         if not once:
             keep_alive(t, say=out.say)
     finally:
         t.close()
         if detached:
             tunnel_bg.forget_running(name)
+        elif open_browser and not once:
+            tunnel_bg.TunnelFiles(name).redirect.unlink(missing_ok=True)
+
+
+def _open(name: str, url: str) -> None:
+    """Open the browser at the lab through a private redirect page: a URL with the token on the browser's
+    command line would be visible to every local user in `ps`."""
+    import webbrowser
+
+    from vmlab.workflows import tunnel_bg
+
+    webbrowser.open(tunnel_bg.redirect_file(name, url).as_uri())
 
 
 def _announce(out: Output, name: str, state: dict[str, Any]) -> None:

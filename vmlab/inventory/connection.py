@@ -29,6 +29,7 @@ from vmlab.errors import BadInput
 from vmlab.inventory.model import Inventory
 from vmlab.inventory.sshargs import SSHOptions, parse_ssh_args
 from vmlab.inventory.yamlread import Unsafe, VaultValue
+from vmlab.safetext import check_host, check_user
 
 SSH_KINDS = {"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.builtin.paramiko_ssh",
              "ansible.legacy.ssh"}
@@ -88,9 +89,16 @@ def resolve(inv: Inventory, name: str, vault_password: bytes | None = None) -> I
             parse_ssh_args(str(values[var]), var, name, opts)
     port = _port(name, _merge_one(name, "port", conn["port"], opts.ports))
     address = str(conn["host"] or name)
+    user = _merge_one(name, "user", conn["user"], opts.users)
+    try:  # data: the host goes into a proxy command's words, the user into unit files (`User={{ user }}`)
+        check_host(address, "ansible_host")
+        if user is not None:
+            check_user(user, "ansible_user")
+    except BadInput as exc:
+        raise BadInput(f"host {name}: {exc.message}", exc.hint) from None
     return InventoryHost(
         name=name, host=address, port=port,
-        user=_merge_one(name, "user", conn["user"], opts.users),
+        user=user,
         key_file=_merge_one(name, "key file", conn["key_file"], opts.key_files),
         proxy_jump=opts.proxy_jump, proxy_command=opts.proxy_command,
         host_key=_host_key(name, address, port, _opt(conn["host_key"]), opts),

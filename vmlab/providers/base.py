@@ -24,7 +24,8 @@ IMAGE_STATES = ("pending", "available", "failed")
 class LaunchSpec:
     """What to launch. `ssh_public_key` is an OpenSSH public key line for the default user;
     `host_key` (private key text, OpenSSH format) is installed as the VM's SSH host key when the provider
-    supports it, so the caller can pin it instead of trusting on first use."""
+    supports it, so the caller can pin it instead of trusting on first use. It travels in the user data, which is
+    not secret: the workflows replace it at the first connection (`workflows.connect.connect_launched`)."""
 
     name: str
     image: str

@@ -17,9 +17,10 @@ from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import HostError
 from vmlab.providers.base import Image, LaunchSpec, Provider
+from vmlab.safetext import check_user
 from vmlab.workflows import packages
 from vmlab.workflows.cleanup import Cleanup
-from vmlab.workflows.connect import connect_instance
+from vmlab.workflows.connect import connect_launched
 from vmlab.workflows.preflight import check_image_name, check_launch
 from vmlab.workflows.scrub import scan, scrub
 
@@ -86,6 +87,8 @@ def check_bake(recipe: Recipe, provider: Provider, *, base: str, name: str | Non
     is made."""
     digest = recipe.digest()
     env = {**recipe.vars, **(variables or {})}
+    if "user" in env:
+        check_user(env["user"], "-e user")
     prepare(recipe, {**env, "user": env.get("user", "admin"), "inventory_hostname": "builder"})
     if not force:
         existing = find_baked(provider, digest, base)
@@ -130,11 +133,13 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
         lap("launch")
         say(f"waiting for SSH on {builder.name}")
-        conn = connect_instance(provider, builder, key_file, host_key.public, timeout=connect_timeout)
+        # the launch host key travelled in the user data: the builder gets its own before the recipe runs
+        conn, _pinned = connect_launched(provider, builder, key_file, host_key.public, timeout=connect_timeout)
         cleanup.always("SSH connection to the builder", conn.close)
         lap("boot_to_ssh")
+        host_env = {**env, "user": check_user(env.get("user", builder.user), "the builder's user")}
         say(f"applying recipe {recipe.name}")
-        result_recaps = _apply(recipe, conn, {**env, "user": env.get("user", builder.user)}, verify, report)
+        result_recaps = _apply(recipe, conn, host_env, verify, report)
         lap("apply")
         # the listing runs every /opt/*/bin/python as root: before the scrub and the scan, which then see
         # anything those programs wrote

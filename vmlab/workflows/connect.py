@@ -1,14 +1,39 @@
 """Reach a VM that vmlab launched: wait for its sshd directly (not for cloud status checks), with its host key
-pinned, and fail fast when the VM itself died instead of waiting out the timeout."""
+pinned, and fail fast when the VM itself died instead of waiting out the timeout.
+
+The host key a VM boots with is the *launch key*: vmlab made it and sent its private half in the user data, so
+the first connection can be verified (no trust on first use, even at an address another VM had before). User
+data is not secret, though: a shell on the VM reads it from the metadata service, and anyone allowed
+`ec2:DescribeInstanceAttribute` reads it from the API. So the first connection replaces it (`connect_launched`):
+the VM makes a new host key itself, sends its public half back over that verified connection, and vmlab pins
+that one from then on. The launch key then opens nothing: a copy of it cannot impersonate the VM.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from vmlab.errors import ConnectError, HostError
+from vmlab.engine.command import sh
+from vmlab.errors import ConnectError, HostError, HostKeyMismatch
 from vmlab.providers.base import Instance, Provider
+
+# Makes a new ed25519 host key on the VM in place of the launch key and prints its public half. sshd up to
+# OpenSSH 9.7 reads host keys at each connection; later ones at a reload (which keeps open sessions).
+ROTATE_HOST_KEY = r"""
+set -e
+umask 077
+key=/etc/ssh/ssh_host_ed25519_key
+rm -f "$key.vmlab-new" "$key.vmlab-new.pub"
+ssh-keygen -q -t ed25519 -N '' -C '' -f "$key.vmlab-new" </dev/null >/dev/null
+chmod 0644 "$key.vmlab-new.pub"
+mv -f "$key.vmlab-new.pub" "$key.pub"
+mv -f "$key.vmlab-new" "$key"
+systemctl reload ssh.service >/dev/null 2>&1 || systemctl reload sshd.service >/dev/null 2>&1 || true
+cat "$key.pub"
+"""
 
 
 def connect_instance(provider: Provider, instance: Instance, key_file: Path, host_key: str,
@@ -40,3 +65,46 @@ def connect_instance(provider: Provider, instance: Instance, key_file: Path, hos
             if exc.reason == "dns" or time.monotonic() >= deadline:
                 raise
             time.sleep(1.0)
+
+
+def connect_launched(provider: Provider, instance: Instance, key_file: Path, launch_host_key: str,
+                     timeout: float = 900.0) -> tuple[Any, str]:
+    """The first connection to a VM just launched with `launch_host_key`: verified with that key, which is then
+    replaced by one the VM makes (see the module docstring). Returns an open connection verified with the new
+    key and the new key's public line, the one to pin from now on.
+
+    Example::
+
+        conn, host_key = connect_launched(provider, inst, key_file, launch_key.public)
+        record.host_key = host_key
+    """
+    first = connect_instance(provider, instance, key_file, launch_host_key, timeout=timeout)
+    with first:
+        return rotate_host_key(first)
+
+
+def rotate_host_key(conn: Any, settle: float = 15.0) -> tuple[Any, str]:
+    """Replace the host key of the host behind `conn` (a verified connection) with one made there, and prove
+    that sshd serves it: returns a new connection verified with the new key, and its public line. `conn` stays
+    open (the caller closes it)."""
+    from vmlab.transport.hostkeys import HostKey
+    from vmlab.transport.ssh import SSHConnection
+
+    result = conn.execute(sh(ROTATE_HOST_KEY, label="replace the launch host key"), sudo=True)
+    lines = result.stdout.strip().splitlines()
+    if result.rc != 0 or not lines:
+        raise HostError(f"cannot make a new SSH host key on {conn.name} (exit {result.rc}): "
+                        f"{result.stderr.strip()[-300:]}", "is openssh-server (ssh-keygen) installed there?")
+    new_key = HostKey.from_line(lines[-1], what=f"new host key of {conn.name}")
+    if new_key.keytype != "ssh-ed25519":
+        raise HostError(f"{conn.name} made a {new_key.keytype} host key instead of ssh-ed25519")
+    target = dataclasses.replace(conn.target, pinned_host_key=new_key.line())
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            return SSHConnection(target).open(retry_for=max(1.0, deadline - time.monotonic())), new_key.line()
+        except HostKeyMismatch as exc:  # sshd still serves the launch key: a reload may take a moment
+            if time.monotonic() >= deadline:
+                raise HostError(f"sshd on {conn.name} still presents its launch host key after {settle:.0f}s",
+                                "restart sshd on the VM (`systemctl restart ssh`), or launch it again") from exc
+            time.sleep(0.5)

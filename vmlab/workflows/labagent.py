@@ -23,6 +23,7 @@ from vmlab import lab
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
+from vmlab.safetext import unsafe_char
 
 DEFAULT_IDLE_MINUTES = 30.0
 DEFAULT_MAX_HOURS = 24.0
@@ -74,10 +75,10 @@ def check_sync_url(url: str) -> str:
     """The URL when the agent can sync with it; BadInput otherwise. s3:// needs a valid bucket name."""
     url = url.strip()
     # a prefix is used literally: in the IAM policy `*`, `?` and `${...}` would grant more than it, and a control
-    # character would add lines to agent.env (only an Azure https URL has a query: its SAS)
+    # character or space would add lines or words to agent.env (only an Azure https URL has a query: its SAS)
     path = url.partition("?")[0] if url.startswith("https://") else url
-    if any(c in path for c in "*?$") or any(ord(c) < 32 or ord(c) == 127 for c in url):
-        raise BadInput(f"--sync {redact(url)!r} holds a wildcard, '$' or a control character",
+    if any(c in path for c in "*?$") or any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in url):
+        raise BadInput(f"--sync {redact(url)!r} holds a wildcard, '$', a space or a control character",
                        "name one bucket prefix literally, e.g. s3://bucket/alice")
     if url.startswith("s3://"):
         bucket, _, _prefix = url[5:].partition("/")
@@ -130,9 +131,13 @@ class AgentSettings:
         """agent.env's text. The data folder is not in it: the agent's units name the recipe's folder
         (Environment=VMLAB_DATA_DIR), and a value here would override it (EnvironmentFile= wins)."""
         deadline = int(now + self.max_hours * 3600) if self.max_hours else 0
+        # the URL may come from an older record: checked again here, where a line break would add a variable
+        url = self.sync_url or ""
+        if bad := unsafe_char(url):
+            raise BadInput(f"the lab's sync URL {redact(url)!r} contains {bad}", "set it again with --sync")
         lines = [
             "# written by `vmlab up` at every launch; read by the vmlab-agent units (EnvironmentFile=)",
-            f"VMLAB_SYNC_URL={self.sync_url or ''}",
+            f"VMLAB_SYNC_URL={url}",
             f"VMLAB_IDLE_MINUTES={self.idle_minutes:g}",
             f"VMLAB_MAX_HOURS={self.max_hours:g}",
             f"VMLAB_DEADLINE={deadline}",

@@ -20,10 +20,11 @@ from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LaunchSpec, Provider, Regional, ScopesStorage
+from vmlab.safetext import check_record
 from vmlab.state import LabRecord, LabStore, check_name
 from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
-from vmlab.workflows.connect import connect_instance
+from vmlab.workflows.connect import connect_instance, rotate_host_key
 from vmlab.workflows.labagent import AgentSettings
 from vmlab.workflows.preflight import check_launch, where, where_flags
 
@@ -68,7 +69,8 @@ class UpResult:
     record: LabRecord
     resumed: bool
     tunnel_hint: str
-    #: seconds: launch (or start), boot_to_ssh, token (write + restart), restore (agent settings and ~/data from
+    #: seconds: launch (or start), boot_to_ssh, host_key (a new lab's own host key replacing the launch key),
+    #: token (write + restart), restore (agent settings and ~/data from
     #: the bucket), jupyter_start, total and overhead = total - boot_to_ssh - restore - jupyter_start (what vmlab
     #: itself adds to the guest's own boot, download and start-up)
     timings: dict[str, float] = field(default_factory=dict)
@@ -199,6 +201,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                 existing = provider.start(existing.id)
         record.host, record.port = existing.host, existing.port
         record.extra["agent"] = settings.to_record()
+        check_record(record)
         _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
         sshconfig.refresh(store)
@@ -220,7 +223,8 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                            extra={"agent": settings.to_record()},
                            region=provider.current_region() if isinstance(provider, Regional) else None,
                            hourly_price=prices[1 if inst.spot else 0])
-        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings)
+        check_record(record)  # the user comes from the instance's tags: data, checked before it is written anywhere
+        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings, new_host_key=True)
         store.put(record)
     sshconfig.refresh(store)
     return UpResult(record, False, tunnel_hint(name), watch.finish())
@@ -264,12 +268,19 @@ def _check_same_profile(provider: Provider, name: str, previous: dict[str, Any] 
 
 
 def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
-                   lab_timeout: float, say: Say, watch: Stopwatch, settings: AgentSettings) -> None:
+                   lab_timeout: float, say: Say, watch: Stopwatch, settings: AgentSettings,
+                   new_host_key: bool = False) -> None:
+    """Send the token and agent settings, (re)start JupyterLab and wait for it. `new_host_key`: the lab was just
+    launched, so its launch host key (sent in the user data) is replaced first and the record pins the new one."""
     from pathlib import Path
 
     say(f"waiting for SSH on {inst.host}:{inst.port}")
     with watch.lap("boot_to_ssh"):
         conn = connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=connect_timeout)
+    if new_host_key:
+        # before the token goes anywhere; the `with` closes the first connection, `conn` becomes the new one
+        with watch.lap("host_key"), conn:
+            conn, record.host_key = rotate_host_key(conn)
     with conn:
         record.token = secrets.token_urlsafe(32)
         with watch.lap("token"):

@@ -11,12 +11,15 @@ from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import BadInput, VmlabError
 from vmlab.inventory import InventoryHost
+from vmlab.safetext import check_user
 
 
 def host_variables(recipe: Recipe, host: InventoryHost, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Recipe defaults < inventory vars < -e extra vars; `user` defaults to the SSH user."""
     env: dict[str, Any] = {**recipe.vars, **host.vars, **extra}
     env.setdefault("user", host.user or "root")
+    # recipes write it into unit files and chown specs: a name, never a line break or a second word
+    check_user(env["user"], f"the user of host {host.name}")
     env["inventory_hostname"] = host.name
     return env
 

@@ -2,7 +2,9 @@
 Remote-SSH reach a lab with its own key and pinned host key.
 
 The entries live in a file vmlab owns and rewrites whole (a lab that is gone loses its entry); `install` adds
-one `Include` line to the top of `~/.ssh/config`, where OpenSSH reads it for every host.
+one `Include` line to the top of `~/.ssh/config`, where OpenSSH reads it for every host. Every value is checked
+first (`vmlab.safetext.check_record`): a lab whose record holds a line break or space where a word belongs (a user
+copied from a hostile image tag, say) is left out and reported, never written as config.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from vmlab import paths
 from vmlab.errors import BadInput
 from vmlab.fileio import write_atomic
+from vmlab.safetext import check_record
 from vmlab.state import LabRecord, LabStore
 from vmlab.workflows.tunnel import known_hosts_for
 
@@ -32,9 +35,11 @@ class SSHConfigResult:
     #: whether `install` added the Include line now (False: it was already there, or not asked)
     included: bool = False
     skipped: list[str] = field(default_factory=list)
+    #: labs left out because a value in their record is unsafe: name -> why
+    refused: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "hosts": self.hosts, "skipped": self.skipped,
+        return {"path": str(self.path), "hosts": self.hosts, "skipped": self.skipped, "refused": self.refused,
                 "user_config": str(self.user_config) if self.user_config else None, "included": self.included}
 
 
@@ -51,7 +56,8 @@ def _arg(value: str) -> str:
 
 
 def entry(record: LabRecord) -> str:
-    """The `Host` block of one lab."""
+    """The `Host` block of one lab (BadInput when a value in its record is unsafe to write)."""
+    check_record(record)
     options = [("HostName", str(record.host)), ("Port", str(record.port)), ("User", record.user),
                ("IdentityFile", _arg(record.key_file)), ("IdentitiesOnly", "yes"),
                ("HostKeyAlias", f"vmlab-{record.instance_id}"),
@@ -66,10 +72,17 @@ def write_config(store: LabStore | None = None) -> SSHConfigResult:
     path = config_path()
     with store.locked():
         records = store.all()
-        usable = [r for r in records if r.host]
-        text = HEADER + "".join("\n" + entry(r) for r in usable)
-        _replace(path, text, 0o600)
-    return SSHConfigResult(path, [r.name for r in usable], skipped=[r.name for r in records if not r.host])
+        blocks: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for r in records:
+            if not r.host:
+                continue
+            try:
+                blocks[r.name] = entry(r)
+            except BadInput as exc:
+                refused[r.name] = str(exc)
+        _replace(path, HEADER + "".join("\n" + b for b in blocks.values()), 0o600)
+    return SSHConfigResult(path, list(blocks), skipped=[r.name for r in records if not r.host], refused=refused)
 
 
 def refresh(store: LabStore | None = None) -> SSHConfigResult | None:

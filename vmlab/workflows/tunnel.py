@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vmlab.errors import BadInput, HostError, HostKeyMismatch, VmlabError
+from vmlab.fileio import write_atomic
 from vmlab.providers.base import Instance
+from vmlab.safetext import check_public_key, check_record
 from vmlab.state import LabRecord, LabStore
 
 Say = Callable[[str], None]
@@ -31,6 +33,8 @@ BACKENDS = ("openssh", "paramiko")
 REFUSED_GRACE = 3.0
 #: pause between reconnect attempts: short, so the tunnel is back within about a second of the host answering
 RETRY_DELAY = 0.5
+#: the only address the tunnel listens on, and so the one its URLs name
+LOCAL = "127.0.0.1"
 #: after this long without a connection, ask the provider whether the lab was stopped (then stop retrying)
 CHECK_AFTER = 15.0
 
@@ -50,7 +54,7 @@ def free_port(start: int, tries: int = 50, taken: set[int] | frozenset[int] = fr
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((LOCAL, port))
                 return port
             except OSError:
                 continue
@@ -60,7 +64,7 @@ def free_port(start: int, tries: int = 50, taken: set[int] | frozenset[int] = fr
 def lab_status(port: int, token: str | None, timeout: float = 5.0) -> int:
     """HTTP status of JupyterLab's /api/status through the tunnel (with the token, or without it)."""
     headers = {"Authorization": f"token {token}"} if token else {}
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/status", headers=headers)
+    req = urllib.request.Request(f"http://{LOCAL}:{port}/api/status", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return int(r.status)
@@ -99,7 +103,9 @@ class Tunnel:
 
     @property
     def url(self) -> str:
-        return f"http://localhost:{self.local_port}/lab?token={self.record.token}"
+        # 127.0.0.1, never `localhost`: the forward listens on 127.0.0.1 only, and a browser that tries ::1
+        # first would hand the token to whoever listens on [::1]:PORT
+        return f"http://{LOCAL}:{self.local_port}/lab?token={self.record.token}"
 
     def alive(self) -> bool:
         return self.backend.alive()
@@ -110,15 +116,16 @@ class Tunnel:
     def to_json(self) -> dict[str, Any]:
         return {"lab": self.record.name, "local_port": self.local_port, "requested_port": self.requested_port,
                 "url": self.url, "backend": self.backend.name,
-                "extra": [{"remote_port": r, "local_port": loc, "url": f"http://localhost:{loc}/"}
+                "extra": [{"remote_port": r, "local_port": loc, "url": f"http://{LOCAL}:{loc}/"}
                           for r, loc in self.extra.items()]}
 
 
 def known_hosts_for(record: LabRecord) -> Path:
-    """A one-line known_hosts pinning the lab's host key under its alias (for the OpenSSH client)."""
+    """A one-line known_hosts pinning the lab's host key under its alias (for the OpenSSH client); BadInput when
+    a value of the record could add a line or a word to it."""
+    check_record(record)
     path = LabStore().known_hosts_path(record.name)
-    path.write_text(f"vmlab-{record.instance_id} {record.host_key}\n")
-    path.chmod(0o600)
+    write_atomic(path, f"vmlab-{record.instance_id} {check_public_key(record.host_key, 'pinned host key')}\n")
     return path
 
 
@@ -143,6 +150,7 @@ def open_tunnel(record: LabRecord, port: int = 8888, *, extra: tuple[int, ...] =
     """
     for remote in extra:
         check_port(remote, "--extra")
+    check_record(record)
     if not record.host:
         raise HostError(f"lab {record.name} has no address (is it stopped?)", f"vmlab start {record.name}")
     if backend is not None and backend not in BACKENDS:
@@ -243,9 +251,9 @@ def _reconnect(tunnel: Tunnel, stop: threading.Event, check_after: float,
 
 def _describer(record: LabRecord) -> Callable[[], Instance | None]:
     def describe() -> Instance | None:
-        from vmlab.providers import get_provider
+        from vmlab.providers import provider_for
 
-        return get_provider(record.provider).describe(record.instance_id)
+        return provider_for(record).describe(record.instance_id)
 
     return describe
 
@@ -299,7 +307,7 @@ class OpenSSH:
         r = self.record
         argv = ["ssh", "-N", "-F", "none", "-p", str(r.port), "-i", r.key_file, "-l", r.user]
         for local, remote in self.forwards:
-            argv += ["-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
+            argv += ["-L", f"{LOCAL}:{local}:127.0.0.1:{remote}"]
         options = {"IdentitiesOnly": "yes", "IdentityAgent": "none", "BatchMode": "yes",
                    "StrictHostKeyChecking": "yes", "UserKnownHostsFile": str(known_hosts_for(r)),
                    "GlobalKnownHostsFile": "/dev/null", "HostKeyAlias": f"vmlab-{r.instance_id}",

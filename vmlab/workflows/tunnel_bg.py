@@ -3,10 +3,14 @@
 The detached process is `vmlab tunnel NAME` itself, started in its own session with its output in a log file.
 Once its authenticated check passed it writes `<state>/tunnels/NAME.json` (0600: the URL holds the token) and
 `NAME.pid`; the command that started it waits for those files, so it returns only with a working tunnel.
+
+`--open` hands the browser `NAME.open.html` (0600, as Jupyter does), a page that redirects to the URL: the token
+never appears on the browser's command line, where `ps` would show it to every user of this machine.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -45,9 +49,29 @@ class TunnelFiles:
     def log(self) -> Path:
         return self.root / f"{check_name(self.name)}.log"
 
+    @property
+    def redirect(self) -> Path:
+        return self.root / f"{check_name(self.name)}.open.html"
+
     def clear(self) -> None:
         self.pid.unlink(missing_ok=True)
         self.state.unlink(missing_ok=True)
+        self.redirect.unlink(missing_ok=True)
+
+
+REDIRECT_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">
+<title>JupyterLab of {name}</title></head>
+<body><p>Opening <a href="{url}">JupyterLab of {name}</a>...</p></body></html>
+"""
+
+
+def redirect_file(name: str, url: str) -> Path:
+    """A private page (0600) that sends the browser to `url`: give the browser its file:// URL, not `url`.
+    Example: `webbrowser.open(redirect_file("lab", tunnel.url).as_uri())`."""
+    path = TunnelFiles(name).redirect
+    write_private(path, REDIRECT_PAGE.format(url=html.escape(url, quote=True), name=html.escape(name)))
+    return path
 
 
 def write_private(path: Path, text: str) -> None:

@@ -44,8 +44,9 @@ def resource_name(spec: LaunchSpec, launch_id: str) -> str:
 
 
 def user_data_for(spec: LaunchSpec) -> str:
-    """cloud-config that replaces the image's SSH host keys with the pinned one (when given), merged with the
-    caller's user data. The login key itself comes from the EC2 key pair."""
+    """cloud-config that replaces the image's SSH host keys with the launch key (when given), merged with the
+    caller's user data. The login key itself comes from the EC2 key pair. User data is readable on the VM and
+    through the API, so the launch key only verifies the first connection, which replaces it."""
     cfg: dict[str, Any] = {"ssh_pwauth": False, "disable_root": True}
     if spec.host_key:
         # delete the image's host keys and install only ours, so the first connection can be verified

@@ -30,7 +30,8 @@ from vmlab.providers.ec2.network import default_vpc, ssh_cidr
 from vmlab.providers.ec2.offers import Offer, to_offer
 from vmlab.providers.ec2.profile import settle_seconds
 from vmlab.providers.ec2.quotas import vcpu_limit
-from vmlab.providers.ec2.records import root_mapping, ssh_endpoint
+from vmlab.providers.ec2.records import USER_TAG, root_mapping, ssh_endpoint
+from vmlab.safetext import check_user
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
 
@@ -149,6 +150,8 @@ class PlanVerbs:
         cidr = ssh_cidr(spec.ssh_cidr, os.environ)
         with translated("check the launch"):
             image, alias = self._base_image(spec.image)
+            # the tag is data from whoever can tag the image: it ends up in ssh_config and unit files
+            check_user(base_images.login_user(image, alias), f"the {USER_TAG} tag of image {image['ImageId']}")
             root = root_mapping(image)
             size = volume_size(spec.volume_size_gb, int(root["Ebs"].get("VolumeSize") or 8))
             instance_type = spec.instance_type or DEFAULT_INSTANCE_TYPE

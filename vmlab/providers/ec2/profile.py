@@ -38,14 +38,15 @@ def profile_name(bucket: str, prefix: str) -> str:
 
 
 def prefix_policy(bucket: str, prefix: str) -> dict[str, Any]:
-    """The policy document: list the bucket only under `prefix`, get/put/delete objects only under it. An empty
-    prefix means the whole bucket."""
+    """The policy document: list the bucket only under the folder `prefix/`, get/put/delete objects only under
+    it. An empty prefix means the whole bucket."""
     prefix = prefix.strip("/")
     objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
     listing: dict[str, Any] = {"Sid": "ListThePrefix", "Effect": "Allow", "Action": "s3:ListBucket",
                                "Resource": f"arn:aws:s3:::{bucket}"}
     if prefix:
-        listing["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+        # with the folder's slash: a bare `alice` would also let the VM list `alice2/` and `alice-archive/`
+        listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}}
     return {
         "Version": "2012-10-17",
         "Statement": [
