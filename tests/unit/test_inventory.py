@@ -287,7 +287,9 @@ def test_vault_values_are_data_and_refused_when_used(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="cannot decrypt variable secret: the vault value is damaged"):
         resolve(inv, "h", b"pw")
     del inv.hosts["h"]["secret"]
-    assert resolve(inv, "h").host == "{{ not_rendered }}"  # !unsafe is never rendered
+    # !unsafe is never rendered: the literal text reaches the host check, which refuses it as an address
+    with pytest.raises(BadInput, match=r"ansible_host '\{\{ not_rendered \}\}' contains a space"):
+        resolve(inv, "h")
 
 
 @pytest.mark.parametrize("text, message", [

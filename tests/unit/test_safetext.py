@@ -11,7 +11,7 @@ import pytest
 from vmlab import keys
 from vmlab.engine.recipe import Recipe
 from vmlab.errors import BadInput
-from vmlab.inventory import load_inventory
+from vmlab.inventory import load_inventory, resolve
 from vmlab.safetext import check_host, check_public_key, check_record, check_text, check_user, check_word
 from vmlab.state import LabRecord
 from vmlab.workflows.labagent import AgentSettings, check_sync_url
@@ -106,17 +106,17 @@ def test_a_record_with_a_hostile_field_is_refused(field: str, value: object, wor
 def test_inventory_user_and_host_are_data(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
     inv.write_text('all:\n  hosts:\n    box: {ansible_user: "ubuntu\\n ProxyCommand touch /tmp/pwned"}\n')
-    with pytest.raises(BadInput, match=r"inv.yaml: box: user 'ubuntu\\n ProxyCommand.*' contains a line break: use"):
-        load_inventory(inv)
+    with pytest.raises(BadInput, match=r"host box: ansible_user 'ubuntu\\n ProxyCommand.*' contains a line break: use"):
+        resolve(load_inventory(inv), "box")
     inv.write_text('all:\n  hosts:\n    box: {ansible_host: "10.0.0.1 -oProxyCommand=x"}\n')
-    with pytest.raises(BadInput, match="box: host .* contains a space"):
-        load_inventory(inv)
+    with pytest.raises(BadInput, match="host box: ansible_host .* contains a space"):
+        resolve(load_inventory(inv), "box")
 
 
 def test_the_user_variable_of_a_recipe_is_a_user_name(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
     inv.write_text("all:\n  hosts:\n    box: {ansible_host: 10.0.0.1, ansible_user: ubuntu}\n")
-    host = load_inventory(inv).hosts["box"]
+    host = resolve(load_inventory(inv), "box")
     recipe = Recipe("r")
     assert host_variables(recipe, host, {})["user"] == "ubuntu"
     with pytest.raises(BadInput, match="the user of host box 'root\\\\nExecStartPre=/bin/sh' contains a line break"):
