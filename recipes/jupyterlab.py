@@ -40,6 +40,7 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "jupyter_venv": "/opt/jupyter",
     "jupyterlab_spec": "jupyterlab>=4,<5",
     "jupyterlab_lock": True,
+    "installer": "uv",
     "jupyter_port": lab.PORT,
     "env_file": lab.ENV_FILE,
     "jupyter_password_hash": "",
@@ -67,6 +68,7 @@ def _variables(v):
     for name in ("conda_prefix", "jupyter_venv", "env_file"):
         varcheck.abs_path(v, name, example=recipe.vars[name])
     varcheck.requirement(v, "jupyterlab_spec")
+    varcheck.installer(v, "installer")
     for name in ("conda", "tensorboard", "jupyterlab_lock"):
         varcheck.boolean(v, name)
     if v["jupyterlab_lock"] and v["jupyterlab_spec"] != recipe.vars["jupyterlab_spec"]:
@@ -145,14 +147,17 @@ CONFIG_DIR = HOME + "/etc/jupyter"
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
 recipe.step("jupyterlab in a venv", pip.Locked(LOCK, dest="{{ jupyter_venv }}/requirements.lock",
-                                               venv="{{ jupyter_venv }}"), when="not conda and jupyterlab_lock")
+                                               venv="{{ jupyter_venv }}", installer="{{ installer }}"),
+            when="not conda and jupyterlab_lock")
 recipe.step("jupyterlab in conda base", pip.Locked(LOCK, dest="{{ conda_prefix }}/jupyterlab-requirements.lock",
-                                                   python="{{ conda_prefix }}/bin/python"),
+                                                   python="{{ conda_prefix }}/bin/python", installer="{{ installer }}"),
             when="conda and jupyterlab_lock")
-recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}"),
+recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}",
+                                                                 installer="{{ installer }}"),
             when="not conda and not jupyterlab_lock")
 recipe.step("jupyterlab in conda base, unpinned", pip.Packages(("{{ jupyterlab_spec }}",),
-                                                               python="{{ conda_prefix }}/bin/python"),
+                                                               python="{{ conda_prefix }}/bin/python",
+                                                               installer="{{ installer }}"),
             when="conda and not jupyterlab_lock")
 recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
@@ -167,7 +172,7 @@ recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="
 recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))
 recipe.handler("restart jupyterlab", systemd.Service(lab.SERVICE, restarted=True))
 
-recipe.step("tensorboard", pip.Packages(("tensorboard",), python=HOME + "/bin/python"),
+recipe.step("tensorboard", pip.Packages(("tensorboard",), python=HOME + "/bin/python", installer="{{ installer }}"),
             when="tensorboard")
 recipe.step("tensorboard logs", files.Directory("/home/{{ user }}/{{ data_dir }}/{{ tensorboard_logdir }}",
                                                 mode="0755", owner="{{ user }}", group="{{ user }}"),
