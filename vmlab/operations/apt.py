@@ -28,6 +28,10 @@ from vmlab.operations._write import (
 _APT_ENV = ("env", "DEBIAN_FRONTEND=noninteractive")
 # keep changed config files the admin edited, take the package's for the rest: never prompt
 _DPKG_OPTS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+# apt-get keeps every downloaded .deb in /var/cache/apt/archives (gigabytes for CUDA) although the package is
+# installed: drop each once it is (what the `apt` command does by default), so a bake never fills the builder's
+# disk with copies the scrub would delete anyway
+_NO_KEEP = ("-o", "APT::Keep-Downloaded-Packages=false")
 _STAMP = "/var/lib/apt/periodic/update-success-stamp"
 # apt's own "last successful update" stamp; written by us after every update we run, so a no-op update
 # (all "Hit") still counts as fresh
@@ -118,7 +122,7 @@ class Packages(Operation):
                        or ("=" in s and installed[keys[s]] != s.partition("=")[2])]
             if missing:
                 yield Command(*_APT_ENV, "apt-get", "install", "-y", "--no-install-recommends", *_DPKG_OPTS,
-                              *missing)
+                              *_NO_KEEP, *missing)
         else:
             there = [s for s in specs if s in installed]
             if there:
