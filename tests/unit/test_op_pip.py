@@ -195,3 +195,22 @@ def test_fallback_script_runs_pip_when_uv_cannot_be_installed(tmp_path: Path) ->
 def test_bad_installer(make, message) -> None:
     with pytest.raises(BadInput, match=message):
         make()
+
+
+def test_locked_with_uv(tmp_path: Path) -> None:
+    """pip.Locked plans the same lock and the same hash-checked install, with uv; nothing when all is there."""
+    import hashlib
+
+    from test_op_pip_lock import SIX
+
+    from vmlab.operations.pip import Locked
+
+    lock = tmp_path / "lock.txt"
+    lock.write_text(SIX)
+    op = Locked(str(lock), dest="/opt/lab/requirements.lock", venv="/opt/lab", installer="uv")
+    same = PathInfo("file", "0644", "root", "root", len(SIX), hashlib.sha256(SIX.encode()).hexdigest())
+    facts = {FileStat(VPY): LINK, FileStat("/opt/lab/requirements.lock"): same, **_uv_facts(True)}
+    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.17.0"}, MARKERS)}) == []
+    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0"}, MARKERS)}) == [
+        (*UV_INSTALL, "--require-hashes", "--no-deps", "-r", "/opt/lab/requirements.lock")]
+    assert "uv=" in op.fingerprint() and "uv=" not in Locked(str(lock), dest="/opt/l.lock").fingerprint()
