@@ -13,7 +13,7 @@ from vmlab.engine.runner import apply
 from vmlab.errors import BadInput
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-FETCH = "install uv into /opt/vmlab/uv from its lock (pip's fallback if it cannot)"
+FETCH = "install uv into /opt/vmlab/uv from its lock (if it cannot be, pip installs)"
 
 
 def plan(name: str, variables: dict[str, object] | None = None) -> dict[str, tuple[str, ...]]:

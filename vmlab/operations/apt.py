@@ -98,7 +98,8 @@ class Packages(Operation):
 
     Example: ``apt.Packages(("curl", "git", "libc6:i386", "htop=3.3.0-4"))``. A name may carry an
     architecture and an exact version (no globs). Only the packages not yet in the wanted state are passed to
-    apt. A virtual name (``awk``) always looks missing to dpkg: name the real package (``mawk``).
+    apt. A virtual name (``awk``) always looks missing to dpkg: name the real package (``mawk``). Downloaded
+    .deb files are not kept once installed.
     """
 
     names: tuple[str, ...]

@@ -85,7 +85,7 @@ def install_commands(facts: Facts, installer: str, interpreter: str, args: tuple
         return [Command(uv, "pip", "install", "--python", interpreter, *UV_FLAGS, *args)]
     text = " ".join(args)
     return [sh(FETCH_UV, uv_dir, f"{uv_dir}/requirements.lock", interpreter, *fetch_options, stdin=lock_text(),
-               label=f"install uv into {uv_dir} from its lock (pip's fallback if it cannot)"),
+               label=f"install uv into {uv_dir} from its lock (if it cannot be, pip installs)"),
             sh(UV_OR_PIP, interpreter, uv, *args, label=f"uv (or pip) for {interpreter}: pip install {text}")]
 
 
