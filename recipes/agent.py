@@ -15,8 +15,9 @@ stays inert:
 - vmlab-sync.service: `vmlab-agent sync` as the lab user, given 120 s after SIGTERM to flush pending uploads;
 - vmlab-idle.service: `vmlab-agent idle` as root (it powers the VM off after the idle limit).
 
-Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`). pip follows
-/etc/pip.conf, so a PyPI mirror set there by an earlier step is used.
+Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`), `installer` (`uv`: `uv pip
+install`, uv itself hash-pinned from PyPI, pip when uv cannot be installed; `pip`). pip follows /etc/pip.conf, uv
+does not: with a PyPI mirror set there by an earlier step, use `-e installer=pip`.
 """
 
 from pathlib import Path
@@ -30,13 +31,14 @@ AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
 #: exact versions and hashes of vmlab's dependencies with the agent extra (made by scripts/lock.sh)
 LOCK = str(Path(__file__).resolve().parent / "locks" / "agent.txt")
 
-recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR})
+recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR, "installer": "uv"})
 
 
 @recipe.check
 def _variables(v):
     varcheck.user_name(v, "user")  # both land in unit files: a newline there would be a directive
     varcheck.folder_name(v, "data_dir")
+    varcheck.installer(v, "installer")
 
 
 COMMON = f"""\
@@ -100,9 +102,10 @@ recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificate
 recipe.step("agent folder", files.Directory(f"{lab.AGENT_VENV}/wheels", mode="0755"))
 recipe.step("vmlab wheel", ownwheel.OwnWheel(f"{lab.AGENT_VENV}/wheels"), notify="reinstall the agent")
 recipe.step("agent dependencies, locked", pip.Locked(LOCK, dest=f"{lab.AGENT_VENV}/requirements.lock",
-                                                     venv=lab.AGENT_VENV))
+                                                     venv=lab.AGENT_VENV, installer="{{ installer }}"))
 # every dependency is in place already, pinned and hashed: pip installs the wheel alone
-recipe.step("vmlab", pip.Packages((f"vmlab @ file://{WHEEL_ON_VM}",), venv=lab.AGENT_VENV, extra_args=("--no-deps",)))
+recipe.step("vmlab", pip.Packages((f"vmlab @ file://{WHEEL_ON_VM}",), venv=lab.AGENT_VENV, extra_args=("--no-deps",),
+                                  installer="{{ installer }}"))
 recipe.step("agent state", files.Directory(lab.AGENT_STATE_DIR, mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
 recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))

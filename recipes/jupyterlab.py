@@ -44,6 +44,7 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "jupyter_venv": "/opt/jupyter",
     "jupyterlab_spec": "jupyterlab>=4,<5",
     "jupyterlab_lock": True,
+    "installer": "uv",
     "jupyter_port": lab.PORT,
     "env_file": lab.ENV_FILE,
     "jupyter_password_hash": "",
@@ -73,6 +74,7 @@ def _variables(v):
     for name in ("conda_prefix", "jupyter_venv", "env_file"):
         varcheck.abs_path(v, name, example=recipe.vars[name])
     varcheck.requirement(v, "jupyterlab_spec")
+    varcheck.installer(v, "installer")
     for name in ("conda", "tensorboard", "jupyterlab_lock"):
         varcheck.boolean(v, name)
     if v["jupyterlab_lock"] and v["jupyterlab_spec"] != recipe.vars["jupyterlab_spec"]:
@@ -155,9 +157,11 @@ CONFIG_DIR = HOME + "/etc/jupyter"
 
 recipe.step("python venv support", apt.Packages(("python3-venv", "ca-certificates")), when="not conda")
 recipe.step("jupyterlab in a venv", pip.Locked(LOCK, dest="{{ jupyter_venv }}/requirements.lock",
-                                               venv="{{ jupyter_venv }}", python=VENV_PYTHON), when="jupyterlab_lock")
+                                               venv="{{ jupyter_venv }}", python=VENV_PYTHON,
+                                               installer="{{ installer }}"), when="jupyterlab_lock")
 recipe.step("jupyterlab in a venv, unpinned", pip.Packages(("{{ jupyterlab_spec }}",), venv="{{ jupyter_venv }}",
-                                                           python=VENV_PYTHON), when="not jupyterlab_lock")
+                                                           python=VENV_PYTHON, installer="{{ installer }}"),
+            when="not jupyterlab_lock")
 recipe.step("data folder", files.Directory("/home/{{ user }}/{{ data_dir }}", mode="0755", owner="{{ user }}",
                                            group="{{ user }}"))
 recipe.step("settings folder", files.Directory(CONFIG_DIR, mode="0755"))
@@ -171,7 +175,7 @@ recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="
 recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))
 recipe.handler("restart jupyterlab", systemd.Service(lab.SERVICE, restarted=True))
 
-recipe.step("tensorboard", pip.Packages(("tensorboard",), python=HOME + "/bin/python"),
+recipe.step("tensorboard", pip.Packages(("tensorboard",), python=HOME + "/bin/python", installer="{{ installer }}"),
             when="tensorboard")
 recipe.step("tensorboard logs", files.Directory("/home/{{ user }}/{{ data_dir }}/{{ tensorboard_logdir }}",
                                                 mode="0755", owner="{{ user }}", group="{{ user }}"),

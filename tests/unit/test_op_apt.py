@@ -19,7 +19,8 @@ from vmlab.operations.apt import UPDATE_SCRIPT, AptListsAge, DpkgInstalled, Pack
 
 ENV = ("env", "DEBIAN_FRONTEND=noninteractive")
 INSTALL = (*ENV, "apt-get", "install", "-y", "--no-install-recommends",
-           "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+           "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+           "-o", "APT::Keep-Downloaded-Packages=false")  # no .deb left behind for the scrub to delete
 PURGE = (*ENV, "apt-get", "purge", "-y")
 UPDATE = ("sh", "-c", UPDATE_SCRIPT, "sh", "/var/lib/apt/periodic/update-success-stamp")
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from planning import apply_locally, argvs, read_fact
+from planning import apply_locally, argvs, plan, read_fact
 
 from vmlab.engine.command import RunResult
 from vmlab.engine.facts import FileStat, PathInfo
@@ -102,3 +102,115 @@ def test_venv_created_then_nothing_to_do(tmp_path: Path) -> None:
     assert apply_locally(op) == []
     facts = {FileStat(vpy): LINK, PythonDists(vpy): read_fact(PythonDists(vpy))}
     assert argvs(Packages(("pip>=999",), venv=venv), facts) == [(vpy, "-m", "pip", "install", "pip>=999")]
+
+
+# ---- installer="uv" -----------------------------------------------------------------------------------------
+
+UV = "/opt/vmlab/uv/bin/uv"
+UV_LOCK_ON_HOST = "/opt/vmlab/uv/requirements.lock"
+
+
+def _uv_facts(ready: bool) -> dict[object, object]:
+    """uv's two facts: installed from the current lock (ready), or never installed."""
+    import hashlib
+
+    from vmlab.operations.uvtool import lock_text
+
+    if not ready:
+        return {FileStat(UV): None, FileStat(UV_LOCK_ON_HOST): None}
+    lock = PathInfo("file", "0644", "root", "root", len(lock_text()), hashlib.sha256(lock_text()).hexdigest())
+    return {FileStat(UV): PathInfo("file", "0755", "root", "root", 1), FileStat(UV_LOCK_ON_HOST): lock}
+
+
+UV_INSTALL = (UV, "pip", "install", "--python", VPY, "--compile-bytecode", "--system-certs")
+
+
+@pytest.mark.parametrize("op, facts, expected", [
+    # nothing missing: no install, and uv's facts are not even read
+    (Packages(("jupyterlab",), venv="/opt/lab", installer="uv"), {FileStat(VPY): LINK, PythonDists(VPY): ENV}, []),
+    # uv installed from the current lock: one uv command, same arguments pip would get
+    (Packages(("ipywidgets",), venv="/opt/lab", installer="uv", find_links="/srv/w", extra_args=("--no-index",)),
+     {FileStat(VPY): LINK, PythonDists(VPY): ENV, **_uv_facts(True)},
+     [(*UV_INSTALL, "--find-links", "/srv/w", "--no-index", "ipywidgets")]),
+    # fresh venv, uv there
+    (Packages(("jupyterlab",), venv="/opt/lab", installer="uv"), {FileStat(VPY): None, **_uv_facts(True)},
+     [("python3", "-m", "venv", "/opt/lab"), (*UV_INSTALL, "jupyterlab")]),
+    # opting out: plain pip, no uv fact read
+    (Packages(("ipywidgets",), venv="/opt/lab", installer="pip"), {FileStat(VPY): LINK, PythonDists(VPY): ENV},
+     [(VPY, "-m", "pip", "install", "ipywidgets")]),
+])
+def test_uv_plans(op, facts, expected) -> None:
+    assert argvs(op, facts) == expected
+
+
+def test_uv_missing_is_fetched_from_its_lock_with_pip_as_the_fallback() -> None:
+    from vmlab.operations.uvtool import FETCH_UV, UV_OR_PIP, lock_text
+
+    op = Packages(("ipywidgets",), venv="/opt/lab", installer="uv", index_url="https://m.example/simple",
+                  extra_args=("--no-index", "--no-deps"))
+    fetch, install = plan(op, {FileStat(VPY): LINK, PythonDists(VPY): ENV, **_uv_facts(False)})
+    # uv from the same index the packages come from, its lock on stdin (written only once uv is in)
+    assert fetch.argv == ("sh", "-c", FETCH_UV, "sh", "/opt/vmlab/uv", UV_LOCK_ON_HOST, VPY,
+                          "--index-url", "https://m.example/simple", "--no-index")
+    assert fetch.stdin == lock_text() and b"uv==" in fetch.stdin and b"--hash=sha256:" in fetch.stdin
+    assert install.argv == ("sh", "-c", UV_OR_PIP, "sh", VPY, UV, "--index-url", "https://m.example/simple",
+                            "--no-index", "--no-deps", "ipywidgets")
+
+
+def test_uv_lock_pins_one_version_with_hashes() -> None:
+    from vmlab.operations.pip import lock_requirements
+    from vmlab.operations.uvtool import LOCK
+
+    (pin,) = lock_requirements(LOCK.read_text(), str(LOCK))
+    assert pin.startswith("uv==")
+
+
+def test_fallback_script_runs_pip_when_uv_cannot_be_installed(tmp_path: Path) -> None:
+    """The two scripts for real, with no network: uv is not in an empty --find-links folder, so the fetch
+    reports it and keeps no lock, and the install runs plain pip (`pip` is already in this venv: a no-op)."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    vpy = str(venv / "bin" / "python")
+    (tmp_path / "empty").mkdir()
+    uv_dir = str(tmp_path / "uv")
+    op = Packages(("pip>=1",), venv=str(venv), installer="uv", uv_dir=uv_dir, find_links=str(tmp_path / "empty"),
+                  extra_args=("--no-index",))
+    facts = {FileStat(vpy): LINK, PythonDists(vpy): PythonEnv({}, MARKERS),
+             FileStat(f"{uv_dir}/bin/uv"): None, FileStat(f"{uv_dir}/requirements.lock"): None}
+    fetch, install = plan(op, facts)
+    got = [subprocess.run(c.argv, input=c.stdin, capture_output=True, timeout=300)
+           for c in (fetch, install)]
+    assert got[0].returncode == 0 and b"plain pip installs instead" in got[0].stderr
+    assert not Path(uv_dir, "requirements.lock").exists() and not Path(uv_dir, "bin", "uv").exists()
+    assert got[1].returncode == 0, got[1].stderr
+    assert b"Requirement already satisfied: pip" in got[1].stdout  # pip's words, not uv's
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Packages(("x",), installer="conda"), "installer 'conda' is not uv or pip"),
+    (lambda: Packages(("x",), installer="uv", uv_dir="opt/uv"), "is not an absolute path"),
+])
+def test_bad_installer(make, message) -> None:
+    with pytest.raises(BadInput, match=message):
+        make()
+
+
+def test_locked_with_uv(tmp_path: Path) -> None:
+    """pip.Locked plans the same lock and the same hash-checked install, with uv; nothing when all is there."""
+    import hashlib
+
+    from test_op_pip_lock import SIX
+
+    from vmlab.operations.pip import Locked
+
+    lock = tmp_path / "lock.txt"
+    lock.write_text(SIX)
+    op = Locked(str(lock), dest="/opt/lab/requirements.lock", venv="/opt/lab", installer="uv")
+    same = PathInfo("file", "0644", "root", "root", len(SIX), hashlib.sha256(SIX.encode()).hexdigest())
+    facts = {FileStat(VPY): LINK, FileStat("/opt/lab/requirements.lock"): same, **_uv_facts(True)}
+    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.17.0"}, MARKERS)}) == []
+    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0"}, MARKERS)}) == [
+        (*UV_INSTALL, "--require-hashes", "--no-deps", "-r", "/opt/lab/requirements.lock")]
+    assert "uv=" in op.fingerprint() and "uv=" not in Locked(str(lock), dest="/opt/l.lock").fingerprint()

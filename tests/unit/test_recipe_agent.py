@@ -54,8 +54,9 @@ def test_pip_installs_the_wheel(tmp_path: Path) -> None:
 
 
 def agent_recap():
-    return apply(load_recipe(RECIPES / "agent.py"), FreshHost(DEBIAN_12), variables={"user": "lab"}, check=True,
-                 diff=True)
+    # the pip plans (uv's, the default: test_recipe_installer.py)
+    return apply(load_recipe(RECIPES / "agent.py"), FreshHost(DEBIAN_12), variables={"user": "lab", "installer": "pip"},
+                 check=True, diff=True)
 
 
 def unit_text(recap, unit: str) -> str:

@@ -24,8 +24,9 @@ ARGON = "argon2:$argon2id$v=19$m=10240,t=10,p=8$AbCdEfGhIjKlMnOpQrStUv$012345678
 
 def recap(variables: dict[str, object] | None = None, os_release: str = DEBIAN_12):
     recipe = load_recipe(RECIPES / "jupyterlab.py")
-    return apply(recipe, FreshHost(os_release), variables={"user": "lab", **(variables or {})}, check=True,
-                 diff=True)
+    # the pip plans (uv's, the default: test_recipe_installer.py)
+    return apply(recipe, FreshHost(os_release), variables={"user": "lab", "installer": "pip", **(variables or {})},
+                 check=True, diff=True)
 
 
 def rendered(step_name: str, variables: dict[str, object] | None = None) -> str:

@@ -28,7 +28,7 @@ GONE = [
     "home/admin/.aws/credentials", "home/admin/.config/gcloud/credentials.db", "home/admin/.azure/accessTokens.json",
     "home/admin/.git-credentials", "home/admin/.netrc", "home/admin/.pypirc", "home/admin/.docker/config.json",
     "home/admin/.local/share/jupyter/runtime/jpserver-42.json", "home/admin/.cache/pip/http/x",
-    "root/.cache/pip/wheels/y",
+    "root/.cache/pip/wheels/y", "root/.cache/uv/wheels-v8/z",
     "etc/vmlab/jupyter.env", "etc/vmlab/agent.env", "var/lib/vmlab-agent/status.json",
     "var/lib/jupyterhub/jupyterhub_cookie_secret", "var/lib/jupyterhub/jupyterhub.sqlite",
     "var/cache/apt/archives/tree_2.1.0-1_amd64.deb", "var/cache/vmlab/Miniforge3-24.11.3-0.sh",

@@ -101,6 +101,13 @@ def boolean(v: Mapping[str, Any], name: str) -> bool:
     return bool(v[name])
 
 
+def installer(v: Mapping[str, Any], name: str) -> str:
+    """`uv` or `pip`: what the pip operations install with."""
+    if v[name] not in ("uv", "pip"):
+        raise BadInput(f"{name} {v[name]!r} is not uv or pip", f"use -e {name}=uv or -e {name}=pip")
+    return str(v[name])
+
+
 def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -133,5 +140,5 @@ def requirement(v: Mapping[str, Any], name: str, example: str = "'jupyterlab>=4,
     return value
 
 
-__all__ = ["abs_path", "boolean", "folder_name", "line", "package", "port", "relative_path", "requirement", "seconds",
-           "sha256", "url", "user_name", "version"]
+__all__ = ["abs_path", "boolean", "folder_name", "installer", "line", "package", "port", "relative_path",
+           "requirement", "seconds", "sha256", "url", "user_name", "version"]

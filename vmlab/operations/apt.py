@@ -28,6 +28,10 @@ from vmlab.operations._write import (
 _APT_ENV = ("env", "DEBIAN_FRONTEND=noninteractive")
 # keep changed config files the admin edited, take the package's for the rest: never prompt
 _DPKG_OPTS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+# apt-get keeps every downloaded .deb in /var/cache/apt/archives (gigabytes for CUDA) although the package is
+# installed: drop each once it is (what the `apt` command does by default), so a bake never fills the builder's
+# disk with copies the scrub would delete anyway
+_NO_KEEP = ("-o", "APT::Keep-Downloaded-Packages=false")
 _STAMP = "/var/lib/apt/periodic/update-success-stamp"
 # apt's own "last successful update" stamp; written by us after every update we run, so a no-op update
 # (all "Hit") still counts as fresh
@@ -94,7 +98,8 @@ class Packages(Operation):
 
     Example: ``apt.Packages(("curl", "git", "libc6:i386", "htop=3.3.0-4"))``. A name may carry an
     architecture and an exact version (no globs). Only the packages not yet in the wanted state are passed to
-    apt. A virtual name (``awk``) always looks missing to dpkg: name the real package (``mawk``).
+    apt. A virtual name (``awk``) always looks missing to dpkg: name the real package (``mawk``). Downloaded
+    .deb files are not kept once installed.
     """
 
     names: tuple[str, ...]
@@ -118,7 +123,7 @@ class Packages(Operation):
                        or ("=" in s and installed[keys[s]] != s.partition("=")[2])]
             if missing:
                 yield Command(*_APT_ENV, "apt-get", "install", "-y", "--no-install-recommends", *_DPKG_OPTS,
-                              *missing)
+                              *_NO_KEEP, *missing)
         else:
             there = [s for s in specs if s in installed]
             if there:

@@ -1,10 +1,16 @@
-"""Python packages with pip, optionally in a virtual environment: Packages (requirements), Locked (a lock file
-of exact versions and hashes), and the fact they plan from.
+"""Python packages with pip or uv, optionally in a virtual environment: Packages (requirements), Locked (a lock
+file of exact versions and hashes), and the fact they plan from.
 
 Example::
 
     recipe.step("lab", pip.Packages(("jupyterlab>=4,<5", "ipywidgets"), venv="/opt/lab"))
-    recipe.step("lab", pip.Locked("recipes/locks/jupyterlab.txt", dest="/opt/lab/requirements.lock", venv="/opt/lab"))
+    recipe.step("lab", pip.Locked("recipes/locks/jupyterlab.txt", dest="/opt/lab/requirements.lock", venv="/opt/lab",
+                                  installer="uv"))
+
+`installer="uv"` runs `uv pip install --python INTERPRETER` with the same arguments (uv itself comes hash-pinned
+from PyPI, see `vmlab.operations.uvtool`; plain pip when it cannot be installed); "pip" (the default) runs
+`INTERPRETER -m pip install`. Either way the plan is made from the same fact (the interpreter's installed
+distributions), so a second run plans nothing. uv does not read /etc/pip.conf: give a mirror as `index_url`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from vmlab.engine.facts import Fact, Facts, FileStat
 from vmlab.engine.operation import Operation
 from vmlab.errors import BadInput
 from vmlab.operations._write import check_path, check_strings, is_pending
+from vmlab.operations.uvtool import UV_DIR, check_installer, install_commands
 
 # Runs on the host's interpreter: every installed distribution (first on sys.path wins, as for imports) with
 # its PEP 503 name, plus the PEP 508 marker environment so requirements' markers are judged for that host.
@@ -101,7 +108,8 @@ class Packages(Operation):
                      index_url="https://download.pytorch.org/whl/cu121")
 
     Without `venv`, a distribution's Python may refuse (PEP 668): pass
-    ``extra_args=("--break-system-packages",)`` if you mean it.
+    ``extra_args=("--break-system-packages",)`` if you mean it. With ``installer="uv"``, `extra_args` go to
+    `uv pip install`: use options both know (``--no-deps``, ``--no-index``, ``--force-reinstall``, ...).
     """
 
     packages: tuple[str, ...]
@@ -110,6 +118,8 @@ class Packages(Operation):
     index_url: str | None = None
     find_links: str | None = None
     extra_args: tuple[str, ...] = ()
+    installer: str = "pip"
+    uv_dir: str = UV_DIR
 
     def __post_init__(self) -> None:
         from packaging.requirements import InvalidRequirement, Requirement
@@ -124,6 +134,8 @@ class Packages(Operation):
                                "write e.g. 'jupyterlab>=4,<5'; pass pip options in extra_args") from None
         check_path(self, "venv", optional=True)
         check_strings(self, "extra_args", "pip arguments", allow_empty=True)
+        check_installer(self, self.installer)
+        check_path(self, "uv_dir")
         for name in ("python", "index_url", "find_links"):
             value = getattr(self, name)
             if value is None and name != "python":
@@ -137,24 +149,36 @@ class Packages(Operation):
         """The Python that pip runs under on the host."""
         return f"{self.venv.rstrip('/')}/bin/python" if self.venv else self.python
 
-    def _install(self, requirements: list[str]) -> Command:
-        options: list[str] = []
-        if self.index_url:
-            options += ["--index-url", self.index_url]
-        if self.find_links:
-            options += ["--find-links", self.find_links]
-        return Command(self.interpreter, "-m", "pip", "install", *options, *self.extra_args, *requirements)
+    def _install(self, facts: Facts, requirements: list[str]) -> list[Command]:
+        options = index_options(self.index_url, self.find_links)
+        return install_commands(facts, self.installer, self.interpreter, (*options, *self.extra_args, *requirements),
+                                fetch_options(options, self.extra_args), self.uv_dir)
 
     def plan(self, facts: Facts) -> Iterator[Command]:
         wanted = list(dict.fromkeys(self.packages))
         if self.venv and facts.get(FileStat(self.interpreter)) is None:
             yield Command(self.python, "-m", "venv", self.venv)
-            yield self._install(wanted)  # pip itself skips requirements whose markers exclude the host
+            yield from self._install(facts, wanted)  # pip itself skips requirements whose markers exclude the host
             return
         env = facts.get(PythonDists(self.interpreter))
         missing = [r for r in wanted if not satisfied(r, env)]
         if missing:
-            yield self._install(missing)
+            yield from self._install(facts, missing)
+
+
+def index_options(index_url: str | None, find_links: str | None) -> tuple[str, ...]:
+    """Where packages come from, as pip options."""
+    options: list[str] = []
+    if index_url:
+        options += ["--index-url", index_url]
+    if find_links:
+        options += ["--find-links", find_links]
+    return tuple(options)
+
+
+def fetch_options(options: tuple[str, ...], extra_args: tuple[str, ...]) -> tuple[str, ...]:
+    """Where uv itself is fetched from: the packages' index and links (and nowhere else with --no-index)."""
+    return (*options, *(a for a in extra_args if a == "--no-index"))
 
 
 def lock_requirements(text: str, where: str = "lock") -> list[str]:
@@ -195,17 +219,32 @@ class Locked(Operation):
         pip.Locked(str(HERE / "locks" / "jupyterlab.txt"), dest="/opt/jupyter/requirements.lock",
                    venv="/opt/jupyter")
 
-    Make and refresh lock files with scripts/lock.sh (`uv pip compile --universal --generate-hashes`).
+    With ``installer="uv"`` it is `uv pip install --python INTERPRETER --require-hashes --no-deps -r DEST`.
+    `find_links`, `index_url` and `extra_args` (e.g. ``("--no-index",)``) say where the files come from, for
+    both installers. Make and refresh lock files with scripts/lock.sh (`uv pip compile --universal
+    --generate-hashes`).
     """
 
     lock: str
     dest: str
     venv: str | None = None
     python: str = "python3"
+    installer: str = "pip"
+    index_url: str | None = None
+    find_links: str | None = None
+    extra_args: tuple[str, ...] = ()
+    uv_dir: str = UV_DIR
 
     def __post_init__(self) -> None:
         check_path(self, "dest")
         check_path(self, "venv", optional=True)
+        check_path(self, "uv_dir")
+        check_installer(self, self.installer)
+        check_strings(self, "extra_args", "pip arguments", allow_empty=True)
+        for name in ("index_url", "find_links"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value or value.startswith("-")):
+                raise BadInput(f"pip.Locked: {name} {value!r} is not valid", "give a URL or path")
         if not isinstance(self.python, str) or not self.python or self.python.startswith("-"):
             raise BadInput(f"pip.Locked: python {self.python!r} is not valid", "give a program name or path")
         lock_requirements(self._text(), self.lock)
@@ -226,22 +265,26 @@ class Locked(Operation):
         from vmlab.operations.files import plan_content
 
         text = self._text()
-        install = Command(self.interpreter, "-m", "pip", "install", "--require-hashes", "--no-deps", "-r", self.dest)
         fresh = bool(self.venv) and facts.get(FileStat(self.interpreter)) is None
         if fresh:
             yield Command(self.python, "-m", "venv", self.venv or "")
         yield from plan_content(facts, self.dest, text.encode(), "0644", None, None)
-        if fresh:
-            yield install
-            return
-        env = facts.get(PythonDists(self.interpreter))
-        if any(not satisfied(r, env) for r in lock_requirements(text, self.lock)):
-            yield install
+        if not fresh:
+            env = facts.get(PythonDists(self.interpreter))
+            if all(satisfied(r, env) for r in lock_requirements(text, self.lock)):
+                return
+        options = index_options(self.index_url, self.find_links)
+        args = (*options, *self.extra_args, "--require-hashes", "--no-deps", "-r", self.dest)
+        yield from install_commands(facts, self.installer, self.interpreter, args,
+                                    fetch_options(options, self.extra_args), self.uv_dir)
 
     def fingerprint(self) -> str:
         import hashlib
 
-        return f"{self!r} sha256={hashlib.sha256(self._text().encode()).hexdigest()}"
+        from vmlab.operations.uvtool import lock_text
+
+        uv = f" uv={hashlib.sha256(lock_text()).hexdigest()}" if self.installer == "uv" else ""
+        return f"{self!r} sha256={hashlib.sha256(self._text().encode()).hexdigest()}{uv}"
 
 
 __all__ = ["Locked", "Packages", "PythonDists", "PythonEnv", "lock_requirements", "satisfied"]

@@ -65,7 +65,7 @@ rm -rf "$R"/var/lib/cloud/instances "$R"/var/lib/cloud/instance "$R"/var/lib/clo
          "$home/.terraform.d/credentials.tfrc.json" \
          "$home/.docker/config.json" "$home/.kube/config" "$home/.local/share/jupyter/runtime" \
          "$home/.jupyter/jupyter_server_config.json" "$home/.ipython/profile_default/history.sqlite" \
-         "$home/.cache/pip" "$home/.cache/vmlab"
+         "$home/.cache/pip" "$home/.cache/uv" "$home/.cache/vmlab"
 done
 # package caches, the installers recipes downloaded, temporary files (dotfiles too)
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/cache/vmlab \
