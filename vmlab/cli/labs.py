@@ -52,18 +52,18 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
 
     out = Output(json_mode)
     provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
-    launch, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
+    options, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
     if dry_run:
         from vmlab.workflows.preflight import plan_up
 
-        plan = plan_up(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
-                       max_hours=max_hours, sync=sync, launch_options=launch)
+        plan = plan_up(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
+                       sync=sync, options=options)
         for line in plan.lines():
             out.say(line)
         out.emit(plan.to_json())
         return
-    result = run(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
-                 max_hours=max_hours, sync=sync, say=out.say, launch_options=launch, quote=quote)
+    result = run(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
+                 sync=sync, say=out.say, options=options, quote=quote)
     t = result.timings
     if result.record.hourly_price is not None:
         market = "spot" if result.record.spot else "on-demand"

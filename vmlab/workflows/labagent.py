@@ -23,6 +23,7 @@ from vmlab import lab
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
+from vmlab.state import AgentSection
 
 DEFAULT_IDLE_MINUTES = 30.0
 DEFAULT_MAX_HOURS = 24.0
@@ -113,18 +114,20 @@ class AgentSettings:
 
     @classmethod
     def from_flags(cls, idle: str | None = None, max_hours: float | None = None, sync: str | None = None,
-                   previous: dict[str, Any] | None = None) -> AgentSettings:
+                   previous: AgentSection | None = None) -> AgentSettings:
         """Validate the flags; a flag not given keeps the lab's previous value (from its record), else the
         default. `--sync ""` turns sync off."""
-        previous = previous or {}
-        minutes = parse_idle(idle) if idle is not None else float(previous.get("idle_minutes", DEFAULT_IDLE_MINUTES))
+        previous = previous or AgentSection()
+        minutes = parse_idle(idle) if idle is not None else \
+            (previous.idle_minutes if previous.idle_minutes is not None else DEFAULT_IDLE_MINUTES)
         hours = check_max_hours(max_hours if max_hours is not None
-                                else float(previous.get("max_hours", DEFAULT_MAX_HOURS)))
-        url = previous.get("sync_url") if sync is None else (check_sync_url(sync) if sync.strip() else None)
+                                else previous.max_hours if previous.max_hours is not None else DEFAULT_MAX_HOURS)
+        url = previous.sync_url if sync is None else (check_sync_url(sync) if sync.strip() else None)
         return cls(minutes, hours, url)
 
-    def to_record(self) -> dict[str, Any]:
-        return {"idle_minutes": self.idle_minutes, "max_hours": self.max_hours, "sync_url": self.sync_url}
+    def section(self) -> AgentSection:
+        """What the lab's record keeps of these settings (`record.agent = settings.section()`)."""
+        return AgentSection(self.idle_minutes, self.max_hours, self.sync_url)
 
     def env_text(self, now: float) -> str:
         """agent.env's text. The data folder is not in it: the agent's units name the recipe's folder
