@@ -187,7 +187,7 @@ def status(name: str, json_mode: bool) -> None:
 
     from vmlab.errors import VmlabError
     from vmlab.state import LabStore
-    from vmlab.workflows.labagent import redact
+    from vmlab.syncurl import redact
     from vmlab.workflows.labs import agent_status, require_record
 
     out = Output(json_mode)

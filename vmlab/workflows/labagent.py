@@ -19,19 +19,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from vmlab import lab
+from vmlab import lab, syncurl
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.errors import BadInput, HostError
 from vmlab.state import AgentSection
+from vmlab.syncurl import redact
 
 DEFAULT_IDLE_MINUTES = 30.0
 DEFAULT_MAX_HOURS = 24.0
 MAX_HOURS_LIMIT = 24.0 * 31
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+)s)?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# the schemes the agent's stores understand (vmlab.agent.store / stores)
-OTHER_SCHEMES = ("gs://", "az://", "https://")
 
 # $1: the env file; the content on stdin (it may hold a storage credential, never on a command line)
 WRITE_ENV = r"""
@@ -72,38 +70,10 @@ def check_max_hours(hours: float) -> float:
 
 
 def check_sync_url(url: str) -> str:
-    """The URL when the agent can sync with it; BadInput otherwise. s3:// needs a valid bucket name."""
+    """The URL (stripped) when the agent can sync with it; BadInput otherwise (the rules: vmlab.syncurl)."""
     url = url.strip()
-    # a prefix is used literally: in the IAM policy `*`, `?` and `${...}` would grant more than it, and a control
-    # character would add lines to agent.env (only an Azure https URL has a query: its SAS)
-    path = url.partition("?")[0] if url.startswith("https://") else url
-    if any(c in path for c in "*?$") or any(ord(c) < 32 or ord(c) == 127 for c in url):
-        raise BadInput(f"--sync {redact(url)!r} holds a wildcard, '$' or a control character",
-                       "name one bucket prefix literally, e.g. s3://bucket/alice")
-    if url.startswith("s3://"):
-        bucket, _, _prefix = url[5:].partition("/")
-        if not _BUCKET.match(bucket) or ".." in bucket:
-            raise BadInput(f"--sync {url!r} does not name a valid S3 bucket",
-                           "use s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, dots, hyphens)")
-        return url
-    if url.startswith(OTHER_SCHEMES) and len(url.split("/", 3)) >= 3 and url.split("/", 3)[2]:
-        return url
-    raise BadInput(f"--sync {url!r} is not a storage URL", "use s3://bucket/prefix")
-
-
-def redact(url: str) -> str:
-    """`url` without its query string, which may carry a secret (an Azure SAS token): for anything shown,
-    logged or recorded. Example: `redact("https://a.blob.core.windows.net/c/p?sv=1&sig=x")` ends in `?…`."""
-    base, sep, _query = url.partition("?")
-    return base + ("?…" if sep else "")
-
-
-def s3_parts(url: str) -> tuple[str, str] | None:
-    """(bucket, prefix) of an s3:// URL, else None."""
-    if not url.startswith("s3://"):
-        return None
-    bucket, _, prefix = url[5:].partition("/")
-    return bucket, prefix.strip("/")
+    syncurl.parse(url, "--sync")
+    return url
 
 
 @dataclass(frozen=True)
