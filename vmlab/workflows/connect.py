@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vmlab.errors import ConnectError, HostError
 from vmlab.providers.base import Instance, Provider
 
+if TYPE_CHECKING:
+    from vmlab.transport.ssh import SSHConnection
+
 
 def connect_instance(provider: Provider, instance: Instance, key_file: Path, host_key: str,
-                     timeout: float = 900.0) -> Any:
+                     timeout: float = 900.0) -> SSHConnection:
     """An open SSH connection to `instance`, whose host key must be `host_key` (an OpenSSH public key line)."""
     from vmlab.transport.ssh import SSHConnection, SSHTarget
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from vmlab import lab, syncurl
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
+from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
 from vmlab.state import AgentSection
 from vmlab.syncurl import redact
@@ -119,14 +119,14 @@ class AgentSettings:
         return ", ".join(parts)
 
 
-def write_agent_env(conn: Any, settings: AgentSettings, user: str, now: float) -> None:
+def write_agent_env(conn: Host, settings: AgentSettings, user: str, now: float) -> None:
     """Write agent.env (root-only) on the lab and restart the agent's restore unit (so ~/data is there before
     JupyterLab restarts). Raises HostError when a step fails."""
     _sudo(conn, sh(WRITE_ENV, lab.AGENT_ENV_FILE, stdin=settings.env_text(now), label="write agent settings"))
     _sudo(conn, sh(RESTART_UNITS, lab.RESTORE_SERVICE, label="restore the data folder"))
 
 
-def restart_agent(conn: Any) -> list[str]:
+def restart_agent(conn: Host) -> list[str]:
     """Restart the sync and idle units (after JupyterLab), so they read the new settings. Returns the agent units
     this image lacks."""
     missing = _sudo(conn, sh(RESTART_UNITS, lab.SYNC_SERVICE, lab.IDLE_SERVICE, label="restart the lab agent"))
@@ -146,7 +146,7 @@ def missing_agent_warning(settings: AgentSettings, missing: list[str]) -> str:
             "happen; bake it again from recipes/lab.py")
 
 
-def _sudo(conn: Any, command: Command) -> str:
+def _sudo(conn: Host, command: Command) -> str:
     result = conn.execute(command, sudo=True)
     if result.rc != 0:
         raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
@@ -160,13 +160,13 @@ if systemctl cat "$1" >/dev/null 2>&1; then systemctl stop "$1"; fi
 """
 
 
-def flush_and_read(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
+def flush_and_read(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """Stop the sync daemon (it pushes everything pending first) and read its final status."""
     _sudo(conn, sh(STOP_SYNC, lab.SYNC_SERVICE, label="stop the sync agent (it pushes what is pending)"))
     return read_status(conn, path)
 
 
-def read_status(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
+def read_status(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """The agent's status file on the lab, or None when there is none (no sync configured, or an old image)."""
     result = conn.execute(Command("cat", path, label="read agent status"), sudo=True)  # the lab user's, 0600
     if result.rc != 0:

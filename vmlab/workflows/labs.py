@@ -18,6 +18,7 @@ from typing import Any
 from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
+from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider, Regional, ScopesStorage
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
@@ -172,9 +173,8 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
     tags = {"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)}
     if settings.sync_url:
         tags[SYNC_TAG] = "yes"  # so a `down` without the record knows the lab's data may not be in its bucket
-    spec = (options or LaunchOptions()).apply(LaunchSpec(
-        name=name, image=img.id, ssh_public_key=client.public, instance_type=instance_type,
-        host_key=host_key.private, tags=tags))
+    spec = (options or LaunchOptions()).apply(LaunchSpec(name, img.id, client.public, instance_type=instance_type,
+                                                         host_key=host_key.private, tags=tags))
     check_launch(provider, spec)
     return UpChecks(name, store, settings, record, None, img, prices, spec, client, host_key)
 
@@ -294,7 +294,7 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
             say(warning)
 
 
-def conn_run(conn: Any, command: Command) -> None:
+def conn_run(conn: Host, command: Command) -> None:
     result = conn.execute(command, sudo=True)
     if result.rc != 0:
         raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
