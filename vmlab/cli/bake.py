@@ -59,7 +59,7 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
     """
     from vmlab.cli.quote import launch_options
     from vmlab.engine.loader import load_recipe
-    from vmlab.workflows.bake import bake as run
+    from vmlab.workflows.bake import bake as bake_image
 
     out = Output(json_mode)
     recipe = load_recipe(recipe_file or bundled_recipe("lab.py"))
@@ -77,7 +77,7 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
             out.say(line)
         out.emit(plan.to_json())
         return
-    result = run(recipe, provider, base=base or provider.default_base, name=name,
+    result = bake_image(recipe, provider, base=base or provider.default_base, name=name,
                  variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
                  say=out.say, report=step_reporter(out), options=options)
     if not result.reused:
