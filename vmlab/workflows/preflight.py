@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vmlab.providers.base import LaunchPlan, LaunchSpec, PlansLaunches, Provider
+from vmlab.providers.base import LaunchPlan, LaunchSpec, PlansLaunches, Provider, Regional
 
 if TYPE_CHECKING:
     from vmlab.workflows.bake import BakeChecks
@@ -35,13 +35,13 @@ def check_image_name(provider: Provider, name: str) -> None:
 
 def where(provider: Provider) -> str:
     """The region of a provider that has one, as " us-east-1"; else the empty string."""
-    region = getattr(provider, "region", None)
+    region = provider.current_region() if isinstance(provider, Regional) else None
     return f" {region}" if region else ""
 
 
 def where_flags(provider: Provider) -> str:
     """The flags that name this provider (and region) on a command line, e.g. " --provider ec2 --region eu-west-1"."""
-    region = getattr(provider, "region", None)
+    region = provider.current_region() if isinstance(provider, Regional) else None
     return f" --provider {provider.name}" + (f" --region {region}" if region else "")
 
 
