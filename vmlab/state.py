@@ -82,6 +82,10 @@ class LabRecord:
         """The agent's recorded settings (typed view of `extra["agent"]`)."""
         return AgentSection.from_json(self.extra.get("agent"))
 
+    @agent.setter
+    def agent(self, section: AgentSection) -> None:
+        self.extra = {**self.extra, "agent": section.to_json()}
+
     def to_json(self, secrets: bool = False) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if not secrets:

@@ -266,7 +266,7 @@ def test_open_store_by_url_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_S3_BUCKET_FOLDER")
     with pytest.raises(BadInput, match="AWS_S3_BUCKET_FOLDER"):
         open_store(None)
-    with pytest.raises(BadInput, match="unsupported"):
+    with pytest.raises(BadInput, match="is not a storage URL"):
         open_store("ftp://x/y")
 
 
@@ -354,7 +354,7 @@ def test_once_and_bad_input(env, s3, bucket, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert synced(s3, bucket, folder)
     bad = subprocess.run([*run, "--url", "ftp://b/p", "--once"], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "unsupported sync URL" in bad.stderr
+    assert bad.returncode == 2 and "is not a storage URL" in bad.stderr
     # no URL configured (a lab launched without --sync): the units' commands exit 0 and touch nothing
     env_without = {k: v for k, v in os.environ.items() if k not in ("AWS_S3_BUCKET_FOLDER", "VMLAB_SYNC_URL")}
     (folder / "b.txt").write_bytes(b"b")

@@ -44,7 +44,7 @@ def test_sync_urls_rejected(url: str) -> None:
 
 def test_defaults_and_previous_values() -> None:
     assert AgentSettings.from_flags() == AgentSettings(30, 24, None)
-    previous = AgentSettings(10, 2, "s3://b/alice").to_record()
+    previous = AgentSettings(10, 2, "s3://b/alice").section()
     assert AgentSettings.from_flags(previous=previous) == AgentSettings(10, 2, "s3://b/alice")
     assert AgentSettings.from_flags(idle="0", sync="", previous=previous) == AgentSettings(0, 2, None)
     with pytest.raises(BadInput, match="out of range"):

@@ -50,8 +50,8 @@ def test_azure_url_forms_keep_the_sas_out_of_the_url() -> None:
     ("az://acct/lab", {}, "no credentials"),
     ("http://acct.blob.core.windows.net/lab?" + SAS, {}, "plain http"),
     ("az://acct", {"AZURE_BLOB_SAS_TOKEN": SAS}, "names no account or container"),
-    ("https://example.com/lab/p", {"AZURE_BLOB_SAS_TOKEN": SAS}, "unsupported sync URL"),
-    ("ftp://b/p", {}, "unsupported sync URL"),
+    ("https://example.com/lab/p", {"AZURE_BLOB_SAS_TOKEN": SAS}, "is not a storage URL"),
+    ("ftp://b/p", {}, "is not a storage URL"),
     ("s3:///p", {}, "names no bucket"),
     ("gs://", {}, "names no bucket"),
 ])

@@ -57,3 +57,16 @@ def test_the_agent_section_is_typed_and_tolerates_old_or_edited_records() -> Non
     edited = LabRecord(**base, extra={"agent": {"idle_minutes": "30", "max_hours": True, "sync_url": ["x"]}})
     assert edited.agent == AgentSection()
     assert LabRecord(**base, extra={"agent": "nonsense"}).agent == AgentSection()
+
+
+def test_the_agent_section_is_written_where_older_vmlab_reads_it(tmp_path: Path) -> None:
+    from vmlab.state import AgentSection, LabStore
+
+    store = LabStore(tmp_path)
+    record = LabRecord(name="lab", provider="local", instance_id="i", image="m", user="admin", key_file="/k",
+                       host_key="", token="t", extra={"other": 1})
+    record.agent = AgentSection(10.0, 2.0, "gs://b/p")
+    store.put(record)
+    again = store.get("lab")
+    assert again is not None and again.agent == AgentSection(10.0, 2.0, "gs://b/p")
+    assert again.extra == {"other": 1, "agent": {"idle_minutes": 10.0, "max_hours": 2.0, "sync_url": "gs://b/p"}}

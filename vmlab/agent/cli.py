@@ -119,7 +119,7 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
     """
     from vmlab.agent.deletes import DeletePolicy
     from vmlab.agent.queue import replay
-    from vmlab.agent.restore import restore as run
+    from vmlab.agent.restore import restore as restore_folder
 
     _logging(True)
     try:
@@ -127,8 +127,8 @@ def restore(folder: Path | None, url: str | None, manifest: Path | None, exclude
         if options is None:
             log.info("no sync URL configured (VMLAB_SYNC_URL): nothing to restore")
             return
-        result = run(options.folder, options.store, options.manifest, options.excludes,
-                     local_changes=replay(options.queue_file))
+        result = restore_folder(options.folder, options.store, options.manifest, options.excludes,
+                                local_changes=replay(options.queue_file))
     except VmlabError as e:
         _fail(e)
     log.info("restore from %s: %s", options.store.url, result.summary())
@@ -185,7 +185,8 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
     Example:
       vmlab-agent sync --folder ~/data --url s3://my-bucket/alice --exclude '*.tmp'
     """
-    from vmlab.agent.daemon import flush, run
+    from vmlab.agent.daemon import flush
+    from vmlab.agent.daemon import run as run_daemon
     from vmlab.agent.deletes import DeletePolicy
     from vmlab.agent.queue import Pending
     from vmlab.agent.restore import restore as run_restore
@@ -219,7 +220,7 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
 
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
-            result = run(options, stop, restore_first=not no_restore)
+            result = run_daemon(options, stop, restore_first=not no_restore)
     except VmlabError as e:
         _fail(e)
     sys.exit(1 if result.pending else 0)

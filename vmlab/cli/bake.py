@@ -57,30 +57,29 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
       vmlab bake recipes/lab.py --provider ec2 --region eu-west-1 --spot --kms-key alias/vmlab
       vmlab bake recipes/lab.py --provider ec2 --builder-type g4dn.xlarge --dry-run
     """
-    from vmlab.cli.quote import check_ssh_cidr
+    from vmlab.cli.quote import launch_options
     from vmlab.engine.loader import load_recipe
-    from vmlab.workflows.bake import bake as run
+    from vmlab.workflows.bake import bake as bake_image
 
     out = Output(json_mode)
     recipe = load_recipe(recipe_file or bundled_recipe("lab.py"))
     provider = open_provider(provider_name, region, kms_key=kms_key, spot=spot, ssh_cidr=ssh_cidr)
-    launch: dict[str, object] = {"spot": spot, "volume_size_gb": volume_size,
-                                 "ssh_cidr": check_ssh_cidr(provider, ssh_cidr) if ssh_cidr else None}
+    options = launch_options(provider, spot, None, volume_size, ssh_cidr)
     if dry_run:
         from vmlab.workflows.bake import check_bake
         from vmlab.workflows.preflight import plan_bake
 
         checks = check_bake(recipe, provider, base=base or provider.default_base, name=name,
                             variables=parse_extra_vars(extra), force=force, instance_type=builder_type,
-                            launch_options=launch)
+                            options=options)
         plan = plan_bake(provider, checks)
         for line in plan.lines():
             out.say(line)
         out.emit(plan.to_json())
         return
-    result = run(recipe, provider, base=base or provider.default_base, name=name,
+    result = bake_image(recipe, provider, base=base or provider.default_base, name=name,
                  variables=parse_extra_vars(extra), force=force, verify=verify, instance_type=builder_type,
-                 say=out.say, report=step_reporter(out), launch_options=launch)
+                 say=out.say, report=step_reporter(out), options=options)
     if not result.reused:
         t = result.timings
         out.say(f"image {result.image.name} ({result.image.id}) ready in {t.get('total', 0):.0f}s "

@@ -48,22 +48,22 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
       vmlab up gpu --provider ec2 --type g4dn.xlarge --spot --dry-run
     """
     from vmlab.cli.quote import launch_checks
-    from vmlab.workflows.labs import up as run
+    from vmlab.workflows.labs import up as launch_lab
 
     out = Output(json_mode)
     provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
-    launch, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
+    options, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
     if dry_run:
         from vmlab.workflows.preflight import plan_up
 
-        plan = plan_up(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
-                       max_hours=max_hours, sync=sync, launch_options=launch)
+        plan = plan_up(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
+                       sync=sync, options=options)
         for line in plan.lines():
             out.say(line)
         out.emit(plan.to_json())
         return
-    result = run(provider, name, image=image, instance_type=instance_type, spot=spot, idle=idle,
-                 max_hours=max_hours, sync=sync, say=out.say, launch_options=launch, quote=quote)
+    result = launch_lab(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
+                 sync=sync, say=out.say, options=options, quote=quote)
     t = result.timings
     if result.record.hourly_price is not None:
         market = "spot" if result.record.spot else "on-demand"
@@ -92,13 +92,13 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
       vmlab down gpu --provider ec2 --region eu-west-1
     """
     from vmlab.state import LabStore, check_name
-    from vmlab.workflows.labs import down as run
+    from vmlab.workflows.labs import down as remove_lab
 
     out = Output(json_mode)
     store = LabStore()
     record = store.get(check_name(name))
     provider = provider_for(record) if record is not None else open_provider(provider_name, region)
-    removed = run(provider, name, store=store, force=force, say=out.say)
+    removed = remove_lab(provider, name, store=store, force=force, say=out.say)
     out.emit({"lab": name, "removed": removed})
 
 
@@ -161,7 +161,7 @@ def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
       vmlab ls --json
       vmlab ls --provider ec2 --region eu-west-1
     """
-    from vmlab.cli.labrows import render_rows
+    from vmlab.cli.lstable import render_rows
     from vmlab.state import LabStore
     from vmlab.workflows.listing import list_labs
 
@@ -187,7 +187,7 @@ def status(name: str, json_mode: bool) -> None:
 
     from vmlab.errors import VmlabError
     from vmlab.state import LabStore
-    from vmlab.workflows.labagent import redact
+    from vmlab.syncurl import redact
     from vmlab.workflows.labs import agent_status, require_record
 
     out = Output(json_mode)

@@ -53,7 +53,7 @@ def provision(recipe_file: str, inventory_file: str, vault_password_file: str | 
     from vmlab.engine.loader import load_recipe
     from vmlab.inventory import load_inventory, select_hosts
     from vmlab.inventory.vault import read_password_file
-    from vmlab.workflows.provision import provision as run
+    from vmlab.workflows.provision import provision as apply_to_hosts
 
     out = Output(json_mode)
     recipe = load_recipe(recipe_file)
@@ -63,7 +63,7 @@ def provision(recipe_file: str, inventory_file: str, vault_password_file: str | 
     extra_vars = parse_extra_vars(extra)
     if check:
         out.say("check mode: planning only, nothing will be changed", style="bold")
-    recaps = run(recipe, hosts, extra_vars=extra_vars, check=check, diff=diff, forks=forks,
+    recaps = apply_to_hosts(recipe, hosts, extra_vars=extra_vars, check=check, diff=diff, forks=forks,
                  report=step_reporter(out, check))
     recap_table(out, recaps)
     failed = [r for r in recaps if not r.success]

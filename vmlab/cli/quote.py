@@ -8,7 +8,7 @@ from typing import Any
 
 from vmlab.cli.output import Output
 from vmlab.errors import BadInput
-from vmlab.providers.base import Firewalled, Image, Provider, Quotes
+from vmlab.providers.base import Firewalled, Image, LaunchOptions, Provider, Quotes
 
 
 class TypeQuote:
@@ -34,20 +34,26 @@ class TypeQuote:
         return offer.on_demand, offer.hourly(True) if self.spot else None
 
 
-def launch_checks(provider: Provider, out: Output, instance_type: str | None, spot: bool, max_price: float | None,
-                  volume_size: int | None, ssh_cidr: str | None) -> tuple[dict[str, Any], TypeQuote | None]:
-    """The extra LaunchSpec fields for `up`, and for a provider that quotes prices the quote to run once the
-    image is known."""
+def launch_options(provider: Provider, spot: bool, max_price: float | None, volume_size: int | None,
+                   ssh_cidr: str | None) -> LaunchOptions:
+    """The launch flags of `up` and `bake`, checked (open_provider already refused those the provider cannot
+    honour)."""
     if max_price is not None and not spot:
         raise BadInput("--max-price applies to spot instances only", "add --spot or drop --max-price")
     if max_price is not None and max_price <= 0:
         raise BadInput(f"--max-price {max_price} is not positive", "give dollars per hour, e.g. 0.25")
-    launch: dict[str, Any] = {"max_price": max_price, "volume_size_gb": volume_size}
-    if ssh_cidr:
-        launch["ssh_cidr"] = check_ssh_cidr(provider, ssh_cidr)
+    return LaunchOptions(spot=spot, max_price=max_price, volume_size_gb=volume_size,
+                         ssh_cidr=check_ssh_cidr(provider, ssh_cidr) if ssh_cidr else None)
+
+
+def launch_checks(provider: Provider, out: Output, instance_type: str | None, spot: bool, max_price: float | None,
+                  volume_size: int | None, ssh_cidr: str | None) -> tuple[LaunchOptions, TypeQuote | None]:
+    """The launch options of `up`, and for a provider that quotes prices the quote to run once the image is
+    known."""
+    options = launch_options(provider, spot, max_price, volume_size, ssh_cidr)
     if not isinstance(provider, Quotes):
-        return launch, None
-    return launch, TypeQuote(provider, out, instance_type, spot, max_price)
+        return options, None
+    return options, TypeQuote(provider, out, instance_type, spot, max_price)
 
 
 def check_ssh_cidr(provider: Provider, cidr: str) -> str:

@@ -11,7 +11,7 @@ See docs/providers.md for the whole contract.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 #: states an Instance can be in, the same words for every provider
@@ -21,11 +21,41 @@ IMAGE_STATES = ("pending", "available", "failed")
 
 
 @dataclass(frozen=True)
+class LaunchOptions:
+    """The user's launch flags beyond image and type, checked by the CLI and the same for `bake` (the builder) and
+    `up` (the lab): `--spot`, `--max-price` (USD/hour, spot only), `--volume-size` (GB) and `--ssh-cidr`
+    (normalised by a `Firewalled` provider). A provider without the capability a flag needs refuses it before
+    anything is made (vmlab.cli.options.check_options).
+
+    Example::
+
+        options = LaunchOptions(spot=True, max_price=0.3, volume_size_gb=100)
+        spec = options.apply(LaunchSpec(name="lab", image="ami-1", ssh_public_key=pub))
+    """
+
+    spot: bool = False
+    max_price: float | None = None
+    volume_size_gb: int | None = None
+    ssh_cidr: str | None = None
+
+    def apply(self, spec: LaunchSpec) -> LaunchSpec:
+        """`spec` with these options in it."""
+        return replace(spec, spot=self.spot, max_price=self.max_price, volume_size_gb=self.volume_size_gb,
+                       ssh_cidr=self.ssh_cidr)
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """What to launch. `ssh_public_key` is an OpenSSH public key line for the default user;
     `host_key` (private key text, OpenSSH format) is installed as the VM's SSH host key when the provider
     supports it, so the caller can pin it instead of trusting on first use. It travels in the user data, which is
-    not secret: the workflows replace it at the first connection (`workflows.connect.connect_launched`)."""
+    not secret: the workflows replace it at the first connection (`workflows.connect.connect_launched`).
+
+    Which provider reads which field: every provider reads name, image, ssh_public_key, instance_type, tags,
+    host_key, user_data and volume_size_gb. Only EC2 reads spot, max_price, ssh_cidr and instance_profile (a
+    provider without `Quotes`/`Firewalled`/`ScopesStorage` is never given them: the CLI and `up` refuse those
+    flags first). Only local (QEMU) reads memory_mb and cpus (EC2 takes them from the instance type).
+    """
 
     name: str
     image: str
@@ -33,15 +63,20 @@ class LaunchSpec:
     instance_type: str | None = None
     user_data: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
-    spot: bool = False
-    max_price: float | None = None
-    volume_size_gb: int | None = None
-    ssh_cidr: str | None = None
     host_key: str | None = field(default=None, repr=False)
+    #: root disk in GB (None: the image's size)
+    volume_size_gb: int | None = None
+    # ---- EC2 only -----------------------------------------------------------------------------------------
+    spot: bool = False
+    #: highest spot price, USD per hour (None: the on-demand price)
+    max_price: float | None = None
+    #: who may reach sshd (None: this machine's public IP /32)
+    ssh_cidr: str | None = None
+    #: name of an IAM instance profile to attach (the lab agent's bucket access)
+    instance_profile: str | None = None
+    # ---- local (QEMU) only --------------------------------------------------------------------------------
     memory_mb: int | None = None
     cpus: int | None = None
-    #: EC2: name of an IAM instance profile to attach (the lab agent's bucket access); ignored elsewhere
-    instance_profile: str | None = None
 
 
 @dataclass(frozen=True)

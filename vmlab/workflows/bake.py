@@ -16,7 +16,7 @@ from vmlab import keys, paths
 from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import HostError
-from vmlab.providers.base import Image, LaunchSpec, Provider
+from vmlab.providers.base import Image, LaunchOptions, LaunchSpec, Provider
 from vmlab.safetext import check_user
 from vmlab.workflows import packages
 from vmlab.workflows.cleanup import Cleanup
@@ -82,7 +82,7 @@ class BakeChecks:
 
 def check_bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = None,
                variables: Mapping[str, Any] | None = None, force: bool = False, instance_type: str | None = None,
-               launch_options: Mapping[str, Any] | None = None) -> BakeChecks:
+               options: LaunchOptions | None = None) -> BakeChecks:
     """Every check of a bake (recipe variables and checks, the image name, the builder's launch) before anything
     is made."""
     digest = recipe.digest()
@@ -99,8 +99,9 @@ def check_bake(recipe: Recipe, provider: Provider, *, base: str, name: str | Non
     image_name = name if name is not None else f"vmlab-{recipe.name}-{digest[:8]}-{time.strftime('%Y%m%d%H%M%S')}"
     check_image_name(provider, image_name)
     client, host_key = keys.generate(f"vmlab-{run_id}"), keys.generate("host")
-    spec = LaunchSpec(name=f"vmlab-builder-{run_id}", image=base, ssh_public_key=client.public,
-                      instance_type=instance_type, tags=tags, host_key=host_key.private, **(launch_options or {}))
+    spec = (options or LaunchOptions()).apply(LaunchSpec(
+        name=f"vmlab-builder-{run_id}", image=base, ssh_public_key=client.public, instance_type=instance_type,
+        tags=tags, host_key=host_key.private))
     check_launch(provider, spec)
     return BakeChecks(recipe, digest, base, env, None, image_name, tags, spec, client, host_key)
 
@@ -109,12 +110,12 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
          variables: Mapping[str, Any] | None = None, force: bool = False, verify: bool = False,
          instance_type: str | None = None, connect_timeout: float = 900.0,
          say: Say = lambda _m: None, report: Reporter | None = None,
-         launch_options: Mapping[str, Any] | None = None) -> BakeResult:
+         options: LaunchOptions | None = None) -> BakeResult:
     """Bake `recipe` on `base` into an image. `verify` applies the recipe a second time and fails the bake
-    unless that run changes nothing (proof the recipe is idempotent). `launch_options` are further LaunchSpec
-    fields for the builder (spot, volume_size_gb, ssh_cidr). Every check (`check_bake`) runs first."""
+    unless that run changes nothing (proof the recipe is idempotent). `options` are the builder's launch flags
+    (spot, volume_size_gb, ssh_cidr). Every check (`check_bake`) runs first."""
     checks = check_bake(recipe, provider, base=base, name=name, variables=variables, force=force,
-                        instance_type=instance_type, launch_options=launch_options)
+                        instance_type=instance_type, options=options)
     digest, env = checks.digest, checks.env
     if checks.reuse is not None:
         existing = checks.reuse

@@ -14,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vmlab.engine.command import sh
 from vmlab.errors import ConnectError, HostError, HostKeyMismatch
 from vmlab.providers.base import Instance, Provider
+
+if TYPE_CHECKING:
+    from vmlab.transport.ssh import SSHConnection
 
 # Makes a new ed25519 host key on the VM in place of the launch key and prints its public half. sshd up to
 # OpenSSH 9.7 reads host keys at each connection; later ones at a reload (which keeps open sessions).
@@ -37,7 +40,7 @@ cat "$key.pub"
 
 
 def connect_instance(provider: Provider, instance: Instance, key_file: Path, host_key: str,
-                     timeout: float = 900.0) -> Any:
+                     timeout: float = 900.0) -> SSHConnection:
     """An open SSH connection to `instance`, whose host key must be `host_key` (an OpenSSH public key line)."""
     from vmlab.transport.ssh import SSHConnection, SSHTarget
 
@@ -68,7 +71,7 @@ def connect_instance(provider: Provider, instance: Instance, key_file: Path, hos
 
 
 def connect_launched(provider: Provider, instance: Instance, key_file: Path, launch_host_key: str,
-                     timeout: float = 900.0) -> tuple[Any, str]:
+                     timeout: float = 900.0) -> tuple[SSHConnection, str]:
     """The first connection to a VM just launched with `launch_host_key`: verified with that key, which is then
     replaced by one the VM makes (see the module docstring). Returns an open connection verified with the new
     key and the new key's public line, the one to pin from now on.
@@ -83,7 +86,7 @@ def connect_launched(provider: Provider, instance: Instance, key_file: Path, lau
         return rotate_host_key(first)
 
 
-def rotate_host_key(conn: Any, settle: float = 15.0) -> tuple[Any, str]:
+def rotate_host_key(conn: SSHConnection, settle: float = 15.0) -> tuple[SSHConnection, str]:
     """Replace the host key of the host behind `conn` (a verified connection) with one made there, and prove
     that sshd serves it: returns a new connection verified with the new key, and its public line. `conn` stays
     open (the caller closes it)."""

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from vmlab import lab
+from vmlab import lab, syncurl
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
+from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
 from vmlab.safetext import unsafe_char
+from vmlab.state import AgentSection
+from vmlab.syncurl import redact
 
 DEFAULT_IDLE_MINUTES = 30.0
 DEFAULT_MAX_HOURS = 24.0
 MAX_HOURS_LIMIT = 24.0 * 31
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+)s)?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# the schemes the agent's stores understand (vmlab.agent.store / stores)
-OTHER_SCHEMES = ("gs://", "az://", "https://")
 
 # $1: the env file; the content on stdin (it may hold a storage credential, never on a command line)
 WRITE_ENV = r"""
@@ -72,38 +71,10 @@ def check_max_hours(hours: float) -> float:
 
 
 def check_sync_url(url: str) -> str:
-    """The URL when the agent can sync with it; BadInput otherwise. s3:// needs a valid bucket name."""
+    """The URL (stripped) when the agent can sync with it; BadInput otherwise (the rules: vmlab.syncurl)."""
     url = url.strip()
-    # a prefix is used literally: in the IAM policy `*`, `?` and `${...}` would grant more than it, and a control
-    # character or space would add lines or words to agent.env (only an Azure https URL has a query: its SAS)
-    path = url.partition("?")[0] if url.startswith("https://") else url
-    if any(c in path for c in "*?$") or any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in url):
-        raise BadInput(f"--sync {redact(url)!r} holds a wildcard, '$', a space or a control character",
-                       "name one bucket prefix literally, e.g. s3://bucket/alice")
-    if url.startswith("s3://"):
-        bucket, _, _prefix = url[5:].partition("/")
-        if not _BUCKET.match(bucket) or ".." in bucket:
-            raise BadInput(f"--sync {url!r} does not name a valid S3 bucket",
-                           "use s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, dots, hyphens)")
-        return url
-    if url.startswith(OTHER_SCHEMES) and len(url.split("/", 3)) >= 3 and url.split("/", 3)[2]:
-        return url
-    raise BadInput(f"--sync {url!r} is not a storage URL", "use s3://bucket/prefix")
-
-
-def redact(url: str) -> str:
-    """`url` without its query string, which may carry a secret (an Azure SAS token): for anything shown,
-    logged or recorded. Example: `redact("https://a.blob.core.windows.net/c/p?sv=1&sig=x")` ends in `?…`."""
-    base, sep, _query = url.partition("?")
-    return base + ("?…" if sep else "")
-
-
-def s3_parts(url: str) -> tuple[str, str] | None:
-    """(bucket, prefix) of an s3:// URL, else None."""
-    if not url.startswith("s3://"):
-        return None
-    bucket, _, prefix = url[5:].partition("/")
-    return bucket, prefix.strip("/")
+    syncurl.parse(url, "--sync")
+    return url
 
 
 @dataclass(frozen=True)
@@ -114,18 +85,20 @@ class AgentSettings:
 
     @classmethod
     def from_flags(cls, idle: str | None = None, max_hours: float | None = None, sync: str | None = None,
-                   previous: dict[str, Any] | None = None) -> AgentSettings:
+                   previous: AgentSection | None = None) -> AgentSettings:
         """Validate the flags; a flag not given keeps the lab's previous value (from its record), else the
         default. `--sync ""` turns sync off."""
-        previous = previous or {}
-        minutes = parse_idle(idle) if idle is not None else float(previous.get("idle_minutes", DEFAULT_IDLE_MINUTES))
+        previous = previous or AgentSection()
+        minutes = parse_idle(idle) if idle is not None else \
+            (previous.idle_minutes if previous.idle_minutes is not None else DEFAULT_IDLE_MINUTES)
         hours = check_max_hours(max_hours if max_hours is not None
-                                else float(previous.get("max_hours", DEFAULT_MAX_HOURS)))
-        url = previous.get("sync_url") if sync is None else (check_sync_url(sync) if sync.strip() else None)
+                                else previous.max_hours if previous.max_hours is not None else DEFAULT_MAX_HOURS)
+        url = previous.sync_url if sync is None else (check_sync_url(sync) if sync.strip() else None)
         return cls(minutes, hours, url)
 
-    def to_record(self) -> dict[str, Any]:
-        return {"idle_minutes": self.idle_minutes, "max_hours": self.max_hours, "sync_url": self.sync_url}
+    def section(self) -> AgentSection:
+        """What the lab's record keeps of these settings (`record.agent = settings.section()`)."""
+        return AgentSection(self.idle_minutes, self.max_hours, self.sync_url)
 
     def env_text(self, now: float) -> str:
         """agent.env's text. The data folder is not in it: the agent's units name the recipe's folder
@@ -151,14 +124,14 @@ class AgentSettings:
         return ", ".join(parts)
 
 
-def write_agent_env(conn: Any, settings: AgentSettings, user: str, now: float) -> None:
+def write_agent_env(conn: Host, settings: AgentSettings, user: str, now: float) -> None:
     """Write agent.env (root-only) on the lab and restart the agent's restore unit (so ~/data is there before
     JupyterLab restarts). Raises HostError when a step fails."""
     _sudo(conn, sh(WRITE_ENV, lab.AGENT_ENV_FILE, stdin=settings.env_text(now), label="write agent settings"))
     _sudo(conn, sh(RESTART_UNITS, lab.RESTORE_SERVICE, label="restore the data folder"))
 
 
-def restart_agent(conn: Any) -> list[str]:
+def restart_agent(conn: Host) -> list[str]:
     """Restart the sync and idle units (after JupyterLab), so they read the new settings. Returns the agent units
     this image lacks."""
     missing = _sudo(conn, sh(RESTART_UNITS, lab.SYNC_SERVICE, lab.IDLE_SERVICE, label="restart the lab agent"))
@@ -178,7 +151,7 @@ def missing_agent_warning(settings: AgentSettings, missing: list[str]) -> str:
             "happen; bake it again from recipes/lab.py")
 
 
-def _sudo(conn: Any, command: Command) -> str:
+def _sudo(conn: Host, command: Command) -> str:
     result = conn.execute(command, sudo=True)
     if result.rc != 0:
         raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
@@ -192,13 +165,13 @@ if systemctl cat "$1" >/dev/null 2>&1; then systemctl stop "$1"; fi
 """
 
 
-def flush_and_read(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
+def flush_and_read(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """Stop the sync daemon (it pushes everything pending first) and read its final status."""
     _sudo(conn, sh(STOP_SYNC, lab.SYNC_SERVICE, label="stop the sync agent (it pushes what is pending)"))
     return read_status(conn, path)
 
 
-def read_status(conn: Any, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
+def read_status(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
     """The agent's status file on the lab, or None when there is none (no sync configured, or an old image)."""
     result = conn.execute(Command("cat", path, label="read agent status"), sudo=True)  # the lab user's, 0600
     if result.rc != 0:

@@ -11,17 +11,18 @@ import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
+from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
-from vmlab.providers.base import Image, Instance, LaunchSpec, Provider, Regional, ScopesStorage
+from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider, Regional, ScopesStorage
 from vmlab.safetext import check_record
-from vmlab.state import LabRecord, LabStore, check_name
+from vmlab.state import AgentSection, LabRecord, LabStore, check_name
 from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance, rotate_host_key
@@ -150,14 +151,14 @@ class UpChecks:
 
 
 def check_up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
-             spot: bool = False, store: LabStore | None = None, idle: str | None = None,
+             store: LabStore | None = None, idle: str | None = None,
              max_hours: float | None = None, sync: str | None = None,
-             launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpChecks:
+             options: LaunchOptions | None = None, quote: Quote | None = None) -> UpChecks:
     """Every check of `up` (name, flags, the lab's instance, image, type, launch) before anything is made."""
     check_name(name)
     store = store or LabStore()
     record = store.get(name)
-    previous = record.extra.get("agent") if record is not None else None
+    previous = record.agent if record is not None else None
     settings = AgentSettings.from_flags(idle, max_hours, sync, previous)
     check_can_sync(provider, sync)
     existing = find_lab_instance(provider, name)
@@ -174,25 +175,25 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
     tags = {"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)}
     if settings.sync_url:
         tags[SYNC_TAG] = "yes"  # so a `down` without the record knows the lab's data may not be in its bucket
-    spec = LaunchSpec(name=name, image=img.id, ssh_public_key=client.public, instance_type=instance_type,
-                      spot=spot, host_key=host_key.private, tags=tags, **(launch_options or {}))
+    spec = (options or LaunchOptions()).apply(LaunchSpec(name, img.id, client.public, instance_type=instance_type,
+                                                         host_key=host_key.private, tags=tags))
     check_launch(provider, spec)
     return UpChecks(name, store, settings, record, None, img, prices, spec, client, host_key)
 
 
 def up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
-       spot: bool = False, store: LabStore | None = None, connect_timeout: float = 900.0,
+       store: LabStore | None = None, connect_timeout: float = 900.0,
        lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
        sync: str | None = None, say: Say = lambda _m: None,
-       launch_options: Mapping[str, Any] | None = None, quote: Quote | None = None) -> UpResult:
+       options: LaunchOptions | None = None, quote: Quote | None = None) -> UpResult:
     """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
     `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
-    a flag left None keeps the lab's previous setting. `launch_options` are further LaunchSpec fields (max_price,
+    a flag left None keeps the lab's previous setting. `options` are the launch flags (spot, max_price,
     volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab. Every
     check (`check_up`) runs before the first thing is made."""
     watch = Stopwatch()
-    checks = check_up(provider, name, image=image, instance_type=instance_type, spot=spot, store=store, idle=idle,
-                      max_hours=max_hours, sync=sync, launch_options=launch_options, quote=quote)
+    checks = check_up(provider, name, image=image, instance_type=instance_type, store=store, idle=idle,
+                      max_hours=max_hours, sync=sync, options=options, quote=quote)
     store, settings, existing, record = checks.store, checks.settings, checks.existing, checks.record
     if existing is not None and record is not None:
         if existing.state in ("stopped", "stopping"):
@@ -200,7 +201,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
             with watch.lap("launch"):
                 existing = provider.start(existing.id)
         record.host, record.port = existing.host, existing.port
-        record.extra["agent"] = settings.to_record()
+        record.agent = settings.section()
         check_record(record)
         _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
@@ -220,9 +221,9 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                            key_file=str(key_file), host_key=host_public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot,
-                           extra={"agent": settings.to_record()},
                            region=provider.current_region() if isinstance(provider, Regional) else None,
                            hourly_price=prices[1 if inst.spot else 0])
+        record.agent = settings.section()
         check_record(record)  # the user comes from the instance's tags: data, checked before it is written anywhere
         _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings, new_host_key=True)
         store.put(record)
@@ -254,12 +255,12 @@ def check_can_sync(provider: Provider, sync: str | None) -> None:
         require(provider, ScopesStorage, "give a lab access to a bucket (--sync)")
 
 
-def _check_same_profile(provider: Provider, name: str, previous: dict[str, Any] | None,
+def _check_same_profile(provider: Provider, name: str, previous: AgentSection | None,
                         settings: AgentSettings) -> None:
     """A lab's bucket access may be fixed at launch (an EC2 instance profile): then --sync cannot move it."""
     if not isinstance(provider, ScopesStorage) or not settings.sync_url:
         return
-    before = (previous or {}).get("sync_url")
+    before = previous.sync_url if previous else None
     after = provider.storage_scope(settings.sync_url)
     if after is not None and after != (provider.storage_scope(before) if before else None):
         raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its {provider.name} "
@@ -304,7 +305,7 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
             say(warning)
 
 
-def conn_run(conn: Any, command: Command) -> None:
+def conn_run(conn: Host, command: Command) -> None:
     result = conn.execute(command, sudo=True)
     if result.rc != 0:
         raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
@@ -358,7 +359,7 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
     record = store.get(check_name(name))
     if record is None:
         return _adopt_down(provider, name, store, force, say)
-    if not force and (record.extra.get("agent") or {}).get("sync_url"):
+    if not force and record.agent.sync_url:
         say(f"pushing lab {name}'s pending changes to its bucket")
         try:
             status = agent_status(provider, record, flush=True, status_path=status_path)

@@ -6,7 +6,7 @@ size, SSH range, KMS key, VPC) is asked before anything is made; others check in
 
 Example::
 
-    plan = plan_up(provider, "lab", instance_type="g4dn.xlarge", spot=True)
+    plan = plan_up(provider, "lab", instance_type="g4dn.xlarge", options=LaunchOptions(spot=True))
     print("\\n".join(plan.lines()))       # nothing was created
 """
 

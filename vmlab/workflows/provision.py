@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import BadInput, VmlabError
 from vmlab.inventory import InventoryHost
 from vmlab.safetext import check_user
+
+if TYPE_CHECKING:
+    from vmlab.transport.local import LocalHost
+    from vmlab.transport.ssh import SSHConnection, SSHTarget
 
 
 def host_variables(recipe: Recipe, host: InventoryHost, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def provision(recipe: Recipe, hosts: list[InventoryHost], *, extra_vars: Mapping
         return list(pool.map(one, hosts))
 
 
-def connect(host: InventoryHost, retry_for: float) -> Any:
+def connect(host: InventoryHost, retry_for: float) -> LocalHost | SSHConnection:
     """An open connection to an inventory host (SSH, or this machine for `connection: local`)."""
     if host.connection == "local":
         from vmlab.transport.local import LocalHost
@@ -71,7 +75,7 @@ def connect(host: InventoryHost, retry_for: float) -> Any:
     return SSHConnection(target_for(host)).open(retry_for=retry_for)
 
 
-def target_for(host: InventoryHost) -> Any:
+def target_for(host: InventoryHost) -> SSHTarget:
     """The SSH target of an inventory host (connection settings after aliases were resolved)."""
     import os
 

@@ -1,5 +1,5 @@
-"""Object stores the agent syncs with, chosen by URL. Keys are given relative to the store's prefix
-("notebooks/a.ipynb"); the store adds the prefix.
+"""Object stores the agent syncs with, chosen by URL (the grammar of vmlab.syncurl, the same `vmlab up --sync`
+checks). Keys are given relative to the store's prefix ("notebooks/a.ipynb"); the store adds the prefix.
 
 - `s3://bucket/prefix`: `s3.S3Store` (boto3), credentials from the standard AWS chain (instance profile).
 - `az://account/container/prefix` or `https://ACCOUNT.blob.core.windows.net/container/prefix[?SAS]`:
@@ -30,13 +30,13 @@ Example::
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from vmlab import syncurl
 from vmlab.errors import BadInput
 
 # Above this, `put` is given a path and sends the file in parts instead of one request.
@@ -44,8 +44,6 @@ MULTIPART_THRESHOLD = 8 * 1024 * 1024
 # The size of each part (S3 minimum: 5 MiB; GCS: a multiple of 256 KiB).
 PART_SIZE = 8 * 1024 * 1024
 
-URL_FORMS = ("s3://bucket/prefix, az://account/container/prefix, "
-             "https://ACCOUNT.blob.core.windows.net/container/prefix or gs://bucket/prefix")
 
 
 @dataclass(frozen=True)
@@ -122,22 +120,19 @@ def open_store(url: str | None, env: Mapping[str, str] | None = None) -> Store:
     Example: `open_store("gs://my-bucket/alice")`."""
     env = os.environ if env is None else env
     url = url or sync_url_from_env(env)
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme == "s3":
-        bucket, prefix = _bucket_and_prefix(url)
+    parsed = syncurl.parse(url)
+    if parsed.store == "s3":
         from vmlab.agent.stores.s3 import S3Store
 
-        return S3Store(bucket, prefix)
-    if scheme == "gs":
-        bucket, prefix = _bucket_and_prefix(url)
+        return S3Store(parsed.bucket, parsed.prefix)
+    if parsed.store == "gs":
         from vmlab.agent.stores.gcs import GCSStore
 
-        return GCSStore(bucket, prefix, project=env.get("GOOGLE_PROJECT_ID") or env.get("GOOGLE_CLOUD_PROJECT"))
-    if scheme in ("az", "https", "http"):
-        from vmlab.agent.stores.azure import AzureStore
+        return GCSStore(parsed.bucket, parsed.prefix,
+                        project=env.get("GOOGLE_PROJECT_ID") or env.get("GOOGLE_CLOUD_PROJECT"))
+    from vmlab.agent.stores.azure import AzureStore
 
-        return AzureStore.from_url(url, sas=env.get("AZURE_BLOB_SAS_TOKEN"), key=env.get("AZURE_STORAGE_KEY"))
-    raise BadInput(f"unsupported sync URL {url.split('?', 1)[0]!r}", f"use {URL_FORMS}")  # a query may hold a SAS
+    return AzureStore.from_url(url, sas=env.get("AZURE_BLOB_SAS_TOKEN"), key=env.get("AZURE_STORAGE_KEY"))
 
 
 def sync_url_from_env(env: Mapping[str, str]) -> str:
@@ -166,23 +161,6 @@ def find_sync_url(env: Mapping[str, str]) -> str | None:
     if len(found) > 1:
         raise BadInput(f"{' and '.join(sorted(found))} are both set", "set VMLAB_SYNC_URL to the one to sync with")
     return next(iter(found.values()), None)
-
-
-def _bucket_and_prefix(url: str) -> tuple[str, str]:
-    bucket, _, prefix = url.partition("://")[2].partition("/")
-    if not bucket:
-        raise BadInput(f"sync URL {url!r} names no bucket", f"use {URL_FORMS}")
-    return bucket, prefix
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is this machine (an emulator), where plain http is acceptable."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normal_prefix(prefix: str) -> str:

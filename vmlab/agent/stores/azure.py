@@ -21,24 +21,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
+from vmlab import syncurl
 from vmlab.agent.stores import (
     MULTIPART_THRESHOLD,
     PART_SIZE,
     RETRY,
-    URL_FORMS,
     LocalSink,
     ObjectInfo,
     RetryPolicy,
     Sink,
     backoff_s,
-    is_loopback,
     normal_prefix,
 )
 from vmlab.errors import BadInput, StoreError
-
-AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
 
 
 class AzureStore:
@@ -70,32 +67,17 @@ class AzureStore:
         """`az://account/container/prefix`, `https://ACCOUNT.blob.core.windows.net/container/prefix[?SAS]`, or an
         emulator's `http://127.0.0.1:PORT/ACCOUNT/container/prefix`. The SAS in the URL wins over `sas`
         (AZURE_BLOB_SAS_TOKEN); without either, `key` (AZURE_STORAGE_KEY) signs requests."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        segments = [s for s in parts.path.split("/")]
-        segments = segments[1:] if segments and segments[0] == "" else segments
-        if parts.scheme == "az":
-            account, account_url = host, f"https://{host}{AZURE_BLOB_SUFFIX}"
-        elif is_loopback(host):  # an emulator: the account is the first path segment
-            account = segments.pop(0) if segments else ""
-            account_url = f"{parts.scheme}://{parts.netloc}/{account}"
-        elif parts.scheme == "https" and host.endswith(AZURE_BLOB_SUFFIX):
-            account, account_url = host[: -len(AZURE_BLOB_SUFFIX)], f"https://{host}"
-        elif parts.scheme == "http":
-            raise BadInput(f"sync URL {_redact(url)} is plain http", "use https:// (a SAS must not cross the "
-                           "network in the clear)")
-        else:
-            raise BadInput(f"unsupported sync URL {_redact(url)}", f"use {URL_FORMS}")
-        container = segments.pop(0) if segments else ""
-        if not account or not container:
-            raise BadInput(f"sync URL {_redact(url)} names no account or container", f"use {URL_FORMS}")
-        token = parts.query or (sas or "").strip().lstrip("?")
+        parsed = syncurl.parse(url)
+        if parsed.store != "azure":
+            raise BadInput(f"sync URL {syncurl.redact(url)!r} is not an Azure URL", f"use {syncurl.URL_FORMS}")
+        account, account_url, container = parsed.account, parsed.endpoint, parsed.bucket
+        token = parsed.query or (sas or "").strip().lstrip("?")
         credential: Any = token or ({"account_name": account, "account_key": key} if key else None)
         if credential is None:
             raise BadInput(f"no credentials for {account_url}/{container}",
                            "set AZURE_BLOB_SAS_TOKEN to a SAS token with read, add, create, write, delete and list "
                            "permissions on the container")
-        return cls(account_url, account, container, "/".join(segments), credential=credential, **kwargs)
+        return cls(account_url, account, container, parsed.prefix, credential=credential, **kwargs)
 
     def _blob(self, key: str) -> Any:
         return self.container.get_blob_client(self.prefix + key)
@@ -228,8 +210,3 @@ def _retry_policy(retry: RetryPolicy) -> Any:
             return backoff_s(retry, max(1, int(settings.get("count", 1)))) * random.uniform(0.75, 1.25)
 
     return Retry(retry_total=retry.attempts - 1)
-
-
-def _redact(url: str) -> str:
-    """The URL without its query, which may hold a SAS signature."""
-    return url.split("?", 1)[0]

@@ -62,10 +62,10 @@ class CloudVerbs:
     def storage_scope(self, url: str) -> str | None:
         """s3://bucket/prefix for an s3:// URL (the instance profile allows that prefix only, fixed at launch);
         None for other stores, whose credentials ride in the URL or come from the VM."""
-        if not url.startswith("s3://"):
-            return None
-        bucket, _, prefix = url[5:].partition("/")
-        return f"s3://{bucket}/{prefix.strip('/')}"
+        from vmlab import syncurl
+
+        parsed = syncurl.parse(url)
+        return parsed.scope if parsed.store == "s3" else None
 
     def grant_storage(self, url: str) -> StorageGrant | None:
         """The instance profile that allows the URL's prefix only (found or created), None for other stores."""
