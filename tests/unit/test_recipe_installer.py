@@ -35,8 +35,8 @@ def test_pip_by_default_uv_on_request(name: str, step: str, python: str, args: s
 
 
 def test_the_agent_wheel_goes_in_with_uv_too() -> None:
-    assert plan("agent.py", {"installer": "uv"})["vmlab"][-1].startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install "
-                                                    "--no-deps vmlab @ file://")
+    installs = plan("agent.py", {"installer": "uv"})["vmlab"][-1]
+    assert installs.startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install --no-deps vmlab @ file://")
 
 
 @pytest.mark.parametrize("name", ["jupyterlab.py", "agent.py", "lab.py"])
