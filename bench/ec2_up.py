@@ -3,8 +3,8 @@
     .venv/bin/python bench/ec2_up.py                     # 3 runs each, 5 s simulated boot; ~1 min
     .venv/bin/python bench/ec2_up.py --runs 1 --boot 0   # quicker, results not saved
 
-EC2 is a moto server behind tests/harness/awsfaults.py's FaultProxy, used only to record every AWS call (action
-and arrival time). Each instance becomes a throwaway sandbox host (tests/harness/ec2cloud.py) whose sshd answers
+EC2 is a moto server behind harness/faults/awsfaults.py's FaultProxy, used only to record every AWS call (action
+and arrival time). Each instance becomes a throwaway sandbox host (harness/clouds/ec2cloud.py) whose sshd answers
 `--boot` seconds after the instance appears, standing in for the guest's boot; JupyterLab is the real one, started
 by the image's unit. The image is baked once with tests/integration/recipes/ec2_flow.py (not measured).
 
@@ -44,10 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from harness.clouds.ec2cloud import SandboxCloud, leftovers  # noqa: E402
+from harness.emulators.moto import MotoServer  # noqa: E402
+from harness.faults.awsfaults import FaultProxy  # noqa: E402
 from tests.conftest import AWS_TEST_ENV  # noqa: E402
-from tests.harness.awsfaults import FaultProxy  # noqa: E402
-from tests.harness.ec2cloud import SandboxCloud, leftovers  # noqa: E402
-from tests.harness.moto import MotoServer  # noqa: E402
 from tests.integration.test_ec2_flow import CIDR, SHARED, bake_args, cli_env, seed_base  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "ec2_up.json"

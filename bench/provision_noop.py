@@ -4,7 +4,7 @@
     .venv/bin/python bench/provision_noop.py --skip-peers   # vmlab only (nothing installed, results not saved)
     .venv/bin/python bench/provision_noop.py --rtt 50 --runs 2   # as if the host were 50 ms away
 
-All three tools talk to the same real OpenSSH sshd on 127.0.0.1 (tests/harness/sshd.py: its own host and client
+All three tools talk to the same real OpenSSH sshd on 127.0.0.1 (harness/emulators/sshd.py: its own host and client
 keys, `SetEnv HOME` so root's pyenv-initialising ~/.bashrc is not run), as the same user with the same key, and
 trust exactly that server's host key. Each tool gets a fresh target directory and converges it once (timed, and
 verified file by file); then the tools re-apply in turn, N times each, and every re-apply must report no changes.
@@ -58,7 +58,7 @@ DEFAULT_PEERS_VENV = Path(os.environ.get("VMLAB_BENCH_PEERS_VENV", "/tmp/vmlab-b
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.harness.sshd import SSHD  # noqa: E402
+from harness.emulators.sshd import SSHD  # noqa: E402
 
 # ---- vmlab in-process (engine time without the CLI's start-up) ------------------------------------------------
 

@@ -10,7 +10,7 @@ Then one file at a time is changed, `--changes` times:
   bytes is its save-to-object latency;
 - the peer is a user running `aws s3 sync FOLDER s3://bucket/prefix` right after each save: its latency is the
   same write-to-object time (the CLI run).
-Every request either tool makes passes through a counting proxy (tests/harness/awsfaults.py) in front of moto,
+Every request either tool makes passes through a counting proxy (harness/faults/awsfaults.py) in front of moto,
 so requests are counted at the HTTP level, by type (LIST, GET, HEAD, PUT, POST, DELETE); the polling that
 detects the new object goes to moto directly and is not counted. Also measured: a restore of the tree into an
 empty folder (`vmlab-agent sync --once`: one listing, one GET per file) against `aws s3 sync` downloading it,
@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.harness.awsfaults import FaultProxy  # noqa: E402
-from tests.harness.moto import MotoServer  # noqa: E402
+from harness.emulators.moto import MotoServer  # noqa: E402
+from harness.faults.awsfaults import FaultProxy  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "sync.json"
 BUCKET = "vmlab-bench-sync"
@@ -141,11 +141,11 @@ def summary(latencies: list[float], requests: Counter[str], changes: int) -> dic
 
 
 def other_backends(args: argparse.Namespace, base_env: dict[str, str], work: Path) -> dict[str, Any]:
-    """The daemon alone on Azurite and fake-gcs-server (tests/harness/), same tree and changes: its requests per
+    """The daemon alone on Azurite and fake-gcs-server (harness/emulators/), same tree and changes: its requests per
     change (through the same kind of counting proxy) and save-to-object latency."""
-    from tests.harness.azurite import Azurite
-    from tests.harness.gcs import FakeGCS
-    from tests.harness.storebackends import AzureBackend, Backend, GCSBackend
+    from harness.drivers.storebackends import AzureBackend, Backend, GCSBackend
+    from harness.emulators.azurite import Azurite
+    from harness.emulators.gcs import FakeGCS
 
     found: dict[str, Any] = {}
     for name in ("azure", "gcs"):

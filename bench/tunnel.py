@@ -5,7 +5,7 @@
 
 An HTTP server on 127.0.0.1 stands in for JupyterLab (it checks the token on /api/status, as vmlab's tunnel
 does before it reports ready) and serves a large body and a tiny one. Each tunnel forwards a local port to it
-through the sshd of tests/harness/sshd.py (own host and client keys); all tunnels are measured in the same run,
+through the sshd of harness/emulators/sshd.py (own host and client keys); all tunnels are measured in the same run,
 in turn, so they see the same machine. Download: the median MB/s (10^6 bytes) of `--runs` full downloads.
 Latency: the median of `--requests` small GETs, each on a fresh TCP connection (so each opens an SSH channel,
 as a browser's new connection does). The default backend is compared with `ssh -L`; targets: >= 0.9x its
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.harness.sshd import SSHD, free_port  # noqa: E402
+from harness.emulators.sshd import SSHD, free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "tunnel.json"
 TOKEN = "bench-token"

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 vmlab_system_packages
 vmlab_python_env "[test]"
 vmlab_test_tools
-.venv/bin/ruff check vmlab tests bench recipes
+.venv/bin/ruff check vmlab tests harness bench recipes
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

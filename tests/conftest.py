@@ -1,5 +1,5 @@
 """Fixtures shared by every test: private state/cache dirs, a real sshd, a moto server. Logic lives in
-tests/harness/; this file only wires it to pytest."""
+harness/ (top level, shared with bench/); this file only wires it to pytest."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-# `pytest` run from anywhere (not only `python -m pytest` in the repo) must import vmlab and tests.harness.
+# `pytest` run from anywhere (not only `python -m pytest` in the repo) must import vmlab and harness.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.harness.moto import MotoServer  # noqa: E402
-from tests.harness.sshd import SSHD  # noqa: E402
+from harness.emulators.moto import MotoServer  # noqa: E402
+from harness.emulators.sshd import SSHD  # noqa: E402
 
 AWS_TEST_ENV = {
     "AWS_MAX_ATTEMPTS": "1",  # botocore would retry moto's 500s and hide them
@@ -69,9 +69,9 @@ def moto_server() -> Iterator[MotoServer]:
         server.cleanup()
 
 
-from tests.harness.awsfaults import FaultProxy  # noqa: E402
-from tests.harness.azurite import Azurite, find_azurite  # noqa: E402
-from tests.harness.gcs import FakeGCS  # noqa: E402
+from harness.emulators.azurite import Azurite, find_azurite  # noqa: E402
+from harness.emulators.gcs import FakeGCS  # noqa: E402
+from harness.faults.awsfaults import FaultProxy  # noqa: E402
 
 
 @pytest.fixture()

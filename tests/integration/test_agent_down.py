@@ -15,7 +15,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.harness.sshd import SSHD
+from harness.emulators.sshd import SSHD
 from vmlab import keys
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import HostError

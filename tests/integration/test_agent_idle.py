@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.agent import ROOT, agent_env
-from tests.harness.jupyter import JupyterServer
+from harness.drivers.agent import ROOT, agent_env
+from harness.emulators.jupyter import JupyterServer
 
 MINUTE_S = 0.5  # an agent minute, in seconds
 

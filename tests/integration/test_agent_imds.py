@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness.imds import ImdsEmulator
+from harness.emulators.imds import ImdsEmulator
 from vmlab.agent.imds import Imds, InterruptionWatcher
 
 

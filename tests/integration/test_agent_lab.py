@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.harness.agent import ROOT, agent_env
+from harness.drivers.agent import ROOT, agent_env
 from vmlab import keys
 from vmlab.agent.status import AgentStatus
 from vmlab.providers.base import LaunchSpec
@@ -160,7 +160,7 @@ def test_failed_up_removes_the_profile_it_created_and_keeps_a_reused_one(aws_fau
 def test_profile_lists_alice_and_never_alice2(moto_server) -> None:
     """The policy stored in IAM (moto), evaluated for the listings a VM could ask for; what each allowed listing
     returns comes from S3 (moto). A bare `alice` grant would let the VM list `alice2/` and `alice-archive/`."""
-    from tests.harness.iampolicy import allowed
+    from harness.plumbing.iampolicy import allowed
 
     moto_server.reset()
     name, _created = ensure_sync_profile(Aws(region="us-east-1"), "class-bucket", "alice")

@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.agent import AgentDaemon, agent_env
+from harness.drivers.agent import AgentDaemon, agent_env
 from tests.integration.test_agent_safety import PREFIX, files, objects
 from vmlab.agent.status import AgentStatus
 

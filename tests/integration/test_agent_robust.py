@@ -19,8 +19,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.agent import ROOT, AgentDaemon, agent_env
-from tests.harness.imds import ImdsEmulator
+from harness.drivers.agent import ROOT, AgentDaemon, agent_env
+from harness.emulators.imds import ImdsEmulator
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes
 

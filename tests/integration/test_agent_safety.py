@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.agent import ROOT, AgentDaemon, agent_env
+from harness.drivers.agent import ROOT, AgentDaemon, agent_env
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes
 from vmlab.agent.status import AgentStatus

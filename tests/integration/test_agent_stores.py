@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.storebackends import Backend, Daemon, make_backend
-from tests.harness.tcpdrop import DropProxy
+from harness.drivers.storebackends import Backend, Daemon, make_backend
+from harness.faults.tcpdrop import DropProxy
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.restore import restore
 from vmlab.agent.stores import RetryPolicy

@@ -17,10 +17,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.moto import MotoServer
-from tests.harness.sshd import free_port
-from tests.harness.storebackends import ROOT, Backend, Daemon, make_backend
+from harness.drivers.storebackends import ROOT, Backend, Daemon, make_backend
+from harness.emulators.moto import MotoServer
+from harness.emulators.sshd import free_port
+from harness.faults.awsfaults import FaultProxy
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Manifest
 from vmlab.agent.restore import restore

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.agent import AgentDaemon
+from harness.drivers.agent import AgentDaemon
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes, Manifest
 from vmlab.agent.restore import restore

@@ -1,4 +1,4 @@
-"""The fault-injecting proxy in front of moto (tests/harness/awsfaults.py): it records the right action names for
+"""The fault-injecting proxy in front of moto (harness/faults/awsfaults.py): it records the right action names for
 each AWS protocol, its injected errors are the ones botocore raises and never reach moto, and it targets, delays
 and reports calls as the zero-leak tests of the ec2 provider rely on. boto3 is called directly here because the
 proxy, not vmlab, is under test."""
@@ -17,8 +17,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.moto import MotoServer
+from harness.emulators.moto import MotoServer
+from harness.faults.awsfaults import FaultProxy
 
 pytestmark = pytest.mark.moto
 

@@ -18,9 +18,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.ec2cli import register, run_vmlab, vmlab_resources
-from tests.harness.moto import MotoServer
+from harness.drivers.ec2cli import register, run_vmlab, vmlab_resources
+from harness.emulators.moto import MotoServer
+from harness.faults.awsfaults import FaultProxy
 
 pytestmark = pytest.mark.moto
 

@@ -1,5 +1,5 @@
 """Nothing leaks, whichever AWS call fails and whenever the user presses Ctrl-C: `vmlab bake`, `up` and `down` on
-EC2 (moto behind a FaultProxy), with sandbox hosts as instances (tests/harness/ec2cloud.py), through the real CLI.
+EC2 (moto behind a FaultProxy), with sandbox hosts as instances (harness/clouds/ec2cloud.py), through the real CLI.
 
 A clean run of each command first records the AWS calls it makes; then, for every index i, a run whose call i
 fails with an AWS error (InternalError, never retried: AWS_MAX_ATTEMPTS=1) must exit 1 with one error line and
@@ -32,9 +32,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.ec2cloud import SandboxCloud, census, leftovers
-from tests.harness.moto import MotoServer
+from harness.clouds.ec2cloud import SandboxCloud, census, leftovers
+from harness.emulators.moto import MotoServer
+from harness.faults.awsfaults import FaultProxy
 from tests.integration.test_ec2_flow import CIDR, SHARED, bake_args, cli_env, seed_base
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec

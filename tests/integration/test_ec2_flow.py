@@ -1,5 +1,5 @@
 """`vmlab bake`, `vmlab up` and `vmlab down` on EC2, end to end through the real CLI: EC2 is moto, every instance
-is a throwaway sandbox host with a real sshd (tests/harness/ec2cloud.py boots it from the instance's user data
+is a throwaway sandbox host with a real sshd (harness/clouds/ec2cloud.py boots it from the instance's user data
 and key pair, as cloud-init would), and the lab runs a real JupyterLab.
 
 One bake is shared by the module: the tests check what it made, what it removed, how the short-lived builder was
@@ -25,9 +25,9 @@ import boto3
 import pytest
 import yaml
 
-from tests.harness.ec2cloud import SandboxCloud, leftovers
-from tests.harness.moto import MotoServer
-from tests.harness.sandbox import MASKED, lab_port_turn
+from harness.clouds.ec2cloud import SandboxCloud, leftovers
+from harness.clouds.sandbox import MASKED, lab_port_turn
+from harness.emulators.moto import MotoServer
 from vmlab import lab
 
 pytestmark = [pytest.mark.moto, pytest.mark.sshd]

@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.ec2cli import register, run_vmlab, vmlab_resources
-from tests.harness.moto import MotoServer
+from harness.drivers.ec2cli import register, run_vmlab, vmlab_resources
+from harness.emulators.moto import MotoServer
 from vmlab import keys
 from vmlab.providers.base import Instance, LaunchSpec
 from vmlab.providers.ec2 import Ec2Provider

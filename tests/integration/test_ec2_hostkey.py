@@ -4,7 +4,7 @@ it, makes the VM replace it with one of its own; from then on only that one is a
 the launch key can no longer pass for the lab, and verification stays strict throughout (never trust on first
 use, whatever address the VM has).
 
-EC2 is moto; the instance is a sandbox host with a real sshd (tests/harness/ec2cloud.py boots it from the user
+EC2 is moto; the instance is a sandbox host with a real sshd (harness/clouds/ec2cloud.py boots it from the user
 data and key pair as cloud-init would); the impostor is another real sshd holding the key read from the user data.
 """
 
@@ -17,10 +17,10 @@ import boto3
 import pytest
 import yaml
 
-from tests.harness.ec2cli import register
-from tests.harness.ec2cloud import SandboxCloud
-from tests.harness.moto import MotoServer
-from tests.harness.sshd import SSHD
+from harness.clouds.ec2cloud import SandboxCloud
+from harness.drivers.ec2cli import register
+from harness.emulators.moto import MotoServer
+from harness.emulators.sshd import SSHD
 from vmlab import keys
 from vmlab.errors import ConnectError
 from vmlab.providers.base import LaunchSpec

@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.ec2cli import run_vmlab, vmlab_resources
-from tests.harness.moto import MotoServer
+from harness.drivers.ec2cli import run_vmlab, vmlab_resources
+from harness.emulators.moto import MotoServer
+from harness.faults.awsfaults import FaultProxy
 from tests.integration.test_ec2_cli import Seeded, assert_one_line_bad_input, aws, no_ssh_beyond_loopback, seed
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec

@@ -16,8 +16,8 @@ import boto3
 import pytest
 import yaml
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.moto import MotoServer
+from harness.emulators.moto import MotoServer
+from harness.faults.awsfaults import FaultProxy
 from vmlab import keys
 from vmlab.errors import BadInput, HostError
 from vmlab.providers import get_provider

@@ -20,9 +20,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.ec2cli import register, run_vmlab
-from tests.harness.moto import MotoServer
+from harness.drivers.ec2cli import register, run_vmlab
+from harness.emulators.moto import MotoServer
+from harness.faults.awsfaults import FaultProxy
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec
 from vmlab.providers.ec2 import Ec2Provider

@@ -18,8 +18,8 @@ import boto3
 import pytest
 import yaml
 
-from tests.harness.moto import MotoServer
-from tests.harness.sshd import SSHD
+from harness.emulators.moto import MotoServer
+from harness.emulators.sshd import SSHD
 from vmlab import keys
 from vmlab.errors import ConnectError
 from vmlab.providers.base import Instance, LaunchSpec

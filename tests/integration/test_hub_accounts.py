@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.jupyterhub import Hub
+from harness.emulators.jupyterhub import Hub
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_recipe_jupyterhub import hub as hub_recap  # noqa: E402

@@ -2,7 +2,7 @@
 connection settings and --limit selections, or vmlab's documented one-line refusal.
 
 The corpus (tests/data/inventories/, each file naming the public inventory it is modelled on) and random
-inventories from hypothesis are all answered by one ansible worker process per batch (tests/harness/ansible_peer).
+inventories from hypothesis are all answered by one ansible worker process per batch (harness/drivers/ansible_peer.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("ansible", reason="ansible-core (test extra) needs Python 3.11+")
 
-from tests.harness.ansible_peer import BIN, ansible_env, ask  # noqa: E402
+from harness.drivers.ansible_peer import BIN, ansible_env, ask  # noqa: E402
 from vmlab.errors import BadInput  # noqa: E402
 from vmlab.inventory import load_inventory, resolve, select, show  # noqa: E402
 

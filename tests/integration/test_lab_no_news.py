@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_recipe_jupyterlab import rendered  # noqa: E402

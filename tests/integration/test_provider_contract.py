@@ -3,7 +3,7 @@ only and no capability, registered in the plain-dict registry, runs `bake`, `up`
 through the real CLI; what needs a capability it lacks (`share-ami`, `gc`, `up --sync`, `--spot`) is refused in
 one line, exit 2, before anything is made.
 
-Its "instances" are throwaway sandbox hosts with a real sshd on 127.0.0.1 (tests/harness/sandbox.py); an image is
+Its "instances" are throwaway sandbox hosts with a real sshd on 127.0.0.1 (harness/clouds/sandbox.py); an image is
 the upper dir a stopped sandbox leaves, the root of the next sandbox. No EC2, no QEMU.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.ec2cli import run_vmlab
-from tests.harness.sandbox import MASKED, Sandbox, lab_port_turn
+from harness.clouds.sandbox import MASKED, Sandbox, lab_port_turn
+from harness.drivers.ec2cli import run_vmlab
 from vmlab import lab
 from vmlab.providers import PROVIDERS
 from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, match_tags

@@ -102,7 +102,7 @@ def test_a_bad_recipe_variable_exits_2_before_any_host_is_contacted(tmp_path: Pa
                                                                     message: str) -> None:
     """Nothing listens on the inventory's port: had the check let the value through, vmlab would have tried to
     connect and exited 1 (unreachable); the refusal comes first, as one line, exit 2."""
-    from tests.harness.sshd import free_port
+    from harness.emulators.sshd import free_port
 
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text(f"all:\n  hosts:\n    h:\n      ansible_host: 127.0.0.1\n      ansible_port: {free_port()}\n")

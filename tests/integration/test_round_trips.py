@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sshd import SSHD
+from harness.emulators.sshd import SSHD
 from vmlab.engine import Command, Recipe, RunResult
 from vmlab.engine.runner import HostRecap, apply
 from vmlab.operations import files, pip, shell

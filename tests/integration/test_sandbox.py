@@ -1,4 +1,4 @@
-"""The throwaway root host of tests/harness/sandbox.py keeps its promises: writes and deletes stay inside, stopping
+"""The throwaway root host of harness/clouds/sandbox.py keeps its promises: writes and deletes stay inside, stopping
 it leaves no process and no temp dir, a kept upper dir boots the next sandbox, and its systemctl stand-in runs a
 unit with its environment file and user."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sandbox import Sandbox
+from harness.clouds.sandbox import Sandbox
 
 pytestmark = pytest.mark.sshd
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sshd import SSHD
+from harness.emulators.sshd import SSHD
 from vmlab.state import LabRecord, LabStore
 
 pytestmark = pytest.mark.sshd
@@ -79,7 +79,7 @@ def test_a_removed_lab_loses_its_entry(sshd: SSHD, tmp_path: Path) -> None:
 
 
 def test_wrong_host_key_is_refused_through_the_entry(sshd: SSHD, tmp_path: Path) -> None:
-    from tests.harness.sshd import make_keypair, public_key_line
+    from harness.emulators.sshd import make_keypair, public_key_line
 
     record(sshd, "lab", host_key=public_key_line(make_keypair(tmp_path, "impostor")))
     vmlab("ssh-config", home=tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sshd import SSHD, free_port, make_keypair, public_key_line
+from harness.emulators.sshd import SSHD, free_port, make_keypair, public_key_line
 from vmlab.engine.command import Command, RunResult
 from vmlab.errors import BadInput, CommandFailed, ConnectError, HostError, HostKeyMismatch
 from vmlab.transport import KnownHosts, SSHConnection, SSHTarget, forget

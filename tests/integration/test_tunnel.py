@@ -21,7 +21,7 @@ from typing import IO
 
 import pytest
 
-from tests.harness.sshd import SSHD, free_port, make_keypair, public_key_line
+from harness.emulators.sshd import SSHD, free_port, make_keypair, public_key_line
 from vmlab.state import LabRecord, LabStore
 
 pytestmark = pytest.mark.sshd

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sshd import SSHD, free_port
+from harness.emulators.sshd import SSHD, free_port
 from tests.integration.test_tunnel import jupyter, make_record, status, vmlab  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.sshd

@@ -17,9 +17,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.harness.ec2cli import register, run_vmlab, vmlab_resources
-from tests.harness.moto import MotoServer
-from tests.harness.sshd import SSHD
+from harness.drivers.ec2cli import register, run_vmlab, vmlab_resources
+from harness.emulators.moto import MotoServer
+from harness.emulators.sshd import SSHD
 from vmlab.providers.ec2 import Ec2Provider
 from vmlab.state import LabRecord, LabStore
 

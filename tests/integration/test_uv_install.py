@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sshd import SSHD
+from harness.emulators.sshd import SSHD
 from vmlab.engine import Recipe
 from vmlab.engine.runner import apply
 from vmlab.operations import pip

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
 from vmlab.agent import idle
 from vmlab.agent.idle import Activity, Decision, Limits, decide, last_active
 from vmlab.agent.imds import Imds, InterruptionWatcher, on_ec2

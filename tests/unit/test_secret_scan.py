@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import secretcorpus
 
-from tests.harness import rootfs
+from harness.clouds import rootfs
 from vmlab.workflows.scrub import SCAN_SCRIPT, parse_hits, printable, scrub_command
 
 FAKE_AWS_ID = "AKIA" + "ABCDEFGHIJKLMNOP"  # split so this file itself is no finding

@@ -3,7 +3,7 @@
 A spot instance learns two minutes ahead that it will be stopped (`spot/instance-action`), and earlier that it
 is at raised risk (`events/recommendations/rebalance`); either makes the sync daemon push everything at once.
 The agent polls only on EC2: the board vendor says "Amazon EC2" (or the Xen UUID starts with "ec2"), or
-AWS_EC2_METADATA_SERVICE_ENDPOINT names an endpoint (tests point it at tests/harness/imds.py). If the token
+AWS_EC2_METADATA_SERVICE_ENDPOINT names an endpoint (tests point it at harness/emulators/imds.py). If the token
 request then fails, the watcher stops for good: that machine has no IMDS. AWS_EC2_METADATA_DISABLED=true turns
 it off.
 

@@ -1,6 +1,6 @@
 """A small, harmless recipe for the EC2 flow tests: a file, a shell step and the JupyterLab unit `vmlab up` starts.
 
-It runs on a throwaway sandbox host (tests/harness/sandbox.py) as root, so JupyterLab runs as root
+It runs on a throwaway sandbox host (harness/clouds/sandbox.py) as root, so JupyterLab runs as root
 (`--allow-root`); `jupyter` is the test venv's own (`-e jupyter=...`), shared read-only into the sandbox.
 """
 

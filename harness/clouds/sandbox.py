@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.harness.sshd import SFTP_SERVER, SSHD_BIN, free_port, wait_for_banner
+from harness.emulators.sshd import SFTP_SERVER, SSHD_BIN, free_port, wait_for_banner
 
 #: folders of the test machine the sandbox shows empty (mode per folder)
 MASKED = {"root": 0o700, "home": 0o755, "tmp": 0o1777, "var/tmp": 0o1777, "opt": 0o755}
@@ -62,7 +62,7 @@ HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 
 SYSTEMCTL = r'''#!/usr/bin/python3
-"""systemctl stand-in of vmlab's test sandbox (tests/harness/sandbox.py), where no systemd runs: the unit verbs
+"""systemctl stand-in of vmlab's test sandbox (harness/clouds/sandbox.py), where no systemd runs: the unit verbs
 vmlab uses, done by running the unit's ExecStart as a plain process."""
 import os, pwd, shlex, signal, subprocess, sys, time
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from tests.harness.sandbox import Sandbox
-from tests.harness.sshd import free_port
+from harness.clouds.sandbox import Sandbox
+from harness.emulators.sshd import free_port
 
 LIVE = ["pending", "running"]
 

@@ -1,4 +1,6 @@
-"""Real peers for tests, each on 127.0.0.1 (or in a private overlay the test makes), grouped by kind.
+"""Real peers for the tests (tests/) and the benchmarks (bench/), each on 127.0.0.1 (or in a private overlay the
+test makes), one subpackage per kind: harness.emulators, harness.faults, harness.clouds, harness.drivers,
+harness.plumbing. It is not part of the vmlab wheel.
 
 Emulators (a real server standing in for a cloud service):
     moto (AWS: EC2, S3, IAM; `MotoServer`), azurite (Azure Blob), gcs (fake-gcs-server), imds (EC2 instance
@@ -15,5 +17,6 @@ Drivers (run a vmlab program the way users or systemd do, and inspect what it le
     subprocess), storebackends (the agent's three stores set up alike, behind a FaultProxy), ansible_peer
     (ansible-core's reading of an inventory, to compare with ours).
 Plumbing:
-    serverproc (waiting for an emulator subprocess to answer on loopback).
+    serverproc (waiting for an emulator subprocess to answer on loopback, stopping it), iampolicy (evaluates the
+    IAM policies vmlab writes, for the conditions moto does not check).
 """

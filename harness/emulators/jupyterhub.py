@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness.serverproc import stop_process, wait_until_up
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
+from harness.plumbing.serverproc import stop_process, wait_until_up
 
 CHP = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
 XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')

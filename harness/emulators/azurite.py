@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.harness.serverproc import tcp_accepts, wait_until_up
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
+from harness.plumbing.serverproc import tcp_accepts, wait_until_up
 
 # The emulator's fixed development account (public, documented by Microsoft; not a secret).
 ACCOUNT = "devstoreaccount1"

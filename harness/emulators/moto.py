@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.harness.serverproc import http_answers, wait_until_up
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
+from harness.plumbing.serverproc import http_answers, wait_until_up
 
 
 class MotoServer:

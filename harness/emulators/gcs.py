@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.harness.serverproc import http_answers, wait_until_up
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
+from harness.plumbing.serverproc import http_answers, wait_until_up
 
 
 def find_fake_gcs() -> Path:

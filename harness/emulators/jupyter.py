@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.harness.serverproc import stop_process
-from tests.harness.sshd import free_port
+from harness.emulators.sshd import free_port
+from harness.plumbing.serverproc import stop_process
 
 
 class JupyterServer:

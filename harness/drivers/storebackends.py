@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.harness.awsfaults import FaultProxy
-from tests.harness.azurite import Azurite
-from tests.harness.gcs import FakeGCS
+from harness.emulators.azurite import Azurite
+from harness.emulators.gcs import FakeGCS
+from harness.faults.awsfaults import FaultProxy
 from vmlab.agent.stores import Store, open_store
 
 PREFIX = "alice/data/"
