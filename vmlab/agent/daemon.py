@@ -240,6 +240,10 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
         except VmlabError as e:
             result = PushResult(failed={rel: str(e) for rel in ready or {""}})
             log.error("%s", e)
+        except Exception as e:  # noqa: BLE001 - one bad pass (EIO, a bug) must not stop the agent with a stale status
+            log.exception("sync pass failed")
+            result = PushResult(failed={rel: f"{type(e).__name__}: {e}" for rel in ready or {""}})
+            tracker.status.last_error = f"{type(e).__name__}: {e}"
         if full:
             next_reconcile = now + options.reconcile_s
         for rel, why in result.failed.items():
@@ -308,9 +312,9 @@ def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pend
         try:
             restored = restore(options.folder, options.store, options.manifest, options.excludes,
                                local_changes=pending.journaled())
-        except VmlabError as e:
+        except Exception as e:  # noqa: BLE001 - a store error, EIO, EACCES: retried, the status says why
             log.error("restore from %s failed, retrying in %.0fs: %s", options.store.url, wait, e)
-            tracker.status.last_error = str(e)
+            tracker.status.last_error = str(e) if isinstance(e, VmlabError) else f"{type(e).__name__}: {e}"
             tracker.write(pending, force=True)
             if stop.wait(wait):
                 return False
@@ -339,6 +343,9 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
         except VmlabError as e:
             result = PushResult(failed={"": str(e)})
             log.error("%s", e)
+        except Exception as e:  # noqa: BLE001 - retried until flush_s; the final status says not synced
+            log.exception("final push failed")
+            result = PushResult(failed={"": f"{type(e).__name__}: {e}"})
         tracker.after(result)
         if not result.pending:
             pending.done(pending.journaled())

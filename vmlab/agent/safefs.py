@@ -133,10 +133,13 @@ def rename_beside(root: Path, rel: str, new_name: str) -> None:
         raise FileExistsError(errno.EEXIST, f"{new_name} exists")
 
 
-def walk(root: Path, skip: Callable[[str], bool], prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+def walk(root: Path, skip: Callable[[str], bool], prefix: str = "",
+         unreadable: dict[str, str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, stat) of every regular file under `root` (or under its subfolder `prefix`, given with a
     trailing "/"), folders entered by fd without following symlinks; `skip(rel)` prunes a path. A folder removed
-    while it is walked is skipped."""
+    while it is walked is skipped. A file or folder that cannot be read (EACCES, EIO, ...) is skipped and put in
+    `unreadable` (path, a folder's with a trailing "/" -> why), so a caller never takes it for deleted."""
+    unreadable = {} if unreadable is None else unreadable
     try:
         if prefix:
             with parent_of(root, prefix.rstrip("/")) as (parent, name):
@@ -145,15 +148,25 @@ def walk(root: Path, skip: Callable[[str], bool], prefix: str = "") -> Iterator[
             fd = os.open(root, _DIR)
     except (FileNotFoundError, Outside):
         return
+    except OSError as e:
+        unreadable[prefix] = str(e)
+        return
     try:
-        yield from _walk_fd(fd, prefix, skip)
+        yield from _walk_fd(fd, prefix, skip, unreadable)
     finally:
         os.close(fd)
 
 
-def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result]]:
-    with os.scandir(fd) as it:
-        items = list(it)
+def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool],
+             unreadable: dict[str, str]) -> Iterator[tuple[str, os.stat_result]]:
+    try:
+        with os.scandir(fd) as it:
+            items = list(it)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        unreadable[prefix] = str(e)
+        return
     for item in items:
         rel = prefix + item.name
         if skip(rel):
@@ -162,13 +175,15 @@ def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool]) -> Iterator[tupl
             if item.is_dir(follow_symlinks=False):
                 child = _open_dir(item.name, fd)
                 try:
-                    yield from _walk_fd(child, rel + "/", skip)
+                    yield from _walk_fd(child, rel + "/", skip, unreadable)
                 finally:
                     os.close(child)
             elif item.is_file(follow_symlinks=False):
                 yield rel, item.stat(follow_symlinks=False)
         except (FileNotFoundError, Outside):
             continue  # removed, or swapped for a symlink, while we looked
+        except OSError as e:  # EACCES, EIO: unknown, never "deleted"
+            unreadable[rel + "/" if item.is_dir(follow_symlinks=False) else rel] = str(e)
 
 
 def remove_temporaries(root: Path) -> list[str]:

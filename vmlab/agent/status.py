@@ -44,6 +44,7 @@ class AgentStatus:
     restore: str = ""
     restore_problems: dict[str, str] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
+    stale: bool = False  # set by the reader (`vmlab down`): not the final status of the stop it just asked for
 
     @classmethod
     def parse(cls, text: str) -> AgentStatus | None:
@@ -74,7 +75,7 @@ class AgentStatus:
     def unsynced(self) -> bool:
         """Files the bucket lacks (or deletes held for review, or objects the store lost): terminating the lab now
         would lose them."""
-        return self.pending > 0 or self.held_deletes > 0 or self.lost
+        return self.pending > 0 or self.held_deletes > 0 or self.lost or self.stale
 
     def summary(self, now: float | None = None) -> str:
         """One short line for `vmlab ls`: "synced 2m ago", "3 files (1.2 MB) pending", "error: ..."."""
@@ -85,6 +86,8 @@ class AgentStatus:
                 parts.append(f"{self.held_deletes} deletes held (vmlab-agent release-deletes)")
             if self.lost:
                 parts.append("the bucket lost objects: re-uploading")
+            if self.stale:
+                parts.append("the agent did not write a final status (it died, or could not stop)")
         elif self.last_sync:
             parts = [f"synced {_ago(now - self.last_sync)} ago"]
         else:
