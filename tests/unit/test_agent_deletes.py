@@ -93,3 +93,17 @@ def test_released_and_held_state_is_saved_and_a_file_that_came_back_is_judged_ag
     assert restarted.released == set()
     assert DeleteGuard(DeletePolicy(), state).released == set()
     assert restarted.judge({"h"}, set(), 1, now=4.0, everything_gone=True) == []
+
+
+def test_long_non_ascii_names_are_cut_by_bytes_keeping_the_suffix(tmp_path: Path) -> None:
+    from vmlab.agent import safefs
+
+    name = "é" * 120 + ".ipynb"  # 246 bytes: a valid name, 126 characters
+    copy = conflict_name(name, "lab-1", 0)
+    assert len(os.fsencode(copy)) <= 255 and copy.endswith(".conflict-lab-1-19700101T000000Z.ipynb")
+    undecodable = os.fsdecode(b"\xe9" * 250)
+    assert len(os.fsencode(conflict_name(undecodable, "h", 0))) <= 255
+    # a restore of a 254-byte name: its temporary must fit too
+    long = "é" * 127
+    safefs.write_under(tmp_path, long, lambda f: f.write(b"x"))
+    assert (tmp_path / long).read_bytes() == b"x"

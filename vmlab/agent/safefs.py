@@ -104,7 +104,7 @@ def write_under(root: Path, rel: str, fill: Callable[[BinaryIO], object]) -> os.
     """Write `rel` whole or not at all: `fill` writes a temporary beside it (created without following links),
     which is synced and renamed over `rel` (a symlink there is replaced, never followed). Returns the new stat."""
     with parent_of(root, rel, create=True) as (parent, name):
-        tmp = f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"[:255]
+        tmp = fit_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-", name, "")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
                      dir_fd=parent)
         try:
@@ -120,6 +120,17 @@ def write_under(root: Path, rel: str, fill: Callable[[BinaryIO], object]) -> os.
                 pass
             raise
         return os.stat(name, dir_fd=parent, follow_symlinks=False)
+
+
+def fit_name(head: str, middle: str, tail: str, limit: int = 255) -> str:
+    """`head + middle + tail`, `middle` shortened (by whole characters) until the name's bytes on disk (UTF-8,
+    undecodable bytes as they were) fit in `limit`, the most a Linux file name holds.
+
+    Example: `fit_name(".~vmlab-1-", "é" * 200, "")` is 255 bytes or less and keeps its head."""
+    fixed = len(os.fsencode(head)) + len(os.fsencode(tail))
+    while middle and fixed + len(os.fsencode(middle)) > limit:
+        middle = middle[: -max(1, (fixed + len(os.fsencode(middle)) - limit) // 4)]
+    return head + middle + tail
 
 
 def rename_beside(root: Path, rel: str, new_name: str) -> None:
