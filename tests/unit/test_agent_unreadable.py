@@ -92,3 +92,8 @@ def test_down_distrusts_a_status_that_is_not_this_stops(status: AgentStatus, out
             check_can_remove("lab", status, force=False)
     else:
         check_can_remove("lab", status, force=False)
+
+
+def test_a_failed_marker_check_is_never_in_sync() -> None:
+    status = AgentStatus(last_sync=1.0, stopped=True, unverified="check of s3://b/.~vmlab-agent-marker failed")
+    assert status.unsynced and "cannot check" in status.summary()

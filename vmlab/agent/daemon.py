@@ -282,13 +282,18 @@ def _put_marker(store: Store) -> bool:
 
 
 def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
-    """One HEAD of the marker. Gone: the bucket or prefix was emptied or re-created, so nothing the manifest
-    records can be trusted; forget it all (every file is uploaded again) and say so until that is done."""
+    """One check of the marker (S3: a HEAD, or on a 403 a listing of exactly its key). Gone: the bucket or prefix
+    was emptied or re-created, so nothing the manifest records can be trusted; forget it all (every file is
+    uploaded again) and say so until that is done. A check that fails proves nothing either way: the status
+    says `unverified` (never "in sync") until a check answers."""
     try:
-        if options.store.exists(MARKER_KEY):
-            return True
+        there = options.store.exists(MARKER_KEY)
     except VmlabError as e:
         log.warning("cannot check the marker object: %s", e)
+        tracker.status.unverified = str(e)
+        return True
+    tracker.status.unverified = ""
+    if there:
         return True
     log.error("%s lost its objects (the marker is gone: deleted or re-created?): uploading everything again",
               options.store.url)
@@ -335,6 +340,8 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
     delay = 0.2
     assert options.guard is not None
     options.guard.take_releases()
+    if options.check_s:
+        _marker_there(options, tracker)  # a bucket re-created since the last check: the final push refills it
     while True:
         pending.take_all()
         try:
@@ -354,6 +361,8 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
             break
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+    if tracker.status.lost and not result.pending and _put_marker(options.store):
+        tracker.status.lost = False  # everything is there again
     if result.pending:
         log.error("exiting with %d files not synced: %s", len(result.pending),
                   ", ".join(shown(rel) for rel in result.pending[:10]))

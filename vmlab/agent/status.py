@@ -44,6 +44,7 @@ class AgentStatus:
     restore: str = ""
     restore_problems: dict[str, str] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
+    unverified: str = ""  # why the agent cannot tell the store still holds what it uploaded (a failed check)
     stale: bool = False  # set by the reader (`vmlab down`): not the final status of the stop it just asked for
 
     @classmethod
@@ -75,7 +76,7 @@ class AgentStatus:
     def unsynced(self) -> bool:
         """Files the bucket lacks (or deletes held for review, or objects the store lost): terminating the lab now
         would lose them."""
-        return self.pending > 0 or self.held_deletes > 0 or self.lost or self.stale
+        return self.pending > 0 or self.held_deletes > 0 or self.lost or self.stale or bool(self.unverified)
 
     def summary(self, now: float | None = None) -> str:
         """One short line for `vmlab ls`: "synced 2m ago", "3 files (1.2 MB) pending", "error: ..."."""
@@ -86,6 +87,8 @@ class AgentStatus:
                 parts.append(f"{self.held_deletes} deletes held (vmlab-agent release-deletes)")
             if self.lost:
                 parts.append("the bucket lost objects: re-uploading")
+            if self.unverified:
+                parts.append(f"cannot check the bucket still holds its objects: {self.unverified[:80]}")
             if self.stale:
                 parts.append("the agent did not write a final status (it died, or could not stop)")
         elif self.last_sync:
