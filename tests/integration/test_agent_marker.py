@@ -81,3 +81,23 @@ def test_a_bucket_recreated_before_the_stop_is_refilled_by_the_final_push(lab) -
     assert _keys(s3, bucket) == {f"f{i}.txt" for i in range(5)}
     final = _status(daemon)
     assert final.stopped and not final.unsynced
+
+
+def test_a_folder_replaced_under_the_agent_is_watched_again(lab) -> None:
+    """`mv data data.old; mkdir data` (or a disk mounted over it): the watch followed the old inode; the agent
+    notices, watches the new folder and scans it, long before its next full pass."""
+    s3, bucket, folder, state = lab
+    daemon = AgentDaemon(folder, f"s3://{bucket}/{PREFIX}", state, *FAST, "--reconcile", "3600")
+    try:
+        _wait(lambda: len(_keys(s3, bucket)) == 5 and _status(daemon).last_sync > 0, 15, "the first push")
+        folder.rename(folder.with_name("data.old"))
+        folder.mkdir()
+        for i in range(5):
+            (folder / f"f{i}.txt").write_bytes(b"file %d" % i)  # the same files, moved to the new disk
+        (folder / "new.txt").write_bytes(b"made on the new folder")
+        _wait(lambda: "new.txt" in _keys(s3, bucket), 15, "the new folder's file")
+        time.sleep(0.5)
+        (folder / "later.txt").write_bytes(b"an event on the new folder")
+        _wait(lambda: "later.txt" in _keys(s3, bucket), 15, "an event of the new folder")
+    finally:
+        daemon.stop()

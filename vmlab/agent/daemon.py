@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -180,9 +181,24 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
             pending.close()
     folder.mkdir(parents=True, exist_ok=True)
     observer = Observer()
-    observer.schedule(_handler(folder, options.excludes, pending), str(folder), recursive=True)
+    handler = _handler(folder, options.excludes, pending)
+    observer.schedule(handler, str(folder), recursive=True)
     observer.start()
     urgent = threading.Event()
+    watched = _identity(folder)
+
+    def rewatch() -> bool:
+        """Watch the folder again when it is another one now (a disk mounted over it, `mv data old; mkdir
+        data`): the watch follows the inode it was given, so the new folder's changes would go unseen."""
+        nonlocal watched
+        now = _identity(folder)
+        if now is None or now == watched:
+            return False
+        log.warning("%s is another folder now: watching it again and scanning it whole", folder)
+        observer.unschedule_all()
+        observer.schedule(handler, str(folder), recursive=True)
+        watched = now
+        return True
 
     def on_notice(text: str) -> None:
         tracker.status.interruption = text
@@ -192,7 +208,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
     if watcher is not None:
         watcher.start()
     try:
-        _loop(options, stop, pending, tracker, urgent)
+        _loop(options, stop, pending, tracker, urgent, rewatch)
     finally:
         observer.stop()
         observer.join(timeout=5)
@@ -204,8 +220,17 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
         pending.close()
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the folder (a symlink to it followed: a disk mounted elsewhere), None when missing."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker: Tracker,
-          urgent: threading.Event) -> None:
+          urgent: threading.Event, rewatch: Callable[[], bool] = lambda: False) -> None:
     """Push what is ready until `stop`; files made before the watch started (or while the agent was down) are
     found by the first pass, a full one."""
     assert options.guard is not None
@@ -220,6 +245,10 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
         notice = urgent.is_set()
         urgent.clear()
         full = now >= next_reconcile or notice or options.guard.take_releases()
+        try:
+            full = rewatch() or full
+        except OSError as e:  # the new folder cannot be watched yet: the next tick tries again
+            log.error("cannot watch %s again: %s", options.folder, e)
         if options.check_s and marker_ok and now >= next_check:
             next_check = now + options.check_s
             if not _marker_there(options, tracker):
