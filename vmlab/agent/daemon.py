@@ -4,7 +4,9 @@ exiting when `stop` is set (the CLI sets it on SIGTERM and SIGINT).
 
 A file that fails to upload gets its own backoff (1 s doubling to 60 s) and is named in the status; the others
 keep going. Every `check_s` one HEAD of a marker object (put at start) tells whether the bucket or prefix lost
-its objects (deleted and re-created): then everything is uploaded again, and the status says so until it is.
+its objects (deleted and re-created): then everything is uploaded again, and the status says so until it is;
+the push on exit checks it once more. A pass that raises anything is logged and the loop goes on. A folder
+replaced under the watch (another inode) is watched again and scanned whole.
 
 Example::
 

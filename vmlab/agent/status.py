@@ -7,7 +7,9 @@ release-deletes`: a sample of paths), `last_sync` (unix time of the last pass th
 never), `last_error`, `stuck` (files in their own retry backoff: path -> why), `lost` (objects the agent had
 uploaded are gone from the store: it is re-uploading them), `restore` (the last restore's counts),
 `restore_problems` (keys it skipped or failed: key -> why), `conflicts` (conflict copies made), `updated`,
-`stopped` (the daemon exited), `interruption` (an EC2 spot or rebalance notice it saw).
+`stopped` (the daemon exited), `interruption` (an EC2 spot or rebalance notice it saw), `unverified` (why the
+last marker check failed: not in sync until one answers). `stale` is set by `vmlab down`'s reader for a status
+that is not the final one of the stop it asked for.
 
 Example::
 
