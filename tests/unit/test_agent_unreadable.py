@@ -97,3 +97,13 @@ def test_down_distrusts_a_status_that_is_not_this_stops(status: AgentStatus, out
 def test_a_failed_marker_check_is_never_in_sync() -> None:
     status = AgentStatus(last_sync=1.0, stopped=True, unverified="check of s3://b/.~vmlab-agent-marker failed")
     assert status.unsynced and "cannot check" in status.summary()
+
+
+def test_an_event_path_behind_an_unreadable_folder_is_not_deleted(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _tree(tmp_path)
+    _deny(monkeypatch, "locked", errno.EACCES)
+    unreadable: dict[str, str] = {}
+    assert scan(tmp_path, Excludes(), only=["locked/y.txt"], unreadable=unreadable) == {}
+    known = {"locked/y.txt": Entry(4, 1, "m", "e"), "locked-not/z": Entry(4, 1, "m", "e")}
+    assert diff({}, known, md5_reader(tmp_path), unreadable).deleted == {"locked-not/z"}

@@ -137,8 +137,8 @@ def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable
 
 
 def _under_any(rel: str, prefixes: Mapping[str, str]) -> bool:
-    """`rel` is one of `prefixes` or inside one ending in "/" ("" is the whole folder)."""
-    return rel in prefixes or any(p == "" or (p.endswith("/") and rel.startswith(p)) for p in prefixes)
+    """`rel` is one of `prefixes` or inside one ("" is the whole folder; a trailing "/" is ignored)."""
+    return any(not p or rel == p.rstrip("/") or rel.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 def scan(folder: Path, excludes: Excludes, only: Iterable[str] | None = None,
@@ -162,7 +162,7 @@ def scan(folder: Path, excludes: Excludes, only: Iterable[str] | None = None,
         try:
             st = safefs.lstat_under(folder, rel)
         except OSError as e:
-            unreadable[rel + "/"] = str(e)  # a folder on the way: nothing under it is known gone
+            unreadable[rel] = str(e)  # it, or a folder on the way: neither it nor anything under it is known gone
             continue
         if st is None:
             continue
