@@ -43,7 +43,7 @@ def test_unreadable_folder_is_reported_and_its_files_are_never_deleted(
     unreadable: dict[str, str] = {}
     local = scan(tmp_path, Excludes(), unreadable=unreadable)
     assert set(local) == {"a/x.txt", "top.txt"}
-    assert list(unreadable) == ["locked/"]
+    assert list(unreadable) == ["locked"]
     changes = diff(local, known, md5_reader(tmp_path), unreadable)
     assert changes.deleted == {"gone.txt"}  # what is really gone still goes; nothing under locked/
     # the same with a scan of just that folder (an event for it)

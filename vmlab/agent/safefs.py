@@ -149,7 +149,7 @@ def walk(root: Path, skip: Callable[[str], bool], prefix: str = "",
     """(relative path, stat) of every regular file under `root` (or under its subfolder `prefix`, given with a
     trailing "/"), folders entered by fd without following symlinks; `skip(rel)` prunes a path. A folder removed
     while it is walked is skipped. A file or folder that cannot be read (EACCES, EIO, ...) is skipped and put in
-    `unreadable` (path, a folder's with a trailing "/" -> why), so a caller never takes it for deleted."""
+    `unreadable` (path -> why; it covers what is under it), so a caller never takes it for deleted."""
     unreadable = {} if unreadable is None else unreadable
     try:
         if prefix:
@@ -194,7 +194,7 @@ def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool],
         except (FileNotFoundError, Outside):
             continue  # removed, or swapped for a symlink, while we looked
         except OSError as e:  # EACCES, EIO: unknown, never "deleted"
-            unreadable[rel + "/" if item.is_dir(follow_symlinks=False) else rel] = str(e)
+            unreadable[rel] = str(e)  # the path and anything under it
 
 
 def remove_temporaries(root: Path) -> list[str]:
