@@ -72,3 +72,38 @@ def test_conflict_copy_names() -> None:
     assert conflict_name("Makefile", "h", 0) == "Makefile.conflict-h-19700101T000000Z"
     assert conflict_name(".bashrc", "h", 0) == ".bashrc.conflict-h-19700101T000000Z"
     assert conflict_name("a.tar.gz", "my host/x", 0) == "a.tar.conflict-my_host_x-19700101T000000Z.gz"
+
+
+def test_released_and_held_state_is_saved_and_a_file_that_came_back_is_judged_again(tmp_path: Path) -> None:
+    state = tmp_path / "deletes-y.json"
+    guard = DeleteGuard(DeletePolicy(settle_s=0, min_count=0), state)
+    assert guard.judge({"h"}, set(), 1, now=0.0, everything_gone=True) == []
+    assert guard.held == {"h"}
+    # h came back while another delete goes through in the same pass: the saved state drops h too
+    assert guard.judge({"w"}, {"h"}, 10, now=1.0) == ["w"]
+    assert DeleteGuard(DeletePolicy(), state).held == set()
+    # a release survives a restart before the delete is sent
+    guard.judge({"h"}, set(), 1, now=2.0, everything_gone=True)
+    release(state)
+    assert guard.take_releases()
+    restarted = DeleteGuard(DeletePolicy(settle_s=0), state)
+    assert restarted.released == {"h"}
+    # a released path that came back loses its release: its next delete is judged by the rules
+    restarted.judge(set(), {"h"}, 1, now=3.0)
+    assert restarted.released == set()
+    assert DeleteGuard(DeletePolicy(), state).released == set()
+    assert restarted.judge({"h"}, set(), 1, now=4.0, everything_gone=True) == []
+
+
+def test_long_non_ascii_names_are_cut_by_bytes_keeping_the_suffix(tmp_path: Path) -> None:
+    from vmlab.agent import safefs
+
+    name = "é" * 120 + ".ipynb"  # 246 bytes: a valid name, 126 characters
+    copy = conflict_name(name, "lab-1", 0)
+    assert len(os.fsencode(copy)) <= 255 and copy.endswith(".conflict-lab-1-19700101T000000Z.ipynb")
+    undecodable = os.fsdecode(b"\xe9" * 250)
+    assert len(os.fsencode(conflict_name(undecodable, "h", 0))) <= 255
+    # a restore of a 254-byte name: its temporary must fit too
+    long = "é" * 127
+    safefs.write_under(tmp_path, long, lambda f: f.write(b"x"))
+    assert (tmp_path / long).read_bytes() == b"x"

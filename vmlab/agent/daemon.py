@@ -4,7 +4,9 @@ exiting when `stop` is set (the CLI sets it on SIGTERM and SIGINT).
 
 A file that fails to upload gets its own backoff (1 s doubling to 60 s) and is named in the status; the others
 keep going. Every `check_s` one HEAD of a marker object (put at start) tells whether the bucket or prefix lost
-its objects (deleted and re-created): then everything is uploaded again, and the status says so until it is.
+its objects (deleted and re-created): then everything is uploaded again, and the status says so until it is;
+the push on exit checks it once more. A pass that raises anything is logged and the loop goes on. A folder
+replaced under the watch (another inode) is watched again and scanned whole.
 
 Example::
 
@@ -19,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -180,9 +183,24 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
             pending.close()
     folder.mkdir(parents=True, exist_ok=True)
     observer = Observer()
-    observer.schedule(_handler(folder, options.excludes, pending), str(folder), recursive=True)
+    handler = _handler(folder, options.excludes, pending)
+    observer.schedule(handler, str(folder), recursive=True)
     observer.start()
     urgent = threading.Event()
+    watched = _identity(folder)
+
+    def rewatch() -> bool:
+        """Watch the folder again when it is another one now (a disk mounted over it, `mv data old; mkdir
+        data`): the watch follows the inode it was given, so the new folder's changes would go unseen."""
+        nonlocal watched
+        now = _identity(folder)
+        if now is None or now == watched:
+            return False
+        log.warning("%s is another folder now: watching it again and scanning it whole", folder)
+        observer.unschedule_all()
+        observer.schedule(handler, str(folder), recursive=True)
+        watched = now
+        return True
 
     def on_notice(text: str) -> None:
         tracker.status.interruption = text
@@ -192,7 +210,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
     if watcher is not None:
         watcher.start()
     try:
-        _loop(options, stop, pending, tracker, urgent)
+        _loop(options, stop, pending, tracker, urgent, rewatch)
     finally:
         observer.stop()
         observer.join(timeout=5)
@@ -204,8 +222,17 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
         pending.close()
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the folder (a symlink to it followed: a disk mounted elsewhere), None when missing."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker: Tracker,
-          urgent: threading.Event) -> None:
+          urgent: threading.Event, rewatch: Callable[[], bool] = lambda: False) -> None:
     """Push what is ready until `stop`; files made before the watch started (or while the agent was down) are
     found by the first pass, a full one."""
     assert options.guard is not None
@@ -220,6 +247,10 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
         notice = urgent.is_set()
         urgent.clear()
         full = now >= next_reconcile or notice or options.guard.take_releases()
+        try:
+            full = rewatch() or full
+        except OSError as e:  # the new folder cannot be watched yet: the next tick tries again
+            log.error("cannot watch %s again: %s", options.folder, e)
         if options.check_s and marker_ok and now >= next_check:
             next_check = now + options.check_s
             if not _marker_there(options, tracker):
@@ -240,6 +271,10 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
         except VmlabError as e:
             result = PushResult(failed={rel: str(e) for rel in ready or {""}})
             log.error("%s", e)
+        except Exception as e:  # noqa: BLE001 - one bad pass (EIO, a bug) must not stop the agent with a stale status
+            log.exception("sync pass failed")
+            result = PushResult(failed={rel: f"{type(e).__name__}: {e}" for rel in ready or {""}})
+            tracker.status.last_error = f"{type(e).__name__}: {e}"
         if full:
             next_reconcile = now + options.reconcile_s
         for rel, why in result.failed.items():
@@ -278,13 +313,18 @@ def _put_marker(store: Store) -> bool:
 
 
 def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
-    """One HEAD of the marker. Gone: the bucket or prefix was emptied or re-created, so nothing the manifest
-    records can be trusted; forget it all (every file is uploaded again) and say so until that is done."""
+    """One check of the marker (S3: a HEAD, or on a 403 a listing of exactly its key). Gone: the bucket or prefix
+    was emptied or re-created, so nothing the manifest records can be trusted; forget it all (every file is
+    uploaded again) and say so until that is done. A check that fails proves nothing either way: the status
+    says `unverified` (never "in sync") until a check answers."""
     try:
-        if options.store.exists(MARKER_KEY):
-            return True
+        there = options.store.exists(MARKER_KEY)
     except VmlabError as e:
         log.warning("cannot check the marker object: %s", e)
+        tracker.status.unverified = str(e)
+        return True
+    tracker.status.unverified = ""
+    if there:
         return True
     log.error("%s lost its objects (the marker is gone: deleted or re-created?): uploading everything again",
               options.store.url)
@@ -308,9 +348,9 @@ def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pend
         try:
             restored = restore(options.folder, options.store, options.manifest, options.excludes,
                                local_changes=pending.journaled())
-        except VmlabError as e:
+        except Exception as e:  # noqa: BLE001 - a store error, EIO, EACCES: retried, the status says why
             log.error("restore from %s failed, retrying in %.0fs: %s", options.store.url, wait, e)
-            tracker.status.last_error = str(e)
+            tracker.status.last_error = str(e) if isinstance(e, VmlabError) else f"{type(e).__name__}: {e}"
             tracker.write(pending, force=True)
             if stop.wait(wait):
                 return False
@@ -331,6 +371,8 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
     delay = 0.2
     assert options.guard is not None
     options.guard.take_releases()
+    if options.check_s:
+        _marker_there(options, tracker)  # a bucket re-created since the last check: the final push refills it
     while True:
         pending.take_all()
         try:
@@ -339,6 +381,9 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
         except VmlabError as e:
             result = PushResult(failed={"": str(e)})
             log.error("%s", e)
+        except Exception as e:  # noqa: BLE001 - retried until flush_s; the final status says not synced
+            log.exception("final push failed")
+            result = PushResult(failed={"": f"{type(e).__name__}: {e}"})
         tracker.after(result)
         if not result.pending:
             pending.done(pending.journaled())
@@ -347,6 +392,8 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
             break
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+    if tracker.status.lost and not result.pending and _put_marker(options.store):
+        tracker.status.lost = False  # everything is there again
     if result.pending:
         log.error("exiting with %d files not synced: %s", len(result.pending),
                   ", ".join(shown(rel) for rel in result.pending[:10]))

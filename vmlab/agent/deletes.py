@@ -63,6 +63,7 @@ class DeleteGuard:
             data = json.loads(path.read_text())
             self.held = set(data.get("held", []))
             self.window = [(float(t), int(n), int(k)) for t, n, k in data.get("window", [])]
+            self.released = set(data.get("released", []))
         except (OSError, ValueError, TypeError):
             pass
         self.take_releases()  # written while no agent ran
@@ -70,7 +71,8 @@ class DeleteGuard:
     def save(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_atomic(self.path, json.dumps({"held": sorted(self.held), "window": self.window}))
+            write_atomic(self.path, json.dumps({"held": sorted(self.held), "window": self.window,
+                                                "released": sorted(self.released)}))
 
     def take_releases(self) -> bool:
         """Read a release written by `release-deletes` (True when there was one)."""
@@ -94,14 +96,20 @@ class DeleteGuard:
         files the manifest knows now; `settle`: wait for a burst to end (off for a one-time or final push);
         `busy`: more events are queued (maybe more deletes): the burst is not over."""
         changed = False
+        present = set(present)
         for rel in present:
             self.waiting.pop(rel, None)
             if rel in self.held:
                 self.held.discard(rel)
                 changed = True
+        if self.released & present:  # released, then came back: a later delete of it is judged afresh
+            self.released -= present
+            changed = True
         missing = set(missing)
         released = sorted(missing & self.released)
-        self.released -= missing
+        if released:
+            self.released -= missing
+            changed = True
         missing -= set(released)
         new = missing - self.held - set(self.waiting)
         for rel in new:
@@ -120,11 +128,15 @@ class DeleteGuard:
         batch = sorted(rel for rel in self.waiting if rel in missing)
         self.waiting = {rel: t for rel, t in self.waiting.items() if rel not in missing}
         if not batch:
+            if changed:
+                self.save()
             return released
         if not self.policy.force and (self.held or everything_gone or self._too_many(len(batch), known)):
             self.held |= set(batch)
             self.save()
             return released
+        if changed:
+            self.save()
         return released + batch
 
     def _too_many(self, count: int, known: int) -> bool:

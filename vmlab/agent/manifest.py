@@ -92,6 +92,7 @@ class Diff:
     changed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
     touched: dict[str, tuple[Stat, str]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # path (a folder's ends in "/") -> why
 
     @property
     def uploads(self) -> list[str]:
@@ -101,16 +102,18 @@ class Diff:
         return bool(self.new or self.changed or self.deleted or self.touched)
 
 
-def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable[[str], str | None]) -> Diff:
+def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable[[str], str | None],
+         unreadable: Mapping[str, str] | None = None) -> Diff:
     """Compare scanned files with the manifest. A file whose size, mtime, ctime and inode all equal the manifest's
     is taken as unchanged; any other difference (an older mtime included: a restored copy, `touch -r`, an editor
     keeping the mtime, which still moves the ctime) is settled by MD5, so a same-size edit is never missed and a
     touch costs no upload. `md5_of` returns None for a file that vanished since the scan; it is then left for
-    the next pass.
+    the next pass. A file `md5_of` cannot read, and every known path under an `unreadable` one (a scan's), goes
+    to `unreadable`: never judged deleted.
 
     Example: `diff({"a": Stat(1, 5)}, {}, md5_of).new == {"a"}`.
     """
-    result = Diff()
+    result = Diff(unreadable=dict(unreadable or {}))
     for rel, st in local.items():
         entry = known.get(rel)
         if entry is None:
@@ -118,40 +121,56 @@ def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable
             continue
         if entry.stat == st:
             continue
-        digest = md5_of(rel)
+        try:
+            digest = md5_of(rel)
+        except OSError as e:
+            result.unreadable[rel] = str(e)
+            continue
         if digest is None:
             continue
         if digest == entry.md5:
             result.touched[rel] = (st, digest)
         else:
             result.changed.add(rel)
-    result.deleted = {rel for rel in known if rel not in local}
+    result.deleted = {rel for rel in known if rel not in local and not _under_any(rel, result.unreadable)}
     return result
 
 
-def scan(folder: Path, excludes: Excludes, only: Iterable[str] | None = None) -> dict[str, Stat]:
+def _under_any(rel: str, prefixes: Mapping[str, str]) -> bool:
+    """`rel` is one of `prefixes` or inside one ("" is the whole folder; a trailing "/" is ignored)."""
+    return any(not p or rel == p.rstrip("/") or rel.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def scan(folder: Path, excludes: Excludes, only: Iterable[str] | None = None,
+         unreadable: dict[str, str] | None = None) -> dict[str, Stat]:
     """Regular files under `folder` by relative path, reached without following any symlink (see
     vmlab.agent.safefs), excluded paths skipped. With `only`, look at just those relative paths: a file is
-    stat'ed, a folder is walked.
+    stat'ed, a folder is walked. Paths that cannot be read (EACCES, EIO) go to `unreadable` (path -> why).
 
     Example: `scan(Path("/home/u/data"), Excludes(), only=["new-folder"])`.
     """
     if only is None:
         only = [""]
     found: dict[str, Stat] = {}
+    unreadable = {} if unreadable is None else unreadable
     for rel in only:
         if not rel:
-            found.update((r, Stat.of(st)) for r, st in safefs.walk(folder, excludes.matches))
+            found.update((r, Stat.of(st)) for r, st in safefs.walk(folder, excludes.matches, "", unreadable))
             continue
         if excludes.matches(rel):
             continue
-        st = safefs.lstat_under(folder, rel)
+        try:
+            st = safefs.lstat_under(folder, rel)
+        except OSError as e:
+            unreadable[rel] = str(e)  # it, or a folder on the way: neither it nor anything under it is known gone
+            continue
         if st is None:
             continue
         if stat_module.S_ISREG(st.st_mode):
             found[rel] = Stat.of(st)
         elif stat_module.S_ISDIR(st.st_mode):
-            found.update((r, Stat.of(s)) for r, s in safefs.walk(folder, excludes.matches, rel + "/"))
+            found.update((r, Stat.of(s))
+                         for r, s in safefs.walk(folder, excludes.matches, rel + "/", unreadable))
     return found
 
 

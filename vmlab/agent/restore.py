@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -36,9 +37,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vmlab.agent import safefs
-from vmlab.agent.keys import MARKER_KEY, rel_of, shown
+from vmlab.agent.keys import MARKER_KEY, key_of, rel_of, shown
 from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, md5_under, scan
-from vmlab.agent.stores import ObjectInfo, Store
+from vmlab.agent.stores import PART_SIZE, ObjectInfo, Store
 from vmlab.agent.sync import WORKERS, _entry
 from vmlab.errors import VmlabError
 
@@ -88,6 +89,10 @@ def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes |
         if obj.key == MARKER_KEY:
             continue
         rel = rel_of(obj.key)
+        if not _canonical(rel, obj.key):  # not a key the agent writes: it would land on another key's file
+            result.skipped[obj.key] = f"names the file {shown(rel)}, whose key is another: written by another tool"
+            log.warning("skipped %s: %s", shown(obj.key), result.skipped[obj.key])
+            continue
         why = _unrestorable(folder, rel, excludes)
         if why:
             _skip(result, manifest, obj.key, rel, why)
@@ -101,7 +106,12 @@ def restore(folder: Path, store: Store, manifest: Manifest, excludes: Excludes |
         elif action == "kept":
             result.kept_local.append(rel)
         else:
-            copy = _conflict(folder, rel, obj, local[rel], action == "local newer", downloads)
+            try:
+                copy = _conflict(folder, rel, obj, local[rel], action == "local newer", downloads)
+            except OSError as e:  # no free conflict name, a name too long, EACCES: both sides stay as they are
+                result.failed[obj.key] = f"conflict copy not made: {e}"
+                log.error("conflict on %s: %s", shown(rel), result.failed[obj.key])
+                continue
             result.conflicts.append(copy)
             log.warning("conflict on %s: both sides changed; the newer stays, the other is kept as %s",
                         shown(rel), shown(copy))
@@ -127,6 +137,8 @@ def _unrestorable(folder: Path, rel: str, excludes: Excludes) -> str:
         return ""
     except safefs.Outside:
         return "a symlink or a file stands in its path"
+    except OSError as e:
+        return f"its path cannot be read here: {e}"
     if not stat_module.S_ISREG(st.st_mode):
         return "a folder or symlink is at its path"
     return ""
@@ -152,7 +164,8 @@ def _decide(folder: Path, rel: str, obj: ObjectInfo, st: Stat | None, manifest: 
     if entry is not None and entry.stat == st:
         return "in sync" if entry.etag == obj.etag else "download"
     digest = md5_under(folder, rel) or ""
-    if digest == (obj.md5 or obj.etag):  # the store's MD5 (S3: a single-part ETag is one)
+    if digest == (obj.md5 or obj.etag) or (  # the store's MD5 (S3: a single-part ETag is one)
+            entry is None and not obj.md5 and st.size == obj.size and multipart_etag(folder, rel) == obj.etag):
         manifest.record(rel, _entry(st, digest, obj.etag))
         return "in sync"
     if entry is not None and digest == entry.md5:
@@ -166,6 +179,21 @@ def _decide(folder: Path, rel: str, obj: ObjectInfo, st: Stat | None, manifest: 
     return "local newer" if st.mtime_ns / 1e9 >= obj.modified else "remote newer"
 
 
+def multipart_etag(folder: Path, rel: str, part_size: int = PART_SIZE) -> str:
+    """The ETag S3 gives `rel`'s bytes uploaded in `part_size` parts (the agent's; also `aws s3`'s default):
+    the MD5 of the parts' MD5s, "-" and their count. "" when the file cannot be read.
+
+    Example: a 20 MiB file in 8 MiB parts -> "<md5 of three digests>-3"."""
+    digests = []
+    try:
+        with safefs.open_under(folder, rel) as f:
+            while chunk := f.read(part_size):
+                digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+    except OSError:
+        return ""
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+
 def conflict_name(name: str, host: str, when: float) -> str:
     """`notes.ipynb` -> `notes.conflict-HOST-20261205T183000Z.ipynb` (a name without an extension, or a dot
     file, gets the suffix at its end)."""
@@ -174,7 +202,7 @@ def conflict_name(name: str, host: str, when: float) -> str:
     if not stem:
         stem, dot, ext = name, "", ""
     safe_host = "".join(c if c.isalnum() or c in "-_" else "_" for c in host)[:40] or "host"
-    return f"{stem}.conflict-{safe_host}-{stamp}{dot}{ext}"[:255]
+    return safefs.fit_name("", stem, f".conflict-{safe_host}-{stamp}{dot}{ext}")
 
 
 def _conflict(folder: Path, rel: str, obj: ObjectInfo, st: Stat, local_newer: bool,
@@ -187,6 +215,8 @@ def _conflict(folder: Path, rel: str, obj: ObjectInfo, st: Stat, local_newer: bo
         copy = (parent + "/" if parent else "") + conflict_name(name, host, when)
         if safefs.lstat_under(folder, copy) is None:
             break
+    else:
+        raise FileExistsError(errno.EEXIST, f"100 conflict copies of {shown(rel)} exist already: clear some")
     if local_newer:
         downloads.append((copy, obj, True))
     else:
@@ -237,6 +267,15 @@ class _HashingWriter:
     def write(self, data: bytes, /) -> int:
         self._digest.update(data)
         return self._f.write(data)
+
+
+def _canonical(rel: str, key: str) -> bool:
+    """Whether `key` is the key of the file `rel` names, as a scan reads that name back from disk: escaped bytes
+    that form valid UTF-8 (`\uf7c3\uf7a9`) name the file `é`, whose key is `é`."""
+    try:
+        return key_of(os.fsdecode(os.fsencode(rel))) == key
+    except UnicodeError:
+        return False
 
 
 def _safe(rel: str) -> bool:

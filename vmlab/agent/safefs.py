@@ -104,7 +104,7 @@ def write_under(root: Path, rel: str, fill: Callable[[BinaryIO], object]) -> os.
     """Write `rel` whole or not at all: `fill` writes a temporary beside it (created without following links),
     which is synced and renamed over `rel` (a symlink there is replaced, never followed). Returns the new stat."""
     with parent_of(root, rel, create=True) as (parent, name):
-        tmp = f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"[:255]
+        tmp = fit_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-", name, "")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
                      dir_fd=parent)
         try:
@@ -122,6 +122,17 @@ def write_under(root: Path, rel: str, fill: Callable[[BinaryIO], object]) -> os.
         return os.stat(name, dir_fd=parent, follow_symlinks=False)
 
 
+def fit_name(head: str, middle: str, tail: str, limit: int = 255) -> str:
+    """`head + middle + tail`, `middle` shortened (by whole characters) until the name's bytes on disk (UTF-8,
+    undecodable bytes as they were) fit in `limit`, the most a Linux file name holds.
+
+    Example: `fit_name(".~vmlab-1-", "é" * 200, "")` is 255 bytes or less and keeps its head."""
+    fixed = len(os.fsencode(head)) + len(os.fsencode(tail))
+    while middle and fixed + len(os.fsencode(middle)) > limit:
+        middle = middle[: -max(1, (fixed + len(os.fsencode(middle)) - limit) // 4)]
+    return head + middle + tail
+
+
 def rename_beside(root: Path, rel: str, new_name: str) -> None:
     """Rename `rel` to `new_name` in the same folder; FileExistsError when that name is taken."""
     with parent_of(root, rel) as (parent, name):
@@ -133,10 +144,13 @@ def rename_beside(root: Path, rel: str, new_name: str) -> None:
         raise FileExistsError(errno.EEXIST, f"{new_name} exists")
 
 
-def walk(root: Path, skip: Callable[[str], bool], prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+def walk(root: Path, skip: Callable[[str], bool], prefix: str = "",
+         unreadable: dict[str, str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, stat) of every regular file under `root` (or under its subfolder `prefix`, given with a
     trailing "/"), folders entered by fd without following symlinks; `skip(rel)` prunes a path. A folder removed
-    while it is walked is skipped."""
+    while it is walked is skipped. A file or folder that cannot be read (EACCES, EIO, ...) is skipped and put in
+    `unreadable` (path -> why; it covers what is under it), so a caller never takes it for deleted."""
+    unreadable = {} if unreadable is None else unreadable
     try:
         if prefix:
             with parent_of(root, prefix.rstrip("/")) as (parent, name):
@@ -145,15 +159,25 @@ def walk(root: Path, skip: Callable[[str], bool], prefix: str = "") -> Iterator[
             fd = os.open(root, _DIR)
     except (FileNotFoundError, Outside):
         return
+    except OSError as e:
+        unreadable[prefix] = str(e)
+        return
     try:
-        yield from _walk_fd(fd, prefix, skip)
+        yield from _walk_fd(fd, prefix, skip, unreadable)
     finally:
         os.close(fd)
 
 
-def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result]]:
-    with os.scandir(fd) as it:
-        items = list(it)
+def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool],
+             unreadable: dict[str, str]) -> Iterator[tuple[str, os.stat_result]]:
+    try:
+        with os.scandir(fd) as it:
+            items = list(it)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        unreadable[prefix] = str(e)
+        return
     for item in items:
         rel = prefix + item.name
         if skip(rel):
@@ -162,13 +186,15 @@ def _walk_fd(fd: int, prefix: str, skip: Callable[[str], bool]) -> Iterator[tupl
             if item.is_dir(follow_symlinks=False):
                 child = _open_dir(item.name, fd)
                 try:
-                    yield from _walk_fd(child, rel + "/", skip)
+                    yield from _walk_fd(child, rel + "/", skip, unreadable)
                 finally:
                     os.close(child)
             elif item.is_file(follow_symlinks=False):
                 yield rel, item.stat(follow_symlinks=False)
         except (FileNotFoundError, Outside):
             continue  # removed, or swapped for a symlink, while we looked
+        except OSError as e:  # EACCES, EIO: unknown, never "deleted"
+            unreadable[rel] = str(e)  # the path and anything under it
 
 
 def remove_temporaries(root: Path) -> list[str]:

@@ -7,7 +7,9 @@ release-deletes`: a sample of paths), `last_sync` (unix time of the last pass th
 never), `last_error`, `stuck` (files in their own retry backoff: path -> why), `lost` (objects the agent had
 uploaded are gone from the store: it is re-uploading them), `restore` (the last restore's counts),
 `restore_problems` (keys it skipped or failed: key -> why), `conflicts` (conflict copies made), `updated`,
-`stopped` (the daemon exited), `interruption` (an EC2 spot or rebalance notice it saw).
+`stopped` (the daemon exited), `interruption` (an EC2 spot or rebalance notice it saw), `unverified` (why the
+last marker check failed: not in sync until one answers). `stale` is set by `vmlab down`'s reader for a status
+that is not the final one of the stop it asked for.
 
 Example::
 
@@ -44,6 +46,8 @@ class AgentStatus:
     restore: str = ""
     restore_problems: dict[str, str] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
+    unverified: str = ""  # why the agent cannot tell the store still holds what it uploaded (a failed check)
+    stale: bool = False  # set by the reader (`vmlab down`): not the final status of the stop it just asked for
 
     @classmethod
     def parse(cls, text: str) -> AgentStatus | None:
@@ -74,7 +78,7 @@ class AgentStatus:
     def unsynced(self) -> bool:
         """Files the bucket lacks (or deletes held for review, or objects the store lost): terminating the lab now
         would lose them."""
-        return self.pending > 0 or self.held_deletes > 0 or self.lost
+        return self.pending > 0 or self.held_deletes > 0 or self.lost or self.stale or bool(self.unverified)
 
     def summary(self, now: float | None = None) -> str:
         """One short line for `vmlab ls`: "synced 2m ago", "3 files (1.2 MB) pending", "error: ..."."""
@@ -85,6 +89,10 @@ class AgentStatus:
                 parts.append(f"{self.held_deletes} deletes held (vmlab-agent release-deletes)")
             if self.lost:
                 parts.append("the bucket lost objects: re-uploading")
+            if self.unverified:
+                parts.append(f"cannot check the bucket still holds its objects: {self.unverified[:80]}")
+            if self.stale:
+                parts.append("the agent did not write a final status (it died, or could not stop)")
         elif self.last_sync:
             parts = [f"synced {_ago(now - self.last_sync)} ago"]
         else:

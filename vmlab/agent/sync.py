@@ -79,11 +79,15 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     if not folder.is_dir():
         raise BadInput(f"sync folder {folder} does not exist", "create it or fix --folder")
     paths = None if only is None else sorted(set(only))
-    local = scan(folder, excludes, paths)
+    unreadable: dict[str, str] = {}
+    local = scan(folder, excludes, paths, unreadable)
     known_paths = manifest.under("") if paths is None else set().union(*(manifest.under(p) for p in paths))
     known = {rel: manifest.entries[rel] for rel in known_paths if not excludes.matches(rel)}
-    changes = diff(local, known, md5_reader(folder))
+    changes = diff(local, known, md5_reader(folder), unreadable)
     result = PushResult()
+    for rel, why in changes.unreadable.items():
+        result.failed[rel.rstrip("/")] = f"cannot read: {why}"  # its own backoff; named in the status
+        log.error("cannot read %s: %s", shown(rel), why)
     for rel, (st, digest) in changes.touched.items():
         manifest.record(rel, _entry(st, digest, known[rel].etag))
         result.touched += 1

@@ -160,15 +160,38 @@ def _sudo(conn: Host, command: Command) -> str:
 
 
 # stop the sync daemon if this image has it: SIGTERM makes it push what is pending and write its final status
+# and print the lab's clock before the stop (and "active" when it ran), so a status from before it is not trusted
 STOP_SYNC = r"""
+date +%s
+if systemctl is-active --quiet "$1"; then echo active; fi
 if systemctl cat "$1" >/dev/null 2>&1; then systemctl stop "$1"; fi
 """
 
 
 def flush_and_read(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:
-    """Stop the sync daemon (it pushes everything pending first) and read its final status."""
-    _sudo(conn, sh(STOP_SYNC, lab.SYNC_SERVICE, label="stop the sync agent (it pushes what is pending)"))
-    return read_status(conn, path)
+    """Stop the sync daemon (it pushes everything pending first) and read its final status. A status that is
+    not a stopped agent's, or (when the agent was running) was written before this stop, is marked `stale`:
+    it counts as unsynced, since the agent died or never wrote what it pushed at the end."""
+    out = _sudo(conn, sh(STOP_SYNC, lab.SYNC_SERVICE, label="stop the sync agent (it pushes what is pending)"))
+    status = read_status(conn, path)
+    if status is not None:
+        status.stale = judge_stale(status, out)
+    return status
+
+
+def judge_stale(status: AgentStatus, stop_output: str) -> bool:
+    """Whether `status` is not the final one of the stop that printed `stop_output` (see STOP_SYNC).
+
+    Example: `judge_stale(AgentStatus(stopped=False), "1700000000\n")` is True."""
+    lines = stop_output.split()
+    try:
+        started = float(lines[0])
+    except (IndexError, ValueError):
+        started = 0.0
+    if not status.stopped:
+        return True
+    # the clock printed has whole seconds; allow that second
+    return "active" in lines[1:] and status.updated < started - 1
 
 
 def read_status(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | None:

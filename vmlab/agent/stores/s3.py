@@ -96,7 +96,15 @@ class S3Store:
             code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
             if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
                 return False
+            if code not in ("403", "AccessDenied", "Forbidden"):
+                raise self._error("check", key, e) from e
+        # 403: without s3:ListBucket on the key itself (EC2's instance profile grants it only with an s3:prefix
+        # condition) S3 answers a HEAD of a missing object with 403. A listing under exactly that key tells.
+        try:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        except Exception as e:
             raise self._error("check", key, e) from e
+        return any(obj.get("Key") == self._key(key) for obj in page.get("Contents", []))
 
     def list(self) -> Iterator[ObjectInfo]:
         try:
