@@ -397,3 +397,27 @@ def test_share_image_refuses_bad_account_ids(ec2: Any, provider: Ec2Provider, cl
     with pytest.raises(BadInput):
         provider.share_image(image.id, accounts)
     assert provider.describe_image(image.id).shared_with == ()  # type: ignore[union-attr]
+
+
+def interrupt_after(provider: Ec2Provider, action: str) -> None:
+    """A Ctrl-C that lands the moment `action` has succeeded at EC2, before its answer reaches vmlab."""
+    def hit(**_kw: Any) -> None:
+        raise KeyboardInterrupt
+    provider.aws.ec2.meta.events.register(f"after-call.ec2.{action}", hit)
+
+
+def test_ctrl_c_during_create_image_leaks_no_image(ec2: Any, provider: Ec2Provider,
+                                                   client_key: keys.KeyPair) -> None:
+    inst = provider.launch(spec(client_key))
+    interrupt_after(provider, "CreateImage")
+    with pytest.raises(KeyboardInterrupt):
+        provider.create_image(inst.id, "lab-v1", {"vmlab:recipe-hash": "ab12"}, progress=lambda m, f: None)
+    assert ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["lab-v1"]}])["Images"] == []
+
+
+def test_ctrl_c_during_run_instances_leaks_nothing(ec2: Any, provider: Ec2Provider,
+                                                   client_key: keys.KeyPair) -> None:
+    interrupt_after(provider, "RunInstances")
+    with pytest.raises(KeyboardInterrupt):
+        provider.launch(spec(client_key))
+    assert leftovers(ec2) == NOTHING
