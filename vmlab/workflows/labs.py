@@ -20,6 +20,7 @@ from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
+from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider, Regional, ScopesStorage
 from vmlab.safetext import check_record
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
@@ -214,9 +215,9 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
         profile = _sync_profile(provider, settings, cleanup, say)
         say(f"launching lab {name} from {img.name} ({img.id})")
-        with watch.lap("launch"):
+        with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo
             inst = provider.launch(replace(checks.spec, instance_profile=profile))
-        cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
+            cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
                            key_file=str(key_file), host_key=host_public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

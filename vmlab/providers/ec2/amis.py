@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
-from vmlab.interrupts import ctrl_c_ignored
+from vmlab.interrupts import ctrl_c_ignored, hold_signals
 from vmlab.providers.base import Progress
 from vmlab.providers.ec2.bases import USER_TAG, check_ami_id
 from vmlab.providers.ec2.client import Aws, error_code
@@ -112,7 +112,9 @@ class Amis:
             if snapshots:
                 # moto refuses snapshot tags in create_image's TagSpecifications; tagging after works everywhere
                 ec2.create_tags(Resources=snapshots, Tags=tag_list(all_tags))
-            return self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
+            done = self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
+            hold_signals()  # from here the caller's clean-up owns the image
+            return done
         except BaseException:
             with ctrl_c_ignored():
                 self._undo_create(image_id, name, instance_id)

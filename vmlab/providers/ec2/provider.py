@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
-from vmlab.interrupts import ctrl_c_ignored
+from vmlab.interrupts import ctrl_c_ignored, hold_signals
 from vmlab.providers.base import Instance, LaunchSpec, Progress
 from vmlab.providers.ec2 import bases as base_images
 from vmlab.providers.ec2.amis import Amis
@@ -193,6 +193,7 @@ class Ec2Provider(ImageVerbs, PlanVerbs):
                 ec2.create_tags(Resources=[made.key_id, made.group_id],
                                 Tags=tag_list({INSTANCE_TAG: made.instance_id}))
                 raw = self._wait_address(made.instance_id)
+                hold_signals()  # from here the caller's clean-up owns the instance
             except BaseException:
                 self._undo_launch(made)
                 raise
