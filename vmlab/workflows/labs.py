@@ -244,6 +244,8 @@ def _sync_profile(provider: Provider, settings: AgentSettings, cleanup: Cleanup,
     if grant.created:
         cleanup.on_failure(grant.describe, lambda: provider.revoke_storage(grant))
         say(f"created {grant.describe}")
+    if grant.settle is not None:
+        grant.settle()  # after the removal is registered: a Ctrl-C in this wait must not leak the grant
     return grant.name
 
 
