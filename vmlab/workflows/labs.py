@@ -24,6 +24,7 @@ from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider, Regional, ScopesStorage
 from vmlab.safetext import check_record
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
+from vmlab.syncurl import redact
 from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance, rotate_host_key
@@ -266,9 +267,9 @@ def _check_same_profile(provider: Provider, name: str, previous: AgentSection | 
     before = previous.sync_url if previous else None
     after = provider.storage_scope(settings.sync_url)
     if after is not None and after != (provider.storage_scope(before) if before else None):
-        raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its {provider.name} "
-                       f"permissions cannot follow --sync {settings.sync_url}", f"`vmlab down {name}` and launch it "
-                       "again")
+        raise BadInput(f"lab {name} was launched to sync with {redact(before) if before else 'nothing'}; its "
+                       f"{provider.name} permissions cannot follow --sync {redact(settings.sync_url)}",
+                       f"`vmlab down {name}` and launch it again")
 
 
 def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
