@@ -421,3 +421,18 @@ def test_ctrl_c_during_run_instances_leaks_nothing(ec2: Any, provider: Ec2Provid
     with pytest.raises(KeyboardInterrupt):
         provider.launch(spec(client_key))
     assert leftovers(ec2) == NOTHING
+
+
+def test_resuming_a_lab_with_a_bad_record_starts_nothing(ec2: Any, provider: Ec2Provider,
+                                                         client_key: keys.KeyPair, tmp_path: Any) -> None:
+    from vmlab.state import LabRecord, LabStore
+    from vmlab.workflows import labs
+
+    inst = provider.launch(spec(client_key, name="lab1", tags={"vmlab:lab": "lab1", "vmlab:run": "t"}))
+    provider.stop(inst.id)
+    store = LabStore(tmp_path)
+    store.put(LabRecord(name="lab1", provider="ec2", instance_id=inst.id, image="ami-1", user="bad user",
+                        key_file=str(tmp_path / "k"), host_key=keys.generate("h").public, token=""))
+    with pytest.raises(BadInput, match="user"):
+        labs.up(provider, "lab1", store=store)
+    assert provider.describe(inst.id).state == "stopped"

@@ -165,6 +165,7 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
     check_can_sync(provider, sync)
     existing = find_lab_instance(provider, name)
     if existing is not None and record is not None and record.instance_id == existing.id:
+        check_record(record)  # before the lab is started: a bad record must not cost a start
         _check_same_profile(provider, name, previous, settings)
         return UpChecks(name, store, settings, record, existing)
     if existing is not None:
@@ -204,7 +205,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                 existing = provider.start(existing.id)
         record.host, record.port = existing.host, existing.port
         record.agent = settings.section()
-        check_record(record)
+        check_record(record)  # again: the address is new
         _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
         sshconfig.refresh(store)
