@@ -113,7 +113,8 @@ def rotate_host_key(conn: SSHConnection, settle: float = 15.0) -> tuple[SSHConne
         except HostKeyMismatch as exc:  # sshd still serves the launch key: a reload may take a moment
             if time.monotonic() >= deadline:
                 raise HostError(f"sshd on {conn.name} still presents its launch host key after {settle:.0f}s "
-                                f"(`systemctl reload` of sshd exited {reload})", "restart sshd on the VM (`systemctl restart ssh`), or launch it again") from exc
+                                f"(`systemctl reload` of sshd exited {reload})",
+                                "restart sshd on the VM (`systemctl restart ssh`), or launch it again") from exc
             time.sleep(0.5)
 
 
