@@ -47,7 +47,8 @@ def _on_main_thread() -> bool:
 def signals_interrupt() -> Iterator[None]:
     """Inside the block SIGINT, SIGTERM and SIGHUP raise `Interrupted` once; later ones are ignored (the command
     is already ending, and its clean-up must not be cut short). A signal the parent set to be ignored (`nohup`
-    ignores SIGHUP) stays ignored. Handlers are restored on exit; outside the main thread this does nothing."""
+    ignores SIGHUP, a shell's background job SIGINT) stays ignored. Handlers are restored on exit; outside the
+    main thread this does nothing."""
     if not _on_main_thread():
         yield
         return
@@ -62,7 +63,7 @@ def signals_interrupt() -> Iterator[None]:
     previous: dict[signal.Signals, Any] = {}
     for sig in STOP_SIGNALS:
         before = signal.getsignal(sig)
-        if before == signal.SIG_IGN and sig != signal.SIGINT:
+        if before == signal.SIG_IGN:  # nohup's SIGHUP, a background job's SIGINT
             continue
         previous[sig] = signal.signal(sig, handler)
     try:
@@ -85,3 +86,64 @@ def ctrl_c_ignored() -> Iterator[None]:
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
+
+
+class _Deferral:
+    """One `deferred_signals()` block: `holding` once the creating call said its result is complete."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending: int | None = None
+
+
+_deferrals: list[_Deferral] = []
+
+
+def hold_signals() -> None:
+    """Called by a function that creates something (a launch, an image) once it has the result and no longer
+    undoes it itself: from here a stop signal waits until the caller's `deferred_signals()` block has registered
+    its clean-up. Outside such a block (or another thread) it does nothing."""
+    if _deferrals and _on_main_thread():
+        _deferrals[-1].holding = True
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Close the gap between a create call returning and its clean-up being registered: a stop signal that comes
+    after the call's `hold_signals()` is remembered and raised on leaving the block; one that comes before
+    (while the call still waits and can undo its own work) acts at once.
+
+        with deferred_signals():
+            inst = provider.launch(spec)      # calls hold_signals() just before returning
+            cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
+    """
+    if not _on_main_thread():
+        yield
+        return
+    scope = _Deferral()
+    previous: dict[signal.Signals, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if scope.holding:
+            if scope.pending is None:
+                scope.pending = signum
+            return
+        before = previous.get(signal.Signals(signum))
+        if callable(before):
+            before(signum, frame)
+        elif before != signal.SIG_IGN:
+            raise Interrupted(signum)
+
+    for sig in STOP_SIGNALS:
+        before = signal.getsignal(sig)
+        if before != signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    _deferrals.append(scope)
+    try:
+        yield
+    finally:
+        _deferrals.remove(scope)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+        if scope.pending is not None:
+            signal.raise_signal(scope.pending)  # now handled as it would have been at once

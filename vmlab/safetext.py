@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 #: a login name as useradd accepts it by default, and that no config file can misread
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+LOGIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,255}")
 #: a host name, IPv4 or IPv6 address (with a %zone)
 HOST_RE = re.compile(r"[A-Za-z0-9_.:%-]+")
 _NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", " ": "a space"}
@@ -73,6 +74,17 @@ def check_user(value: object, what: str) -> str:
     text = check_text(value, what, fix)
     if not USER_RE.fullmatch(text):
         raise BadInput(f"{what} {_show(text)} is not a valid user name", fix)
+    return text
+
+
+def check_login_user(value: object, what: str) -> str:
+    """A user to log in as over SSH (an inventory's ansible_user): looser than `check_user`, as Ansible accepts
+    names like first.last, Administrator, svc.ci or user@domain: `[A-Za-z0-9_][A-Za-z0-9._@-]*`, one word.
+    Never written into unit files (there `check_user` applies)."""
+    fix = "use a user name of letters, digits and '._@-' (e.g. ubuntu, first.last)"
+    text = check_word(value, what, fix)
+    if not LOGIN_RE.fullmatch(text):
+        raise BadInput(f"{what} {_show(text)} is not a valid login name", fix)
     return text
 
 

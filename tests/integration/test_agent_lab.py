@@ -190,3 +190,21 @@ def test_profile_lists_alice_and_never_alice2(moto_server) -> None:
         for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
             assert not allowed(policy, action, objects + key), (action, key)
     assert not allowed(policy, "s3:DeleteBucket", "arn:aws:s3:::class-bucket")
+
+
+@pytest.mark.moto
+def test_ctrl_c_in_the_iam_settle_wait_removes_the_new_profile(moto_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmlab.providers.ec2 import profile
+    from vmlab.workflows.cleanup import Cleanup
+    from vmlab.workflows.labagent import AgentSettings
+    from vmlab.workflows.labs import _sync_profile
+
+    moto_server.reset()
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(profile, "wait_usable", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with Cleanup() as cleanup:
+            _sync_profile(Ec2Provider(), AgentSettings(sync_url="s3://class-bucket/alice"), cleanup, lambda _m: None)
+    assert boto3.client("iam", region_name="us-east-1").list_instance_profiles()["InstanceProfiles"] == []

@@ -138,3 +138,14 @@ def test_bake_dry_run_and_its_checks(aws: Seeded) -> None:
     bad = run_vmlab("bake", "--provider", "ec2", "--base", aws.image, "--force", "--volume-size", "2", "--dry-run")
     assert_one_line_bad_input(bad, "volume size 2 GB is smaller")
     assert vmlab_resources(aws.ec2) == before
+
+
+AZURE_SAS = "https://acct.blob.core.windows.net/labs/alice?sv=1&sig=SECRET"
+
+
+def test_up_dry_run_shows_no_sas_token_and_no_iam_role_for_azure(aws: Seeded) -> None:
+    args = ["up", "az", "--provider", "ec2", "--image", aws.image, "--sync", AZURE_SAS, "--dry-run"]
+    text, doc = run_vmlab(*args), run_vmlab(*args, "--json")
+    assert text.exit_code == 0 and doc.exit_code == 0, text.output
+    assert "SECRET" not in text.output + doc.output and "labs/alice?…" in text.stdout
+    assert "IAM role" not in text.stdout and "bucket access" not in json.loads(doc.stdout)

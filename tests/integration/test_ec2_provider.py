@@ -397,3 +397,42 @@ def test_share_image_refuses_bad_account_ids(ec2: Any, provider: Ec2Provider, cl
     with pytest.raises(BadInput):
         provider.share_image(image.id, accounts)
     assert provider.describe_image(image.id).shared_with == ()  # type: ignore[union-attr]
+
+
+def interrupt_after(provider: Ec2Provider, action: str) -> None:
+    """A Ctrl-C that lands the moment `action` has succeeded at EC2, before its answer reaches vmlab."""
+    def hit(**_kw: Any) -> None:
+        raise KeyboardInterrupt
+    provider.aws.ec2.meta.events.register(f"after-call.ec2.{action}", hit)
+
+
+def test_ctrl_c_during_create_image_leaks_no_image(ec2: Any, provider: Ec2Provider,
+                                                   client_key: keys.KeyPair) -> None:
+    inst = provider.launch(spec(client_key))
+    interrupt_after(provider, "CreateImage")
+    with pytest.raises(KeyboardInterrupt):
+        provider.create_image(inst.id, "lab-v1", {"vmlab:recipe-hash": "ab12"}, progress=lambda m, f: None)
+    assert ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["lab-v1"]}])["Images"] == []
+
+
+def test_ctrl_c_during_run_instances_leaks_nothing(ec2: Any, provider: Ec2Provider,
+                                                   client_key: keys.KeyPair) -> None:
+    interrupt_after(provider, "RunInstances")
+    with pytest.raises(KeyboardInterrupt):
+        provider.launch(spec(client_key))
+    assert leftovers(ec2) == NOTHING
+
+
+def test_resuming_a_lab_with_a_bad_record_starts_nothing(ec2: Any, provider: Ec2Provider,
+                                                         client_key: keys.KeyPair, tmp_path: Any) -> None:
+    from vmlab.state import LabRecord, LabStore
+    from vmlab.workflows import labs
+
+    inst = provider.launch(spec(client_key, name="lab1", tags={"vmlab:lab": "lab1", "vmlab:run": "t"}))
+    provider.stop(inst.id)
+    store = LabStore(tmp_path)
+    store.put(LabRecord(name="lab1", provider="ec2", instance_id=inst.id, image="ami-1", user="bad user",
+                        key_file=str(tmp_path / "k"), host_key=keys.generate("h").public, token=""))
+    with pytest.raises(BadInput, match="user"):
+        labs.up(provider, "lab1", store=store)
+    assert provider.describe(inst.id).state == "stopped"

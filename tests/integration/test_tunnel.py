@@ -418,6 +418,7 @@ def test_open_gives_the_browser_a_private_redirect_file_not_the_token(sshd: SSHD
     assert page.parent == Path(os.environ["VMLAB_STATE_DIR"]) / "tunnels"
     assert seen["mode"] == 0o600
     assert f'content="0;url=http://127.0.0.1:{port}/lab?token={TOKEN}"' in seen["page"]
+    assert not page.exists()  # --once: the tunnel is gone, and so is the page holding the token
 
 
 @pytest.mark.moto

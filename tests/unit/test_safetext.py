@@ -133,3 +133,16 @@ def test_agent_env_never_gets_a_second_line_from_a_sync_url() -> None:
         settings.env_text(0)
     assert "line break" in str(exc.value) and "SECRET" not in str(exc.value)
     assert AgentSettings(sync_url="s3://bucket/alice").env_text(0).count("\n") == 5
+
+
+@pytest.mark.parametrize("login", ["first.last", "Administrator", "svc.ci", "alice@corp"])
+def test_an_inventory_logs_in_as_users_ansible_accepts_but_recipes_need_a_unit_file_name(
+        tmp_path: Path, login: str) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(f"all:\n  hosts:\n    box: {{ansible_host: 10.0.0.1, ansible_user: {login}}}\n")
+    host = resolve(load_inventory(inv), "box")
+    assert host.user == login
+    with pytest.raises(BadInput) as refused:
+        host_variables(Recipe("r"), host, {})
+    assert "\n" not in str(refused.value) and "-e user=NAME" in str(refused.value)
+    assert host_variables(Recipe("r"), host, {"user": "ubuntu"})["user"] == "ubuntu"

@@ -85,7 +85,7 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
         t.close()
         if detached:
             tunnel_bg.forget_running(name)
-        elif open_browser and not once:
+        elif open_browser:  # with --once too: the page holds the token
             tunnel_bg.TunnelFiles(name).redirect.unlink(missing_ok=True)
 
 

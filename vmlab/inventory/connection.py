@@ -29,7 +29,7 @@ from vmlab.errors import BadInput
 from vmlab.inventory.model import Inventory
 from vmlab.inventory.sshargs import SSHOptions, parse_ssh_args
 from vmlab.inventory.yamlread import Unsafe, VaultValue
-from vmlab.safetext import check_host, check_user
+from vmlab.safetext import check_host, check_login_user
 
 SSH_KINDS = {"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.builtin.paramiko_ssh",
              "ansible.legacy.ssh"}
@@ -90,10 +90,10 @@ def resolve(inv: Inventory, name: str, vault_password: bytes | None = None) -> I
     port = _port(name, _merge_one(name, "port", conn["port"], opts.ports))
     address = str(conn["host"] or name)
     user = _merge_one(name, "user", conn["user"], opts.users)
-    try:  # data: the host goes into a proxy command's words, the user into unit files (`User={{ user }}`)
+    try:  # data: the host goes into a proxy command's words, the user into ssh's (unit files check it again)
         check_host(address, "ansible_host")
         if user is not None:
-            check_user(user, "ansible_user")
+            check_login_user(user, "ansible_user")
     except BadInput as exc:
         raise BadInput(f"host {name}: {exc.message}", exc.hint) from None
     return InventoryHost(

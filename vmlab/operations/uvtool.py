@@ -39,7 +39,7 @@ if mkdir -p "$dir" && cat > "$lock.new" && "$py" -m pip install --quiet --disabl
     --target "$dir" --only-binary :all: --require-hashes --no-deps "$@" -r "$lock.new"; then
   mv -f "$lock.new" "$lock"
 else
-  rm -f "$lock.new"
+  rm -f "$lock.new" "$lock" "$dir/bin/uv"  # an older uv left here must not run in place of pip
   echo "vmlab: uv could not be installed from its lock; plain pip installs instead" >&2
 fi
 """

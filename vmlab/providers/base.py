@@ -265,11 +265,13 @@ class CustomerKeys(Protocol):
 @dataclass(frozen=True)
 class StorageGrant:
     """Access to a storage prefix the provider attaches to a VM at launch (LaunchSpec.instance_profile).
-    `created`: made now (so a failed launch removes it); `describe` says what it allows, for humans."""
+    `created`: made now (so a failed launch removes it); `describe` says what it allows, for humans; `settle`
+    (when set) waits until a new grant is usable: called by the caller after it registered the grant's removal."""
 
     name: str
     created: bool
     describe: str
+    settle: Callable[[], None] | None = None
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from vmlab import keys, paths
 from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import HostError
+from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import Image, LaunchOptions, LaunchSpec, Provider
 from vmlab.safetext import check_user
 from vmlab.workflows import packages
@@ -130,8 +131,9 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         key_file = client.save(paths.state_dir() / "tmp" / f"{run_id}_ed25519")
         cleanup.always(f"temporary key {key_file.name}", lambda: keys.remove(key_file))
         say(f"launching builder from {base} ({run_id})")
-        builder = provider.launch(checks.spec)
-        cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
+        with deferred_signals():  # a signal right after the launch waits until the builder's removal is set
+            builder = provider.launch(checks.spec)
+            cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
         lap("launch")
         say(f"waiting for SSH on {builder.name}")
         # the launch host key travelled in the user data: the builder gets its own before the recipe runs
@@ -152,9 +154,10 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
         lap("scrub")
         conn.close()
         say(f"creating image {image_name}")
-        image = provider.create_image(builder.id, image_name, tags,
-                                      progress=lambda msg, frac: say(msg if frac is None else f"{msg} {frac:.0%}"))
-        cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
+        with deferred_signals():
+            image = provider.create_image(builder.id, image_name, tags, progress=lambda msg, frac: say(
+                msg if frac is None else f"{msg} {frac:.0%}"))
+            cleanup.on_failure(f"image {image.id}", lambda: provider.delete_image(image.id))
         packages.save_local(image.id, manifest)
         lap("image")
     if cleanup.errors:  # the image is made, but a paid builder (or its key pair, group) may be left: say so loudly

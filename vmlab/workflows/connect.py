@@ -6,7 +6,8 @@ the first connection can be verified (no trust on first use, even at an address 
 data is not secret, though: a shell on the VM reads it from the metadata service, and anyone allowed
 `ec2:DescribeInstanceAttribute` reads it from the API. So the first connection replaces it (`connect_launched`):
 the VM makes a new host key itself, sends its public half back over that verified connection, and vmlab pins
-that one from then on. The launch key then opens nothing: a copy of it cannot impersonate the VM.
+that one from then on. Once that first connection is done the launch key opens nothing: a copy of it cannot
+impersonate the VM then (before it, someone who reads the user data and intercepts that connection could).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ ssh-keygen -q -t ed25519 -N '' -C '' -f "$key.vmlab-new" </dev/null >/dev/null
 chmod 0644 "$key.vmlab-new.pub"
 mv -f "$key.vmlab-new.pub" "$key.pub"
 mv -f "$key.vmlab-new" "$key"
-systemctl reload ssh.service >/dev/null 2>&1 || systemctl reload sshd.service >/dev/null 2>&1 || true
+reload=0
+systemctl reload ssh.service >/dev/null 2>&1 || systemctl reload sshd.service >/dev/null 2>&1 || reload=$?
+echo "reload-exit=$reload"
 cat "$key.pub"
 """
 
@@ -99,6 +102,7 @@ def rotate_host_key(conn: SSHConnection, settle: float = 15.0) -> tuple[SSHConne
         raise HostError(f"cannot make a new SSH host key on {conn.name} (exit {result.rc}): "
                         f"{result.stderr.strip()[-300:]}", "is openssh-server (ssh-keygen) installed there?")
     new_key = HostKey.from_line(lines[-1], what=f"new host key of {conn.name}")
+    reload = reload_status(lines)
     if new_key.keytype != "ssh-ed25519":
         raise HostError(f"{conn.name} made a {new_key.keytype} host key instead of ssh-ed25519")
     target = dataclasses.replace(conn.target, pinned_host_key=new_key.line())
@@ -108,6 +112,14 @@ def rotate_host_key(conn: SSHConnection, settle: float = 15.0) -> tuple[SSHConne
             return SSHConnection(target).open(retry_for=max(1.0, deadline - time.monotonic())), new_key.line()
         except HostKeyMismatch as exc:  # sshd still serves the launch key: a reload may take a moment
             if time.monotonic() >= deadline:
-                raise HostError(f"sshd on {conn.name} still presents its launch host key after {settle:.0f}s",
+                raise HostError(f"sshd on {conn.name} still presents its launch host key after {settle:.0f}s "
+                                f"(`systemctl reload` of sshd exited {reload})",
                                 "restart sshd on the VM (`systemctl restart ssh`), or launch it again") from exc
             time.sleep(0.5)
+
+
+def reload_status(lines: list[str]) -> str:
+    """The exit status of the sshd reload that ROTATE_HOST_KEY printed ("?" when it printed none).
+    Example: `reload_status(["reload-exit=5", "ssh-ed25519 AAAA..."])` is "5"."""
+    found = [line.split("=", 1)[1] for line in lines if line.startswith("reload-exit=")]
+    return found[-1] if found else "?"

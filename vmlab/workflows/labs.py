@@ -20,9 +20,11 @@ from vmlab.agent.status import AgentStatus
 from vmlab.engine.command import Command, sh
 from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
+from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider, Regional, ScopesStorage
 from vmlab.safetext import check_record
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
+from vmlab.syncurl import redact
 from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance, rotate_host_key
@@ -163,6 +165,7 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
     check_can_sync(provider, sync)
     existing = find_lab_instance(provider, name)
     if existing is not None and record is not None and record.instance_id == existing.id:
+        check_record(record)  # before the lab is started: a bad record must not cost a start
         _check_same_profile(provider, name, previous, settings)
         return UpChecks(name, store, settings, record, existing)
     if existing is not None:
@@ -202,7 +205,7 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
                 existing = provider.start(existing.id)
         record.host, record.port = existing.host, existing.port
         record.agent = settings.section()
-        check_record(record)
+        check_record(record)  # again: the address is new
         _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch, settings)
         store.put(record)
         sshconfig.refresh(store)
@@ -214,9 +217,9 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         cleanup.on_failure(f"key of lab {name}", lambda: keys.remove(key_file))
         profile = _sync_profile(provider, settings, cleanup, say)
         say(f"launching lab {name} from {img.name} ({img.id})")
-        with watch.lap("launch"):
+        with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo
             inst = provider.launch(replace(checks.spec, instance_profile=profile))
-        cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
+            cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
                            key_file=str(key_file), host_key=host_public, token="", host=inst.host,
                            port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -243,6 +246,8 @@ def _sync_profile(provider: Provider, settings: AgentSettings, cleanup: Cleanup,
     if grant.created:
         cleanup.on_failure(grant.describe, lambda: provider.revoke_storage(grant))
         say(f"created {grant.describe}")
+    if grant.settle is not None:
+        grant.settle()  # after the removal is registered: a Ctrl-C in this wait must not leak the grant
     return grant.name
 
 
@@ -263,9 +268,9 @@ def _check_same_profile(provider: Provider, name: str, previous: AgentSection | 
     before = previous.sync_url if previous else None
     after = provider.storage_scope(settings.sync_url)
     if after is not None and after != (provider.storage_scope(before) if before else None):
-        raise BadInput(f"lab {name} was launched to sync with {before or 'nothing'}; its {provider.name} "
-                       f"permissions cannot follow --sync {settings.sync_url}", f"`vmlab down {name}` and launch it "
-                       "again")
+        raise BadInput(f"lab {name} was launched to sync with {redact(before) if before else 'nothing'}; its "
+                       f"{provider.name} permissions cannot follow --sync {redact(settings.sync_url)}",
+                       f"`vmlab down {name}` and launch it again")
 
 
 def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vmlab.providers.base import LaunchPlan, LaunchSpec, PlansLaunches, Provider, Regional
+from vmlab.providers.base import LaunchPlan, LaunchSpec, PlansLaunches, Provider, Regional, ScopesStorage
+from vmlab.syncurl import redact
 
 if TYPE_CHECKING:
     from vmlab.workflows.bake import BakeChecks
@@ -107,9 +108,9 @@ def plan_up(provider: Provider, name: str, **flags: Any) -> Plan:
     assert checks.spec is not None and checks.image is not None
     details = {"image": f"{checks.image.name} ({checks.image.id})", "lab": settings,
                "on this machine": f"lab record and SSH key of {name}"}
-    if checks.settings.sync_url and isinstance(provider, PlansLaunches):
-        details["bucket access"] = f"an IAM role and instance profile allowing {checks.settings.sync_url} only " \
-                                   "(made if missing)"
+    url = checks.settings.sync_url
+    if url and isinstance(provider, ScopesStorage) and provider.storage_scope(url) is not None:
+        details["bucket access"] = f"an IAM role and instance profile allowing {redact(url)} only (made if missing)"
     return Plan("up", "launch", f"lab {name}", plan_launch(provider, checks.spec), details)
 
 

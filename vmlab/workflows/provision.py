@@ -11,7 +11,7 @@ from vmlab.engine.recipe import Recipe
 from vmlab.engine.runner import HostRecap, Reporter, apply, prepare
 from vmlab.errors import BadInput, VmlabError
 from vmlab.inventory import InventoryHost
-from vmlab.safetext import check_user
+from vmlab.safetext import USER_RE, check_user
 
 if TYPE_CHECKING:
     from vmlab.transport.local import LocalHost
@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 def host_variables(recipe: Recipe, host: InventoryHost, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Recipe defaults < inventory vars < -e extra vars; `user` defaults to the SSH user."""
     env: dict[str, Any] = {**recipe.vars, **host.vars, **extra}
-    env.setdefault("user", host.user or "root")
+    if "user" not in env:
+        login = host.user or "root"
+        if not USER_RE.fullmatch(login):  # a login name Ansible accepts (first.last) may not suit a unit file
+            raise BadInput(f"host {host.name} logs in as {login!r}, which recipes cannot use as their `user`",
+                           "pass the user the recipe should configure: -e user=NAME")
+        env["user"] = login
     # recipes write it into unit files and chown specs: a name, never a line break or a second word
     check_user(env["user"], f"the user of host {host.name}")
     env["inventory_hostname"] = host.name

@@ -58,7 +58,9 @@ def _arg(value: str) -> str:
 def entry(record: LabRecord) -> str:
     """The `Host` block of one lab (BadInput when a value in its record is unsafe to write)."""
     check_record(record)
-    options = [("HostName", str(record.host)), ("Port", str(record.port)), ("User", record.user),
+    # `%` starts an ssh token; an IPv6 zone (fe80::1%eth0) must reach ssh as written
+    options = [("HostName", str(record.host).replace("%", "%%")), ("Port", str(record.port)),
+               ("User", record.user),
                ("IdentityFile", _arg(record.key_file)), ("IdentitiesOnly", "yes"),
                ("HostKeyAlias", f"vmlab-{record.instance_id}"),
                ("UserKnownHostsFile", _arg(str(known_hosts_for(record)))),

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
-from vmlab.interrupts import ctrl_c_ignored
+from vmlab.interrupts import ctrl_c_ignored, hold_signals
 from vmlab.providers.base import Progress
 from vmlab.providers.ec2.bases import USER_TAG, check_ami_id
 from vmlab.providers.ec2.client import Aws, error_code
-from vmlab.providers.ec2.records import SOURCE_TAG, snapshot_ids, tag_dict, tag_filters, tag_list
+from vmlab.providers.ec2.records import SOURCE_TAG, snapshot_ids, tag_dict, tag_filters, tag_list, tag_specs
 from vmlab.providers.ec2.sharing import Grantees, check_accounts, unshareable_snapshots
 
 __all__ = ["Amis", "check_accounts", "check_image_name", "COPY_TAG"]
@@ -101,21 +101,34 @@ class Amis:
         all_tags = {**tags, SOURCE_TAG: instance_id, "Name": name}
         if USER_TAG in instance_tags:
             all_tags[USER_TAG] = instance_tags[USER_TAG]
-        image_id = ec2.create_image(InstanceId=instance_id, Name=name, NoReboot=False,
-                                    Description=f"vmlab image {name} from {instance_id}")["ImageId"]
+        image_id: str | None = None
         try:
-            # tagged at once so `gc` can find it even if this process dies while waiting
-            ec2.create_tags(Resources=[image_id], Tags=tag_list(all_tags))
+            # tagged by the create call itself, so `gc` can find it even if a signal or a crash comes right after
+            image_id = str(ec2.create_image(InstanceId=instance_id, Name=name, NoReboot=False,
+                                            Description=f"vmlab image {name} from {instance_id}",
+                                            TagSpecifications=tag_specs(["image"], all_tags))["ImageId"])
             raw = self._wait_available(image_id, progress)
             snapshots = snapshot_ids(raw)
             if snapshots:
                 # moto refuses snapshot tags in create_image's TagSpecifications; tagging after works everywhere
                 ec2.create_tags(Resources=snapshots, Tags=tag_list(all_tags))
-            return self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
+            done = self.raw(image_id) or raw  # with the snapshots' tags; failing here must not leak it either
+            hold_signals()  # from here the caller's clean-up owns the image
+            return done
         except BaseException:
             with ctrl_c_ignored():
-                self.delete(image_id, made_now=True)  # maybe untagged yet: it is ours, made a moment ago
+                self._undo_create(image_id, name, instance_id)
             raise
+
+    def _undo_create(self, image_id: str | None, name: str, instance_id: str) -> None:
+        """Remove the image a failed `create` made. Its id is unknown when a signal came while create_image
+        was in flight: then it is found by its name (unique per account) and removed only if it is ours."""
+        if image_id is None:
+            raw = self.raw(name)
+            if raw is None or self.refusal(raw) or tag_dict(raw.get("Tags")).get(SOURCE_TAG) != instance_id:
+                return
+            image_id = str(raw["ImageId"])
+        self.delete(image_id, made_now=True)
 
     def _wait_available(self, image_id: str, progress: Progress) -> dict[str, Any]:
         ec2 = self.aws.ec2

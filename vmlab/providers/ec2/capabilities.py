@@ -76,9 +76,9 @@ class CloudVerbs:
 
         bucket, _, prefix = scope[5:].partition("/")
         name, created = iam.ensure_sync_profile(self.aws, bucket, prefix)
-        if created:
-            iam.wait_usable()
-        return StorageGrant(name, created, f"IAM instance profile {name} (access to {url} only)")
+        # the IAM settle wait is left to the caller: a signal in it must find the profile's removal registered
+        return StorageGrant(name, created, f"IAM instance profile {name} (access to {url} only)",
+                            settle=iam.wait_usable if created else None)
 
     def revoke_storage(self, grant: StorageGrant) -> None:
         from vmlab.providers.ec2 import profile as iam

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
-from vmlab.interrupts import ctrl_c_ignored
+from vmlab.interrupts import ctrl_c_ignored, hold_signals
 from vmlab.providers.base import Instance, LaunchSpec, Progress
 from vmlab.providers.ec2 import bases as base_images
 from vmlab.providers.ec2.amis import Amis
@@ -71,6 +71,8 @@ class _Made:
     key_id: str | None = None
     group_id: str | None = None
     instance_id: str | None = None
+    #: run_instances was called: an instance may exist even when its id never came back (a signal in flight)
+    ran: bool = False
     removed: list[str] = field(default_factory=list)
 
 
@@ -185,11 +187,13 @@ class Ec2Provider(ImageVerbs, PlanVerbs):
                                       group_id=made.group_id, instance_type=instance_type, tags=tags,
                                       user_data=prep.user_data, client_token=f"vmlab-{made.launch_id}",
                                       kms_key=self.kms_key, subnet=prep.subnet)
+                made.ran = True
                 raw, _spot = run_with_fallback(ec2.run_instances, request, spec.spot, spec.max_price, self._note)
                 made.instance_id = str(raw["InstanceId"])
                 ec2.create_tags(Resources=[made.key_id, made.group_id],
                                 Tags=tag_list({INSTANCE_TAG: made.instance_id}))
                 raw = self._wait_address(made.instance_id)
+                hold_signals()  # from here the caller's clean-up owns the instance
             except BaseException:
                 self._undo_launch(made)
                 raise
@@ -203,11 +207,15 @@ class Ec2Provider(ImageVerbs, PlanVerbs):
             self._undo_steps(made)
 
     def _undo_steps(self, made: _Made) -> None:
+        if made.ran and not made.instance_id:
+            made.instance_id = self._launched_by(made.launch_id)
         steps = []
         if made.instance_id:
             steps.append((f"instance {made.instance_id}", lambda: self._terminate_and_wait(made.instance_id or "")))
         if made.group_id:
-            steps.append((f"security group {made.group_id}", lambda: self._delete_group(made.group_id or "")))
+            held = bool(made.instance_id)  # only an instance holds the group: without one, no need to wait
+            steps.append((f"security group {made.group_id}",
+                          lambda: self._delete_group(made.group_id or "", wait=held)))
         if made.key_name:
             steps.append((f"key pair {made.key_name}", lambda: self.aws.ec2.delete_key_pair(KeyName=made.key_name)))
         for what, undo in steps:
@@ -217,6 +225,13 @@ class Ec2Provider(ImageVerbs, PlanVerbs):
             except Exception as exc:  # one stuck resource must not leak the others
                 log.warning("could not remove %s after a failed launch: %s (tagged %s=%s)", what, exc,
                             LAUNCH_TAG, made.launch_id)
+
+    def _launched_by(self, launch_id: str) -> str | None:
+        """The instance a launch made (found by its launch tag), when its id never reached this process."""
+        found = self.aws.ec2.describe_instances(Filters=tag_filters({LAUNCH_TAG: launch_id}))["Reservations"]
+        ids = [i["InstanceId"] for r in found for i in r["Instances"]
+               if i.get("State", {}).get("Name") != "terminated"]
+        return str(ids[0]) if ids else None
 
     def _terminate_and_wait(self, instance_id: str) -> None:
         raw = self._raw(instance_id)
@@ -229,10 +244,11 @@ class Ec2Provider(ImageVerbs, PlanVerbs):
         self.aws.ec2.terminate_instances(InstanceIds=[instance_id])
         self._wait("instance_terminated", instance_id)
 
-    def _delete_group(self, group_id: str) -> None:
-        """Delete a security group, waiting out the seconds in which a terminated instance's interface still
-        holds it (DependencyViolation)."""
-        deadline = time.monotonic() + self.timeout
+    def _delete_group(self, group_id: str, wait: bool = True) -> None:
+        """Delete a security group, waiting out (up to the provider's timeout) the seconds in which a terminated
+        instance's interface still holds it (DependencyViolation); with `wait` False (no instance known to
+        hold it) a single try."""
+        deadline = time.monotonic() + (self.timeout if wait else 0.0)
         while True:
             try:
                 self.aws.ec2.delete_security_group(GroupId=group_id)
