@@ -264,7 +264,7 @@ def test_mass_deletes_are_held_until_released(lab, s3) -> None:
         wait_until(lambda: len(keys(s3, bucket)) == 2000, 60, "the first upload")
         subprocess.run(["sh", "-c", "rm -rf d00[0-9]* d01[0-9]* d02[0-9]* d03[0-5]*"], cwd=folder, check=True)
         assert len(files(folder)) == 200
-        wait_until(lambda: status(daemon).held_deletes == 1800, 15, "1800 held deletes")
+        wait_until(lambda: status(daemon).held_deletes == 1800, 40, "1800 held deletes")  # 30 s: the settle cap
         write(folder / "unrelated.txt", b"pushed while deletes are held")
         wait_until(lambda: "unrelated.txt" in keys(s3, bucket), 10, "the unrelated file")
         time.sleep(1.5)
@@ -287,7 +287,7 @@ def test_paced_deletes_and_a_small_folder_are_held(lab, s3) -> None:
         wait_until(lambda: len(keys(s3, bucket)) == 600, 60, "the first upload")
         script = "find . -type f | sort | head -n 540 | xargs -n 40 sh -c 'rm -- \"$@\"; sleep 0.7' sh"
         subprocess.run(["sh", "-c", script], cwd=folder, check=True)
-        wait_until(lambda: status(daemon).held_deletes == 540, 15, "540 held deletes")
+        wait_until(lambda: status(daemon).held_deletes == 540, 40, "540 held deletes")  # 30 s: the settle cap
         assert len(keys(s3, bucket)) == 600, "a paced delete was sent"
     finally:
         daemon.stop()

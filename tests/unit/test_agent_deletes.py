@@ -107,3 +107,16 @@ def test_long_non_ascii_names_are_cut_by_bytes_keeping_the_suffix(tmp_path: Path
     long = "é" * 127
     safefs.write_under(tmp_path, long, lambda f: f.write(b"x"))
     assert (tmp_path / long).read_bytes() == b"x"
+
+
+def test_a_batch_is_held_when_the_whole_folder_shows_a_mass_delete() -> None:
+    """A slow pass under load may see only the start of an `rm -rf` (300 of 2,000 files): what is gone from the
+    whole folder when the batch would be sent decides, so those 300 are held with the rest, not sent first."""
+    guard = DeleteGuard(DeletePolicy())
+    first = [f"f{i}" for i in range(300)]
+    assert guard.judge(first, [], 2000, 0.0) == []  # waiting for the burst to settle
+    sent = guard.judge(first, [], 2000, 10.0, gone_now=lambda: 1800)
+    assert sent == [] and guard.held == set(first)
+    calm = DeleteGuard(DeletePolicy())
+    calm.judge(first, [], 2000, 0.0)
+    assert calm.judge(first, [], 2000, 10.0, gone_now=lambda: 300) == sorted(first)

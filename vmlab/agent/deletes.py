@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +90,14 @@ class DeleteGuard:
         return True
 
     def judge(self, missing: Iterable[str], present: Iterable[str], known: int, now: float,
-              settle: bool = True, everything_gone: bool = False, busy: bool = False) -> list[str]:
+              settle: bool = True, everything_gone: bool = False, busy: bool = False,
+              gone_now: Callable[[], int] | None = None) -> list[str]:
         """The deletes to send now, out of `missing` (known paths gone from the folder, in this pass's scope).
         `present`: paths of this scope that exist (a held or waiting one that came back is dropped); `known`:
         files the manifest knows now; `settle`: wait for a burst to end (off for a one-time or final push);
-        `busy`: more events are queued (maybe more deletes): the burst is not over."""
+        `busy`: more events are queued (maybe more deletes): the burst is not over; `gone_now()`: how many known
+        files are missing from the whole folder right now, asked just before a batch would be sent (a slow pass
+        under load can see only the start of an `rm -rf`: the rest of it must count against the same limit)."""
         changed = False
         present = set(present)
         for rel in present:
@@ -131,7 +134,8 @@ class DeleteGuard:
             if changed:
                 self.save()
             return released
-        if not self.policy.force and (self.held or everything_gone or self._too_many(len(batch), known)):
+        if not self.policy.force and (self.held or everything_gone or self._too_many(len(batch), known)
+                                      or (gone_now is not None and self._too_many(gone_now(), known))):
             self.held |= set(batch)
             self.save()
             return released

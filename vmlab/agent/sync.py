@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from vmlab.agent import safefs
@@ -95,7 +96,8 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     now = time.time()
     deletes = guard.judge(changes.deleted, local, len(manifest.entries), now, settle=settle,
                           everything_gone=paths is None and not local and bool(known),
-                          busy=busy() if busy is not None else False)
+                          busy=busy() if busy is not None else False,
+                          gone_now=partial(_gone_count, folder, manifest, excludes) if settle else None)
     result.held_deletes = sorted(guard.held)
     result.waiting_deletes = sorted(set(changes.deleted) & set(guard.waiting))
     if guard.held and set(changes.deleted) & guard.held:
@@ -115,6 +117,20 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     guard.sent(len(result.deleted), known_before, now)
     manifest.save()
     return result
+
+
+def _gone_count(folder: Path, manifest: Manifest, excludes: Excludes) -> int:
+    """Known files missing from the whole folder now; one that cannot be checked counts as missing (holding a
+    delete is the safe side)."""
+    gone = 0
+    for rel in manifest.entries:
+        if excludes.matches(rel):
+            continue
+        try:
+            gone += safefs.lstat_under(folder, rel) is None
+        except Exception:  # noqa: BLE001 - outside the folder, unreadable: not provably there
+            gone += 1
+    return gone
 
 
 def _upload_all(folder: Path, store: Store, manifest: Manifest, uploads: list[str], result: PushResult,
