@@ -3,7 +3,7 @@
 Policy, in order: a pinned key (from an inventory or a lab record) must match exactly; otherwise the key
 recorded for the host's alias must match; otherwise the key is trusted on first use and recorded. A key that
 differs from the recorded one is refused with `HostKeyMismatch`; nothing is ever accepted silently (no
-AutoAddPolicy).
+AutoAddPolicy; reviewed: named only to say it is not used).
 
 The file is OpenSSH's format (`alias keytype base64`), mode 0600, rewritten atomically under an fcntl lock, so
 parallel `vmlab provision` runs never lose each other's entries. No paramiko import: fingerprints are computed

@@ -71,7 +71,7 @@ def provision(recipe: Recipe, hosts: list[InventoryHost], *, extra_vars: Mapping
 
 def connect(host: InventoryHost, retry_for: float) -> LocalHost | SSHConnection:
     """An open connection to an inventory host (SSH, or this machine for `connection: local`)."""
-    if host.connection == "local":
+    if host.connection == "local":  # reviewed: an inventory connection type (ansible_connection), not a provider
         from vmlab.transport.local import LocalHost
 
         return LocalHost(host.name)
