@@ -12,11 +12,9 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from harness.drivers.agent import ROOT, AgentDaemon, agent_env
@@ -27,21 +25,6 @@ from vmlab.agent.manifest import Excludes
 pytestmark = pytest.mark.moto
 
 PREFIX = "alice/data/"
-
-
-@pytest.fixture()
-def s3(moto_server) -> Any:
-    return boto3.client("s3", endpoint_url=moto_server.endpoint)
-
-
-@pytest.fixture()
-def lab(s3, tmp_path: Path) -> tuple[Path, str, str, Path]:
-    """(folder, bucket, url, state dir)."""
-    bucket = f"vmlab-robust-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=bucket)
-    folder = tmp_path / "data"
-    folder.mkdir()
-    return folder, bucket, f"s3://{bucket}/{PREFIX}", tmp_path / "state"
 
 
 def objects(s3: Any, bucket: str) -> dict[str, bytes]:

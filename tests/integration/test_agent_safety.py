@@ -9,50 +9,20 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from harness.drivers.agent import ROOT, AgentDaemon, agent_env
+from tests.integration.test_agent_robust import PREFIX, objects  # the s3 and lab fixtures: conftest.py
 from vmlab.agent.keys import MARKER_KEY
 from vmlab.agent.manifest import Excludes
 from vmlab.agent.status import AgentStatus
 
 pytestmark = pytest.mark.moto
 
-PREFIX = "alice/data/"
 FAST = ("--quiet", "0.2", "--delete-settle", "1")
-
-
-@pytest.fixture()
-def s3(moto_server) -> Any:
-    return boto3.client("s3", endpoint_url=moto_server.endpoint)
-
-
-@pytest.fixture()
-def lab(s3, tmp_path: Path) -> tuple[Path, str, str, Path]:
-    """(folder, bucket, url, state dir)."""
-    bucket = f"vmlab-safe-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=bucket)
-    folder = tmp_path / "data"
-    folder.mkdir()
-    return folder, bucket, f"s3://{bucket}/{PREFIX}", tmp_path / "state"
-
-
-def objects(s3: Any, bucket: str) -> dict[str, bytes]:
-    found = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith(MARKER_KEY):
-                continue
-            try:
-                found[obj["Key"][len(PREFIX):]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            except s3.exceptions.NoSuchKey:
-                continue
-    return found
 
 
 def keys(s3: Any, bucket: str) -> set[str]:

@@ -1,0 +1,28 @@
+"""Fixtures of the agent's process tests (test_agent_robust, test_agent_safety): an S3 client on the moto server and
+a fresh bucket with an empty data folder."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+PREFIX = "alice/data/"
+
+
+@pytest.fixture()
+def s3(moto_server) -> Any:
+    return boto3.client("s3", endpoint_url=moto_server.endpoint)
+
+
+@pytest.fixture()
+def lab(s3, tmp_path: Path) -> tuple[Path, str, str, Path]:
+    """(folder, bucket, url, state dir)."""
+    bucket = f"vmlab-agent-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder, bucket, f"s3://{bucket}/{PREFIX}", tmp_path / "state"
