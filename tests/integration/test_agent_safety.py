@@ -352,3 +352,23 @@ def test_a_bucket_that_lost_its_objects_is_noticed_and_refilled(aws_faults, lab,
         daemon.stop()
     assert objects(s3, bucket) == files(folder)
     assert json.loads(daemon.status_file.read_text())["lost"] is False
+
+
+def test_a_delete_waiting_when_the_marker_goes_missing_still_reaches_the_store(lab, s3) -> None:
+    """The model test's seed 101965: a file put into a re-created bucket, then deleted here while the delete
+    settles, then the marker check finds the marker gone. Forgetting every known path there lost the delete (the
+    object stayed, the status said synced); known paths must stay known."""
+    folder, bucket, url, state = lab
+    make_tree(folder, 4)
+    (folder / "renamed-away.txt").write_bytes(b"soon gone")
+    daemon = AgentDaemon(folder, url, state, "--quiet", "0.2", "--delete-settle", "4", "--check-interval", "1")
+    try:
+        wait_until(lambda: len(keys(s3, bucket)) == 5 and not status(daemon).unsynced)
+        (folder / "renamed-away.txt").unlink()
+        s3.delete_object(Bucket=bucket, Key=PREFIX + MARKER_KEY)  # lost within the delete's settle time
+        wait_until(lambda: status(daemon).lost, 10, "the agent to notice")
+        wait_until(lambda: "renamed-away.txt" not in keys(s3, bucket), 20, "the delete")
+        wait_until(lambda: not status(daemon).lost and not status(daemon).unsynced, 10, "the status to clear")
+    finally:
+        daemon.stop()
+    assert objects(s3, bucket) == files(folder)

@@ -314,9 +314,11 @@ def _put_marker(store: Store) -> bool:
 
 def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
     """One check of the marker (S3: a HEAD, or on a 403 a listing of exactly its key). Gone: the bucket or prefix
-    was emptied or re-created, so nothing the manifest records can be trusted; forget it all (every file is
-    uploaded again) and say so until that is done. A check that fails proves nothing either way: the status
-    says `unverified` (never "in sync") until a check answers."""
+    was emptied or re-created, so no copy the manifest records can be trusted: every file is uploaded again, and
+    the status says so until that is done. Known paths stay known (a file deleted meanwhile may have been put
+    into the new bucket before the check: its delete must still be sent), except held deletes: their files are
+    gone here and the store lost its copies, so nothing is left to hold. A check that fails proves nothing
+    either way: the status says `unverified` (never "in sync") until a check answers."""
     try:
         there = options.store.exists(MARKER_KEY)
     except VmlabError as e:
@@ -328,9 +330,10 @@ def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
         return True
     log.error("%s lost its objects (the marker is gone: deleted or re-created?): uploading everything again",
               options.store.url)
-    options.manifest.entries.clear()
-    options.manifest.dirty = True
     assert options.guard is not None
+    for rel in options.guard.held:
+        options.manifest.forget(rel)
+    options.manifest.distrust()
     options.guard.held.clear()
     options.guard.save()
     tracker.status.lost = True

@@ -65,6 +65,10 @@ class Entry:
         return Stat(self.size, self.mtime_ns, self.ctime_ns, self.ino)
 
 
+#: the entry of a file whose copy in the store is not known to exist: no scan, MD5 or ETag ever equals it
+UNVERIFIED = Entry(-1, -1, "", "")
+
+
 class Excludes:
     """Shell patterns matched against every component of a relative path, or against the whole path when the
     pattern holds a "/". Example: `Excludes(extra=["*.tmp", "scratch/big/*"]).matches("a/.ipynb_checkpoints/x")`."""
@@ -238,6 +242,14 @@ class Manifest:
 
     def record(self, rel: str, entry: Entry) -> None:
         self.entries[rel] = entry
+        self.dirty = True
+
+    def distrust(self) -> None:
+        """The store lost what it held (a re-created bucket): every known path stays known, so that a delete
+        made meanwhile still reaches the store, but with an entry nothing matches, so the next pass uploads it
+        again."""
+        for rel in self.entries:
+            self.entries[rel] = UNVERIFIED
         self.dirty = True
 
     def forget(self, rel: str) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from vmlab.agent import safefs
 from vmlab.agent.deletes import DeleteGuard, DeletePolicy
 from vmlab.agent.keys import key_of, shown
-from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
+from vmlab.agent.manifest import UNVERIFIED, Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
 from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
 from vmlab.errors import BadInput, VmlabError
 
@@ -93,6 +93,7 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
         manifest.record(rel, _entry(st, digest, known[rel].etag))
         result.touched += 1
     _upload_all(folder, store, manifest, changes.uploads, result, before_change, workers)
+    _drop_never_stored(store, manifest, changes.deleted)
     now = time.time()
     deletes = guard.judge(changes.deleted, local, len(manifest.entries), now, settle=settle,
                           everything_gone=paths is None and not local and bool(known),
@@ -117,6 +118,20 @@ def push(folder: Path, store: Store, manifest: Manifest, excludes: Excludes | No
     guard.sent(len(result.deleted), known_before, now)
     manifest.save()
     return result
+
+
+def _drop_never_stored(store: Store, manifest: Manifest, deleted: set[str]) -> None:
+    """A deleted path whose store copy is unverified (the store lost its objects since) needs a delete only if the
+    store has it again: one HEAD each, and only after such a loss. One that is not there is forgotten, never
+    held as a delete; one the HEAD cannot settle stays a delete (deleting a missing key is harmless)."""
+    for rel in sorted(rel for rel in deleted if manifest.entries.get(rel) == UNVERIFIED):
+        try:
+            there = store.exists(key_of(rel))
+        except VmlabError:
+            continue
+        if not there:
+            manifest.forget(rel)
+            deleted.discard(rel)
 
 
 def _gone_count(folder: Path, manifest: Manifest, excludes: Excludes) -> int:
