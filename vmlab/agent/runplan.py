@@ -85,8 +85,7 @@ def entry_plan(jupyter: bool, port: int | None, ip: str | None, folder: Path | N
     folder.mkdir(parents=True, exist_ok=True)
     if shown_token:
         # the one place the token appears: this line, once (jupyter-server itself shows it as "...")
-        print(f"JupyterLab token (shown once): {shown_token}\n  open {url}/lab?token={shown_token}",
-              file=sys.stderr, flush=True)
+        print(f"JupyterLab (its token, shown this once): {url}/lab?token={shown_token}", file=sys.stderr, flush=True)
     return Plan(argv, child_env, sync, _idle(config, idle_minutes, url, token_file))
 
 
