@@ -261,3 +261,40 @@ def test_salad_gcs_variables_with_the_key_as_json_text(fake_gcs: Any, tmp_path: 
     assert json.loads(written.read_text())["type"] == "service_account"
     assert written.stat().st_mode & 0o777 == 0o600
     assert key not in entry.log_text()
+
+
+def test_a_command_ignoring_sigterm_is_killed_within_the_grace_period(salad_s3: Any, s3: Any,
+                                                                      tmp_path: Path) -> None:
+    folder, bucket, env = salad_s3
+    script = (f"import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"pathlib.Path({str(folder)!r}, 'stubborn.txt').write_text('x'); print('job running', flush=True); "
+              f"time.sleep(600)")
+    entry = Entrypoint(tmp_path, env, "--grace", "4", "--", "python3", "-c", script)
+    try:
+        entry.wait_log("job running")
+        pids = entry.tree()
+        code, seconds = entry.terminate()
+    finally:
+        entry.close()
+    assert code == 128 + 9
+    assert seconds < 4, f"{seconds:.1f} s"
+    assert "did not exit within 2.0 s: killing its process group" in entry.log_text()
+    assert objects(s3, bucket)["alice/data/stubborn.txt"] == b"x"
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]  # nothing left running
+
+
+def test_idle_stop_stops_the_command_and_flushes(salad_s3: Any, s3: Any, tmp_path: Path) -> None:
+    folder, bucket, env = salad_s3
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    started = time.monotonic()
+    entry = Entrypoint(tmp_path, {**env, "VMLAB_AGENT_MINUTE_SECONDS": "0.5"}, "--idle", "4", "--",
+                       "python3", str(job), str(folder))
+    try:
+        code = entry.wait(timeout=60)
+    finally:
+        entry.close()
+    assert code == 7  # JOB's answer to the SIGTERM the idle stop sent
+    assert time.monotonic() - started >= 2  # 4 agent minutes of 0.5 s
+    assert "idle" in entry.log_text().split("stopping", 1)[0].rsplit("\n", 1)[-1]
+    assert objects(s3, bucket)["alice/data/last.txt"] == b"written during the stop"
