@@ -46,15 +46,17 @@ def container_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 class Entrypoint:
-    """`python -m vmlab.agent run ARGS` in `container_env(tmp_path, **env)`."""
+    """`python -m vmlab.agent run ARGS` in `container_env(tmp_path, **env)`; `tty`: its stdin is a terminal (a
+    pseudo-terminal, as `docker run -it` gives), else /dev/null."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], *args: str, tty: bool = False) -> None:
         self.log = tmp_path / "entrypoint.log"
         self.env = container_env(tmp_path, **env)
+        self._pty = os.openpty() if tty else None
         with self.log.open("w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "vmlab.agent", "run", *args], cwd=ROOT,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env)
+                                         stdin=self._pty[1] if self._pty else subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -71,10 +73,10 @@ class Entrypoint:
         print(self.log_text())  # shown by pytest when a test fails
         return code
 
-    def terminate(self, timeout: float = 60.0) -> tuple[int, float]:
-        """SIGTERM; (exit code, seconds from the signal to the exit)."""
+    def terminate(self, timeout: float = 60.0, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """SIGTERM (or `signum`); (exit code, seconds from the signal to the exit)."""
         start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signum)
         code = self.wait(timeout)
         return code, time.monotonic() - start
 
@@ -109,6 +111,9 @@ class Entrypoint:
     def close(self) -> None:
         """Kill the entrypoint and what it started (CMD runs in its own session: a kill of the entrypoint alone
         would leave it running)."""
+        for fd in self._pty or ():
+            os.close(fd)
+        self._pty = None
         if self.proc.poll() is not None:
             return
         for pid in reversed(self.tree()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import signal
 import time
 import urllib.error
 import urllib.parse
@@ -202,7 +203,7 @@ def test_jupyterlab_with_salad_password_and_a_token(tmp_path: Path) -> None:
 def test_jupyterlab_without_secrets_gets_a_fresh_token_shown_once(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    entry = Entrypoint(tmp_path, {}, "--jupyter", "--port", str(port))
+    entry = Entrypoint(tmp_path, {}, "--jupyter", "--port", str(port), tty=True)
     try:
         _wait_ready(entry, base)
         line = next(line for line in entry.log_text().splitlines() if "shown this once" in line)
@@ -211,9 +212,10 @@ def test_jupyterlab_without_secrets_gets_a_fresh_token_shown_once(tmp_path: Path
         assert _get(base + "/api/status") == 403
         assert _get(base + f"/api/status?token={token}") == 200
         assert entry.cmdlines_holding(token) == []
-        entry.terminate()
+        code, seconds = entry.terminate(signum=signal.SIGINT)  # Ctrl-C of `docker run -it`
     finally:
         entry.close()
+    assert code == 0 and seconds < 10  # not asked to confirm: JupyterLab's stdin is no terminal
     assert entry.log_text().count(token) == 1
 
 

@@ -4,9 +4,9 @@ In order: restore the data folder from the store, start the sync (vmlab.agent.da
 process: one process to stop, one log, and the final push shares the grace period with CMD's own stop), then
 start CMD as a child in its own process group (not exec: the agent outlives it to push what it wrote last).
 
-- SIGTERM, SIGINT or SIGHUP: the same signal goes to CMD, which gets half the grace period to exit (then SIGKILL
-  to its whole group); the sync keeps running meanwhile, then pushes what is pending in what is left of the grace
-  period (less a second), and the agent exits with CMD's code. SIGUSR1/SIGUSR2 are passed on.
+- SIGTERM, SIGINT or SIGHUP: the same signal goes to CMD, which gets half the grace period
+  to exit (then SIGKILL to its whole group); the sync keeps running meanwhile, then pushes what is pending in what
+  is left of the grace period (less a second), and the agent exits with CMD's code. SIGUSR1/SIGUSR2 are passed on.
 - CMD exits by itself: the same push, then its code (128+N when a signal N ended it). Only a CMD that exited 0
   with files left unsynced turns into exit 1, so the orchestrator sees it.
 - Idle stop (`--idle MINUTES`): vmlab.agent.idle's watcher, as on a VM; at the limit CMD is stopped as above.
@@ -54,6 +54,7 @@ class Supervisor:
     grace_s: float = DEFAULT_GRACE_S
     sync: SyncOptions | None = None
     idle: Callable[[Callable[[str], None]], Any] | None = None
+    #: CMD's stdin from /dev/null: jupyter-server with a terminal on stdin answers one SIGINT with a question
     stdin_null: bool = False
     stop_signal: int = 0
     reason: str = ""
