@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmlab import lab
+from vmlab.agent.saladenv import write_private
 from vmlab.errors import BadInput
 
 READY_PATH = "/api"
@@ -73,15 +74,6 @@ def hash_password(password: str) -> str:
     return "argon2:" + PasswordHasher(memory_cost=10240, time_cost=10, parallelism=8).hash(password)
 
 
-def _private_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _program(name: str, env: Mapping[str, str]) -> str:
     """`name` on the child's PATH (the lab's environment), else beside this Python; BadInput when missing."""
     here = Path(sys.executable).parent / name
@@ -117,9 +109,9 @@ def jupyter_command(env: Mapping[str, str], state_dir: Path, port: int | None, i
         token = secrets.token_urlsafe(32)
         show = "" if password else token
     config_file = state_dir / "jupyter" / CONFIG_FILE
-    _private_write(config_file, json.dumps(config))
+    write_private(config_file, json.dumps(config))
     token_file = state_dir / "jupyter" / TOKEN_FILE
-    _private_write(token_file, f"JUPYTER_TOKEN={token}\n")
+    write_private(token_file, f"JUPYTER_TOKEN={token}\n")
     argv = [_program("jupyter-lab", env), f"--config={config_file}", f"--ip={ip}", f"--port={port}", "--no-browser"]
     if os.geteuid() == 0:
         argv.append("--allow-root")  # containers (SaladCloud's included) often run as root

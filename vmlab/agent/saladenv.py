@@ -97,14 +97,19 @@ def google_key_file(value: str, state_dir: Path) -> Path:
     if not isinstance(key, dict) or not isinstance(key.get("type"), str):
         raise BadInput("GOOGLE_APPLICATION_CREDENTIALS is JSON but no key (no \"type\")",
                        "paste the service account key file downloaded from the GCP console")
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / KEY_FILE
-    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+    write_private(path, value)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` (mode 0600, its folder 0700 when made here), replacing it whole."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(value)
+        f.write(text)
     os.replace(tmp, path)
-    return path
 
 
 class Redact(logging.Filter):
