@@ -6,6 +6,10 @@ VMLAB_DEADLINE, ...), so a unit needs only `EnvironmentFile=-/etc/vmlab/agent.en
     vmlab-agent sync           # restore, then watch and push until SIGTERM (which pushes what is pending)
     vmlab-agent idle           # power off after VMLAB_IDLE_MINUTES unused, and at VMLAB_DEADLINE
 
+In a container image, the entrypoint (restore, sync, CMD as a child, a final push on SIGTERM)::
+
+    vmlab-agent run --jupyter --ip :: --port 8000    # or: vmlab-agent run -- CMD [ARGS...]
+
 By hand::
 
     vmlab-agent sync --folder ~/data --url s3://my-bucket/alice
@@ -309,7 +313,8 @@ def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_
 @click.option("--jupyter", is_flag=True,
               help="Run JupyterLab (jupyterhub-singleuser under a hub); COMMAND's words are added to its options.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help=f"JupyterLab's port (default {lab.PORT}).")
-@click.option("--ip", default=None, help="JupyterLab's address: 127.0.0.1 (default), 0.0.0.0 or :: (all).")
+@click.option("--ip", default=None,
+              help="JupyterLab's address: 127.0.0.1 (default), 0.0.0.0 (all IPv4) or :: (all IPv6).")
 @_folder
 @click.option("--grace", "grace_s", type=click.FloatRange(2), envvar="VMLAB_GRACE_SECONDS", default=10.0,
               show_default=True, help="Seconds from SIGTERM to exit: COMMAND gets half, the final push the rest "
