@@ -84,7 +84,7 @@ def test_salad_s3_variables_restore_sync_and_sigterm_flush(salad_s3: Any, s3: An
     log = entry.log_text()
     assert secret not in log
     assert "is synced with s3://" in log and "(from AWS_S3_BUCKET_FOLDER)" in log
-    assert "in sync; exiting with 7" in log
+    assert "nothing left to push; exiting with 7" in log
 
 
 def test_command_exiting_by_itself_is_flushed_and_its_code_returned(salad_s3: Any, s3: Any,
@@ -300,3 +300,20 @@ def test_idle_stop_stops_the_command_and_flushes(salad_s3: Any, s3: Any, tmp_pat
     assert time.monotonic() - started >= 2  # 4 agent minutes of 0.5 s
     assert "idle" in entry.log_text().split("stopping", 1)[0].rsplit("\n", 1)[-1]
     assert objects(s3, bucket)["alice/data/last.txt"] == b"written during the stop"
+
+
+def test_a_refused_sas_is_retried_never_logged_and_sigterm_still_exits(azurite: Any, tmp_path: Path) -> None:
+    container = f"vmlab-{uuid.uuid4().hex[:12]}"
+    azurite.service_client().create_container(container)
+    forged = "sv=2024-01-01&ss=b&srt=sco&sp=rl&se=2099-01-01T00:00:00Z&sig=" + uuid.uuid4().hex + "%3D"
+    entry = Entrypoint(tmp_path, {"AZURE_CONTAINER_URL": f"{azurite.endpoint}/{container}",
+                                  "AZURE_BLOB_SAS_TOKEN": forged}, "--", "touch", str(tmp_path / "started"))
+    try:
+        entry.wait_log("failed, retrying")
+        code, seconds = entry.terminate()
+    finally:
+        entry.close()
+    assert code == 128 + 15 and seconds < 10
+    log = entry.log_text()
+    assert "not starting the command" in log and not (tmp_path / "started").exists()
+    assert forged not in log and uuid.UUID(forged.split("sig=")[1][:32]).hex not in log

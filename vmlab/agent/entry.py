@@ -189,5 +189,5 @@ class Supervisor:
         if self.result is not None and self.result.pending:
             log.error("%d files not synced", len(self.result.pending))
             return code or 1
-        log.info("in sync; exiting with %d", code)
+        log.info("nothing left to push; exiting with %d", code)
         return code
