@@ -186,7 +186,10 @@ class Supervisor:
             log.error("the final push did not finish within the grace period: the journal keeps the paths for "
                       "the next start")
             return code or 1
-        if self.result is not None and self.result.pending:
+        if self.result is None:
+            log.error("the sync had stopped (see above): changes since then were not pushed")
+            return code or 1
+        if self.result.pending:
             log.error("%d files not synced", len(self.result.pending))
             return code or 1
         log.info("nothing left to push; exiting with %d", code)

@@ -37,12 +37,10 @@ class Plan:
     idle: Callable[[Callable[[str], None]], Any] | None = None
 
 
-def _executable(name: str, env: dict[str, str]) -> str:
-    """`name` as the child will find it (its PATH); BadInput when it is not there or not executable."""
-    found = shutil.which(name, path=env.get("PATH", os.defpath))
-    if found is None:
+def _executable(name: str, env: dict[str, str]) -> None:
+    """BadInput unless `name` is a program the child will find (on its PATH) and may run."""
+    if shutil.which(name, path=env.get("PATH", os.defpath)) is None:
         raise BadInput(f"command not found: {name!r}", "give an installed program (or its path) after `--`")
-    return found
 
 
 def entry_plan(jupyter: bool, port: int | None, ip: str | None, folder: Path | None, idle_minutes: float | None,
@@ -72,7 +70,8 @@ def entry_plan(jupyter: bool, port: int | None, ip: str | None, folder: Path | N
             raise BadInput("no command given", "vmlab-agent run -- CMD [ARGS...], or vmlab-agent run --jupyter")
         if port or ip:
             raise BadInput("--port and --ip go with --jupyter", "drop them, or add --jupyter")
-        argv = [_executable(command[0], child_env), *command[1:]]
+        _executable(command[0], child_env)  # checked now; run by its own name (argv[0] matters to some)
+        argv = command
     sync = None
     if container.sync_url:
         key = container.store_env.get("GOOGLE_APPLICATION_CREDENTIALS")
