@@ -317,3 +317,24 @@ def test_a_refused_sas_is_retried_never_logged_and_sigterm_still_exits(azurite: 
     log = entry.log_text()
     assert "not starting the command" in log and not (tmp_path / "started").exists()
     assert forged not in log and uuid.UUID(forged.split("sig=")[1][:32]).hex not in log
+
+
+def test_as_pid_1_orphans_are_reaped(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from harness.drivers.entrypoint import container_env
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"],
+                                         capture_output=True).returncode != 0:
+        pytest.skip("no PID namespace here (unshare --pid needs root)")
+    script = "for i in 1 2 3; do (sleep 0.2 &); done; sleep 1.5; ps -eo pid=,ppid=,stat=,comm="
+    done = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-m", "vmlab.agent", "run",
+                           "--", "sh", "-c", script], env=container_env(tmp_path), capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    table = [line.split() for line in done.stdout.splitlines()]
+    assert table[0][:2] == ["1", "0"]  # the agent is PID 1
+    assert not [row for row in table if row[2].startswith("Z")], done.stdout  # the orphaned sleeps were reaped
