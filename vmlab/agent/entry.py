@@ -75,7 +75,7 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         stop_sync = threading.Event()
         thread = self._start_sync(stop_sync) if self.sync is not None else None
-        if thread is not None and not self._wait_ready(thread):
+        if (thread is not None and not self._wait_ready(thread)) or self.stop_signal:
             return self._finish(thread, stop_sync, time.monotonic() + self.grace_s, 128 + self.stop_signal
                                 if self.stop_signal else 1)
         try:
