@@ -271,7 +271,7 @@ def test_a_command_ignoring_sigterm_is_killed_within_the_grace_period(salad_s3: 
     script = (f"import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
               f"pathlib.Path({str(folder)!r}, 'stubborn.txt').write_text('x'); print('job running', flush=True); "
               f"time.sleep(600)")
-    entry = Entrypoint(tmp_path, env, "--grace", "4", "--", "python3", "-c", script)
+    entry = Entrypoint(tmp_path, {**env, "VMLAB_GRACE_SECONDS": "4"}, "--", "python3", "-c", script)
     try:
         entry.wait_log("job running")
         pids = entry.tree()
