@@ -6,6 +6,10 @@ VMLAB_DEADLINE, ...), so a unit needs only `EnvironmentFile=-/etc/vmlab/agent.en
     vmlab-agent sync           # restore, then watch and push until SIGTERM (which pushes what is pending)
     vmlab-agent idle           # power off after VMLAB_IDLE_MINUTES unused, and at VMLAB_DEADLINE
 
+In a container image, the entrypoint (restore, sync, CMD as a child, a final push on SIGTERM)::
+
+    vmlab-agent run --jupyter --ip :: --port 8000    # or: vmlab-agent run -- CMD [ARGS...]
+
 By hand::
 
     vmlab-agent sync --folder ~/data --url s3://my-bucket/alice
@@ -303,6 +307,45 @@ def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_
     idle_mod.watch(limits, lambda: idle_mod.look(jupyter), poweroff=poweroff,
                    warn=lambda message: run(wall_command, message),
                    interval_s=interval_s or max(0.05, config.minute_s / 4), count_connections=count_connections)
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.option("--jupyter", is_flag=True,
+              help="Run JupyterLab (jupyterhub-singleuser under a hub); COMMAND's words are added to its options.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help=f"JupyterLab's port (default {lab.PORT}).")
+@click.option("--ip", default=None,
+              help="JupyterLab's address: 127.0.0.1 (default), 0.0.0.0 (all IPv4) or :: (all IPv6).")
+@_folder
+@click.option("--grace", "grace_s", type=click.FloatRange(2), envvar="VMLAB_GRACE_SECONDS", default=10.0,
+              show_default=True, help="Seconds from SIGTERM to exit: COMMAND gets half, the final push the rest "
+              "(env VMLAB_GRACE_SECONDS; set the platform's grace period to at least this).")
+@click.option("--idle", "idle_minutes", type=click.FloatRange(0), default=None,
+              help="Stop after this many minutes unused (default VMLAB_IDLE_MINUTES; 0 never).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(jupyter: bool, port: int | None, ip: str | None, folder: Path | None, grace_s: float,
+        idle_minutes: float | None, command: tuple[str, ...]) -> None:
+    """A container's entrypoint: restore the data folder from the store, start the sync, run COMMAND as a child,
+    and on SIGTERM/SIGINT stop COMMAND, push what is pending and exit with COMMAND's code, all within --grace.
+    The store comes from VMLAB_SYNC_URL or SaladCloud's names (AWS_S3_BUCKET_FOLDER, AZURE_CONTAINER_URL +
+    AZURE_BLOB_SAS_TOKEN, GOOGLE_BUCKET_FOLDER + GOOGLE_APPLICATION_CREDENTIALS); none set: COMMAND just runs.
+    With --jupyter, JupyterLab always asks for JUPYTERLAB_PW (hashed) or JUPYTER_TOKEN, else for a fresh token
+    printed once here; its readiness probe is GET /api (200 without authentication). See docs/containers.md.
+
+    \b
+    Example:
+      vmlab-agent run --jupyter --ip 0.0.0.0 --port 8000
+      vmlab-agent run -- python train.py --epochs 10
+    """
+    from vmlab.agent import entry
+    from vmlab.agent.runplan import entry_plan
+
+    _logging(True)
+    try:
+        plan = entry_plan(jupyter, port, ip, folder, idle_minutes, list(command), setup=_setup)
+    except VmlabError as e:
+        _fail(e)
+    sys.exit(entry.Supervisor(plan.argv, plan.env, grace_s=grace_s, sync=plan.sync, idle=plan.idle,
+                              stdin_null=jupyter).run())
 
 
 def main() -> None:

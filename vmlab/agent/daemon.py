@@ -164,9 +164,11 @@ class Tracker:
         self._written = (len(paths), now)
 
 
-def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True) -> PushResult:
+def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True,
+        on_ready: Callable[[], None] = lambda: None) -> PushResult:
     """Restore, watch and push until `stop` is set; then push everything pending. Returns the final push.
-    A spot interruption or rebalance notice (on EC2) makes every later pass immediate and starts a full one."""
+    A spot interruption or rebalance notice (on EC2) makes every later pass immediate and starts a full one.
+    `on_ready` is called once the folder is restored and watched (`vmlab-agent run` then starts its command)."""
     from watchdog.observers import Observer
 
     from vmlab.agent.imds import InterruptionWatcher
@@ -186,6 +188,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True)
     handler = _handler(folder, options.excludes, pending)
     observer.schedule(handler, str(folder), recursive=True)
     observer.start()
+    on_ready()
     urgent = threading.Event()
     watched = _identity(folder)
 
