@@ -29,8 +29,8 @@ from vmlab.providers.ec2.network import default_vpc, ssh_cidr
 from vmlab.providers.ec2.offers import Offer, to_offer
 from vmlab.providers.ec2.profile import settle_seconds
 from vmlab.providers.ec2.quotas import vcpu_limit
-from vmlab.providers.ec2.typechoice import spot_history
 from vmlab.providers.ec2.records import USER_TAG, root_mapping, ssh_endpoint
+from vmlab.providers.ec2.typechoice import spot_history
 from vmlab.safetext import check_user
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa")

@@ -40,7 +40,6 @@ from vmlab.providers.ec2.launchplan import (
 )
 from vmlab.providers.ec2.network import ssh_permission
 from vmlab.providers.ec2.planning import PlanVerbs
-from vmlab.providers.ec2.typechoice import ChooseVerbs
 from vmlab.providers.ec2.records import (
     HOST_ENV,
     INSTANCE_TAG,
@@ -52,6 +51,7 @@ from vmlab.providers.ec2.records import (
     tag_specs,
     to_instance,
 )
+from vmlab.providers.ec2.typechoice import ChooseVerbs
 
 log = logging.getLogger("vmlab.providers.ec2")
 
