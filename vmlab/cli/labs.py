@@ -108,17 +108,12 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
 
 def _power(name: str, json_mode: bool, action: str) -> None:
     from vmlab.state import LabStore
-    from vmlab.workflows import sshconfig
-    from vmlab.workflows.labs import require_record
+    from vmlab.workflows.labs import power, require_record
 
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    provider = provider_for(record)
-    inst = getattr(provider, action)(record.instance_id)
-    record.host, record.port = inst.host, inst.port
-    store.put(record)
-    sshconfig.refresh(store)
+    inst = power(provider_for(record), store, record, action)
     out.say(f"lab {name} is {inst.state}")
     out.emit({"lab": name, "state": inst.state})
 
