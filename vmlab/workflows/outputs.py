@@ -2,7 +2,8 @@
 lab and lands at the same place under the local workdir. Nothing ever lands outside that folder: a PATH with `..`
 or a leading `/` is refused before the run, symlinks on the lab are neither listed nor followed (a link to
 /etc/shadow stays a link, reported as skipped), file names from the lab are checked again here, and no local folder
-on the way may be a symlink. A file is written to a temporary name beside its place and renamed over it.
+on the way may be a symlink. A file is written to a temporary name beside its place and renamed over it, with the
+lab's modification time, so the next `vmlab run` does not send it back.
 
 Example::
 
@@ -36,7 +37,7 @@ def take(path):
     st = os.lstat(path)
     rel = os.path.relpath(path, root)
     if (st.st_mode & 0o170000) == 0o100000 and inside(path):
-        out["files"].append([rel, st.st_size])
+        out["files"].append([rel, st.st_size, int(st.st_mtime)])
     elif (st.st_mode & 0o170000) != 0o040000:
         out["skipped"].append(rel)
 for wanted in sys.argv[2:]:
@@ -100,12 +101,13 @@ def download(conn: SSHConnection, remote_root: str, paths: Sequence[str], local_
     found = json.loads(listing.stdout)
     fetched = Fetched(skipped=list(found["skipped"]), missing=list(found["missing"]))
     root = local_root.resolve()
-    for rel, size in found["files"]:
+    for rel, size, mtime in found["files"]:
         target = _local_target(root, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.vmlab-part"
         tmp.unlink(missing_ok=True)  # never write through whatever is there
         conn.get(f"{remote_root}/{rel}", tmp)
+        os.utime(tmp, (mtime, mtime))  # the lab's time: the next upload sees the file unchanged
         os.replace(tmp, target)
         fetched.files.append(rel)
         fetched.bytes += int(size)

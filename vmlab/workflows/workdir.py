@@ -38,6 +38,7 @@ ALWAYS_EXCLUDED = (".git/",)
 REMOTE_STATE = r"""
 import json, os, sys
 root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
 for d in json.load(sys.stdin):
     os.makedirs(os.path.join(root, d), exist_ok=True)
 found = {}
