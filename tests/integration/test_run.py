@@ -262,3 +262,15 @@ def test_a_stopped_lab_is_refused(make_lab: Callable[[str], Lab], tmp_path: Path
     SandboxProvider().stop(lab.iid)
     result = run_vmlab("run", "job6", "--workdir", str(tmp_path), "--", "true")
     assert result.exit_code == 2 and "lab job6 is stopped, not running" in result.stderr, result.stderr
+
+
+def test_a_lab_stopped_mid_run_ends_the_follow_with_a_clear_message(make_lab: Callable[[str], Lab],
+                                                                    project: Path) -> None:
+    """What a spot interruption or the agent's time limit looks like from `vmlab run`: the lab goes away."""
+    lab = make_lab("job7")
+    while_running(lab, lambda: SandboxProvider().stop(lab.iid))
+    started = time.monotonic()
+    result = run_vmlab("run", "job7", "--workdir", str(project), "--", "./job.sh")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert "vmlab: error: lab job7 is stopped: run " in result.stderr and "a spot interruption" in result.stderr
+    assert time.monotonic() - started < 30, "a stopped lab must not wait out the reconnect time"

@@ -183,9 +183,12 @@ def last_run(conn: SSHConnection, home_dir: str) -> Run:
 
 
 def follow(conn: SSHConnection, run: Run, write: Callable[[str], None], *, reconnect_for: float = 60.0,
-           say: Callable[[str], None] = lambda _m: None, lab: str = "NAME") -> int:
+           say: Callable[[str], None] = lambda _m: None, lab: str = "NAME",
+           lab_state: Callable[[], str] = lambda: "running") -> int:
     """Stream the run's log through `write` until it ends; returns its exit status. A lost connection is
-    reopened for up to `reconnect_for` seconds, then HostError (the run keeps going on the lab)."""
+    reopened for up to `reconnect_for` seconds, then HostError (the run keeps going on the lab); while it is
+    lost, `lab_state()` is asked, and a lab no longer running (a spot interruption, the agent's time limit or
+    idle stop) ends the follow at once with HostError."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset, lost_since = 0, None
     while True:
@@ -196,6 +199,12 @@ def follow(conn: SSHConnection, run: Run, write: Callable[[str], None], *, recon
             if lost_since is None:
                 lost_since = now
                 say(f"connection lost ({exc.message}); reconnecting, the command keeps running on the lab")
+            state = lab_state()
+            if state in ("stopping", "stopped", "terminated", "gone"):
+                raise HostError(f"lab {lab} is {state}: run {run.id} ended with it (a spot interruption, "
+                                "--max-hours or an idle stop); what the lab's agent synced before is in its bucket",
+                                f"see `vmlab status {lab}`; `vmlab up {lab}` and `vmlab run --attach {lab}` "
+                                "show its log") from None
             if now - lost_since > reconnect_for:
                 raise HostError(f"lost the connection to lab {lab} for {reconnect_for:.0f}s; run {run.id} keeps "
                                 "running there", f"follow it again with `vmlab run --attach {lab}`") from None

@@ -19,15 +19,19 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmlab.errors import BadInput
+from vmlab.errors import BadInput, VmlabError
 from vmlab.providers import provider_for
-from vmlab.state import LabStore
+from vmlab.providers.base import Provider
+from vmlab.state import LabRecord, LabStore
 from vmlab.workflows import outputs as outputs_mod
 from vmlab.workflows import runjob, workdir
 from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.labs import down, power, require_record
+
+if TYPE_CHECKING:
+    from vmlab.transport.ssh import SSHConnection
 
 Say = Callable[[str], None]
 WORK = "work"
@@ -55,7 +59,7 @@ def remote_folder_name(local: Path) -> str:
     return name if _FOLDER_NAME.match(name) else "workdir"
 
 
-def _connect(store: LabStore, name: str) -> tuple[Any, Any, Any]:
+def _connect(store: LabStore, name: str) -> tuple[Provider, LabRecord, SSHConnection]:
     record = require_record(store, name)
     provider = provider_for(record)
     inst = provider.describe(record.instance_id)
@@ -66,7 +70,20 @@ def _connect(store: LabStore, name: str) -> tuple[Any, Any, Any]:
     return provider, record, conn
 
 
-def _finish(store: LabStore, name: str, provider: Any, record: Any, after: str | None, say: Say) -> None:
+def _state_of(provider: Provider, record: LabRecord) -> Callable[[], str]:
+    """The lab's state as its provider sees it ("unknown" when the provider cannot be asked now)."""
+    def state() -> str:
+        try:
+            inst = provider.describe(record.instance_id)
+        except VmlabError:
+            return "unknown"
+        return inst.state if inst is not None else "gone"
+
+    return state
+
+
+def _finish(store: LabStore, name: str, provider: Provider, record: LabRecord, after: str | None,
+            say: Say) -> None:
     if after == "stop":
         inst = power(provider, store, record, "stop")
         say(f"lab {name} is {inst.state} (--stop-after)")
@@ -88,7 +105,7 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path:
         say(f"sent {len(sent)} changed file(s) of {len(files)} to {name}:{remote}")
         run = runjob.start(conn, argv, env, workdir=remote, outputs=outputs, home_dir=home)
         say(f"run {run.id} started on {name}; Ctrl-C detaches (it keeps running: `vmlab run --attach {name}`)")
-        result = _complete(conn, run, name, workdir_path, write, say)
+        result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
     result.uploaded = sent
     _finish(store, name, provider, record, after, say)
     result.after = after
@@ -102,15 +119,15 @@ def attach(store: LabStore, name: str, *, workdir_path: Path, write: Callable[[s
     with conn:
         run = runjob.last_run(conn, runjob.home(conn))
         say(f"attached to run {run.id} on {name}")
-        result = _complete(conn, run, name, workdir_path, write, say)
+        result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
     _finish(store, name, provider, record, after, say)
     result.after = after
     return result
 
 
-def _complete(conn: Any, run: runjob.Run, name: str, workdir_path: Path, write: Callable[[str], None],
-              say: Say) -> RunResult:
-    rc = runjob.follow(conn, run, write, say=say, lab=name)
+def _complete(conn: SSHConnection, run: runjob.Run, name: str, workdir_path: Path, write: Callable[[str], None],
+              say: Say, state: Callable[[], str]) -> RunResult:
+    rc = runjob.follow(conn, run, write, say=say, lab=name, lab_state=state)
     result = RunResult(name, run.id, rc)
     if run.outputs:
         fetched = outputs_mod.download(conn, run.workdir, run.outputs, workdir_path)
