@@ -205,7 +205,8 @@ def test_a_local_sigterm_detaches_and_attach_picks_the_run_up(make_lab: Callable
     detached = run_vmlab("run", "job3", "--workdir", str(project), "--outputs", "results", "--stop-after",
                          "--", "./job.sh")
     assert detached.exit_code == 143, (detached.output, detached.stderr)
-    assert "detached; the command keeps running on lab job3" in detached.stderr
+    assert "vmlab: detached from run 2" in detached.stderr
+    assert "the command keeps running on lab job3" in detached.stderr
     assert SandboxProvider().describe(lab.iid).state == "running"  # --stop-after waits for the end
     (run_dir,) = lab.path("/root/.vmlab-runs").glob("2*")
     assert not (run_dir / "rc").exists(), "the command must still be running"

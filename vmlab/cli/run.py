@@ -58,22 +58,26 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
         stream.write(text)
         stream.flush()
 
+    started: list[str] = []
     try:
         if attach:
             if command or outputs or env_names:
                 raise BadInput("--attach follows the lab's last run: it takes no COMMAND, --outputs or --env",
                                f"use `vmlab run --attach {name}` alone (with --workdir, --stop-after or --down-after)")
             result = runlab.attach(LabStore(), name, workdir_path=Path(workdir_path), write=write, say=out.say,
-                                   after=after)
+                                   after=after, on_start=started.append)
         else:
             if not command:
                 raise BadInput("no command to run", f"give it after --, e.g. `vmlab run {name} -- python train.py`")
             env = env_values(env_names, os.environ)
             result = runlab.run_on_lab(LabStore(), name, command, workdir_path=Path(workdir_path), outputs=outputs,
-                                       env=env, write=write, say=out.say, after=after, progress=_progress(out))
+                                       env=env, write=write, say=out.say, after=after, progress=_progress(out),
+                                       on_start=started.append)
     except KeyboardInterrupt:
-        click.echo(f"vmlab: detached; the command keeps running on lab {name} and the lab is left as it is: "
-                   f"`vmlab run --attach {name}` follows it again", err=True)
+        if started:  # before the command started, an interrupt simply ends vmlab
+            click.echo(f"vmlab: detached from run {started[0]}; the command keeps running on lab {name} (until it "
+                       f"ends) and the lab is left as it is: `vmlab run --attach {name}` follows it again and "
+                       "fetches its outputs", err=True)
         raise
     out.emit(result.to_json())
     sys.exit(result.rc)

@@ -93,8 +93,10 @@ def _finish(store: LabStore, name: str, provider: Provider, record: LabRecord, a
 
 def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path: Path, outputs: Sequence[str],
                env: Mapping[str, str], write: Callable[[str], None], say: Say, after: str | None = None,
-               progress: workdir.Progress | None = None) -> RunResult:
-    """Upload, run, follow, fetch; then `after` ("stop" or "down") once the command has ended."""
+               progress: workdir.Progress | None = None,
+               on_start: Callable[[str], None] = lambda _id: None) -> RunResult:
+    """Upload, run, follow, fetch; then `after` ("stop" or "down") once the command has ended. `on_start` gets
+    the run id once the command runs on the lab (from then on, an interrupt leaves it running)."""
     outputs = outputs_mod.check_paths(outputs)
     files = workdir.scan(workdir_path)
     provider, record, conn = _connect(store, name)
@@ -104,6 +106,7 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path:
         sent = workdir.upload(conn, files, remote, progress)
         say(f"sent {len(sent)} changed file(s) of {len(files)} to {name}:{remote}")
         run = runjob.start(conn, argv, env, workdir=remote, outputs=outputs, home_dir=home)
+        on_start(run.id)
         say(f"run {run.id} started on {name}; Ctrl-C detaches (it keeps running: `vmlab run --attach {name}`)")
         result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
     result.uploaded = sent
@@ -113,11 +116,12 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path:
 
 
 def attach(store: LabStore, name: str, *, workdir_path: Path, write: Callable[[str], None], say: Say,
-           after: str | None = None) -> RunResult:
+           after: str | None = None, on_start: Callable[[str], None] = lambda _id: None) -> RunResult:
     """Follow the newest run on lab `name` from the start of its log, fetch its outputs, then `after`."""
     provider, record, conn = _connect(store, name)
     with conn:
         run = runjob.last_run(conn, runjob.home(conn))
+        on_start(run.id)
         say(f"attached to run {run.id} on {name}")
         result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
     _finish(store, name, provider, record, after, say)
