@@ -32,8 +32,7 @@ ARCHES = ("x86_64", "arm64")
 _GPU_WORD = re.compile(r"^(?:(\d{1,2})x)?([a-z][a-z0-9-]{0,15})$")
 _FORMS = "e.g. m+t4, l+a10g, gpu=t4, cpu=8,mem=32 (sizes s, m, l, xl, 2xl; see docs/ec2-provider.md)"
 #: GPU model words vmlab knows (lower case, as EC2 names them); an unknown word is refused rather than never matched
-GPU_MODELS = ("t4", "t4g", "a10g", "l4", "l40s", "v100", "a100", "h100", "h200", "k80", "m60", "a10", "radeon",
-              "trainium", "inferentia")
+GPU_MODELS = ("t4", "t4g", "a10g", "l4", "l40s", "v100", "a100", "h100", "h200", "k80", "m60", "v520")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class TypeRequest:
         if gpu_count < self.gpus or (gpu_memory_mib or 0) < self.gpu_memory_gib * 1024:
             return False
         if self.gpu is not None:
-            names = [n.lower().split()[-1] for n in gpu_names if n.strip()]
+            names = [n.lower().split()[-1] for n in gpu_names if n.strip()]  # "NVIDIA T4" -> "t4"
             return self.gpu in names
         return True
 

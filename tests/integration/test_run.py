@@ -34,7 +34,7 @@ SECRET = "s3cr3t-" + os.urandom(6).hex()
 JOB = """#!/bin/sh
 set -e
 echo "starting in $(pwd)"
-if [ "$VMLAB_TEST_TOKEN" = "$(cat expected-token-hash)" ]; then echo "env-ok"; fi
+if [ "$VMLAB_TEST_TOKEN" = "$(cat expected-token)" ]; then echo "env-ok"; fi
 mkdir -p results/sub
 echo "alpha" > results/a.txt
 echo "beta" > results/sub/b.txt
@@ -91,7 +91,7 @@ def project(tmp_path: Path) -> Path:
     (root / "data").mkdir(parents=True)
     (root / "job.sh").write_text(JOB)
     (root / "job.sh").chmod(0o755)
-    (root / "expected-token-hash").write_text(SECRET)  # the job compares; the secret never rides in argv
+    (root / "expected-token").write_text(SECRET)  # the job compares; the secret never rides in argv
     (root / "data" / "big.bin").write_bytes(b"x" * 1000)
     (root / "notes.log").write_text("excluded by .vmlabignore\n")
     (root / "private.txt").write_text("excluded by .gitignore\n")
@@ -158,7 +158,7 @@ def test_a_run_sends_the_workdir_passes_env_safely_fetches_outputs_and_its_exit_
     assert result.exit_code == 3, (result.output, result.stderr)
     assert doc is not None and doc["rc"] == 3, (result.stdout, result.stderr)
     assert "env-ok" in result.stderr and "done" in result.stderr  # the job's output, streamed (stderr in --json)
-    assert sorted(doc["uploaded"]) == [".gitignore", ".vmlabignore", "expected-token-hash", "job.sh", "keep.log"]
+    assert sorted(doc["uploaded"]) == [".gitignore", ".vmlabignore", "expected-token", "job.sh", "keep.log"]
     remote = lab.path(f"/root/work/{WORKDIR}")
     assert not (remote / "data").exists() and not (remote / "notes.log").exists()
     assert not (remote / "private.txt").exists() and not (remote / ".git").exists()
@@ -182,8 +182,8 @@ def test_a_run_sends_the_workdir_passes_env_safely_fetches_outputs_and_its_exit_
     (project / "job.sh").write_text(JOB.replace('echo "done"', 'echo "done again"'))
     again = run_vmlab("run", "job1", "--workdir", str(project), "--", "./job.sh")
     assert again.exit_code == 0, again.stderr
-    # the outputs fetched into the workdir carry the lab's times: not sent back
-    assert f"sent 1 changed file(s) of 7 to job1:/root/work/{WORKDIR}" in again.stdout
+    # the outputs fetched into the workdir are the lab's to write (an output path): never sent back
+    assert f"sent 1 changed file(s) of 5 to job1:/root/work/{WORKDIR}" in again.stdout
     assert "done again" in again.stdout
     third, doc = run_json("job1", "--workdir", str(project), "--", "true")
     assert third.exit_code == 0 and doc is not None and doc["uploaded"] == [], third.stderr

@@ -11,7 +11,7 @@ from vmlab.errors import BadInput, HostError
 from vmlab.workflows.outputs import _local_target, check_paths
 from vmlab.workflows.runjob import env_values
 from vmlab.workflows.runlab import remote_folder_name
-from vmlab.workflows.workdir import LocalFile, changed, excluded, parse_rules, scan
+from vmlab.workflows.workdir import LocalFile, changed, excluded, parse_rules, scan, under
 
 RULES = parse_rules(["# comment", "", "*.log", "!keep.log", "build/", "/top.txt", "docs/**/*.tmp", ".git/"])
 
@@ -82,3 +82,9 @@ def test_the_labs_folder_is_named_after_the_local_one_when_plain(tmp_path: Path)
     (tmp_path / "bad name;x").mkdir()
     assert remote_folder_name(tmp_path / "my-proj.v2") == "my-proj.v2"
     assert remote_folder_name(tmp_path / "bad name;x") == "workdir"
+
+
+def test_files_under_an_output_path_are_recognised() -> None:
+    assert under("results/a.txt", ["results"]) and under("results/a.txt", ["results/"])
+    assert under("model.pt", ["model.pt"]) and not under("results2/a.txt", ["results"])
+    assert not under("a.txt", [])

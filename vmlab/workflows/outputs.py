@@ -3,7 +3,7 @@ lab and lands at the same place under the local workdir. Nothing ever lands outs
 or a leading `/` is refused before the run, symlinks on the lab are neither listed nor followed (a link to
 /etc/shadow stays a link, reported as skipped), file names from the lab are checked again here, and no local folder
 on the way may be a symlink. A file is written to a temporary name beside its place and renamed over it, with the
-lab's modification time, so the next `vmlab run` does not send it back.
+lab's modification time. (The next `vmlab run` never sends it back: output paths are not uploaded, see workdir.py.)
 
 Example::
 
@@ -107,7 +107,7 @@ def download(conn: SSHConnection, remote_root: str, paths: Sequence[str], local_
         tmp = target.parent / f".{target.name}.vmlab-part"
         tmp.unlink(missing_ok=True)  # never write through whatever is there
         conn.get(f"{remote_root}/{rel}", tmp)
-        os.utime(tmp, (mtime, mtime))  # the lab's time: the next upload sees the file unchanged
+        os.utime(tmp, (mtime, mtime))  # when the lab wrote it, not when it was fetched
         os.replace(tmp, target)
         fetched.files.append(rel)
         fetched.bytes += int(size)

@@ -103,8 +103,8 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path:
     with conn:
         home = runjob.home(conn)
         remote = f"{home}/{WORK}/{remote_folder_name(workdir_path)}"
-        sent = workdir.upload(conn, files, remote, progress)
-        say(f"sent {len(sent)} changed file(s) of {len(files)} to {name}:{remote}")
+        sent, considered = workdir.upload(conn, files, remote, outputs, progress)
+        say(f"sent {len(sent)} changed file(s) of {considered} to {name}:{remote}")
         run = runjob.start(conn, argv, env, workdir=remote, outputs=outputs, home_dir=home)
         on_start(run.id)
         say(f"run {run.id} started on {name}; Ctrl-C detaches (it keeps running: `vmlab run --attach {name}`)")

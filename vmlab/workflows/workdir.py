@@ -3,14 +3,16 @@ modification time differ from the lab's copy are uploaded (the quick check rsync
 local modification time), the rest is left alone. Excludes come from `.vmlabignore` and `.gitignore` at the top of
 DIR, in a gitignore subset: `#` comments, `!` re-includes, a trailing `/` for folders only, a `/` inside anchors
 the pattern at DIR, otherwise it matches a name at any depth; `*`, `?`, `[...]` and `**` as in shell globs.
-`.git/` is never sent; symlinks are not sent either (their target may lie outside DIR).
+`.git/` is never sent; symlinks are not sent either (their target may lie outside DIR). Output paths (`--outputs`
+of this run and of every earlier run into the same folder, kept in the lab's `.vmlab-outputs`) are never sent:
+the lab writes them, and an older local copy must not overwrite a newer result.
 
 File names are data: they travel as JSON on stdin and as SFTP paths, never through a shell.
 
 Example::
 
     files = scan(Path("."))                       # {"train.py": LocalFile(...), ...}, excludes applied
-    sent = upload(conn, files, "/home/admin/work/proj", progress=print)
+    sent, considered = upload(conn, files, "/home/admin/work/proj", outputs=["results"])
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ if TYPE_CHECKING:
 IGNORE_FILES = (".gitignore", ".vmlabignore")
 ALWAYS_EXCLUDED = (".git/",)
 
+#: in the lab's copy: the output paths of every run there so far (JSON list); never uploaded over
+OUTPUTS_FILE = ".vmlab-outputs"
+
 # Lists the regular files under $1 (symlinks neither listed nor followed) with size and whole-second mtime, and
-# creates the folders named on stdin first. Prints one JSON object.
+# the output paths recorded there. Prints one JSON object.
 REMOTE_STATE = r"""
 import json, os, sys
 root = sys.argv[1]
 os.makedirs(root, exist_ok=True)
-for d in json.load(sys.stdin):
-    os.makedirs(os.path.join(root, d), exist_ok=True)
 found = {}
 for top, dirs, files in os.walk(root, followlinks=False):
     for name in files:
@@ -48,7 +51,18 @@ for top, dirs, files in os.walk(root, followlinks=False):
         st = os.lstat(path)
         if (st.st_mode & 0o170000) == 0o100000:
             found[os.path.relpath(path, root)] = [st.st_size, int(st.st_mtime)]
-print(json.dumps(found))
+try:
+    outputs = json.load(open(os.path.join(root, sys.argv[2])))
+except (OSError, ValueError):
+    outputs = []
+print(json.dumps({"files": found, "outputs": outputs}))
+"""
+
+# Creates the folders named on stdin under $1.
+MAKE_DIRS = r"""
+import json, os, sys
+for d in json.load(sys.stdin):
+    os.makedirs(os.path.join(sys.argv[1], d), exist_ok=True)
 """
 
 # Sets the modification times given on stdin ([[relative path, seconds], ...]) under $1.
@@ -146,16 +160,35 @@ def changed(local: Mapping[str, LocalFile], remote: Mapping[str, list[int]]) -> 
     return [rel for rel, f in local.items() if remote.get(rel) != [f.size, f.mtime]]
 
 
-def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str,
-           progress: Progress | None = None) -> list[str]:
-    """Send the files of `files` that differ on the lab into `remote_root` (made when missing); returns what was
-    sent."""
-    dirs = sorted({posixpath.dirname(rel) for rel in files} - {""})
-    state = conn.execute(Command("python3", "-c", REMOTE_STATE, remote_root, stdin=json.dumps(dirs),
-                                 label="list the lab's copy of the workdir"))
-    if state.rc != 0:
-        raise HostError(f"cannot read the lab's copy of the workdir {remote_root}: {state.stderr.strip()[-300:]}")
-    todo = changed(files, json.loads(state.stdout))
+def under(rel: str, paths: Iterable[str]) -> bool:
+    """Whether `rel` is one of `paths` or inside one of them."""
+    return any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+def _remote(conn: SSHConnection, command: Command, what: str) -> str:
+    result = conn.execute(command)
+    if result.rc != 0:
+        raise HostError(f"cannot {what} on the lab: {result.stderr.strip()[-300:]}")
+    return result.stdout
+
+
+def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str, outputs: Iterable[str] = (),
+           progress: Progress | None = None) -> tuple[list[str], int]:
+    """Send the files of `files` that differ on the lab into `remote_root` (made when missing). Files under an
+    output path (`outputs`, and those of earlier runs there) are the lab's to write: never sent. Returns what was
+    sent and how many files were considered."""
+    state = json.loads(_remote(conn, Command("python3", "-c", REMOTE_STATE, remote_root, OUTPUTS_FILE,
+                                             label="list the lab's copy of the workdir"), "read the workdir copy"))
+    known = [str(p) for p in state["outputs"]]
+    all_outputs = sorted({*known, *outputs})
+    files = {rel: f for rel, f in files.items() if not under(rel, all_outputs) and rel != OUTPUTS_FILE}
+    if all_outputs != sorted(known):
+        conn.put(json.dumps(all_outputs).encode(), f"{remote_root}/{OUTPUTS_FILE}", mode=0o600)
+    todo = changed(files, state["files"])
+    dirs = sorted({posixpath.dirname(rel) for rel in todo} - {""})
+    if dirs:
+        _remote(conn, Command("python3", "-c", MAKE_DIRS, remote_root, stdin=json.dumps(dirs), label="make folders"),
+                f"make folders under {remote_root}")
     total = sum(files[rel].size for rel in todo)
     sent_bytes = 0
     for count, rel in enumerate(todo, 1):
@@ -165,7 +198,6 @@ def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str
             progress(count, len(todo), sent_bytes, total)
     if todo:
         times = json.dumps([[rel, files[rel].mtime] for rel in todo])
-        done = conn.execute(Command("python3", "-c", SET_TIMES, remote_root, stdin=times, label="set file times"))
-        if done.rc != 0:
-            raise HostError(f"cannot set file times under {remote_root}: {done.stderr.strip()[-300:]}")
-    return todo
+        _remote(conn, Command("python3", "-c", SET_TIMES, remote_root, stdin=times, label="set file times"),
+                f"set file times under {remote_root}")
+    return todo, len(files)
