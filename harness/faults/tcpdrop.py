@@ -7,6 +7,7 @@ Example::
         client = make_client(endpoint=proxy.endpoint)   # its first two connections are reset
         ...
         assert proxy.dropped == 2
+        proxy.cut()                                      # and every connection open now dies mid-session
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ class DropProxy:
         with self._lock:
             for sock in self._open:
                 sock.close()
+
+    def cut(self) -> int:
+        """Cut every relayed connection open now, mid-session (both peers see the link die); later connections
+        relay as before. Returns how many were cut."""
+        with self._lock:
+            open_now, self._open = self._open, []
+        for sock in open_now:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the relay threads blocked in recv
+            except OSError:
+                pass
+        return len(open_now) // 2
 
     def _accept(self) -> None:
         while True:

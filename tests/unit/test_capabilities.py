@@ -11,6 +11,7 @@ from vmlab.errors import BadInput
 from vmlab.providers import PROVIDERS, name_for, names_with, require
 from vmlab.providers.base import (
     BuildsBaseImage,
+    ChoosesTypes,
     CustomerKeys,
     Firewalled,
     Quotes,
@@ -24,7 +25,7 @@ from vmlab.providers.base import (
 @pytest.mark.parametrize(("capability", "providers"), [
     (Regional, ["ec2"]), (Quotes, ["ec2"]), (Firewalled, ["ec2"]), (CustomerKeys, ["ec2"]),
     (SweepsLeftovers, ["ec2"]), (SharesImages, ["ec2"]), (ScopesStorage, ["local", "ec2"]),
-    (BuildsBaseImage, ["local"]),
+    (BuildsBaseImage, ["local"]), (ChoosesTypes, ["ec2"]),
 ])
 def test_registered_providers_have_the_capabilities_they_implement(capability: type, providers: list[str]) -> None:
     assert list(PROVIDERS) == ["local", "ec2"]

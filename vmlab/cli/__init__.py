@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("vmlab.cli.labs:ls", "List labs and their state."),
     "status": ("vmlab.cli.labs:status", "Show a lab's settings and its data sync status."),
     "ssh": ("vmlab.cli.labs:ssh", "Open a shell on a lab."),
+    "run": ("vmlab.cli.run:run", "Send a folder to a lab, run a command there to completion, fetch its outputs."),
     "ssh-config": ("vmlab.cli.sshconfig:ssh_config", "Write SSH Host entries for the labs (`ssh NAME`)."),
     "stop": ("vmlab.cli.labs:stop", "Stop a lab (disk kept)."),
     "start": ("vmlab.cli.labs:start", "Start a stopped lab."),

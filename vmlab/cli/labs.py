@@ -15,7 +15,9 @@ from vmlab.providers import provider_for
 @click.argument("name", default="lab")
 @provider_option
 @click.option("--image", default=None, help="Image name or id (default: the newest vmlab image).")
-@click.option("--type", "instance_type", default=None, metavar="TYPE", help="Instance type, e.g. g4dn.xlarge.")
+@click.option("--type", "instance_type", default=None, metavar="TYPE",
+              help="Instance type, e.g. g4dn.xlarge, or a size and GPU resolved to the cheapest type that fits, "
+                   "e.g. m+t4, l+a10g, gpu=t4, cpu=8,mem=32 (ec2).")
 @click.option("--spot", is_flag=True, help="Use a spot instance (ec2; falls back to on-demand).")
 @click.option("--max-price", type=float, default=None, metavar="USD",
               help="Highest spot price per hour (ec2, with --spot; default: the on-demand price).")
@@ -45,13 +47,14 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
       vmlab up lab --provider local
       vmlab up gpu --provider ec2 --region us-west-2 --type g4dn.xlarge --spot --max-price 0.3 \\
         --idle 30m --max-hours 12 --sync s3://my-bucket/alice
-      vmlab up gpu --provider ec2 --type g4dn.xlarge --spot --dry-run
+      vmlab up gpu --provider ec2 --type m+t4 --spot --dry-run
     """
-    from vmlab.cli.quote import launch_checks
+    from vmlab.cli.quote import launch_checks, resolve_type
     from vmlab.workflows.labs import up as launch_lab
 
     out = Output(json_mode)
     provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
+    instance_type, choice = resolve_type(provider, out, instance_type, spot)
     options, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
     if dry_run:
         from vmlab.workflows.preflight import plan_up
@@ -60,7 +63,7 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
                        sync=sync, options=options)
         for line in plan.lines():
             out.say(line)
-        out.emit(plan.to_json())
+        out.emit({**plan.to_json(), "type_choice": choice.to_json() if choice else None})
         return
     result = launch_lab(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
                  sync=sync, say=out.say, options=options, quote=quote)
@@ -71,7 +74,8 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
     out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
             f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
             f"{t['overhead']:.1f}s); open it with: {result.tunnel_hint}", "bold green")
-    out.emit({**result.to_json(), "offer": quote.offer if quote else None})
+    out.emit({**result.to_json(), "offer": quote.offer if quote else None,
+              "type_choice": choice.to_json() if choice else None})
 
 
 @click.command()
@@ -104,17 +108,12 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
 
 def _power(name: str, json_mode: bool, action: str) -> None:
     from vmlab.state import LabStore
-    from vmlab.workflows import sshconfig
-    from vmlab.workflows.labs import require_record
+    from vmlab.workflows.labs import power, require_record
 
     out = Output(json_mode)
     store = LabStore()
     record = require_record(store, name)
-    provider = provider_for(record)
-    inst = getattr(provider, action)(record.instance_id)
-    record.host, record.port = inst.host, inst.port
-    store.put(record)
-    sshconfig.refresh(store)
+    inst = power(provider_for(record), store, record, action)
     out.say(f"lab {name} is {inst.state}")
     out.emit({"lab": name, "state": inst.state})
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from vmlab.cli.output import Output
 from vmlab.errors import BadInput
-from vmlab.providers.base import Firewalled, Image, LaunchOptions, Provider, Quotes
+from vmlab.providers.base import ChoosesTypes, Firewalled, Image, LaunchOptions, Provider, Quotes, TypeChoice
 
 
 class TypeQuote:
@@ -54,6 +54,23 @@ def launch_checks(provider: Provider, out: Output, instance_type: str | None, sp
     if not isinstance(provider, Quotes):
         return options, None
     return options, TypeQuote(provider, out, instance_type, spot, max_price)
+
+
+def resolve_type(provider: Provider, out: Output, instance_type: str | None,
+                 spot: bool) -> tuple[str | None, TypeChoice | None]:
+    """`--type` as a concrete type: a generic one (`m+t4`, vmlab.typespec) is parsed, then resolved by a provider
+    that knows its offers (`ChoosesTypes`) to the cheapest that fits, and the choice is shown. Nothing is made."""
+    from vmlab.typespec import is_generic, parse_request
+
+    if instance_type is None or not is_generic(instance_type):
+        return instance_type, None
+    request = parse_request(instance_type)
+    from vmlab.providers import require
+
+    chooser = require(provider, ChoosesTypes, f"choose an instance type from a size (--type {instance_type})")
+    choice = chooser.choose_type(request, spot)
+    out.say(choice.why)
+    return choice.instance_type, choice
 
 
 def check_ssh_cidr(provider: Provider, cidr: str) -> str:

@@ -248,6 +248,26 @@ class Quotes(Protocol):
     def list_price(self, instance_type: str) -> float | None: ...
 
 
+@dataclass(frozen=True)
+class TypeChoice:
+    """The instance type a provider chose for a generic `--type` (vmlab.typespec), and why, in one line."""
+
+    instance_type: str
+    hourly: float | None
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.instance_type, "hourly": self.hourly, "why": self.why}
+
+
+@runtime_checkable
+class ChoosesTypes(Protocol):
+    """Resolves a generic type (`m+t4`, `cpu=8,mem=32`: a vmlab.typespec.TypeRequest) to the cheapest type it
+    offers here that fits, spot prices when `spot`; BadInput (one line) when none fits. Nothing is created."""
+
+    def choose_type(self, request: Any, spot: bool = False) -> TypeChoice: ...
+
+
 @runtime_checkable
 class Firewalled(Protocol):
     """SSH to the VMs is allowed from a network range (`--ssh-cidr`), checked and normalised here."""

@@ -328,6 +328,15 @@ def terminate(provider: Provider, instance_id: str) -> None:
     forget(f"vmlab-{instance_id}")
 
 
+def power(provider: Provider, store: LabStore, record: LabRecord, action: str) -> Instance:
+    """`stop` or `start` the lab of `record`; its new address is recorded (and the SSH config rewritten)."""
+    inst = provider.stop(record.instance_id) if action == "stop" else provider.start(record.instance_id)
+    record.host, record.port = inst.host, inst.port
+    store.put(record)
+    sshconfig.refresh(store)
+    return inst
+
+
 def require_record(store: LabStore, name: str) -> LabRecord:
     record = store.get(check_name(name))
     if record is None:

@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from vmlab.providers.ec2.offers import Offer, to_offer
 from vmlab.providers.ec2.profile import settle_seconds
 from vmlab.providers.ec2.quotas import vcpu_limit
 from vmlab.providers.ec2.records import USER_TAG, root_mapping, ssh_endpoint
+from vmlab.providers.ec2.typechoice import spot_history
 from vmlab.safetext import check_user
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
@@ -171,13 +171,8 @@ class PlanVerbs:
             return self._offer(self._check_type(instance_type, raw_image), spot)
 
     def _offer(self, raw_type: Mapping[str, Any], spot: bool) -> Offer:
-        history: list[dict[str, Any]] = []
-        if spot:
-            since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=6)
-            pages = self.aws.ec2.get_paginator("describe_spot_price_history").paginate(
-                InstanceTypes=[raw_type["InstanceType"]],
-                ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"], StartTime=since)
-            history = [h for page in pages for h in page.get("SpotPriceHistory", [])]
+        name = str(raw_type["InstanceType"])
+        history = spot_history(self.aws.ec2, [name]).get(name, []) if spot else []
         return to_offer(raw_type, self.aws.region, history)
 
     def check_launch(self, spec: LaunchSpec) -> None:

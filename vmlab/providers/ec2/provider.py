@@ -51,6 +51,7 @@ from vmlab.providers.ec2.records import (
     tag_specs,
     to_instance,
 )
+from vmlab.providers.ec2.typechoice import ChooseVerbs
 
 log = logging.getLogger("vmlab.providers.ec2")
 
@@ -76,7 +77,7 @@ class _Made:
     removed: list[str] = field(default_factory=list)
 
 
-class Ec2Provider(ImageVerbs, PlanVerbs):
+class Ec2Provider(ImageVerbs, PlanVerbs, ChooseVerbs):
     """EC2 in one region (`region`, else AWS_REGION / AWS_DEFAULT_REGION / the profile's).
 
     `poll` is the delay between describe calls while waiting (EC2 is eventually consistent; 5 s keeps the call

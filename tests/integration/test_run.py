@@ -1,0 +1,277 @@
+"""`vmlab run` against labs that are sandbox hosts with a real OpenSSH sshd (the provider-contract SandboxProvider,
+tests/integration/test_provider_contract.py): a workdir sent incrementally with its excludes, a command that writes
+outputs, one that fails, one killed on the lab, a local SIGTERM that detaches and `--attach` that picks the run up,
+a connection cut mid-run (harness/faults/tcpdrop.py), --stop-after and --down-after, env values that never show in
+any process's command line nor in the logs, and an output symlink that is not followed. No EC2, no QEMU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.drivers.ec2cli import run_vmlab
+from harness.faults.tcpdrop import DropProxy
+from tests.integration.test_provider_contract import Cloud, SandboxProvider, cloud
+from vmlab import keys
+from vmlab.providers.base import LaunchSpec
+from vmlab.state import LabRecord, LabStore
+
+pytestmark = pytest.mark.sshd
+
+__all__ = ["cloud"]  # the fixture, imported for pytest
+
+SECRET = "s3cr3t-" + os.urandom(6).hex()
+
+JOB = """#!/bin/sh
+set -e
+echo "starting in $(pwd)"
+if [ "$VMLAB_TEST_TOKEN" = "$(cat expected-token)" ]; then echo "env-ok"; fi
+mkdir -p results/sub
+echo "alpha" > results/a.txt
+echo "beta" > results/sub/b.txt
+ln -sf /etc/hostname results/link
+ln -sfn /etc results/linkdir
+while [ ! -e go ]; do sleep 0.1; done
+echo "done"
+exit "${EXIT_WITH:-0}"
+"""
+
+
+@dataclasses.dataclass
+class Lab:
+    name: str
+    iid: str
+    cloud: Cloud
+
+    def path(self, inside: str) -> Path:
+        return self.cloud.boxes[self.iid].path(inside)
+
+    def release(self) -> None:
+        """Let the job end (it waits for a file `go` in its folder)."""
+        (self.path(f"/root/work/{WORKDIR}") / "go").touch()
+
+
+WORKDIR = "proj"
+
+
+@pytest.fixture()
+def make_lab(cloud: Cloud) -> Iterator[Callable[[str], Lab]]:
+    made: list[str] = []
+
+    def make(name: str) -> Lab:
+        provider = SandboxProvider()
+        client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
+        inst = provider.launch(LaunchSpec(name, "host", client.public, host_key=host_key.private,
+                                          tags={"vmlab:lab": name}))
+        made.append(inst.id)
+        store = LabStore()
+        key_file = client.save(store.key_path(name))
+        store.put(LabRecord(name=name, provider="sandbox", instance_id=inst.id, image="host", user="root",
+                            key_file=str(key_file), host_key=host_key.public, token="", host=inst.host,
+                            port=inst.port))
+        return Lab(name, inst.id, cloud)
+
+    yield make
+    for iid in made:
+        SandboxProvider().terminate(iid)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / WORKDIR
+    (root / "data").mkdir(parents=True)
+    (root / "job.sh").write_text(JOB)
+    (root / "job.sh").chmod(0o755)
+    (root / "expected-token").write_text(SECRET)  # the job compares; the secret never rides in argv
+    (root / "data" / "big.bin").write_bytes(b"x" * 1000)
+    (root / "notes.log").write_text("excluded by .vmlabignore\n")
+    (root / "private.txt").write_text("excluded by .gitignore\n")
+    (root / "keep.log").write_text("re-included\n")
+    (root / ".vmlabignore").write_text("# big inputs stay here\ndata/\n*.log\n!keep.log\n")
+    (root / ".gitignore").write_text("/private.txt\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n")
+    return root
+
+
+def cmdlines() -> list[bytes]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+            except OSError:
+                continue
+    return found
+
+
+def while_running(lab: Lab, action: Callable[[], None], wait_for: str = "results/a.txt") -> threading.Thread:
+    """Run `action` in a thread once the job has reached its wait (its first outputs exist)."""
+    def go() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if (lab.path(f"/root/work/{WORKDIR}") / wait_for).exists():
+                    break
+            except (OSError, KeyError):
+                pass
+            time.sleep(0.05)
+        action()
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[Any, dict[str, Any] | None]:
+    result = run_vmlab("run", "--json", *args, env=env)
+    try:
+        doc = json.loads(result.stdout)
+    except ValueError:
+        doc = None
+    return result, doc
+
+
+def test_a_run_sends_the_workdir_passes_env_safely_fetches_outputs_and_its_exit_code(
+        make_lab: Callable[[str], Lab], project: Path) -> None:
+    lab = make_lab("job1")
+    seen_in_ps: list[bytes] = []
+
+    def watch() -> None:
+        seen_in_ps.extend(c for c in cmdlines() if SECRET.encode() in c)
+        lab.release()
+
+    watcher = while_running(lab, watch)
+    result, doc = run_json("job1", "--workdir", str(project), "--outputs", "results", "--env", "VMLAB_TEST_TOKEN",
+                           "--env", "EXIT_WITH", "--", "./job.sh",
+                           env={"VMLAB_TEST_TOKEN": SECRET, "EXIT_WITH": "3"})
+    watcher.join(10)
+    assert result.exit_code == 3, (result.output, result.stderr)
+    assert doc is not None and doc["rc"] == 3, (result.stdout, result.stderr)
+    assert "env-ok" in result.stderr and "done" in result.stderr  # the job's output, streamed (stderr in --json)
+    assert sorted(doc["uploaded"]) == [".gitignore", ".vmlabignore", "expected-token", "job.sh", "keep.log"]
+    remote = lab.path(f"/root/work/{WORKDIR}")
+    assert not (remote / "data").exists() and not (remote / "notes.log").exists()
+    assert not (remote / "private.txt").exists() and not (remote / ".git").exists()
+    assert (remote / "job.sh").stat().st_mode & 0o777 == 0o755
+    # outputs: regular files only, links neither fetched nor followed
+    assert sorted(doc["fetched"]) == ["results/a.txt", "results/sub/b.txt"]
+    assert (project / "results" / "a.txt").read_text() == "alpha\n"
+    assert (project / "results" / "sub" / "b.txt").read_text() == "beta\n"
+    assert not (project / "results" / "link").exists() and not (project / "results" / "linkdir").exists()
+    assert sorted(doc["skipped"]) == ["results/link", "results/linkdir"]
+    # the secret: in no command line while the job ran, in no file vmlab left, nowhere in its output
+    assert seen_in_ps == []
+    (run_dir,) = lab.path("/root/.vmlab-runs").glob("2*")
+    assert not (run_dir / "env.json").exists()
+    for left in run_dir.iterdir():
+        assert SECRET not in left.read_text(errors="replace"), left
+    assert SECRET not in result.stdout + result.stderr
+    assert (run_dir / "rc").read_text() == "3"
+
+    # the second run sends only the changed file; the third nothing
+    (project / "job.sh").write_text(JOB.replace('echo "done"', 'echo "done again"'))
+    again = run_vmlab("run", "job1", "--workdir", str(project), "--", "./job.sh")
+    assert again.exit_code == 0, again.stderr
+    # the outputs fetched into the workdir are the lab's to write (an output path): never sent back
+    assert f"sent 1 changed file(s) of 5 to job1:/root/work/{WORKDIR}" in again.stdout
+    assert "done again" in again.stdout
+    third, doc = run_json("job1", "--workdir", str(project), "--", "true")
+    assert third.exit_code == 0 and doc is not None and doc["uploaded"] == [], third.stderr
+
+
+def test_a_command_killed_on_the_lab_and_one_that_cannot_start(make_lab: Callable[[str], Lab],
+                                                                 tmp_path: Path) -> None:
+    make_lab("job2")
+    killed, doc = run_json("job2", "--workdir", str(tmp_path), "--", "sh", "-c", "echo before; kill -TERM $$")
+    assert killed.exit_code == 143 and doc is not None and doc["rc"] == 143, killed.stderr
+    assert "before" in killed.stderr
+    missing, _ = run_json("job2", "--workdir", str(tmp_path), "--", "no-such-program-here")
+    assert missing.exit_code == 127, missing.stderr
+
+
+def test_a_local_sigterm_detaches_and_attach_picks_the_run_up(make_lab: Callable[[str], Lab], project: Path) -> None:
+    lab = make_lab("job3")
+    while_running(lab, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    detached = run_vmlab("run", "job3", "--workdir", str(project), "--outputs", "results", "--stop-after",
+                         "--", "./job.sh")
+    assert detached.exit_code == 143, (detached.output, detached.stderr)
+    assert "vmlab: detached from run 2" in detached.stderr
+    assert "the command keeps running on lab job3" in detached.stderr
+    assert SandboxProvider().describe(lab.iid).state == "running"  # --stop-after waits for the end
+    (run_dir,) = lab.path("/root/.vmlab-runs").glob("2*")
+    assert not (run_dir / "rc").exists(), "the command must still be running"
+    lab.release()
+    attached, doc = run_json("--attach", "job3", "--workdir", str(project), "--stop-after")
+    assert attached.exit_code == 0, attached.stderr
+    assert doc is not None and doc["run"] == run_dir.name and doc["after"] == "stop"
+    assert "starting in" in attached.stderr and "done" in attached.stderr  # the whole log, from its start
+    assert (project / "results" / "a.txt").read_text() == "alpha\n"
+    assert SandboxProvider().describe(lab.iid).state == "stopped"
+
+
+def test_a_connection_cut_mid_run_is_reopened_and_the_run_completes(make_lab: Callable[[str], Lab],
+                                                                    project: Path, cloud: Cloud) -> None:
+    lab = make_lab("job4")
+    inst = cloud.instances[lab.iid]
+    with DropProxy(f"http://{inst.host}:{inst.port}", drop=0) as proxy:
+        cloud.instances[lab.iid] = dataclasses.replace(inst, port=int(proxy.endpoint.rsplit(":", 1)[1]))
+        cut: list[int] = []
+
+        def cut_then_release() -> None:
+            time.sleep(0.5)
+            cut.append(proxy.cut())
+            time.sleep(1.5)
+            lab.release()
+
+        while_running(lab, cut_then_release)
+        result = run_vmlab("run", "job4", "--workdir", str(project), "--down-after", "--", "./job.sh")
+    assert cut and cut[0] >= 1
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert "connection lost" in result.output and "reconnected" in result.output
+    assert result.output.count("done\n") == 1 and result.output.count("starting in") == 1  # no gap, no repeat
+    assert lab.iid not in cloud.instances and LabStore().get("job4") is None  # --down-after: nothing left
+
+
+@pytest.mark.parametrize(("args", "env", "fragment"), [
+    (["--env", "VMLAB_TEST_UNSET_VAR"], {}, "--env VMLAB_TEST_UNSET_VAR: VMLAB_TEST_UNSET_VAR is not set"),
+    (["--env", "BAD-NAME"], {}, "--env 'BAD-NAME' is not an environment variable name"),
+    (["--outputs", "../escape"], {}, "--outputs '../escape' is not a path inside the run's folder"),
+    (["--outputs", "/etc"], {}, "--outputs '/etc' is not a path inside the run's folder"),
+    (["--stop-after", "--down-after"], {}, "--stop-after and --down-after exclude each other"),
+])
+def test_bad_input_is_one_line_and_starts_nothing(make_lab: Callable[[str], Lab], tmp_path: Path,
+                                                  args: list[str], env: dict[str, str], fragment: str) -> None:
+    lab = make_lab("job5")
+    result = run_vmlab("run", "job5", "--workdir", str(tmp_path), *args, "--", "true", env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not lab.path("/root/.vmlab-runs").exists()
+
+
+def test_a_stopped_lab_is_refused(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    lab = make_lab("job6")
+    SandboxProvider().stop(lab.iid)
+    result = run_vmlab("run", "job6", "--workdir", str(tmp_path), "--", "true")
+    assert result.exit_code == 2 and "lab job6 is stopped, not running" in result.stderr, result.stderr
+
+
+def test_a_lab_stopped_mid_run_ends_the_follow_with_a_clear_message(make_lab: Callable[[str], Lab],
+                                                                    project: Path) -> None:
+    """What a spot interruption or the agent's time limit looks like from `vmlab run`: the lab goes away."""
+    lab = make_lab("job7")
+    while_running(lab, lambda: SandboxProvider().stop(lab.iid))
+    started = time.monotonic()
+    result = run_vmlab("run", "job7", "--workdir", str(project), "--", "./job.sh")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert "vmlab: error: lab job7 is stopped: run " in result.stderr and "a spot interruption" in result.stderr
+    assert time.monotonic() - started < 30, "a stopped lab must not wait out the reconnect time"

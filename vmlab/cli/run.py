@@ -1,0 +1,95 @@
+"""`vmlab run NAME -- COMMAND...`: a command run to completion on a running lab (vmlab.workflows.runlab)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from vmlab.cli.output import Output, handle_errors, json_option
+
+if TYPE_CHECKING:
+    from vmlab.workflows.workdir import Progress
+
+
+@click.command()
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--workdir", "workdir_path", default=".", show_default=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=str),
+              help="Folder sent to the lab (only changed files; .vmlabignore/.gitignore excludes) and where "
+                   "outputs land.")
+@click.option("--outputs", multiple=True, metavar="PATH",
+              help="File or folder (relative to DIR) fetched back when the command ends; repeatable.")
+@click.option("--env", "env_names", multiple=True, metavar="KEY",
+              help="Pass this variable's value from your shell (never on a command line); repeatable.")
+@click.option("--stop-after", is_flag=True, help="Stop the lab when the command ends, whatever its exit code.")
+@click.option("--down-after", is_flag=True, help="Remove the lab when the command ends, whatever its exit code.")
+@click.option("--attach", is_flag=True, help="Follow the lab's newest run again (after Ctrl-C or a lost "
+                                             "connection), fetch its outputs, exit with its exit code.")
+@json_option
+@handle_errors
+def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[str, ...],
+        env_names: tuple[str, ...], stop_after: bool, down_after: bool, attach: bool, json_mode: bool) -> None:
+    """Send DIR to running lab NAME, run COMMAND there (detached: it survives a lost connection), stream its
+    output, fetch --outputs, exit with its exit code. Ctrl-C detaches and leaves the command and the lab running.
+
+    \b
+    Example:
+      vmlab run gpu --workdir . --outputs results/ --env WANDB_API_KEY --stop-after -- python train.py
+      vmlab run --attach gpu --down-after
+    """
+    from pathlib import Path
+
+    from vmlab.errors import BadInput
+    from vmlab.state import LabStore
+    from vmlab.workflows import runlab
+    from vmlab.workflows.runjob import env_values
+
+    out = Output(json_mode)
+    if stop_after and down_after:
+        raise BadInput("--stop-after and --down-after exclude each other", "choose one")
+    after = "stop" if stop_after else "down" if down_after else None
+    stream = sys.stderr if json_mode else sys.stdout
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    started: list[str] = []
+    try:
+        if attach:
+            if command or outputs or env_names:
+                raise BadInput("--attach follows the lab's last run: it takes no COMMAND, --outputs or --env",
+                               f"use `vmlab run --attach {name}` alone (with --workdir, --stop-after or --down-after)")
+            result = runlab.attach(LabStore(), name, workdir_path=Path(workdir_path), write=write, say=out.say,
+                                   after=after, on_start=started.append)
+        else:
+            if not command:
+                raise BadInput("no command to run", f"give it after --, e.g. `vmlab run {name} -- python train.py`")
+            env = env_values(env_names, os.environ)
+            result = runlab.run_on_lab(LabStore(), name, command, workdir_path=Path(workdir_path), outputs=outputs,
+                                       env=env, write=write, say=out.say, after=after, progress=_progress(out),
+                                       on_start=started.append)
+    except KeyboardInterrupt:
+        if started:  # before the command started, an interrupt simply ends vmlab
+            click.echo(f"vmlab: detached from run {started[0]}; the command keeps running on lab {name} (until it "
+                       f"ends) and the lab is left as it is: `vmlab run --attach {name}` follows it again and "
+                       "fetches its outputs", err=True)
+        raise
+    out.emit(result.to_json())
+    sys.exit(result.rc)
+
+
+def _progress(out: Output) -> Progress | None:
+    if out.json_mode or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int, sent: int, size: int) -> None:
+        click.echo(f"\r  sending {done}/{total} files, {sent}/{size} bytes", nl=False, err=True)
+        if done == total:
+            click.echo("", err=True)
+
+    return show

@@ -1,0 +1,145 @@
+"""`vmlab run`: send a workdir to a running lab, run a command there detached (vmlab.workflows.runjob), follow its
+output, fetch its outputs, and stop or remove the lab afterwards when asked.
+
+The lab must be running (`vmlab up NAME` first). What ends the local `vmlab` early (Ctrl-C, SIGTERM, a connection
+that does not come back) leaves the command running on the lab and the lab as it is, whatever --stop-after or
+--down-after say: stopping it would kill the command. `vmlab run --attach NAME` follows it again, fetches its
+outputs and honours --stop-after/--down-after given then. --max-hours (the lab agent's hard stop) still applies.
+
+Example::
+
+    result = run_on_lab(LabStore(), "gpu", ["python", "train.py"], workdir=Path("."), outputs=["results/"],
+                        env={"WANDB_API_KEY": key}, write=sys.stdout.write, say=print, after="stop")
+    sys.exit(result.rc)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmlab.errors import BadInput, VmlabError
+from vmlab.providers import provider_for
+from vmlab.providers.base import Provider
+from vmlab.state import LabRecord, LabStore
+from vmlab.workflows import outputs as outputs_mod
+from vmlab.workflows import runjob, workdir
+from vmlab.workflows.connect import connect_instance
+from vmlab.workflows.labs import down, power, require_record
+
+if TYPE_CHECKING:
+    from vmlab.transport.ssh import SSHConnection
+
+Say = Callable[[str], None]
+WORK = "work"
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class RunResult:
+    lab: str
+    run: str
+    rc: int
+    uploaded: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    after: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def remote_folder_name(local: Path) -> str:
+    """The name of the lab's copy of `local` (under ~/work): its own name when plain, else "workdir"."""
+    name = local.resolve().name
+    return name if _FOLDER_NAME.match(name) else "workdir"
+
+
+def _connect(store: LabStore, name: str) -> tuple[Provider, LabRecord, SSHConnection]:
+    record = require_record(store, name)
+    provider = provider_for(record)
+    inst = provider.describe(record.instance_id)
+    if inst is None or inst.state != "running":
+        raise BadInput(f"lab {name} is {inst.state if inst else 'gone'}, not running",
+                       f"start it with `vmlab up {name}`, then run again")
+    conn = connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=60.0)
+    return provider, record, conn
+
+
+def _state_of(provider: Provider, record: LabRecord) -> Callable[[], str]:
+    """The lab's state as its provider sees it ("unknown" when the provider cannot be asked now)."""
+    def state() -> str:
+        try:
+            inst = provider.describe(record.instance_id)
+        except VmlabError:
+            return "unknown"
+        return inst.state if inst is not None else "gone"
+
+    return state
+
+
+def _finish(store: LabStore, name: str, provider: Provider, record: LabRecord, after: str | None,
+            say: Say) -> None:
+    if after == "stop":
+        inst = power(provider, store, record, "stop")
+        say(f"lab {name} is {inst.state} (--stop-after)")
+    elif after == "down":
+        down(provider, name, store=store, say=say)
+
+
+def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path: Path, outputs: Sequence[str],
+               env: Mapping[str, str], write: Callable[[str], None], say: Say, after: str | None = None,
+               progress: workdir.Progress | None = None,
+               on_start: Callable[[str], None] = lambda _id: None) -> RunResult:
+    """Upload, run, follow, fetch; then `after` ("stop" or "down") once the command has ended. `on_start` gets
+    the run id once the command runs on the lab (from then on, an interrupt leaves it running)."""
+    outputs = outputs_mod.check_paths(outputs)
+    files = workdir.scan(workdir_path)
+    provider, record, conn = _connect(store, name)
+    with conn:
+        home = runjob.home(conn)
+        remote = f"{home}/{WORK}/{remote_folder_name(workdir_path)}"
+        sent, considered = workdir.upload(conn, files, remote, outputs, progress)
+        say(f"sent {len(sent)} changed file(s) of {considered} to {name}:{remote}")
+        run = runjob.start(conn, argv, env, workdir=remote, outputs=outputs, home_dir=home)
+        on_start(run.id)
+        say(f"run {run.id} started on {name}; Ctrl-C detaches (it keeps running: `vmlab run --attach {name}`)")
+        result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
+    result.uploaded = sent
+    _finish(store, name, provider, record, after, say)
+    result.after = after
+    return result
+
+
+def attach(store: LabStore, name: str, *, workdir_path: Path, write: Callable[[str], None], say: Say,
+           after: str | None = None, on_start: Callable[[str], None] = lambda _id: None) -> RunResult:
+    """Follow the newest run on lab `name` from the start of its log, fetch its outputs, then `after`."""
+    provider, record, conn = _connect(store, name)
+    with conn:
+        run = runjob.last_run(conn, runjob.home(conn))
+        on_start(run.id)
+        say(f"attached to run {run.id} on {name}")
+        result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
+    _finish(store, name, provider, record, after, say)
+    result.after = after
+    return result
+
+
+def _complete(conn: SSHConnection, run: runjob.Run, name: str, workdir_path: Path, write: Callable[[str], None],
+              say: Say, state: Callable[[], str]) -> RunResult:
+    rc = runjob.follow(conn, run, write, say=say, lab=name, lab_state=state)
+    result = RunResult(name, run.id, rc)
+    if run.outputs:
+        fetched = outputs_mod.download(conn, run.workdir, run.outputs, workdir_path)
+        result.fetched, result.skipped, result.missing = fetched.files, fetched.skipped, fetched.missing
+        say(f"fetched {len(fetched.files)} output file(s) ({fetched.bytes} bytes) into {workdir_path}")
+        if fetched.skipped:
+            say(f"not fetched (symlinks or outside the run's folder): {', '.join(fetched.skipped)}")
+        if fetched.missing:
+            say(f"no such output on the lab: {', '.join(fetched.missing)}")
+    say(f"run {run.id} exited with {rc}")
+    return result
