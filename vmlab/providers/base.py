@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from vmlab.engine.host import Session
 
 #: states an Instance can be in, the same words for every provider
 INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "terminated")
@@ -363,6 +366,15 @@ class BuildsBaseImage(Protocol):
     """The provider builds its own base image once, on this machine (`vmlab local init`)."""
 
     def build_base_image(self, progress: Progress | None = None) -> Image: ...
+
+
+@runtime_checkable
+class Executes(Protocol):
+    """Commands reach an instance through the provider itself, not SSH (a container: `podman exec`).
+    `exec_host` returns the engine's Host for a running instance, with a `close()` (vmlab.engine.host.Session);
+    the workflows use it instead of an SSH connection, and the launch's SSH key and host key go unused."""
+
+    def exec_host(self, instance_id: str) -> Session: ...
 
 
 def match_tags(tags: Mapping[str, str], wanted: Mapping[str, str] | None) -> bool:
