@@ -43,7 +43,7 @@ def test_bake_reuse_force_and_images(provider: ContainerProvider) -> None:
     started = time.monotonic()
     first = vmlab("bake", str(RECIPES / "small.py"), "--provider", "container", "--json")
     assert first.exit_code == 0, first.output
-    made = json.loads(first.output.strip().splitlines()[-1])
+    made = json.loads(first.stdout)
     bake_seconds = time.monotonic() - started
     print(f"container bake of the small recipe: {bake_seconds:.1f}s, timings {made['timings']}")
     assert made["reused"] is False and containers(provider) == []
@@ -56,7 +56,7 @@ def test_bake_reuse_force_and_images(provider: ContainerProvider) -> None:
     assert image.source == f"localhost/vmlab/{image.name}:{made['recipe_hash'][:12]}"
     assert "vmlab:packages-sha256" in labels  # the package list was taken, and kept on this machine:
     shown = vmlab("images", "show", image.id, "--provider", "container", "--json")
-    assert "hello" in json.loads(shown.output)["packages"]["apt"]
+    assert "hello" in json.loads(shown.stdout)["packages"]["apt"]
 
     # the image boots with systemd and holds what the recipe made, and no builder identity
     inst = provider.launch(_spec("ctr-check", image.id))
@@ -72,15 +72,15 @@ def test_bake_reuse_force_and_images(provider: ContainerProvider) -> None:
         provider.terminate(inst.id)
 
     again = vmlab("bake", str(RECIPES / "small.py"), "--provider", "container", "--json")
-    reused = json.loads(again.output.strip().splitlines()[-1])
+    reused = json.loads(again.stdout)
     assert reused["reused"] is True and reused["image"] == image.id
 
     forced = vmlab("bake", str(RECIPES / "small.py"), "--provider", "container", "--force", "--json")
     assert forced.exit_code == 0, forced.output
-    second = json.loads(forced.output.strip().splitlines()[-1])["image"]
+    second = json.loads(forced.stdout)["image"]
     assert second != image.id and containers(provider) == []
 
-    listed = json.loads(vmlab("images", "ls", "--provider", "container", "--json").output)["images"]
+    listed = json.loads(vmlab("images", "ls", "--provider", "container", "--json").stdout)["images"]
     assert {i["id"] for i in listed} == {image.id, second}  # the base image is not a vmlab-baked image
     removed = vmlab("images", "rm", image.id, second, "--provider", "container")
     assert removed.exit_code == 0, removed.output

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,13 +99,19 @@ class ContainerProvider:
                         tags=dict(config.get("Labels") or {}), launched_at=str(data.get("Created", ""))[:19])
 
     def _wait_booted(self, container: str) -> None:
-        """Until systemd in the container has started everything (running, or degraded: a unit failed)."""
-        proc = self.engine.call("exec", container, "systemctl", "is-system-running", "--wait",
-                                timeout=BOOT_TIMEOUT)
-        status = proc.stdout.decode(errors="replace").strip()
-        if status not in ("running", "degraded"):
-            raise HostError(f"systemd in container {container} did not start ({status or tail(proc.stderr)})",
-                            "see `podman logs` of the container")
+        """Until systemd in the container has started everything (running, or degraded: a unit failed). Right
+        after the start its bus may not exist yet: asked again until it answers."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            proc = self.engine.call("exec", container, "systemctl", "is-system-running", "--wait",
+                                    timeout=BOOT_TIMEOUT)
+            status = proc.stdout.decode(errors="replace").strip()
+            if status in ("running", "degraded"):
+                return
+            if time.monotonic() >= deadline or status not in ("", "offline", "starting", "initializing"):
+                raise HostError(f"systemd in container {container[:12]} did not start "
+                                f"({status or tail(proc.stderr)})", "see `podman logs` of the container")
+            time.sleep(0.1)
 
     def _image_ref(self, image: str) -> str:
         """The podman reference of `image` (an id, a name, or the base alias, imported or built first)."""
