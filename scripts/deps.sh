@@ -1,6 +1,7 @@
 # Sourced by scripts/*.sh: installs what vmlab needs on a Debian/Ubuntu machine, skipping what is there.
 # System: OpenSSH (client for tunnels, server for tests), QEMU + debootstrap + debian-archive-keyring (checks what
-# debootstrap downloads) + genisoimage (local provider).
+# debootstrap downloads) + genisoimage (local provider); podman + runc + slirp4netns (container provider), skopeo
+# and docker-registry (image export and push, tested against a registry on 127.0.0.1).
 # Python: a virtualenv in .venv with vmlab installed editable (plus test extras when asked).
 
 SUDO=""
@@ -8,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 vmlab_system_packages() {
   local want=(openssh-client openssh-server qemu-system-x86 qemu-utils debootstrap debian-archive-keyring
-              genisoimage e2fsprogs ca-certificates curl "$@")
+              genisoimage e2fsprogs ca-certificates curl
+              podman runc crun slirp4netns skopeo buildah docker-registry "$@")
   local missing=()
   for pkg in "${want[@]}"; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

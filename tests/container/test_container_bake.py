@@ -130,3 +130,15 @@ def test_signal_mid_apply_removes_the_builder(provider: ContainerProvider, sig: 
     assert proc.returncode == 128 + sig, out
     assert provider.engine.text("ps", "-a", "-q", "--filter", "label=vmlab:recipe=ctr-slow").split() == []
     assert containers(provider) == [] and baked(provider, "ctr-slow") == []
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--name", "Bad Name"), "is not a container image name"),
+    (("--volume-size", "20"), "--volume-size does not apply to containers"),
+    (("--spot",), "--spot only applies to --provider ec2"),
+])
+def test_bad_input_exits_2_before_any_container(provider: ContainerProvider, args: tuple[str, ...],
+                                                says: str) -> None:
+    result = vmlab("bake", str(RECIPES / "small.py"), "--provider", "container", *args)
+    assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) <= 2
+    assert containers(provider) == [] and baked(provider, "ctr-small") == []

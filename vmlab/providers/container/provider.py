@@ -129,6 +129,9 @@ class ContainerProvider:
             raise BadInput(f"container name {spec.name!r} is not allowed", "use letters, digits and ._- "
                            "(128 at most, starting with a letter or digit)")
         check_labels(spec.tags)
+        if spec.volume_size_gb is not None:
+            raise BadInput("--volume-size does not apply to containers (their disk is the engine's storage)",
+                           "drop --volume-size")
         self.engine.check()
         if self._inspect("container", spec.name) is not None:
             raise BadInput(f"a container named {spec.name} exists", "choose another name, or `vmlab down` it")
