@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -375,6 +376,17 @@ class Executes(Protocol):
     the workflows use it instead of an SSH connection, and the launch's SSH key and host key go unused."""
 
     def exec_host(self, instance_id: str) -> Session: ...
+
+
+@runtime_checkable
+class ShipsImages(Protocol):
+    """Images leave the provider as files or go to a registry: `export_image` writes an OCI layout folder
+    (`kind="oci"`) or a docker-archive tar; `push_image` pushes to `HOST[:PORT]/REPO[:TAG]` and returns the
+    digest the registry stored. TLS is checked except for a registry on this machine's loopback."""
+
+    def export_image(self, image: str, kind: str, dest: Path) -> Path: ...
+
+    def push_image(self, image: str, dest: str) -> str: ...
 
 
 def match_tags(tags: Mapping[str, str], wanted: Mapping[str, str] | None) -> bool:

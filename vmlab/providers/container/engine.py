@@ -83,7 +83,10 @@ class Podman:
         storage = ("[storage]\n" 'driver = "overlay"\n'
                    f"graphroot = {_toml(self.storage)}\nrunroot = {_toml(self.run_dir / 'storage')}\n")
         registries = 'unqualified-search-registries = []\nshort-name-mode = "enforcing"\n'
-        return {"containers.conf": containers, "storage.conf": storage, "registries.conf": registries}
+        # skopeo's signature policy: vmlab copies out only images it made itself
+        policy = '{"default": [{"type": "insecureAcceptAnything"}]}\n'
+        return {"containers.conf": containers, "storage.conf": storage, "registries.conf": registries,
+                "policy.json": policy}
 
     def env(self) -> dict[str, str]:
         conf = self.root / "conf"
@@ -113,20 +116,28 @@ class Podman:
     def call(self, *args: str, stdin: bytes | None = None,
              timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
         """`podman ARGS` with vmlab's settings; never raises for a non-zero exit."""
+        return self.tool("podman", *args, stdin=stdin, timeout=timeout)
+
+    def tool(self, *argv: str, stdin: bytes | None = None,
+             timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+        """A containers tool (podman, skopeo) run with vmlab's settings; never raises for a non-zero exit."""
         self._configure()
+        if argv[0] == "skopeo":
+            argv = ("skopeo", "--policy", str(self.root / "conf" / "policy.json"), *argv[1:])
         try:
-            return subprocess.run(["podman", *args], input=stdin if stdin is not None else b"", capture_output=True,
+            return subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
                                   env=self.env(), timeout=timeout, check=False)
         except FileNotFoundError as exc:
-            raise BadInput("the container provider needs podman", INSTALL) from exc
+            raise BadInput(f"the container provider needs {argv[0]}", INSTALL) from exc
         except subprocess.TimeoutExpired as exc:
-            raise HostError(f"podman {args[0]} did not finish in {timeout:.0f} s") from exc
+            raise HostError(f"{argv[0]} {argv[1]} did not finish in {timeout:.0f} s") from exc
 
-    def text(self, *args: str, what: str = "", stdin: bytes | None = None) -> str:
-        """stdout of `podman ARGS`; HostError naming `what` with podman's last lines when it fails."""
-        proc = self.call(*args, stdin=stdin)
+    def text(self, *args: str, what: str = "", stdin: bytes | None = None, program: str = "podman") -> str:
+        """stdout of `podman ARGS` (or another `program`); HostError naming `what` with its last lines when it
+        fails."""
+        proc = self.tool(program, *args, stdin=stdin)
         if proc.returncode != 0:
-            raise HostError(f"{what or 'podman ' + args[0]} failed (exit {proc.returncode}): {tail(proc.stderr)}")
+            raise HostError(f"{what or program + ' ' + args[0]} failed (exit {proc.returncode}): {tail(proc.stderr)}")
         return proc.stdout.decode(errors="replace")
 
     def json(self, *args: str, what: str = "") -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LaunchPlan, LaunchSpec, Progress, match_tags
-from vmlab.providers.container import baseimage
+from vmlab.providers.container import baseimage, shipping
 from vmlab.providers.container.engine import Podman, default_root, missing, tail
 from vmlab.providers.container.exechost import ExecHost
 from vmlab.safetext import check_text
@@ -275,6 +275,26 @@ class ContainerProvider:
         if proc.returncode != 0 and not missing(proc):
             raise HostError(f"removing image {image_id} failed: {tail(proc.stderr)}",
                             "remove the containers that use it first")
+
+    def _require_image(self, image: str) -> Image:
+        found = self.describe_image(image)
+        if found is None or not found.source:
+            raise BadInput(f"container image {image!r} not found", "list images with `vmlab images --provider "
+                           "container`")
+        return found
+
+    def export_image(self, image: str, kind: str, dest: Path) -> Path:
+        """ShipsImages: an OCI layout folder or a docker-archive tar of `image` at `dest` (which must not exist)."""
+        check_text(str(dest), "the export path")
+        if ":" in str(dest) or dest.exists():
+            raise BadInput(f"cannot export to {dest}: " + ("it exists" if dest.exists() else "the path has a ':'"),
+                           "name a new path without ':'")
+        return shipping.export(self.engine, self._require_image(image).source or "", kind, dest)
+
+    def push_image(self, image: str, dest: str) -> str:
+        """ShipsImages: push `image` to `dest` (HOST[:PORT]/REPO[:TAG]); returns the registry's digest."""
+        shipping.check_destination(dest)
+        return shipping.push(self.engine, self._require_image(image).source or "", dest)
 
     def build_base_image(self, progress: Progress | None = None) -> Image:
         """BuildsBaseImage: the Debian base, built (debootstrap; root) and imported once."""
