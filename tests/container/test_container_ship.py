@@ -37,8 +37,8 @@ def registry(tmp_path: Path) -> Iterator[str]:
     """docker-registry on 127.0.0.1:PORT, storage in tmp; yields "127.0.0.1:PORT"."""
     port = _free_port()
     config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+                      f"    rootdirectory: {tmp_path}/data\nhttp:\n  addr: 127.0.0.1:{port}\n")
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
