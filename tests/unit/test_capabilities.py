@@ -12,11 +12,13 @@ from vmlab.providers import PROVIDERS, name_for, names_with, require
 from vmlab.providers.base import (
     BuildsBaseImage,
     CustomerKeys,
+    Executes,
     Firewalled,
     Quotes,
     Regional,
     ScopesStorage,
     SharesImages,
+    ShipsImages,
     SweepsLeftovers,
 )
 
@@ -24,10 +26,10 @@ from vmlab.providers.base import (
 @pytest.mark.parametrize(("capability", "providers"), [
     (Regional, ["ec2"]), (Quotes, ["ec2"]), (Firewalled, ["ec2"]), (CustomerKeys, ["ec2"]),
     (SweepsLeftovers, ["ec2"]), (SharesImages, ["ec2"]), (ScopesStorage, ["local", "ec2"]),
-    (BuildsBaseImage, ["local"]),
+    (BuildsBaseImage, ["local", "container"]), (Executes, ["container"]), (ShipsImages, ["container"]),
 ])
 def test_registered_providers_have_the_capabilities_they_implement(capability: type, providers: list[str]) -> None:
-    assert list(PROVIDERS) == ["local", "ec2"]
+    assert list(PROVIDERS) == ["local", "ec2", "container"]
     assert names_with(capability) == providers
 
 
