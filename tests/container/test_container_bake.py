@@ -108,8 +108,10 @@ def test_failing_step_leaves_nothing(provider: ContainerProvider) -> None:
     assert containers(provider) == [] and baked(provider, "e2e-fails") == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_apply_removes_the_builder(provider: ContainerProvider, sig: signal.Signals) -> None:
+@pytest.mark.parametrize("fault", ["SIGTERM", "SIGINT", "SIGHUP", "builder killed"])
+def test_fault_mid_apply_removes_the_builder(provider: ContainerProvider, fault: str) -> None:
+    """A signal to vmlab, or the builder's systemd killed under it, while a recipe step runs: exit 128+signal
+    (or 1), and no container or image of the run is left (found by label)."""
     proc = subprocess.Popen([sys.executable, "-m", "vmlab", "bake", str(RECIPES / "slow.py"), "--provider",
                              "container"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
@@ -122,15 +124,20 @@ def test_signal_mid_apply_removes_the_builder(provider: ContainerProvider, sig: 
             time.sleep(0.3)
         else:
             pytest.fail("the slow step never started")
-        proc.send_signal(sig)
+        if fault == "builder killed":
+            provider.engine.text("kill", ids[0])
+        else:
+            proc.send_signal(getattr(signal, fault))
         out = proc.communicate(timeout=60)[0].decode()
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 128 + sig, out
+    expected = 1 if fault == "builder killed" else 128 + getattr(signal, fault)
+    assert proc.returncode == expected, out
+    assert "removed builder" in out
+    assert fault != "builder killed" or "failed on the builder at step a long step" in out
     assert provider.engine.text("ps", "-a", "-q", "--filter", "label=vmlab:recipe=ctr-slow").split() == []
     assert containers(provider) == [] and baked(provider, "ctr-slow") == []
-
 
 @pytest.mark.parametrize("args, says", [
     (("--name", "Bad Name"), "is not a container image name"),
