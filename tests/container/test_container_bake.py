@@ -149,3 +149,11 @@ def test_bad_input_exits_2_before_any_container(provider: ContainerProvider, arg
     result = vmlab("bake", str(RECIPES / "small.py"), "--provider", "container", *args)
     assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) <= 2
     assert containers(provider) == [] and baked(provider, "ctr-small") == []
+
+
+def test_dry_run_plans_and_makes_nothing(provider: ContainerProvider) -> None:
+    result = vmlab("bake", str(RECIPES / "small.py"), "--provider", "container", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["action"] == "bake" and "slirp4netns" in plan["launch"]["creates"][0]
+    assert containers(provider) == [] and baked(provider, "ctr-small") == []
