@@ -20,6 +20,11 @@ vmlab_system_packages() {
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  # Debian's docker-registry starts a service on :5000 (every interface) where systemd runs; vmlab's tests start
+  # their own registry on 127.0.0.1, so the packaged one is stopped
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 }
 
 vmlab_python_env() {  # $1: pip extras, e.g. "[test]" or ""
