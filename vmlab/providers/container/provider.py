@@ -161,7 +161,7 @@ class ContainerProvider:
         labels = [arg for k, v in {**spec.tags, "vmlab:launch": launch_label}.items()
                   for arg in ("--label", f"{k}={v}")]
         try:
-            cid = self.engine.text("run", "-d", "--pull", "never", "--name", spec.name, "--hostname", spec.name,
+            cid = self.engine.text("run", "-d", "--pull", "never", "--name", spec.name, "--hostname", spec.name[:63],
                                    "--systemd", "always", "--network", "slirp4netns",
                                    "--stop-timeout", str(self.stop_timeout), *labels, ref, "/sbin/init",
                                    what=f"starting container {spec.name}").strip()
