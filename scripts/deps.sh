@@ -1,6 +1,7 @@
 # Sourced by scripts/*.sh: installs what vmlab needs on a Debian/Ubuntu machine, skipping what is there.
 # System: OpenSSH (client for tunnels, server for tests), QEMU + debootstrap + debian-archive-keyring (checks what
-# debootstrap downloads) + genisoimage (local provider).
+# debootstrap downloads) + genisoimage (local provider); podman + runc + slirp4netns (container provider), skopeo
+# and docker-registry (image export and push, tested against a registry on 127.0.0.1).
 # Python: a virtualenv in .venv with vmlab installed editable (plus test extras when asked).
 
 SUDO=""
@@ -8,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 vmlab_system_packages() {
   local want=(openssh-client openssh-server qemu-system-x86 qemu-utils debootstrap debian-archive-keyring
-              genisoimage e2fsprogs ca-certificates curl "$@")
+              genisoimage e2fsprogs ca-certificates curl
+              podman runc crun slirp4netns skopeo buildah docker-registry "$@")
   local missing=()
   for pkg in "${want[@]}"; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -17,6 +19,11 @@ vmlab_system_packages() {
     echo "vmlab: installing system packages: ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Debian's docker-registry starts a service on :5000 (every interface) where systemd runs; vmlab's tests start
+  # their own registry on 127.0.0.1, so the packaged one is stopped
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
   fi
 }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
+from vmlab.providers.debian import unmount_under
 from vmlab.providers.local import baseimage
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -67,21 +68,11 @@ def clean_root(suite: str = "bookworm") -> Path:
                 capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"debootstrap {suite} failed: {(done.stderr or done.stdout).strip()[-500:]}")
-            _unmount_under(work)
+            unmount_under(work)
             shutil.rmtree(target, ignore_errors=True)
             os.rename(work, target)
             done_mark.write_text("")
         finally:
-            _unmount_under(work)
+            unmount_under(work)
             shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-def _unmount_under(path: Path) -> None:
-    prefix = str(path.resolve()) + "/"
-    try:
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return
-    for mnt in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)

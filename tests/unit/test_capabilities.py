@@ -13,11 +13,13 @@ from vmlab.providers.base import (
     BuildsBaseImage,
     ChoosesTypes,
     CustomerKeys,
+    Executes,
     Firewalled,
     Quotes,
     Regional,
     ScopesStorage,
     SharesImages,
+    ShipsImages,
     SweepsLeftovers,
 )
 
@@ -25,10 +27,11 @@ from vmlab.providers.base import (
 @pytest.mark.parametrize(("capability", "providers"), [
     (Regional, ["ec2"]), (Quotes, ["ec2"]), (Firewalled, ["ec2"]), (CustomerKeys, ["ec2"]),
     (SweepsLeftovers, ["ec2"]), (SharesImages, ["ec2"]), (ScopesStorage, ["local", "ec2"]),
-    (BuildsBaseImage, ["local"]), (ChoosesTypes, ["ec2"]),
+    (BuildsBaseImage, ["local", "container"]), (ChoosesTypes, ["ec2"]), (Executes, ["container"]),
+    (ShipsImages, ["container"]),
 ])
 def test_registered_providers_have_the_capabilities_they_implement(capability: type, providers: list[str]) -> None:
-    assert list(PROVIDERS) == ["local", "ec2"]
+    assert list(PROVIDERS) == ["local", "ec2", "container"]
     assert names_with(capability) == providers
 
 

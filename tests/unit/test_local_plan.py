@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from vmlab.errors import BadInput, HostError, VmlabError
+from vmlab.providers import debian
 from vmlab.providers.base import Image, LaunchSpec, match_tags
 from vmlab.providers.local import accel, baseimage, qemu, seed, store
 from vmlab.providers.local.images import ImageShelf
@@ -444,7 +445,8 @@ def test_check_host_requires_the_archive_keyring(tmp_path: Path, monkeypatch: py
 
 def test_debootstrap_verifies_signatures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VMLAB_DEBIAN_KEYRING", raising=False)
-    argv = baseimage.debootstrap_argv(tmp_path / "rootfs", "http://deb.debian.org/debian", baseimage.keyring())
+    argv = debian.debootstrap_argv(tmp_path / "rootfs", "http://deb.debian.org/debian", debian.keyring(),
+                                   baseimage.PACKAGES)
     assert "--force-check-gpg" in argv and "--no-check-gpg" not in argv
     assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in argv
     assert argv[-3:] == ["bookworm", str(tmp_path / "rootfs"), "http://deb.debian.org/debian"]
@@ -455,10 +457,11 @@ def test_debootstrap_verifies_signatures(tmp_path: Path, monkeypatch: pytest.Mon
         seen.append(args)
         raise HostError("stop here")
 
-    monkeypatch.setattr(baseimage, "_run", fake_run)
+    monkeypatch.setattr(debian, "run", fake_run)
     with pytest.raises(HostError):
         baseimage.build(tmp_path, lambda msg, frac: None)
-    assert seen == [baseimage.debootstrap_argv(tmp_path / "rootfs", baseimage.mirror(), baseimage.keyring())]
+    assert seen == [debian.debootstrap_argv(tmp_path / "rootfs", debian.mirror(), debian.keyring(),
+                                            baseimage.PACKAGES)]
 
 
 def test_configure_rootfs(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from vmlab import __version__
 # the help from here instead of importing every command
 COMMANDS: dict[str, tuple[str, str]] = {
     "bake": ("vmlab.cli.bake:bake", "Apply a recipe on a builder VM and save it as an image."),
-    "images": ("vmlab.cli.images:images", "List or remove vmlab images."),
+    "images": ("vmlab.cli.images:images", "List, show, export or remove vmlab images."),
+    "push": ("vmlab.cli.push:push", "Push an image to a container registry (container provider)."),
     "share-ami": ("vmlab.cli.share:share_ami", "Share an EC2 image with accounts, an organization or OU; copy it "
                                                 "to regions."),
     "up": ("vmlab.cli.labs:up", "Launch (or resume) a lab from an image with a fresh token."),

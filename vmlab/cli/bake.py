@@ -27,7 +27,8 @@ def bundled_recipe(name: str) -> Path:
 @provider_option
 @region_option
 @click.option("--base", default=None, metavar="IMAGE",
-              help="Base image: debian-12 (local), ubuntu-24.04/ubuntu-22.04/debian-12/dlami or an AMI id (ec2).")
+              help="Base image: debian-12 (local, container), ubuntu-24.04/ubuntu-22.04/debian-12/dlami or an AMI id "
+                   "(ec2).")
 @click.option("--name", default=None, help="Image name (default: vmlab-RECIPE-HASH-TIME).")
 @click.option("--builder-type", default=None, metavar="TYPE", help="Instance type of the builder.")
 @click.option("-e", "--extra-var", "extra", multiple=True, metavar="NAME=VALUE", help="Set a recipe variable.")
@@ -47,7 +48,8 @@ def bundled_recipe(name: str) -> Path:
 def bake(recipe_file: str | None, provider_name: str | None, region: str | None, base: str | None, name: str | None,
          builder_type: str | None, extra: tuple[str, ...], force: bool, verify: bool, volume_size: int | None,
          spot: bool, ssh_cidr: str | None, kms_key: str | None, dry_run: bool, json_mode: bool) -> None:
-    """Launch a builder VM, apply RECIPE (default: the bundled recipes/lab.py), scrub it and save an image.
+    """Launch a builder VM (or container), apply RECIPE (default: the bundled recipes/lab.py), scrub it and save
+    an image.
 
     The builder, its key and its firewall rules are removed however the bake ends.
 
@@ -56,6 +58,7 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
       vmlab bake recipes/lab.py --provider local
       vmlab bake recipes/lab.py --provider ec2 --region eu-west-1 --spot --kms-key alias/vmlab
       vmlab bake recipes/lab.py --provider ec2 --builder-type g4dn.xlarge --dry-run
+      vmlab bake recipes/lab.py --provider container
     """
     from vmlab.cli.quote import launch_options
     from vmlab.engine.loader import load_recipe

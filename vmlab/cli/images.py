@@ -115,3 +115,36 @@ def show_image(image_id: str, provider_name: str | None, region: str | None, jso
                     out.say(f"{section:<7} {prefix} {name} {version}")
     out.emit({"id": image.id, "name": image.name, "state": image.state, "created": image.created,
               "tags": dict(image.tags), "packages": listed, "packages_in_image": packages.IMAGE_FILE})
+
+
+@images.command(name="export")
+@click.argument("image_id", metavar="IMAGE")
+@click.option("--oci", "oci_dir", default=None, metavar="DIR", help="Write an OCI image layout folder (new).")
+@click.option("--docker-archive", "archive", default=None, metavar="FILE",
+              help="Write a docker-archive tar (`docker load -i FILE`).")
+@provider_option
+@json_option
+@handle_errors
+def export_image(image_id: str, oci_dir: str | None, archive: str | None, provider_name: str | None,
+                 json_mode: bool) -> None:
+    """Write an image to an OCI layout folder or a docker-archive tar (providers that ship images: container).
+
+    \b
+    Example:
+      vmlab images export vmlab-lab-1a2b3c4d --provider container --oci ./lab-oci
+      vmlab images export vmlab-lab-1a2b3c4d --provider container --docker-archive lab.tar
+    """
+    from pathlib import Path
+
+    from vmlab.errors import BadInput
+    from vmlab.providers import require
+    from vmlab.providers.base import ShipsImages
+
+    out = Output(json_mode)
+    if (oci_dir is None) == (archive is None):
+        raise BadInput("give exactly one of --oci DIR and --docker-archive FILE", "e.g. --oci ./lab-oci")
+    shipper = require(open_provider(provider_name), ShipsImages, "export images")
+    kind, dest = ("oci", Path(oci_dir)) if oci_dir is not None else ("docker-archive", Path(archive or ""))
+    written = shipper.export_image(image_id, kind, dest)
+    out.say(f"wrote {image_id} to {written} ({kind})")
+    out.emit({"image": image_id, "format": kind, "path": str(written)})

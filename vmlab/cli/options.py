@@ -16,8 +16,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def provider_option(f: F) -> F:
-    return click.option("--provider", "provider_name", metavar="local|ec2", default=None,
-                        help="Where VMs run (default: $VMLAB_PROVIDER or local).")(f)
+    return click.option("--provider", "provider_name", metavar="local|ec2|container", default=None,
+                        help="Where VMs (or containers) run (default: $VMLAB_PROVIDER or local).")(f)
 
 
 def capable_provider_option(does: str) -> Callable[[F], F]:

@@ -20,3 +20,9 @@ class Host(Protocol):
     def execute(self, command: Command, *, sudo: bool = False) -> RunResult:
         """Run `command` (as root when `sudo`), feeding its stdin; never raises for a non-zero exit."""
         ...
+
+
+class Session(Host, Protocol):
+    """A Host the caller closes when done: an SSH connection, or a provider's own channel (`podman exec`)."""
+
+    def close(self) -> None: ...

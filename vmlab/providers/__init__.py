@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 PROVIDERS: dict[str, str] = {
     "local": "vmlab.providers.local.provider:LocalProvider",
     "ec2": "vmlab.providers.ec2.provider:Ec2Provider",
+    "container": "vmlab.providers.container.provider:ContainerProvider",
 }
 
 C = TypeVar("C")

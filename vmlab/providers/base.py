@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from vmlab.engine.host import Session
 
 #: states an Instance can be in, the same words for every provider
 INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "terminated")
@@ -383,6 +387,26 @@ class BuildsBaseImage(Protocol):
     """The provider builds its own base image once, on this machine (`vmlab local init`)."""
 
     def build_base_image(self, progress: Progress | None = None) -> Image: ...
+
+
+@runtime_checkable
+class Executes(Protocol):
+    """Commands reach an instance through the provider itself, not SSH (a container: `podman exec`).
+    `exec_host` returns the engine's Host for a running instance, with a `close()` (vmlab.engine.host.Session);
+    the workflows use it instead of an SSH connection, and the launch's SSH key and host key go unused."""
+
+    def exec_host(self, instance_id: str) -> Session: ...
+
+
+@runtime_checkable
+class ShipsImages(Protocol):
+    """Images leave the provider as files or go to a registry: `export_image` writes an OCI layout folder
+    (`kind="oci"`) or a docker-archive tar; `push_image` pushes to `HOST[:PORT]/REPO[:TAG]` and returns the
+    digest the registry stored. TLS is checked except for a registry on this machine's loopback."""
+
+    def export_image(self, image: str, kind: str, dest: Path) -> Path: ...
+
+    def push_image(self, image: str, dest: str) -> str: ...
 
 
 def match_tags(tags: Mapping[str, str], wanted: Mapping[str, str] | None) -> bool:

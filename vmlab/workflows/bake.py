@@ -21,7 +21,7 @@ from vmlab.providers.base import Image, LaunchOptions, LaunchSpec, Provider
 from vmlab.safetext import check_user
 from vmlab.workflows import packages
 from vmlab.workflows.cleanup import Cleanup
-from vmlab.workflows.connect import connect_launched
+from vmlab.workflows.connect import reach_launched
 from vmlab.workflows.preflight import check_image_name, check_launch
 from vmlab.workflows.scrub import scan, scrub
 
@@ -135,10 +135,10 @@ def bake(recipe: Recipe, provider: Provider, *, base: str, name: str | None = No
             builder = provider.launch(checks.spec)
             cleanup.always(f"builder {builder.id}", lambda: _terminate(provider, builder.id))
         lap("launch")
-        say(f"waiting for SSH on {builder.name}")
-        # the launch host key travelled in the user data: the builder gets its own before the recipe runs
-        conn, _pinned = connect_launched(provider, builder, key_file, host_key.public, timeout=connect_timeout)
-        cleanup.always("SSH connection to the builder", conn.close)
+        say(f"connecting to {builder.name}")
+        # over SSH, the launch host key travelled in the user data: the builder gets its own before the recipe runs
+        conn = reach_launched(provider, builder, key_file, host_key.public, timeout=connect_timeout)
+        cleanup.always("connection to the builder", conn.close)
         lap("boot_to_ssh")
         host_env = {**env, "user": check_user(env.get("user", builder.user), "the builder's user")}
         say(f"applying recipe {recipe.name}")

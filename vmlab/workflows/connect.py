@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from vmlab.engine.command import sh
 from vmlab.errors import ConnectError, HostError, HostKeyMismatch
-from vmlab.providers.base import Instance, Provider
+from vmlab.providers.base import Executes, Instance, Provider
 
 if TYPE_CHECKING:
+    from vmlab.engine.host import Session
     from vmlab.transport.ssh import SSHConnection
 
 # Makes a new ed25519 host key on the VM in place of the launch key and prints its public half. sshd up to
@@ -87,6 +88,18 @@ def connect_launched(provider: Provider, instance: Instance, key_file: Path, lau
     first = connect_instance(provider, instance, key_file, launch_host_key, timeout=timeout)
     with first:
         return rotate_host_key(first)
+
+
+def reach_launched(provider: Provider, instance: Instance, key_file: Path, launch_host_key: str,
+                   timeout: float = 900.0) -> Session:
+    """Where a workflow runs commands on an instance it just launched: the provider's own channel when it has one
+    (`Executes`: a container's `podman exec`; no SSH key or host key involved), else SSH as `connect_launched`.
+
+    Example: `host = reach_launched(provider, builder, key_file, host_key.public); apply(recipe, host); host.close()`
+    """
+    if isinstance(provider, Executes):
+        return provider.exec_host(instance.id)
+    return connect_launched(provider, instance, key_file, launch_host_key, timeout=timeout)[0]
 
 
 def rotate_host_key(conn: SSHConnection, settle: float = 15.0) -> tuple[SSHConnection, str]:

@@ -1,0 +1,87 @@
+"""Pure parts of the container provider: vmlab's own podman settings, label and name checks, podman's JSON read
+into Instances and Images. No engine runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmlab.errors import BadInput
+from vmlab.providers import get_provider, implements, provider_class
+from vmlab.providers.base import BuildsBaseImage, Executes, PlansLaunches, ScopesStorage
+from vmlab.providers.container import baseimage
+from vmlab.providers.container.engine import Podman
+from vmlab.providers.container.provider import ContainerProvider, check_labels
+
+
+def test_registered_with_its_capabilities() -> None:
+    cls = provider_class("container")
+    assert implements(cls, Executes) and implements(cls, PlansLaunches) and implements(cls, BuildsBaseImage)
+    assert not implements(cls, ScopesStorage)
+    assert not implements(provider_class("local"), Executes)  # SSH providers keep SSH
+
+
+def test_engine_settings_are_vmlabs_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    engine = Podman(tmp_path / "engine")
+    files = engine.config_files()
+    assert 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' in files["containers.conf"]
+    for line in ('cgroup_manager = "cgroupfs"', 'events_logger = "file"', 'runtime = "runc"'):
+        assert line in files["containers.conf"]
+    assert f'graphroot = "{tmp_path}/engine/storage"' in files["storage.conf"]
+    assert "unqualified-search-registries = []" in files["registries.conf"]
+    env = engine.env()
+    assert env["CONTAINERS_CONF"] == f"{tmp_path}/engine/conf/containers.conf"
+    assert env["CONTAINERS_STORAGE_CONF"].startswith(str(tmp_path)) and "/etc/" not in env["CONTAINERS_CONF"]
+    # two roots never share a run folder
+    assert Podman(tmp_path / "a").run_dir != Podman(tmp_path / "b").run_dir
+
+
+def test_engine_root_with_a_control_character_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="a line break"):
+        Podman(tmp_path / "bad\nroot").config_files()
+
+
+def test_root_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMLAB_CONTAINER_ROOT", str(tmp_path / "r"))
+    provider = get_provider("container")
+    assert isinstance(provider, ContainerProvider) and provider.engine.root == tmp_path / "r"
+
+
+@pytest.mark.parametrize("tags", [{"bad key": "v"}, {"k": "line\nbreak"}, {"k": 'a"b'}, {"k": "a\\b"},
+                                  {"-k": "v"}])
+def test_labels_that_podman_would_misread_are_refused(tags: dict[str, str]) -> None:
+    with pytest.raises(BadInput):
+        check_labels(tags)
+
+
+def test_labels_vmlab_writes_pass() -> None:
+    check_labels({"vmlab:run": "bake-1a2b3c4d", "vmlab:packages": "apt 120, python 3, conda 0",
+                  "org.opencontainers.image.created": "2026-01-01T00:00:00+00:00"})
+
+
+@pytest.mark.parametrize("name", ["Upper", "a b", "-x", "x;y", "", "a" * 129])
+def test_image_names_are_checked(tmp_path: Path, name: str) -> None:
+    with pytest.raises(BadInput):
+        ContainerProvider(tmp_path).check_image_name(name)
+
+
+def test_podman_json_read_as_instance_and_image(tmp_path: Path) -> None:
+    provider = ContainerProvider(tmp_path)
+    inst = provider._instance({"Id": "0123456789abcdef", "Name": "b1", "State": {"Status": "exited"},
+                               "ImageName": "localhost/x:1", "Created": "2026-01-01T00:00:00.123Z",
+                               "Config": {"Labels": {"vmlab:run": "r"}}})
+    assert (inst.id, inst.state, inst.user, inst.host, dict(inst.tags)) == ("0123456789ab", "stopped", "root", None,
+                                                                          {"vmlab:run": "r"})
+    image = provider._image({"Id": "fedcba9876543210", "Names": ["localhost/vmlab/lab:abc"], "Created": 0,
+                             "Labels": {"vmlab:name": "lab"}, "Size": 5})
+    assert (image.id, image.name, image.source, image.created) == ("fedcba987654", "lab", "localhost/vmlab/lab:abc",
+                                                                   "1970-01-01T00:00:00+00:00")
+
+
+def test_base_version_tracks_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    tag = baseimage.version_tag("http://a")
+    assert tag == baseimage.version_tag("http://a") != baseimage.version_tag("http://b")
+    monkeypatch.setattr(baseimage, "PACKAGES", (*baseimage.PACKAGES, "jq"))
+    assert baseimage.version_tag("http://a") != tag
