@@ -25,13 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, cast
 
 from vmlab.agent import safefs
 from vmlab.agent.deletes import DeleteGuard, DeletePolicy
 from vmlab.agent.keys import key_of, shown
 from vmlab.agent.manifest import UNVERIFIED, Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
-from vmlab.agent.stores import MULTIPART_THRESHOLD, HashingReader, Store
+from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
 from vmlab.errors import BadInput, VmlabError
 
 log = logging.getLogger("vmlab.agent")
@@ -213,14 +212,12 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
                     return None
                 digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
                 etag = store.put(key_of(rel), data, digest)
-            elif store.md5_after:  # read once: hashed while the store sends it
-                reader = HashingReader(f)
-                etag = store.put(key_of(rel), cast(BinaryIO, reader), "")  # read, seek, tell: all a store uses
-                if not _same(folder, rel, before):
-                    return None  # the object may hold a mix of versions; the next pass uploads it again
-                digest = reader.digest(before.st_size) or _md5_of(f)
             else:
-                digest = _md5_of(f)
+                hasher = hashlib.md5(usedforsecurity=False)
+                while chunk := f.read(1 << 20):
+                    hasher.update(chunk)
+                digest = hasher.hexdigest()
+                f.seek(0)
                 # the open file by its /proc link (the same inode whatever happens to the path since), so the
                 # store's transfer manager reads parts in parallel; elsewhere the file object itself
                 proc = Path(f"/proc/self/fd/{f.fileno()}")
@@ -230,16 +227,6 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, safefs.Outside):
         return None  # renamed, deleted or swapped for a symlink since the scan: its event is queued
     return _entry(Stat.of(before), digest, etag)
-
-
-def _md5_of(f: BinaryIO) -> str:
-    """MD5 of an open file from its start; the file is left at its start."""
-    f.seek(0)
-    hasher = hashlib.md5(usedforsecurity=False)
-    while chunk := f.read(1 << 20):
-        hasher.update(chunk)
-    f.seek(0)
-    return hasher.hexdigest()
 
 
 def _same(folder: Path, rel: str, before: os.stat_result) -> bool:

@@ -30,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -45,48 +44,6 @@ MULTIPART_THRESHOLD = 8 * 1024 * 1024
 # The size of each part (S3 minimum: 5 MiB; GCS: a multiple of 256 KiB).
 PART_SIZE = 8 * 1024 * 1024
 
-
-
-class HashingReader:
-    """A file read once, front to back, by a store's multipart upload, hashed (MD5) on the way: the large-file
-    upload then reads the file once instead of twice. `digest(size)` is the MD5 when exactly `size` bytes were
-    read in order, else None (the reader was seeked back, or stopped early: hash the file again).
-
-    Example: `r = HashingReader(f); store.put(key, r, ""); md5 = r.digest(size)`."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._hashed = 0  # bytes hashed, all from offset 0 on
-        self._in_order = True
-
-    def read(self, size: int = -1, /) -> bytes:
-        at = self._f.tell()
-        data = self._f.read(size)
-        if at == self._hashed:
-            self._md5.update(data)
-            self._hashed += len(data)
-        elif at > self._hashed:
-            self._in_order = False  # a skipped range: the digest cannot be had from these reads
-        return data
-
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._f.fileno()
-
-    def digest(self, size: int) -> str | None:
-        return self._md5.hexdigest() if self._in_order and self._hashed == size else None
 
 
 @dataclass(frozen=True)
@@ -130,8 +87,6 @@ class Store(Protocol):
     not lose its objects). Every failure is raised as `StoreError` with a one-line message and hint."""
 
     url: str
-    #: True when `put` of a large file needs no MD5 first (`md5` may be ""): it is then given a HashingReader
-    md5_after: bool
 
     def put(self, key: str, source: bytes | BinaryIO | Path, md5: str) -> str: ...
 

@@ -35,9 +35,6 @@ _CHUNK_UNIT = 256 * 1024  # resumable chunks are a multiple of this
 class GCSStore:
     """A bucket prefix on GCS. Example: `GCSStore("my-bucket", "alice/")`."""
 
-    #: the whole file's MD5 is sent with it (and checked by the store), so it is computed first
-    md5_after = False
-
     def __init__(self, bucket: str, prefix: str = "", project: str | None = None, client: Any = None,
                  retry: RetryPolicy = RETRY, part_size: int = PART_SIZE,
                  multipart_threshold: int = MULTIPART_THRESHOLD) -> None:

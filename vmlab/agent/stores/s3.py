@@ -35,9 +35,6 @@ class S3Store:
     """A bucket prefix on S3, credentials from the standard chain (instance profile on a lab VM).
     Example: `S3Store("my-bucket", "alice/")`."""
 
-    #: a large file is hashed while it is sent (no Content-MD5 on the parts: the whole MD5 is not needed first)
-    md5_after = True
-
     def __init__(self, bucket: str, prefix: str = "", client: Any = None, retry: RetryPolicy = RETRY,
                  part_size: int = PART_SIZE, multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
         self.bucket = bucket
