@@ -77,7 +77,7 @@ class Master:
         log.info("serving %s on %s for %.0fs idle", self.target.describe(), self.path, self.idle)
         self.spare.refill(self.link)
         try:
-            while not self._stop.is_set() and self.link.active and not self._idle_out():
+            while not self._stop.is_set() and self._wanted():
                 ready, _, _ = select.select([server], [], [], TICK_SECONDS)
                 if ready:
                     conn, _ = server.accept()
@@ -92,9 +92,13 @@ class Master:
             server.close()
             log.info("stopping (link active: %s)", self.link.active)
 
-    def _idle_out(self) -> bool:
+    def _wanted(self) -> bool:
+        """Serve on while a client is attached (even with a dead link: it must hear "not sent" rather than
+        lose its master mid-request), else while the link lives and the idle time has not run out."""
         with self._lock:
-            return self._clients == 0 and time.monotonic() - self._last > self.idle
+            if self._clients:
+                return True
+            return self.link.active and time.monotonic() - self._last <= self.idle
 
     def _client(self, conn: socket.socket) -> None:
         with conn:
