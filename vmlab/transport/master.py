@@ -7,9 +7,9 @@ any vmlab connection, then serves `<identity>.sock` (mode 0600, in the 0700 runt
 been connected for `idle` seconds, or its SSH connection is gone, or a client sends `exit`. Every accepted
 client's uid is checked with SO_PEERCRED; another user's connection is closed without a word.
 
-It runs commands it is given and nothing else: no port forwards, no SFTP, no shell of its own. While it waits it
-keeps one session channel opened ahead (refreshed every few seconds), so a client's command costs one round
-trip to the host.
+It runs commands it is given and nothing else: no port forwards, no SFTP, no shell of its own. It keeps one
+session channel opened ahead (when a client arrives, and while each command runs), so a client's command costs
+one round trip to the host; it sends nothing while idle but SSH keepalives.
 
 Example (what `spawn` does)::
 
@@ -82,7 +82,6 @@ class Master:
                 if ready:
                     conn, _ = server.accept()
                     threading.Thread(target=self._client, args=(conn,), daemon=True).start()
-                self.spare.refresh(self.link, MAX_AGE_SECONDS / 2)
         finally:
             try:
                 if os.lstat(self.path).st_ino == inode:
@@ -126,6 +125,9 @@ class Master:
             send_frame(conn, {"vmlab-mux": PROTOCOL, "ok": False, "why": "the SSH connection is closed"})
             return
         send_frame(conn, {"vmlab-mux": PROTOCOL, "ok": True, "host_key": self.host_key, "pid": os.getpid()})
+        # A channel for the client's first command opens while the client gets ready; one opened long ago is
+        # replaced, as a fresh open is what finds a link that died unnoticed before anything is sent.
+        self.spare.refresh(self.link, MAX_AGE_SECONDS / 2)
         while (request := recv_frame(conn)) is not None:
             if request.get("op") == "exec":
                 send_frame(conn, self.execute(str(request["line"]), base64.b64decode(request.get("stdin", ""))))
