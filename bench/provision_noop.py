@@ -254,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (targets, inventories, logs)")
     ap.add_argument("--rtt", type=float, default=0.0, metavar="MS",
                     help="added network round trip in ms, through a latency proxy on 127.0.0.1 (default 0: none)")
-    ap.add_argument("--persist", type=float, default=120.0, metavar="SECONDS",
+    ap.add_argument("--persist", type=float, default=300.0, metavar="SECONDS",
                     help="how long vmlab's SSH connection master and Ansible's OpenSSH ControlPersist master "
-                         "outlive a run, the same for both (default 120: longer than one round of all tools "
-                         "on a loaded machine); `vmlab-direct` is vmlab with persistence off")
+                         "outlive a run, the same for both (default 300: longer than a round of all tools, "
+                         "converges included, on a loaded machine); `vmlab-direct` is vmlab with persistence off")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.rtt_runs < 10 or not 0 <= args.rtt <= 1000 or args.persist <= 0:
         ap.error("--runs must be >= 1, --rtt-runs >= 10, --rtt between 0 and 1000 and --persist positive")
