@@ -35,12 +35,12 @@ from typing import Any
 import paramiko
 
 from vmlab.errors import HostError, VmlabError
+from vmlab.transport.channel import CHANNEL_ERRORS, collect
 from vmlab.transport.connect import Link, connect
 from vmlab.transport.hostkeys import HostKey
 from vmlab.transport.mux import peer_uid, recv_frame, send_frame
 from vmlab.transport.rundir import PROTOCOL, check_folder, check_socket, identity
 from vmlab.transport.spare import MAX_AGE_SECONDS, SpareSession
-from vmlab.transport.ssh import CHANNEL_ERRORS, collect
 from vmlab.transport.target import SSHTarget
 
 log = logging.getLogger("vmlab.transport.master")

@@ -13,37 +13,32 @@ from __future__ import annotations
 
 import io
 import logging
-import select
 import shlex
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-
-import paramiko
+from typing import IO, TYPE_CHECKING, Any
 
 from vmlab.engine.command import Command, RunResult
 from vmlab.errors import CommandFailed, HostError
-from vmlab.transport.connect import Link, connect
 from vmlab.transport.forward import Forward
 from vmlab.transport.mux import MAX_STDIN, MuxClient, NotSent, attach, spawn
 from vmlab.transport.rundir import persist_seconds
 from vmlab.transport.spare import SpareSession
 from vmlab.transport.target import SSHTarget
 
+if TYPE_CHECKING:
+    import paramiko
+
+    from vmlab.transport.connect import Link
+
 __all__ = ["Forward", "SSHConnection", "SSHTarget"]
 
 log = logging.getLogger("vmlab.transport")
 
-READ_CHUNK = 1 << 16
-# stdin up to this size is written before reading output: it always fits the channel window, so the write
-# cannot block; larger stdin gets a writer thread so a command echoing it back cannot deadlock against us.
-INLINE_STDIN = 16 << 10
 SUDO_PREFIX = ("sudo", "-n", "-H", "--")
 _SUDO_PASSWORD = ("a password is required", "a terminal is required", "no tty present")
-# OSError covers socket errors and EOFError-like closes from paramiko's send path.
-CHANNEL_ERRORS = (paramiko.SSHException, EOFError, OSError)
 
 
 class SSHConnection:
@@ -92,7 +87,10 @@ class SSHConnection:
             return self._open_direct(retry_for, retry_auth=retry_auth)
 
     def _open_direct(self, retry_for: float = 0.0, *, retry_auth: bool = False) -> SSHConnection:
-        """A direct SSH connection (for files, forwards, large stdin, or when no master can be used)."""
+        """A direct SSH connection (for files, forwards, large stdin, or when no master can be used). paramiko
+        is imported here, not before: a run whose commands all go through a master never loads it."""
+        from vmlab.transport.connect import connect
+
         with self._lock:
             if self._link is not None:
                 if self._link.active:
@@ -157,6 +155,10 @@ class SSHConnection:
 
         Only the step that opens a channel goes through here, so nothing is ever sent twice.
         """
+        import paramiko
+
+        from vmlab.transport.channel import CHANNEL_ERRORS
+
         with self._lock:
             link = self._open_direct()._link
         assert link is not None
@@ -208,6 +210,8 @@ class SSHConnection:
         return result
 
     def _execute_direct(self, line: str, command: Command) -> RunResult:
+        from vmlab.transport.channel import CHANNEL_ERRORS, collect
+
         chan = self._session()
         try:
             # Not retried: once the request is sent the command may have started, and running it twice is
@@ -248,6 +252,8 @@ class SSHConnection:
     # -- files --------------------------------------------------------------------------------------------
 
     def _sftp_client(self) -> paramiko.SFTPClient:
+        import paramiko
+
         with self._lock:
             if self._sftp is not None and self._sftp_link is self._link and self.is_open:
                 return self._sftp
@@ -265,6 +271,8 @@ class SSHConnection:
     def put(self, source: str | Path | bytes, remote_path: str, mode: int | None = None) -> None:
         """Upload a local file (path) or `bytes` to `remote_path`; `mode` (e.g. 0o600) is set before any byte
         is written, so a secret is never readable with a looser mode, even briefly."""
+        from vmlab.transport.channel import CHANNEL_ERRORS, READ_CHUNK
+
         sftp = self._sftp_client()
         src: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         try:
@@ -281,6 +289,8 @@ class SSHConnection:
 
     def get(self, remote_path: str, local_path: str | Path) -> Path:
         """Download `remote_path` to `local_path`; returns the local path."""
+        from vmlab.transport.channel import CHANNEL_ERRORS
+
         sftp = self._sftp_client()
         local = Path(local_path)
         try:
@@ -302,54 +312,6 @@ class SSHConnection:
                                          timeout=self.target.connect_timeout))
 
         return Forward(open_channel, local_port, f"{self.name} -> {remote_host}:{remote_port}")
-
-
-def collect(chan: paramiko.Channel, stdin: bytes, name: str, what: str) -> RunResult:
-    """Feed `stdin` to the command started on `chan` and read both streams until it ends, without ever
-    blocking on one stream. HostError (naming `what` on `name`) when the connection is lost meanwhile."""
-    writer: threading.Thread | None = None
-    if len(stdin) <= INLINE_STDIN:
-        _feed(chan, stdin)
-    else:
-        writer = threading.Thread(target=_feed, args=(chan, stdin), name=f"stdin-{name}",
-                                  daemon=True)
-        writer.start()
-    out: list[bytes] = []
-    err: list[bytes] = []
-    fd = chan.fileno()  # a pipe paramiko signals on data, EOF or close of either stream
-    while True:
-        progressed = False
-        while chan.recv_stderr_ready():
-            err.append(chan.recv_stderr(READ_CHUNK))
-            progressed = True
-        if chan.recv_ready():
-            out.append(chan.recv(READ_CHUNK))
-            progressed = True
-        if progressed:
-            continue
-        if chan.eof_received or chan.closed:
-            break
-        select.select([fd], [], [], 1.0)
-        if not chan.get_transport().is_active():  # type: ignore[union-attr]
-            break
-    # Exit status follows EOF on the wire; closure (also on a dead transport) sets the event too.
-    while not chan.status_event.wait(1.0):
-        if not chan.get_transport().is_active():  # type: ignore[union-attr]
-            break
-    if writer is not None:
-        writer.join(timeout=5.0)
-    stdout = b"".join(out).decode("utf-8", errors="replace")
-    stderr = b"".join(err).decode("utf-8", errors="replace")
-    rc = chan.exit_status
-    if rc == -1:
-        transport = chan.get_transport()
-        if transport is None or not transport.is_active():
-            raise HostError(f"connection to {name} was lost while running: {what}",
-                            "the command may or may not have finished; check the host, then run it again")
-        # sshd sends exit-signal instead of exit-status for a killed command; paramiko ignores it.
-        rc = 255
-        stderr += "\n(vmlab: the command ended without an exit status; probably killed by a signal)"
-    return RunResult(rc, stdout, stderr)
 
 
 def remote_command(argv: tuple[str, ...], *, sudo: bool, user: str) -> str:
@@ -374,16 +336,6 @@ def sudo_refusal(result: RunResult, *, user: str, host: str) -> HostError | None
         return HostError(f"{user} may not use sudo on {host}",
                          "connect as a user with passwordless sudo, or as root")
     return None
-
-
-def _feed(chan: paramiko.Channel, data: bytes) -> None:
-    """Send stdin then EOF. A command that exits without reading closes the channel under us: not an error."""
-    try:
-        if data:
-            chan.sendall(data)
-        chan.shutdown_write()
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        log.debug("stdin not fully consumed: %s", exc)
 
 
 def command_failed(host: str, command: Command, result: RunResult) -> CommandFailed:
