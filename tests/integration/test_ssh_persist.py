@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness.emulators.sshd import SSHD, make_keypair, public_key_line
-from vmlab.errors import HostKeyMismatch
+from vmlab.errors import HostError, HostKeyMismatch
 from vmlab.transport import KnownHosts, SSHConnection, SSHTarget
 from vmlab.transport.hostkeys import HostKey
 from vmlab.transport.mux import attach, recv_frame, send_frame
@@ -169,6 +170,23 @@ def test_a_master_killed_between_commands_falls_back_without_repeating(sshd: SSH
         wait_gone(pid)
         runs_once(conn, tmp_path)
         assert conn._mux is None and conn._link is not None
+
+
+def test_a_master_killed_during_a_command_is_a_failure_never_a_rerun(sshd: SSHD, rundir: Path,
+                                                                     tmp_path: Path) -> None:
+    target, pid = start_master(sshd)
+    marker = tmp_path / "started"
+    with SSHConnection(target) as conn:
+        conn.run("true")
+        killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        try:
+            with pytest.raises(HostError, match="may or may not have run"):
+                conn.run("sh", "-c", 'echo x >> "$1"; sleep 3', "sh", str(marker))
+        finally:
+            killer.join()
+    time.sleep(3.5)
+    assert marker.read_text() == "x\n"  # started once by the master, and not again over a direct connection
 
 
 def test_a_master_whose_ssh_link_dropped_is_not_used(sshd: SSHD, rundir: Path, tmp_path: Path) -> None:
