@@ -207,18 +207,18 @@ def spawn(target: SSHTarget, idle: float) -> None:
             "idle": idle, "socket": str(path)}
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    log_fd = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "vmlab.transport.master"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=log_fd, cwd="/", env=env,
-                                start_new_session=True)
+    try:  # a failure here only costs the next run its shortcut; this run has its direct connection
+        log_fd = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "vmlab.transport.master"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=log_fd, cwd="/", env=env,
+                                    start_new_session=True)
+        finally:
+            os.close(log_fd)
+        # Reap it if it exits while this process lives (another master won the lock); otherwise init does.
+        threading.Thread(target=proc.wait, name="ssh-master-reaper", daemon=True).start()
+        assert proc.stdin is not None
+        with proc.stdin:
+            proc.stdin.write(json.dumps(spec).encode())
     except OSError as exc:
         log.warning("cannot start an SSH connection master for %s: %s", target.name, exc)
-        return
-    finally:
-        os.close(log_fd)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(spec).encode())
-    proc.stdin.close()
-    # Reap it if it exits while this process lives (another master won the lock); otherwise init does.
-    threading.Thread(target=proc.wait, name="ssh-master-reaper", daemon=True).start()
