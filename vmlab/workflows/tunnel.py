@@ -377,7 +377,8 @@ class Paramiko:
         target = SSHTarget(host=r.host or "", port=r.port, user=r.user, key_file=Path(r.key_file), name=r.name,
                            host_key_alias=f"vmlab-{r.instance_id}", pinned_host_key=r.host_key)
         try:
-            self._conn = SSHConnection(target).open(retry_for=5)
+            # Forwards always use a direct connection: a connection master would only be one more process.
+            self._conn = SSHConnection(target, persist=0).open(retry_for=5)
         except HostKeyMismatch as exc:
             raise connect_failure(r, "host key verification failed") from exc
         self._fwds = [self._conn.forward_local(local, "127.0.0.1", remote) for local, remote in self.forwards]
