@@ -1,6 +1,6 @@
 """A minimal vmlab provider whose "instances" are throwaway sandbox hosts (harness/clouds/sandbox.py): a real sshd on
 127.0.0.1 each, several at once, no EC2 and no QEMU. An image is the upper dir a stopped sandbox leaves, the root
-of the next sandbox; `stop` keeps the disk and `start` boots it again with the keys it was launched with.
+of the next sandbox; `stop` keeps the disk and `start` boots it again (its keys are on it, as on a VM).
 
 `SandboxProvider` has the base verbs only (tests/integration/test_provider_contract.py); `QuotedSandboxProvider`
 adds the `Quotes` capability from a price table (`Cloud.prices`, USD/hour per type), for a class budget.
@@ -95,11 +95,13 @@ class SandboxProvider:
         assert cloud is not None, "open_cloud() registers this provider"
         self.cloud = cloud
 
-    def _boot(self, instance_id: str, name: str) -> Sandbox:
+    def _boot(self, instance_id: str, name: str, first: bool = True) -> Sandbox:
+        """Boot the instance's disk; at its first boot, install the keys it was launched with (cloud-init)."""
         layers = self.cloud.layers[instance_id]
         box = Sandbox(layers=layers, share=SHARED if layers else ()).start()
         self.cloud.boxes[instance_id] = box
-        box.install_keys(*self.cloud.keys[instance_id])
+        if first:
+            box.install_keys(*self.cloud.keys[instance_id])
         if name not in self.cloud.hold_boot:
             box.start_sshd()
         return box
@@ -147,7 +149,7 @@ class SandboxProvider:
         inst = self.cloud.instances[instance_id]
         if inst.state == "running":
             return inst
-        box = self._boot(instance_id, inst.name)
+        box = self._boot(instance_id, inst.name, first=False)
         return self._set(instance_id, state="running", host=box.host, port=box.port, launched_at=_now())
 
     def terminate(self, instance_id: str) -> None:

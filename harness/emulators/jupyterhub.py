@@ -6,6 +6,7 @@ The config a recipe renders is used as it is; only what must differ on a test ma
     hub = Hub(tmp_path, rendered_config_text)       # started; .url
     hub.signup("ana", "pw")                         # HTTP status of the sign-up form's POST
     assert hub.login("ana", "pw")                   # True when the hub lets the user in
+    s = hub.session("ana", "pw"); hub.api(s, "POST", "users/ana/server")   # a logged-in browser, the REST API
     hub.stop()
 """
 
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness.emulators.sshd import free_port
 from harness.plumbing.serverproc import stop_process, wait_until_up
@@ -67,10 +69,30 @@ c.JupyterHub.load_roles = []
         import requests
 
         with requests.Session() as s:
-            got = s.get(self.url + page, timeout=10)
-            found = XSRF.search(got.text)
-            data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
-            return s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code
+            return self._post_form(s, page, fields)
+
+    def _post_form(self, s: Any, page: str, fields: dict[str, str]) -> int:
+        got = s.get(self.url + page, timeout=10)
+        found = XSRF.search(got.text)
+        data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
+        return int(s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code)
+
+    def session(self, user: str, password: str) -> Any:
+        """A requests.Session logged in as `user` (a browser's cookies); `api()` calls the hub's REST API with
+        them. Raises when the login is refused."""
+        import requests
+
+        s = requests.Session()
+        if self._post_form(s, "/hub/login", {"username": user, "password": password}) != 302:
+            s.close()
+            raise PermissionError(f"the hub refused {user}'s login")
+        return s
+
+    def api(self, s: Any, method: str, path: str) -> Any:
+        """`method` on /hub/api/`path` with a session's cookies (and the XSRF header cookie requests need)."""
+        # the hub's own: each single-user server the session opened sets another under /user/NAME/
+        xsrf = next((c.value for c in s.cookies if c.name == "_xsrf" and c.path.startswith("/hub")), "")
+        return s.request(method, f"{self.url}/hub/api/{path}", timeout=30, headers={"X-XSRFToken": xsrf})
 
     def signup(self, user: str, password: str) -> int:
         """POST NativeAuthenticator's sign-up form; returns the HTTP status (404: there is no sign-up)."""

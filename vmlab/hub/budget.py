@@ -84,4 +84,5 @@ class Ledger:
     def add(self, usd: float, now: dt.datetime) -> None:
         """Add a session's cost to today's (days before today are dropped: the budget is per day)."""
         day = today(now)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.path, json.dumps({day: self._read().get(day, 0.0) + usd}) + "\n")

@@ -83,6 +83,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         super().__init__(*args, **kwargs)
         self._events: list[dict[str, Any]] = []
         self._cancel = threading.Event()
+        self._cancelled = False
         self._launch: asyncio.Future[int] | None = None
         self._tunnel: Any = None
         self._local_port: int | None = None
@@ -102,7 +103,10 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
     # -- progress -------------------------------------------------------------------------------------------
     def _say(self, message: str) -> None:
-        if self._cancel.is_set():
+        """A step of the launch, shown on the spawn page. The first step after a cancel raises SpawnCancelled, so
+        the launch stops there and undoes itself (its clean-up's own messages then pass)."""
+        if self._cancel.is_set() and not self._cancelled:
+            self._cancelled = True
             raise SpawnCancelled(f"the start of lab {self.names.lab} was cancelled")
         self.log.info("lab %s: %s", self.names.lab, message)
         self._events.append({"progress": min(10 + 10 * len(self._events), 90), "message": message})
@@ -123,7 +127,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         if self.sync_root:
             check_sync_root(self.sync_root)
         check_command(self.singleuser_command)
-        self._events, self._cancel = [], threading.Event()
+        self._events, self._cancel, self._cancelled = [], threading.Event(), False
         self._events.append({"progress": 5, "message": f"preparing lab {names.lab}"})
         env = self.get_env()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,196 @@
+"""`vmlab.hub.LabSpawner` under a real JupyterHub and configurable-http-proxy on 127.0.0.1: each user's lab is a
+throwaway sandbox host with a real sshd (harness/clouds/sandboxprovider.py, served to the hub process over
+XML-RPC), running the real jupyterhub-singleuser of the test venv, reached through the spawner's SSH tunnel.
+
+One hub for the module; the tests run in order: a launch that cannot finish leaves nothing; three users each get
+their own lab and reach only their own server through the proxy; the class budget refuses a fourth; stop keeps
+the lab and start resumes the same one; deleting a user removes their lab.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.clouds.sandboxprovider import URL_ENV, Cloud, CloudServer, open_cloud
+from harness.emulators.jupyterhub import Hub
+
+pytestmark = pytest.mark.sshd
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple"
+STUDENTS = ("ana", "ben", "chloe")
+SINGLEUSER = str(Path(sys.executable).parent / "jupyterhub-singleuser")
+PRICE = 1.0  # USD/hour of the class's instance type
+BUDGET = 3.5  # three labs fit (spent + an hour of each <= 3.5), a fourth does not
+
+CONFIG = """
+import socket
+from vmlab.providers import PROVIDERS
+
+PROVIDERS["sandbox"] = "harness.clouds.sandboxprovider:RemoteSandboxProvider"
+
+
+def free_port(_spawner):
+    # every sandbox shares this machine's loopback (on a VM each lab has its own): one port per server
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+c.JupyterHub.spawner_class = "vmlab.hub.LabSpawner"
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allowed_users = {users!r}
+c.Authenticator.admin_users = {{"prof"}}
+c.LabSpawner.provider_name = "sandbox"
+c.LabSpawner.class_name = "cls"
+c.LabSpawner.image = {image!r}
+c.LabSpawner.instance_type = "sbx.small"
+c.LabSpawner.budget_usd_per_day = {budget!r}
+c.LabSpawner.singleuser_command = {singleuser!r}
+c.LabSpawner.connect_timeout = 6
+c.LabSpawner.lab_port = free_port
+c.LabSpawner.lab_hub_port = free_port
+"""
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Cloud]:
+    with open_cloud(quotes=True) as sandboxes:
+        sandboxes.prices["sbx.small"] = PRICE
+        yield sandboxes
+
+
+@pytest.fixture(scope="module")
+def hub(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    image = cloud.add_image("class-image", {"vmlab:recipe-hash": "test"})
+    work = tmp_path_factory.mktemp("hub")
+    saved = {k: os.environ.get(k) for k in (URL_ENV, "VMLAB_STATE_DIR", "PYTHONPATH")}
+    with CloudServer(cloud) as server:
+        os.environ.update({URL_ENV: server.url, "VMLAB_STATE_DIR": str(work / "state"), "PYTHONPATH": str(ROOT)})
+        users = {*STUDENTS, "dan", "eve", "prof"}
+        hub = Hub(work, CONFIG.format(password=PASSWORD, users=users, image=image.id, budget=BUDGET,
+                                      singleuser=SINGLEUSER))
+        try:
+            yield hub
+        finally:
+            hub.stop()
+            for key, value in saved.items():
+                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def tagged(cloud: Cloud, user: str) -> list[str]:
+    """Live instances tagged as `user`'s lab."""
+    return [i.id for i in cloud.instances.values() if i.tags.get("vmlab:lab") == f"cls-{user}"]
+
+
+def server_of(hub: Hub, s: Any, user: str) -> dict[str, Any]:
+    answer = hub.api(s, "GET", f"users/{user}")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json().get("servers", {}).get("", {}))
+
+
+def spawn(hub: Hub, s: Any, user: str, timeout: float = 90) -> dict[str, Any]:
+    """Ask for `user`'s server and wait until the hub says it is ready, or it stopped trying."""
+    started = hub.api(s, "POST", f"users/{user}/server")
+    assert started.status_code in (201, 202, 400, 500), started.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server = server_of(hub, s, user)
+        if not server or server.get("ready") or server.get("pending") is None:
+            return server
+        time.sleep(0.3)
+    raise AssertionError(f"{user}'s server neither started nor failed in {timeout} s")
+
+
+def wait_stopped(hub: Hub, s: Any, user: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while server_of(hub, s, user):
+        assert time.monotonic() < deadline, f"{user}'s server did not stop"
+        time.sleep(0.3)
+
+
+def get(hub: Hub, s: Any, path: str) -> Any:
+    """A browser's GET through the proxy (following the hub's OAuth redirects)."""
+    return s.get(hub.url + path, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def sessions(hub: Hub) -> Iterator[dict[str, Any]]:
+    logged = {user: hub.session(user, PASSWORD) for user in (*STUDENTS, "dan", "eve", "prof")}
+    yield logged
+    for s in logged.values():
+        s.close()
+
+
+def test_a_launch_that_cannot_finish_leaves_nothing_behind(hub: Hub, cloud: Cloud,
+                                                           sessions: dict[str, Any]) -> None:
+    cloud.hold_boot.add("cls-eve")  # its sandbox never answers SSH: `up` gives up after connect_timeout
+    launched = len(cloud.launched)
+    server = spawn(hub, sessions["eve"], "eve")
+    assert not server.get("ready")
+    assert len(cloud.launched) == launched + 1, "the launch must have made an instance"
+    assert tagged(cloud, "eve") == [], "the failed launch left its instance"
+    assert "cls-eve" not in "".join(p.name for p in (Path(os.environ["VMLAB_STATE_DIR"]) / "labs").glob("*"))
+    log = hub.log_path.read_text()
+    assert "cannot SSH to cls-eve" in log and "lab cls-eve: removed instance" in log, log[-3000:]
+
+
+def test_three_students_each_reach_their_own_lab_only(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    for user in STUDENTS:
+        server = spawn(hub, sessions[user], user)
+        assert server.get("ready"), (user, server, hub.log_path.read_text()[-3000:])
+    labs = {user: tagged(cloud, user) for user in STUDENTS}
+    assert all(len(ids) == 1 for ids in labs.values()) and len({i[0] for i in labs.values()}) == 3, labs
+    for user in STUDENTS:
+        inst = cloud.instances[labs[user][0]]
+        assert (inst.tags["vmlab:class"], inst.tags["vmlab:hub-user"], inst.state) == ("cls", user, "running")
+        # a browser opens the lab: the server sends it through the hub's OAuth, which knows the user
+        page = get(hub, sessions[user], f"/user/{user}/lab")
+        assert page.status_code == 200 and page.url.startswith(f"{hub.url}/user/{user}/lab"), page.url
+        page = get(hub, sessions[user], f"/user/{user}/api/status")
+        assert page.status_code == 200 and "started" in page.json(), page.text[:300]
+        # the lab's server serves ~/data of its own sandbox: a file written there is that user's alone
+        contents = get(hub, sessions[user], f"/user/{user}/api/contents")
+        assert contents.status_code == 200, contents.text[:300]
+    for user, other in zip(STUDENTS, (*STUDENTS[1:], STUDENTS[0]), strict=True):
+        for path in ("lab", "api/contents"):
+            page = get(hub, sessions[user], f"/user/{other}/{path}")
+            assert page.status_code == 403, (user, other, path, page.status_code, page.url, page.text[:300])
+
+
+def test_the_class_budget_refuses_the_next_lab(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    launched = len(cloud.launched)
+    server = spawn(hub, sessions["dan"], "dan")
+    assert not server.get("ready")
+    assert len(cloud.launched) == launched and tagged(cloud, "dan") == []
+    assert "budget of $3.50 a day is reached" in hub.log_path.read_text()
+
+
+def test_stop_keeps_the_lab_and_start_resumes_it(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    s = sessions["ana"]
+    (lab,) = tagged(cloud, "ana")
+    cloud.boxes[lab].path("/root/data/notes.txt").write_text("kept\n")
+    stopped = hub.api(s, "DELETE", "users/ana/server")
+    assert stopped.status_code in (202, 204), stopped.text
+    wait_stopped(hub, s, "ana")
+    assert cloud.instances[lab].state == "stopped" and lab not in cloud.boxes
+    assert spawn(hub, s, "ana").get("ready")
+    assert tagged(cloud, "ana") == [lab] and cloud.instances[lab].state == "running"
+    assert get(hub, s, "/user/ana/lab").status_code == 200  # a new server: through the hub's OAuth again
+    page = get(hub, s, "/user/ana/api/contents/notes.txt")
+    assert page.status_code == 200 and page.json()["content"] == "kept\n", page.text[:300]
+
+
+def test_deleting_a_user_removes_their_lab(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    assert tagged(cloud, "ben")
+    deleted = hub.api(sessions["prof"], "DELETE", "users/ben")
+    assert deleted.status_code == 204, deleted.text
+    assert tagged(cloud, "ben") == []
