@@ -7,7 +7,8 @@ adds the `Quotes` capability from a price table (`Cloud.prices`, USD/hour per ty
 
 A JupyterHub under test runs in its own process: `CloudServer` serves one `Cloud` over XML-RPC on 127.0.0.1, and
 `RemoteSandboxProvider` (registered in the hub's config as provider "sandbox") calls it, so the test process keeps
-the sandboxes, sees every instance and injects faults (`Cloud.hold_boot`: lab names whose sshd never answers).
+the sandboxes, sees every instance and injects faults (`Cloud.hold_boot`: lab names whose sshd never answers;
+`Cloud.slow_launch`: lab names whose launch call takes a while).
 
 Example::
 
@@ -26,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -69,6 +71,8 @@ class Cloud:
     prices: dict[str, float] = field(default_factory=dict)
     #: lab names whose sandboxes boot without sshd (SSH refused): a launch that cannot finish
     hold_boot: set[str] = field(default_factory=set)
+    #: lab name -> seconds its launch call takes (the instance is listed as pending meanwhile)
+    slow_launch: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_image(self, name: str, tags: Mapping[str, str]) -> Image:
@@ -118,6 +122,7 @@ class SandboxProvider:
             self.cloud.instances[iid] = Instance(
                 id=iid, name=spec.name, state="pending", host=None, port=22, user="root", image=image.id,
                 provider=self.name, instance_type=spec.instance_type, tags=dict(spec.tags), launched_at=_now())
+        time.sleep(self.cloud.slow_launch.get(spec.name, 0.0))
         box = self._boot(iid, spec.name)
         return self._set(iid, state="running", host=box.host, port=box.port)
 

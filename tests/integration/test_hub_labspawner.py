@@ -26,12 +26,16 @@ pytestmark = pytest.mark.sshd
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 STUDENTS = ("ana", "ben", "chloe")
+#: dan meets the budget, eve's lab never answers SSH, fay is stopped while starting, gil's start times out
+OTHERS = ("dan", "eve", "fay", "gil", "prof")
 SINGLEUSER = str(Path(sys.executable).parent / "jupyterhub-singleuser")
 PRICE = 1.0  # USD/hour of the class's instance type
 BUDGET = 3.5  # three labs fit (spent + an hour of each <= 3.5), a fourth does not
 
 CONFIG = """
 import socket
+from traitlets import default
+from vmlab.hub.spawner import LabSpawner
 from vmlab.providers import PROVIDERS
 
 PROVIDERS["sandbox"] = "harness.clouds.sandboxprovider:RemoteSandboxProvider"
@@ -44,7 +48,14 @@ def free_port(_spawner):
         return s.getsockname()[1]
 
 
-c.JupyterHub.spawner_class = "vmlab.hub.LabSpawner"
+class ClassSpawner(LabSpawner):
+    @default("start_timeout")
+    def _short_for_gil(self):
+        return 3 if self.user.name == "gil" else 120
+
+
+c.JupyterHub.spawner_class = ClassSpawner
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # a start request answers at once (202)
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {password!r}
 c.Authenticator.allowed_users = {users!r}
@@ -75,7 +86,7 @@ def hub(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
     saved = {k: os.environ.get(k) for k in (URL_ENV, "VMLAB_STATE_DIR", "PYTHONPATH")}
     with CloudServer(cloud) as server:
         os.environ.update({URL_ENV: server.url, "VMLAB_STATE_DIR": str(work / "state"), "PYTHONPATH": str(ROOT)})
-        users = {*STUDENTS, "dan", "eve", "prof"}
+        users = {*STUDENTS, *OTHERS}
         hub = Hub(work, CONFIG.format(password=PASSWORD, users=users, image=image.id, budget=BUDGET,
                                       singleuser=SINGLEUSER))
         try:
@@ -124,7 +135,7 @@ def get(hub: Hub, s: Any, path: str) -> Any:
 
 @pytest.fixture(scope="module")
 def sessions(hub: Hub) -> Iterator[dict[str, Any]]:
-    logged = {user: hub.session(user, PASSWORD) for user in (*STUDENTS, "dan", "eve", "prof")}
+    logged = {user: hub.session(user, PASSWORD) for user in (*STUDENTS, *OTHERS)}
     yield logged
     for s in logged.values():
         s.close()
@@ -194,3 +205,35 @@ def test_deleting_a_user_removes_their_lab(hub: Hub, cloud: Cloud, sessions: dic
     deleted = hub.api(sessions["prof"], "DELETE", "users/ben")
     assert deleted.status_code == 204, deleted.text
     assert tagged(cloud, "ben") == []
+
+
+def test_a_stop_while_starting_removes_the_launch(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    s, launched = sessions["fay"], len(cloud.launched)
+    cloud.slow_launch["cls-fay"] = 4.0
+    assert hub.api(s, "POST", "users/fay/server").status_code == 202
+    deadline = time.monotonic() + 10
+    while len(cloud.launched) == launched:  # the instance exists (pending) before the stop
+        assert time.monotonic() < deadline, "the launch never started"
+        time.sleep(0.1)
+    assert tagged(cloud, "fay")
+    stopped = hub.api(s, "DELETE", "users/fay/server")
+    assert stopped.status_code in (202, 204), stopped.text
+    wait_stopped(hub, s, "fay")
+    deadline = time.monotonic() + 30
+    while tagged(cloud, "fay"):
+        assert time.monotonic() < deadline, "the stopped launch left its instance"
+        time.sleep(0.2)
+    assert "the start of lab cls-fay was cancelled" in hub.log_path.read_text()
+
+
+def test_the_hubs_start_timeout_removes_the_launch(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    launched = len(cloud.launched)
+    cloud.slow_launch["cls-gil"] = 6.0  # longer than gil's start_timeout (3 s)
+    server = spawn(hub, sessions["gil"], "gil")
+    assert not server.get("ready") and len(cloud.launched) == launched + 1
+    deadline = time.monotonic() + 30
+    while tagged(cloud, "gil"):
+        assert time.monotonic() < deadline, "the timed-out launch left its instance"
+        time.sleep(0.2)
+    log = hub.log_path.read_text()
+    assert "the start of lab cls-gil was cancelled" in log and "lab cls-gil: removed instance" in log, log[-3000:]

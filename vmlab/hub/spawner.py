@@ -135,7 +135,9 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         try:
             port = await asyncio.shield(self._launch)
         except asyncio.CancelledError:
-            await self._cancel_launch()
+            # the hub gave up (its start timeout, a stop): the launch undoes itself in its thread, and the hub's
+            # `stop`, which follows, waits for that; the start itself must end now (JupyterHub waits 1 s)
+            self._cancel.set()
             raise
         self._local_port = port
         return "127.0.0.1", port
