@@ -9,6 +9,7 @@ the lab and start resumes the same one; deleting a user removes their lab.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness.clouds.sandboxprovider import URL_ENV, Cloud, CloudServer, open_cloud
+from harness.drivers.ec2cli import run_vmlab
 from harness.emulators.jupyterhub import Hub
 
 pytestmark = pytest.mark.sshd
@@ -149,7 +151,8 @@ def test_a_launch_that_cannot_finish_leaves_nothing_behind(hub: Hub, cloud: Clou
     assert not server.get("ready")
     assert len(cloud.launched) == launched + 1, "the launch must have made an instance"
     assert tagged(cloud, "eve") == [], "the failed launch left its instance"
-    assert "cls-eve" not in "".join(p.name for p in (Path(os.environ["VMLAB_STATE_DIR"]) / "labs").glob("*"))
+    labs = hub.workdir / "state" / "labs"
+    assert labs.is_dir() and not [p.name for p in labs.rglob("*cls-eve*")], "the failed launch left its key or record"
     log = hub.log_path.read_text()
     assert "cannot SSH to cls-eve" in log and "lab cls-eve: removed instance" in log, log[-3000:]
 
@@ -171,6 +174,15 @@ def test_three_students_each_reach_their_own_lab_only(hub: Hub, cloud: Cloud, se
         # the lab's server serves ~/data of its own sandbox: a file written there is that user's alone
         contents = get(hub, sessions[user], f"/user/{user}/api/contents")
         assert contents.status_code == 200, contents.text[:300]
+    # the instructor's view: `vmlab ls --class` on the hub machine (its vmlab state dir)
+    listed = run_vmlab("ls", "--class", "cls", "--provider", "sandbox", "--json",
+                       env={"VMLAB_STATE_DIR": str(hub.workdir / "state")})
+    assert listed.exit_code == 0, listed.output
+    rows = {r["name"]: r for r in json.loads(listed.stdout)["labs"]}
+    assert set(rows) == {f"cls-{u}" for u in STUDENTS}, rows
+    for row in rows.values():
+        assert row["state"] == "running" and row["hourly_price"] == PRICE and row["uptime_s"] is not None
+        assert row["cost_so_far"] is not None and row["cost_so_far"] < PRICE
     for user, other in zip(STUDENTS, (*STUDENTS[1:], STUDENTS[0]), strict=True):
         for path in ("lab", "api/contents"):
             page = get(hub, sessions[user], f"/user/{other}/{path}")

@@ -28,11 +28,11 @@ CLASS_TAG = "vmlab:class"
 USER_TAG = "vmlab:hub-user"
 
 
-def check_class(name: object) -> str:
+def check_class(name: object, where: str = "c.LabSpawner.class_name") -> str:
     """A class name is a lab name prefix: 1-20 lowercase letters, digits and dashes."""
     if not isinstance(name, str) or not USER_RE.match(name) or len(name) > 20:
         raise BadInput(f"class name {name!r} is not valid",
-                       "set c.LabSpawner.class_name to 1-20 lowercase letters, digits and dashes, e.g. 'intro-ml'")
+                       f"set {where} to 1-20 lowercase letters, digits and dashes, e.g. 'intro-ml'")
     return name
 
 
