@@ -30,14 +30,14 @@ USER_TAG = "vmlab:hub-user"
 
 def check_class(name: object, where: str = "c.LabSpawner.class_name") -> str:
     """A class name is a lab name prefix: 1-20 lowercase letters, digits and dashes."""
-    if not isinstance(name, str) or not USER_RE.match(name) or len(name) > 20:
+    if not isinstance(name, str) or not USER_RE.fullmatch(name) or len(name) > 20:
         raise BadInput(f"class name {name!r} is not valid",
                        f"set {where} to 1-20 lowercase letters, digits and dashes, e.g. 'intro-ml'")
     return name
 
 
 def check_user(name: object) -> str:
-    if not isinstance(name, str) or not USER_RE.match(name):
+    if not isinstance(name, str) or not USER_RE.fullmatch(name):
         raise BadInput(f"user name {name!r} cannot name a lab",
                        "use hub user names of 1-32 lowercase letters, digits and dashes (e.g. 'ana-b')")
     return name
