@@ -4,11 +4,13 @@ XML-RPC), running the real jupyterhub-singleuser of the test venv, reached throu
 
 One hub for the module; the tests run in order: a launch that cannot finish leaves nothing; three users each get
 their own lab and reach only their own server through the proxy; the class budget refuses a fourth; stop keeps
-the lab and start resumes the same one; deleting a user removes their lab.
+the lab and start resumes the same one; deleting a user removes their lab; a stop while starting and the hub's
+start timeout remove the launch; a budget spent stops the running labs.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -71,6 +73,7 @@ c.LabSpawner.singleuser_command = {singleuser!r}
 c.LabSpawner.connect_timeout = 6
 c.LabSpawner.lab_port = free_port
 c.LabSpawner.lab_hub_port = free_port
+c.LabSpawner.poll_interval = 1  # the budget is checked at each poll
 """
 
 
@@ -249,3 +252,14 @@ def test_the_hubs_start_timeout_removes_the_launch(hub: Hub, cloud: Cloud, sessi
         time.sleep(0.2)
     log = hub.log_path.read_text()
     assert "the start of lab cls-gil was cancelled" in log and "lab cls-gil: removed instance" in log, log[-3000:]
+
+
+def test_a_spent_budget_stops_the_running_labs(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    running = {u: tagged(cloud, u)[0] for u in ("ana", "chloe")}
+    assert all(cloud.instances[i].state == "running" for i in running.values())
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    (hub.workdir / "state" / "hub" / "cls-spend.json").write_text(json.dumps({today: BUDGET}))  # earlier sessions
+    for user, lab in running.items():
+        wait_stopped(hub, sessions[user], user, timeout=30)
+        assert cloud.instances[lab].state == "stopped", "the lab must be stopped, its disk kept"
+    assert "class cls spent its budget: stopping lab" in hub.log_path.read_text()
