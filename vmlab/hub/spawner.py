@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from traitlets import Callable, Float, Integer, List, Unicode, Union, default
+from traitlets import Callable as CallableTrait
+from traitlets import Float, Integer, List, Unicode, Union, default
 
 from vmlab.errors import VmlabError
 from vmlab.hub.budget import Ledger, Spend, check_can_spawn, running_cost
@@ -63,9 +64,9 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     max_hours = Float(8.0, config=True, help="a lab stops itself this many hours after its start (0: never)")
     budget_usd_per_day = Float(0.0, config=True, help="class budget in USD per UTC day (0: none)")
     singleuser_command = Unicode(DEFAULT_COMMAND, config=True, help="jupyterhub-singleuser on the image")
-    lab_port = Union([Integer(), Callable()], default_value=8888, config=True,
+    lab_port = Union([Integer(), CallableTrait()], default_value=8888, config=True,
                      help="the server's port on the lab's loopback (or a callable of the spawner)")
-    lab_hub_port = Union([Integer(), Callable()], default_value=8081, config=True,
+    lab_hub_port = Union([Integer(), CallableTrait()], default_value=8081, config=True,
                          help="the hub API's port on the lab's loopback, the far end of the tunnel's -R")
     connect_timeout = Float(600.0, config=True, help="seconds to wait for the lab's SSH")
     # the hub machine's PATH, virtualenv and the like mean nothing on the lab
@@ -261,23 +262,24 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         return None
 
     async def delete_forever(self) -> None:
-        """The user is deleted from the hub: their lab goes (instance and disk; the bucket prefix stays)."""
+        """The user is deleted from the hub: their lab goes (instance and disk; the bucket prefix stays). A running
+        lab first pushes what its agent has not synced (`vmlab down` refuses while anything is left); a stopped
+        one flushed at its shutdown and is removed as it is."""
         await self._cancel_launch()
         self._close_tunnel()
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_lab)
 
-        def remove() -> None:
-            from vmlab.workflows.labs import down
+    def _remove_lab(self) -> None:
+        from vmlab.workflows.labs import down, find_lab_instance
 
-            store = LabStore()
-            if store.get(self.names.lab) is not None or self._find(self._provider()):
-                down(self._provider(), self.names.lab, store=store, say=lambda m: self.log.info("%s", m))
+        provider, store = self._provider(), LabStore()
+        inst = find_lab_instance(provider, self.names.lab)
+        if store.get(self.names.lab) is None and inst is None:
+            return
+        down(provider, self.names.lab, store=store, force=inst is None or inst.state != "running", say=self._log)
 
-        await asyncio.get_running_loop().run_in_executor(None, remove)
-
-    def _find(self, provider: Provider) -> bool:
-        from vmlab.workflows.labs import find_lab_instance
-
-        return find_lab_instance(provider, self.names.lab) is not None
+    def _log(self, message: str) -> None:
+        self.log.info("lab %s: %s", self.names.lab, message)
 
     # -- state kept by the hub ------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
