@@ -160,7 +160,24 @@ def test_a_launch_that_cannot_finish_leaves_nothing_behind(hub: Hub, cloud: Clou
     assert "cannot SSH to cls-eve" in log and "lab cls-eve: removed instance" in log, log[-3000:]
 
 
+def progress_messages(hub: Hub, s: Any, user: str) -> list[str]:
+    """Start `user`'s server and read the spawn page's event stream until it says ready (or failed)."""
+    assert hub.api(s, "POST", f"users/{user}/server").status_code == 202
+    messages = []
+    with s.get(f"{hub.url}/hub/api/users/{user}/server/progress", stream=True, timeout=120) as events:
+        for line in events.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if event.get("ready") or event.get("failed"):
+                    break
+    return messages
+
+
 def test_three_students_each_reach_their_own_lab_only(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
+    messages = progress_messages(hub, sessions["ana"], "ana")
+    steps = ["launching lab cls-ana", "waiting for SSH", "opening the SSH tunnel", "starting jupyterhub-singleuser"]
+    assert [any(m.startswith(step) for m in messages) for step in steps] == [True] * 4, messages
     for user in STUDENTS:
         server = spawn(hub, sessions[user], user)
         assert server.get("ready"), (user, server, hub.log_path.read_text()[-3000:])
