@@ -6,7 +6,7 @@ The config a recipe renders is used as it is; only what must differ on a test ma
     hub = Hub(tmp_path, rendered_config_text)       # started; .url
     hub.signup("ana", "pw")                         # HTTP status of the sign-up form's POST
     assert hub.login("ana", "pw")                   # True when the hub lets the user in
-    s = hub.session("ana", "pw"); hub.api(s, "POST", "users/ana/server")   # a logged-in browser, the REST API
+    s = hub.session("ana", "pw"); hub.spawn(s, "ana")   # a logged-in browser; start its server, wait
     hub.stop()
 """
 
@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,34 @@ c.JupyterHub.load_roles = []
     def login(self, user: str, password: str) -> bool:
         """Whether the login form lets `user` in (a redirect away from the login page)."""
         return self._form("/hub/login", {"username": user, "password": password}) == 302
+
+    def server(self, s: Any, user: str) -> dict[str, Any]:
+        """`user`'s default server as the hub's REST API shows it ({} when there is none)."""
+        answer = self.api(s, "GET", f"users/{user}")
+        if answer.status_code != 200:
+            raise RuntimeError(f"GET users/{user}: HTTP {answer.status_code} {answer.text[:300]}")
+        return dict(answer.json().get("servers", {}).get("", {}))
+
+    def spawn(self, s: Any, user: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Ask for `user`'s server and wait until the hub says it is ready or stopped trying (a failed start
+        leaves no server: {}). Returns the server's model."""
+        started = self.api(s, "POST", f"users/{user}/server")
+        if started.status_code not in (201, 202, 400, 500):  # 400: already running or pending; 500: it failed
+            raise RuntimeError(f"POST users/{user}/server: HTTP {started.status_code} {started.text[:300]}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.server(s, user)
+            if not server or server.get("ready") or server.get("pending") is None:
+                return server
+            time.sleep(0.3)
+        raise TimeoutError(f"{user}'s server neither started nor failed in {timeout:.0f} s")
+
+    def wait_stopped(self, s: Any, user: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.server(s, user):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{user}'s server did not stop in {timeout:.0f} s")
+            time.sleep(0.3)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -107,30 +107,10 @@ def tagged(cloud: Cloud, user: str) -> list[str]:
     return [i.id for i in cloud.instances.values() if i.tags.get("vmlab:lab") == f"cls-{user}"]
 
 
-def server_of(hub: Hub, s: Any, user: str) -> dict[str, Any]:
-    answer = hub.api(s, "GET", f"users/{user}")
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json().get("servers", {}).get("", {}))
 
 
-def spawn(hub: Hub, s: Any, user: str, timeout: float = 90) -> dict[str, Any]:
-    """Ask for `user`'s server and wait until the hub says it is ready, or it stopped trying."""
-    started = hub.api(s, "POST", f"users/{user}/server")
-    assert started.status_code in (201, 202, 400, 500), started.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server = server_of(hub, s, user)
-        if not server or server.get("ready") or server.get("pending") is None:
-            return server
-        time.sleep(0.3)
-    raise AssertionError(f"{user}'s server neither started nor failed in {timeout} s")
 
 
-def wait_stopped(hub: Hub, s: Any, user: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while server_of(hub, s, user):
-        assert time.monotonic() < deadline, f"{user}'s server did not stop"
-        time.sleep(0.3)
 
 
 def get(hub: Hub, s: Any, path: str) -> Any:
@@ -150,7 +130,7 @@ def test_a_launch_that_cannot_finish_leaves_nothing_behind(hub: Hub, cloud: Clou
                                                            sessions: dict[str, Any]) -> None:
     cloud.hold_boot.add("cls-eve")  # its sandbox never answers SSH: `up` gives up after connect_timeout
     launched = len(cloud.launched)
-    server = spawn(hub, sessions["eve"], "eve")
+    server = hub.spawn(sessions["eve"], "eve")
     assert not server.get("ready")
     assert len(cloud.launched) == launched + 1, "the launch must have made an instance"
     assert tagged(cloud, "eve") == [], "the failed launch left its instance"
@@ -179,7 +159,7 @@ def test_three_students_each_reach_their_own_lab_only(hub: Hub, cloud: Cloud, se
     steps = ["launching lab cls-ana", "waiting for SSH", "opening the SSH tunnel", "starting jupyterhub-singleuser"]
     assert [any(m.startswith(step) for m in messages) for step in steps] == [True] * 4, messages
     for user in STUDENTS:
-        server = spawn(hub, sessions[user], user)
+        server = hub.spawn(sessions[user], user)
         assert server.get("ready"), (user, server, hub.log_path.read_text()[-3000:])
     labs = {user: tagged(cloud, user) for user in STUDENTS}
     assert all(len(ids) == 1 for ids in labs.values()) and len({i[0] for i in labs.values()}) == 3, labs
@@ -211,7 +191,7 @@ def test_three_students_each_reach_their_own_lab_only(hub: Hub, cloud: Cloud, se
 
 def test_the_class_budget_refuses_the_next_lab(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
     launched = len(cloud.launched)
-    server = spawn(hub, sessions["dan"], "dan")
+    server = hub.spawn(sessions["dan"], "dan")
     assert not server.get("ready")
     assert len(cloud.launched) == launched and tagged(cloud, "dan") == []
     assert "budget of $3.50 a day is reached" in hub.log_path.read_text()
@@ -223,9 +203,9 @@ def test_stop_keeps_the_lab_and_start_resumes_it(hub: Hub, cloud: Cloud, session
     cloud.boxes[lab].path("/root/data/notes.txt").write_text("kept\n")
     stopped = hub.api(s, "DELETE", "users/ana/server")
     assert stopped.status_code in (202, 204), stopped.text
-    wait_stopped(hub, s, "ana")
+    hub.wait_stopped(s, "ana")
     assert cloud.instances[lab].state == "stopped" and lab not in cloud.boxes
-    assert spawn(hub, s, "ana").get("ready")
+    assert hub.spawn(s, "ana").get("ready")
     assert tagged(cloud, "ana") == [lab] and cloud.instances[lab].state == "running"
     assert get(hub, s, "/user/ana/lab").status_code == 200  # a new server: through the hub's OAuth again
     page = get(hub, s, "/user/ana/api/contents/notes.txt")
@@ -250,7 +230,7 @@ def test_a_stop_while_starting_removes_the_launch(hub: Hub, cloud: Cloud, sessio
     assert tagged(cloud, "fay")
     stopped = hub.api(s, "DELETE", "users/fay/server")
     assert stopped.status_code in (202, 204), stopped.text
-    wait_stopped(hub, s, "fay")
+    hub.wait_stopped(s, "fay")
     deadline = time.monotonic() + 30
     while tagged(cloud, "fay"):
         assert time.monotonic() < deadline, "the stopped launch left its instance"
@@ -261,7 +241,7 @@ def test_a_stop_while_starting_removes_the_launch(hub: Hub, cloud: Cloud, sessio
 def test_the_hubs_start_timeout_removes_the_launch(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
     launched = len(cloud.launched)
     cloud.slow_launch["cls-gil"] = 6.0  # longer than gil's start_timeout (3 s)
-    server = spawn(hub, sessions["gil"], "gil")
+    server = hub.spawn(sessions["gil"], "gil")
     assert not server.get("ready") and len(cloud.launched) == launched + 1
     deadline = time.monotonic() + 30
     while tagged(cloud, "gil"):
@@ -277,6 +257,6 @@ def test_a_spent_budget_stops_the_running_labs(hub: Hub, cloud: Cloud, sessions:
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     (hub.workdir / "state" / "hub" / "cls-spend.json").write_text(json.dumps({today: BUDGET}))  # earlier sessions
     for user, lab in running.items():
-        wait_stopped(hub, sessions[user], user, timeout=30)
+        hub.wait_stopped(sessions[user], user, timeout=30)
         assert cloud.instances[lab].state == "stopped", "the lab must be stopped, its disk kept"
     assert "class cls spent its budget: stopping lab" in hub.log_path.read_text()

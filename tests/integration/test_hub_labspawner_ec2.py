@@ -112,22 +112,8 @@ def rig(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert not cloud.errors
 
 
-def server_of(rig: Rig, s: Any, user: str) -> dict[str, Any]:
-    answer = rig.hub.api(s, "GET", f"users/{user}")
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json().get("servers", {}).get("", {}))
 
 
-def spawn(rig: Rig, s: Any, user: str, timeout: float = 120) -> dict[str, Any]:
-    started = rig.hub.api(s, "POST", f"users/{user}/server")
-    assert started.status_code == 202, started.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server = server_of(rig, s, user)
-        if not server or server.get("ready") or server.get("pending") is None:
-            return server
-        time.sleep(0.3)
-    raise AssertionError(f"{user}'s server neither started nor failed in {timeout} s")
 
 
 def instances(rig: Rig, lab: str) -> list[dict[str, Any]]:
@@ -137,7 +123,7 @@ def instances(rig: Rig, lab: str) -> list[dict[str, Any]]:
 
 def test_a_students_lab_on_ec2_syncs_their_prefix_answers_stops_and_goes_with_them(rig: Rig) -> None:
     s = rig.hub.session("ana", PASSWORD)
-    server = spawn(rig, s, "ana")
+    server = rig.hub.spawn(s, "ana")
     assert server.get("ready"), rig.hub.log_path.read_text()[-3000:]
     (inst,) = instances(rig, "cls-ana")
     tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
@@ -154,10 +140,7 @@ def test_a_students_lab_on_ec2_syncs_their_prefix_answers_stops_and_goes_with_th
         assert other.get(f"{rig.hub.url}/user/ana/lab", timeout=60).status_code == 403
 
     assert rig.hub.api(s, "DELETE", "users/ana/server").status_code in (202, 204)
-    deadline = time.monotonic() + 60
-    while server_of(rig, s, "ana"):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    rig.hub.wait_stopped(s, "ana")
     (inst,) = instances(rig, "cls-ana")
     assert inst["State"]["Name"] == "stopped", "stop keeps the instance and its disk"
 
@@ -173,7 +156,7 @@ def test_a_students_lab_on_ec2_syncs_their_prefix_answers_stops_and_goes_with_th
 def test_a_launch_whose_aws_call_fails_leaves_nothing(rig: Rig) -> None:
     rig.proxy.fail("CreateTags")  # right after RunInstances: the instance exists
     with rig.hub.session("ben", PASSWORD) as s:
-        server = spawn(rig, s, "ben")
+        server = rig.hub.spawn(s, "ben")
     assert not server.get("ready")
     assert any(c.action == "RunInstances" and c.status == 200 for c in rig.proxy.records), "no instance was made"
     deadline = time.monotonic() + 10
