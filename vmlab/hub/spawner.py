@@ -60,7 +60,9 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     instance_type = Unicode(None, allow_none=True, config=True, help="instance type of every lab")
     class_name = Unicode("", config=True, help="the class: lab names are CLASS-USER, tagged vmlab:class")
     sync_root = Unicode("", config=True, help="bucket prefix of the class (s3://bucket/class); '' for none")
-    idle = Unicode("30m", config=True, help="a lab unused this long stops itself ('0': never)")
+    # off by default: the lab's agent cannot see notebook activity behind the hub yet (docs/hub.md); the hub's
+    # idle culler stops idle servers, and so their VMs
+    idle = Unicode("0", config=True, help="a lab without SSH or GPU use this long stops itself ('0': never)")
     max_hours = Float(8.0, config=True, help="a lab stops itself this many hours after its start (0: never)")
     budget_usd_per_day = Float(0.0, config=True, help="class budget in USD per UTC day (0: none)")
     singleuser_command = Unicode(DEFAULT_COMMAND, config=True, help="jupyterhub-singleuser on the image")
