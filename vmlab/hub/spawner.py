@@ -36,8 +36,10 @@ from vmlab.hub.singleuser import DEFAULT_COMMAND, SingleUserServer, check_comman
 from vmlab.providers.base import Instance, Provider, Quotes
 from vmlab.state import LabRecord, LabStore
 
-#: serialises the ledger's read-add-write across the hub's spawners
-_LEDGER_LOCK = threading.Lock()
+#: serialises the budget's check-and-reserve and the ledger's read-add-write across the hub's spawners
+_MONEY_LOCK = threading.Lock()
+#: class -> USD/hour of its launches in progress (not yet running, so not yet in the provider's list)
+_RESERVED: dict[str, float] = {}
 
 
 class SpawnCancelled(VmlabError):
@@ -127,6 +129,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     # -- start ----------------------------------------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
         names = self.names  # BadInput for a user name that cannot name a lab, before anything else
+        await self._cancel_launch()  # a launch the hub gave up on finishes its clean-up first
         if self.sync_root:
             check_sync_root(self.sync_root)
         check_command(self.singleuser_command)
@@ -158,12 +161,25 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
     def _start_lab(self, names: LabNames, env: dict[str, str]) -> int:
         """The launch, in a worker thread: budget, `up` with the hub's server, the tunnel. Returns the local port."""
-        from vmlab.workflows.labs import up
-
         provider = self._provider()
         store = LabStore()
-        hourly = self._hourly(provider)
-        check_can_spawn(self._spend(provider, store), hourly or 0.0, self.budget_usd_per_day, names.class_name)
+        hourly = self._hourly(provider) or 0.0
+        with _MONEY_LOCK:  # two students starting at once must not both fit in the last hour of budget
+            spend = self._spend(provider, store)
+            reserved = _RESERVED.get(names.class_name, 0.0)
+            check_can_spawn(Spend(spend.spent, spend.hourly + reserved), hourly, self.budget_usd_per_day,
+                            names.class_name)
+            _RESERVED[names.class_name] = reserved + hourly
+        try:
+            return self._launch_lab(provider, store, names, env, hourly)
+        finally:
+            with _MONEY_LOCK:
+                _RESERVED[names.class_name] -= hourly
+
+    def _launch_lab(self, provider: Provider, store: LabStore, names: LabNames, env: dict[str, str],
+                    hourly: float) -> int:
+        from vmlab.workflows.labs import up
+
         local = _free_port()
         lab_port, hub_port = self._port(self.lab_port), self._port(self.lab_hub_port)
         hub_api = _hub_api_port(env)
@@ -173,7 +189,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
             up(provider, names.lab, image=self.image, instance_type=self.instance_type, store=store,
                connect_timeout=self.connect_timeout, idle=self.idle, max_hours=self.max_hours,
                sync=names.sync_url(self.sync_root), say=self._say, tags=names.tags, server=server,
-               quote=(lambda _img: (hourly, None)) if hourly is not None else None)
+               quote=(lambda _img: (hourly, None)) if hourly else None)
             self._say("lab started; waiting for its server")
         except BaseException:
             self._close_tunnel()
@@ -233,7 +249,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         started = _started(inst)
         provider.stop(inst.id)
         if record.hourly_price and started is not None:
-            with _LEDGER_LOCK:
+            with _MONEY_LOCK:
                 Ledger(self.names.class_name).add(running_cost(record.hourly_price, started, now), now)
 
     async def poll(self) -> int | None:
@@ -310,7 +326,13 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
                                + ("" if self.instance_type else " without an instance type"),
                                "set c.LabSpawner.instance_type, or budget_usd_per_day = 0")
             return None
-        return provider.list_price(self.instance_type)
+        price = provider.list_price(self.instance_type)
+        if price is None and self.budget_usd_per_day > 0:
+            from vmlab.errors import BadInput
+
+            raise BadInput(f"a class budget needs prices: {provider.name} has none for {self.instance_type}",
+                           "choose an instance type from its price table, or set budget_usd_per_day = 0")
+        return price
 
     def _spend(self, provider: Provider, store: LabStore) -> Spend:
         now = dt.datetime.now(dt.timezone.utc)
