@@ -30,8 +30,9 @@ pytestmark = pytest.mark.sshd
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 STUDENTS = ("ana", "ben", "chloe")
-#: dan meets the budget, eve's lab never answers SSH, fay is stopped while starting, gil's start times out
-OTHERS = ("dan", "eve", "fay", "gil", "prof")
+#: dan meets the budget, eve's lab never answers SSH, fay is stopped while starting, gil's start times out,
+#: "x.y" cannot name a lab (JupyterHub accepts the name)
+OTHERS = ("dan", "eve", "fay", "gil", "x.y", "prof")
 SINGLEUSER = str(Path(sys.executable).parent / "jupyterhub-singleuser")
 PRICE = 1.0  # USD/hour of the class's instance type
 BUDGET = 3.5  # three labs fit (spent + an hour of each <= 3.5), a fourth does not
@@ -124,6 +125,14 @@ def sessions(hub: Hub) -> Iterator[dict[str, Any]]:
     yield logged
     for s in logged.values():
         s.close()
+
+
+def test_a_user_name_that_cannot_name_a_lab_is_refused_before_anything(hub: Hub, cloud: Cloud,
+                                                                        sessions: dict[str, Any]) -> None:
+    launched = len(cloud.launched)
+    assert not hub.spawn(sessions["x.y"], "x.y").get("ready")
+    assert len(cloud.launched) == launched
+    assert "user name 'x.y' cannot name a lab" in hub.log_path.read_text()
 
 
 def test_a_launch_that_cannot_finish_leaves_nothing_behind(hub: Hub, cloud: Cloud,
