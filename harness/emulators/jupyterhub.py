@@ -48,14 +48,25 @@ c.JupyterHub.db_url = {"sqlite:///" + str(self.database)!r}
 c.JupyterHub.services = []
 c.JupyterHub.load_roles = []
 """)
+        self.config_path = path
         self.log_path = workdir / "hub.log"
-        with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(path)], cwd=workdir,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.log_path.write_text("")
+        self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+                                         cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         if not wait_until_up(self.proc, self._routed, timeout, interval=0.2):
             self.stop()
             raise TimeoutError(f"JupyterHub did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop the hub and its proxy and start them again on the same ports, database and cookie secret (the
+        log goes on in the same file): what a hub upgrade or a reboot of its machine does."""
+        self.stop()
+        self._start(timeout)
 
     def _routed(self) -> bool:
         """The hub answers through the proxy (before the hub adds its route, the proxy itself answers 404)."""

@@ -38,12 +38,14 @@ PRICE = 1.0  # USD/hour of the class's instance type
 BUDGET = 3.5  # three labs fit (spent + an hour of each <= 3.5), a fourth does not
 
 CONFIG = """
+import os
 import socket
 from traitlets import default
 from vmlab.hub.spawner import LabSpawner
 from vmlab.providers import PROVIDERS
 
 PROVIDERS["sandbox"] = "harness.clouds.sandboxprovider:RemoteSandboxProvider"
+os.environ["VMLAB_STATE_DIR"] = {state!r}  # as docs/hub.md does: the labs' records stay put across restarts
 
 
 def free_port(_spawner):
@@ -75,6 +77,7 @@ c.LabSpawner.connect_timeout = 6
 c.LabSpawner.lab_port = free_port
 c.LabSpawner.lab_hub_port = free_port
 c.LabSpawner.poll_interval = 1  # the budget is checked at each poll
+c.JupyterHub.cleanup_servers = False  # a hub restart keeps the labs
 """
 
 
@@ -89,12 +92,12 @@ def cloud() -> Iterator[Cloud]:
 def hub(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     image = cloud.add_image("class-image", {"vmlab:recipe-hash": "test"})
     work = tmp_path_factory.mktemp("hub")
-    saved = {k: os.environ.get(k) for k in (URL_ENV, "VMLAB_STATE_DIR", "PYTHONPATH")}
+    saved = {k: os.environ.get(k) for k in (URL_ENV, "PYTHONPATH")}
     with CloudServer(cloud) as server:
-        os.environ.update({URL_ENV: server.url, "VMLAB_STATE_DIR": str(work / "state"), "PYTHONPATH": str(ROOT)})
+        os.environ.update({URL_ENV: server.url, "PYTHONPATH": str(ROOT)})
         users = {*STUDENTS, *OTHERS}
         hub = Hub(work, CONFIG.format(password=PASSWORD, users=users, image=image.id, budget=BUDGET,
-                                      singleuser=SINGLEUSER))
+                                      singleuser=SINGLEUSER, state=str(work / "state")))
         try:
             yield hub
         finally:
@@ -226,6 +229,16 @@ def test_deleting_a_user_removes_their_lab(hub: Hub, cloud: Cloud, sessions: dic
     deleted = hub.api(sessions["prof"], "DELETE", "users/ben")
     assert deleted.status_code == 204, deleted.text
     assert tagged(cloud, "ben") == []
+
+
+def test_a_hub_restart_keeps_the_labs_and_reaches_them_again(hub: Hub, cloud: Cloud,
+                                                              sessions: dict[str, Any]) -> None:
+    (lab,) = tagged(cloud, "ana")
+    hub.restart()
+    assert cloud.instances[lab].state == "running"
+    assert hub.server(sessions["ana"], "ana").get("ready")
+    page = get(hub, sessions["ana"], "/user/ana/api/status")  # the spawner's tunnel is held again
+    assert page.status_code == 200 and "started" in page.json(), page.text[:300]
 
 
 def test_a_stop_while_starting_removes_the_launch(hub: Hub, cloud: Cloud, sessions: dict[str, Any]) -> None:
