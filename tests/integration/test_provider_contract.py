@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.clouds.sandbox import lab_port_turn
-from harness.clouds.sandboxprovider import Cloud, open_cloud
+from harness.clouds.sandboxprovider import Cloud
 from harness.drivers.ec2cli import run_vmlab
 from vmlab import lab
 
@@ -27,12 +25,6 @@ pytestmark = pytest.mark.sshd
 
 RECIPE = str(Path(__file__).parent / "recipes" / "ec2_flow.py")
 JUPYTER = str(Path(sys.executable).parent / "jupyter")
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[Cloud]:
-    with lab_port_turn(lab.PORT), open_cloud() as sandboxes:  # its JupyterLab is on the machine's 127.0.0.1:8888
-        yield sandboxes
 
 
 @pytest.fixture(scope="module")
