@@ -338,3 +338,28 @@ def test_as_pid_1_orphans_are_reaped(tmp_path: Path) -> None:
     table = [line.split() for line in done.stdout.splitlines()]
     assert table[0][:2] == ["1", "0"]  # the agent is PID 1
     assert not [row for row in table if row[2].startswith("Z")], done.stdout  # the orphaned sleeps were reaped
+
+
+def test_a_stop_before_any_restore_succeeded_pushes_nothing_over_the_store(moto_server: Any, s3: Any,
+                                                                          tmp_path: Path) -> None:
+    """The restore never succeeded (the bucket is missing at start), the store answers again, then SIGTERM: the
+    local folder was never compared with the store, so its files must not overwrite the store's copies."""
+    bucket = f"vmlab-agent-{uuid.uuid4().hex[:12]}"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("an old copy (from the image or an old volume)")
+    env = {"AWS_S3_BUCKET_FOLDER": f"{bucket}/alice", "AWS_ACCESS_KEY_ID": "AKIAVMLABTEST",
+           "AWS_SECRET_ACCESS_KEY": "vmlab-secret-x", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": moto_server.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    entry = Entrypoint(tmp_path, env, "--", "touch", str(tmp_path / "started"))
+    try:
+        entry.wait_log("retrying in 2s")  # the second failure: 2 s before the next try
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="alice/notes.txt", Body=b"the newer copy")
+        code, _ = entry.terminate()
+    finally:
+        entry.close()
+    assert code == 128 + 15
+    assert not (tmp_path / "started").exists()
+    assert objects(s3, bucket) == {"alice/notes.txt": b"the newer copy"}, entry.log_text()
+    assert (folder / "notes.txt").read_text() == "an old copy (from the image or an old volume)"

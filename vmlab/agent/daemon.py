@@ -180,7 +180,7 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True,
     tracker = Tracker(options)
     if restore_first and not _restore_retrying(options, stop, pending, tracker):
         try:
-            return flush(options, pending, tracker)
+            return _not_restored(options, pending, tracker)
         finally:
             pending.close()
     folder.mkdir(parents=True, exist_ok=True)
@@ -366,6 +366,18 @@ def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pend
         tracker.restored(restored)
         tracker.status.last_error = ""
         return True
+
+
+def _not_restored(options: SyncOptions, pending: Pending, tracker: Tracker) -> PushResult:
+    """The stop came before any restore succeeded: the folder was never compared with the store, so a push now
+    would put its files (an image's, an old volume's) over newer copies in the store, and count missing ones as
+    deletes. Nothing is pushed; the journal keeps its paths for the next start, which restores first."""
+    why = "stopped before the restore succeeded: nothing pushed (the folder was never compared with the store)"
+    log.error("%s", why)
+    tracker.status.last_error = why
+    tracker.status.stopped = True
+    tracker.write(pending, force=True)
+    return PushResult(failed={"": why})
 
 
 def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None) -> PushResult:
