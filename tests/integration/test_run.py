@@ -275,3 +275,26 @@ def test_a_lab_stopped_mid_run_ends_the_follow_with_a_clear_message(make_lab: Ca
     assert result.exit_code == 1, (result.output, result.stderr)
     assert "vmlab: error: lab job7 is stopped: run " in result.stderr and "a spot interruption" in result.stderr
     assert time.monotonic() - started < 30, "a stopped lab must not wait out the reconnect time"
+
+
+def test_a_file_sent_is_never_written_through_a_symlink_on_the_lab(make_lab: Callable[[str], Lab],
+                                                                   tmp_path: Path) -> None:
+    """A run left symlinks in the lab's copy (a file and a folder, pointing outside it); the next run's upload of
+    the same local paths must not write through them: refused before anything is sent or started."""
+    lab = make_lab("job8")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    first = run_vmlab("run", "job8", "--workdir", str(project), "--", "sh", "-c",
+                      "echo precious > ../precious.txt && mkdir -p ../elsewhere && "
+                      "ln -s ../precious.txt config.txt && ln -s ../elsewhere cache")
+    assert first.exit_code == 0, first.stderr
+    (project / "config.txt").write_text("local file\n")
+    (project / "cache").mkdir()
+    (project / "cache" / "x.bin").write_text("local cache\n")
+    second = run_vmlab("run", "job8", "--workdir", str(project), "--", "true")
+    outside = lab.path(f"/root/work/{WORKDIR}").parent
+    assert (outside / "precious.txt").read_text() == "precious\n"
+    assert not (outside / "elsewhere" / "x.bin").exists()
+    assert second.exit_code == 1, (second.output, second.stderr)
+    assert "is a symlink on the lab" in second.stderr and "cache" in second.stderr, second.stderr
+    assert len(list(lab.path("/root/.vmlab-runs").glob("2*"))) == 1  # the second run never started
