@@ -298,3 +298,17 @@ def test_a_file_sent_is_never_written_through_a_symlink_on_the_lab(make_lab: Cal
     assert second.exit_code == 1, (second.output, second.stderr)
     assert "is a symlink on the lab" in second.stderr and "cache" in second.stderr, second.stderr
     assert len(list(lab.path("/root/.vmlab-runs").glob("2*"))) == 1  # the second run never started
+
+
+def test_non_utf8_file_names_are_sent_and_fetched_back(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    """File names are bytes on Linux: a Latin-1 name (not UTF-8) in the workdir and one written by the command."""
+    lab = make_lab("job9")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    (project / os.fsdecode(b"caf\xe9.txt")).write_text("in\n")
+    result = run_vmlab("run", "job9", "--workdir", str(project), "--outputs", "out", "--", "python3", "-c",
+                       "import os; os.mkdir(b'out'); open(b'out/r\\xe9sultat.txt', 'w').write("
+                       "open(b'caf\\xe9.txt').read())")
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert (lab.path(f"/root/work/{WORKDIR}") / os.fsdecode(b"caf\xe9.txt")).read_text() == "in\n"
+    assert (project / "out" / os.fsdecode(b"r\xe9sultat.txt")).read_text() == "in\n"
