@@ -312,3 +312,19 @@ def test_non_utf8_file_names_are_sent_and_fetched_back(make_lab: Callable[[str],
     assert result.exit_code == 0, (result.output, result.stderr)
     assert (lab.path(f"/root/work/{WORKDIR}") / os.fsdecode(b"caf\xe9.txt")).read_text() == "in\n"
     assert (project / "out" / os.fsdecode(b"r\xe9sultat.txt")).read_text() == "in\n"
+
+
+def test_outputs_never_land_in_a_git_folder(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    """A `.git/` the command wrote inside an output folder (a config with core.fsmonitor, a hook: code that git,
+    or a shell prompt showing git status, runs here) is not fetched: the outputs are data, never a repository."""
+    make_lab("job10")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    result, doc = run_json("job10", "--workdir", str(project), "--outputs", "results", "--", "sh", "-c",
+                           "mkdir -p results/.git/hooks && echo ok > results/r.txt && "
+                           "printf '[core]\\n\\tfsmonitor = touch /tmp/pwned\\n' > results/.git/config && "
+                           "echo x > results/.git/hooks/pre-commit")
+    assert result.exit_code == 0 and doc is not None, (result.output, result.stderr)
+    assert (project / "results" / "r.txt").read_text() == "ok\n"
+    assert not (project / "results" / ".git").exists()
+    assert sorted(doc["skipped"]) == ["results/.git/config", "results/.git/hooks/pre-commit"], doc
