@@ -363,3 +363,24 @@ def test_a_stop_before_any_restore_succeeded_pushes_nothing_over_the_store(moto_
     assert not (tmp_path / "started").exists()
     assert objects(s3, bucket) == {"alice/notes.txt": b"the newer copy"}, entry.log_text()
     assert (folder / "notes.txt").read_text() == "an old copy (from the image or an old volume)"
+
+
+def test_a_command_that_ends_by_itself_gets_its_whole_final_push(salad_s3: Any, s3: Any, moto_server: Any,
+                                                                 tmp_path: Path) -> None:
+    """The grace period is for a stop someone asked for. A job that writes its result and exits (nobody is about
+    to kill the container) must not be cut off after it: the agent waits for the upload, however long."""
+    from harness.faults.awsfaults import FaultProxy
+
+    folder, bucket, env = salad_s3
+    script = f"import pathlib; pathlib.Path({str(folder)!r}, 'result.txt').write_text('the result')"
+    with FaultProxy(moto_server.endpoint) as proxy:
+        proxy.delay(f"PUT /{bucket}/alice/data/result.txt", 4)  # a large result on a slow link
+        entry = Entrypoint(tmp_path, {**env, "AWS_ENDPOINT_URL": proxy.endpoint, "VMLAB_GRACE_SECONDS": "2"},
+                           "--", "python3", "-c", script)
+        try:
+            code = entry.wait()
+        finally:
+            entry.close()
+        assert code == 0, entry.log_text()
+        assert objects(s3, bucket)["alice/data/result.txt"] == b"the result"
+    assert "nothing left to push; exiting with 0" in entry.log_text()
