@@ -384,3 +384,25 @@ def test_a_command_that_ends_by_itself_gets_its_whole_final_push(salad_s3: Any, 
         assert code == 0, entry.log_text()
         assert objects(s3, bucket)["alice/data/result.txt"] == b"the result"
     assert "nothing left to push; exiting with 0" in entry.log_text()
+
+
+def test_a_state_folder_inside_the_data_folder_is_never_uploaded(fake_gcs: Any, tmp_path: Path) -> None:
+    """docs/containers.md says to keep the state on the data volume; when it is inside the synced folder, the
+    service account key written there (and the manifest, journal, JupyterLab token) must not reach the bucket."""
+    bucket = f"vmlab-{uuid.uuid4().hex[:12]}"
+    admin = fake_gcs.client().create_bucket(bucket)
+    key = json.dumps({"type": "service_account", "project_id": "vmlab-test", "private_key_id": uuid.uuid4().hex})
+    folder = tmp_path / "data"
+    script = f"import pathlib; pathlib.Path({str(folder)!r}, 'new.txt').write_text('to gcs')"
+    entry = Entrypoint(tmp_path, {"GOOGLE_BUCKET_FOLDER": f"{bucket}/sa1", "GOOGLE_APPLICATION_CREDENTIALS": key,
+                                  "GOOGLE_PROJECT_ID": "vmlab-test", "STORAGE_EMULATOR_HOST": fake_gcs.endpoint,
+                                  "VMLAB_AGENT_STATE_DIR": str(folder / ".vmlab-state")},
+                       "--", "python3", "-c", script)
+    try:
+        code = entry.wait()
+    finally:
+        entry.close()
+    assert code == 0
+    assert (folder / ".vmlab-state" / "google-credentials.json").exists()
+    names = sorted(blob.name for blob in admin.list_blobs())
+    assert [name for name in names if not name.startswith("sa1/.~")] == ["sa1/new.txt"], names
