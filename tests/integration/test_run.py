@@ -328,3 +328,18 @@ def test_outputs_never_land_in_a_git_folder(make_lab: Callable[[str], Lab], tmp_
     assert (project / "results" / "r.txt").read_text() == "ok\n"
     assert not (project / "results" / ".git").exists()
     assert sorted(doc["skipped"]) == ["results/.git/config", "results/.git/hooks/pre-commit"], doc
+
+
+def test_the_lab_copy_of_the_workdir_is_the_lab_users_alone(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    """Another user on the lab (a shared machine) reads neither the code sent nor the outputs written there, as
+    they read nothing of the run folder: ~/work and its copies are made 0700 whatever the lab's umask."""
+    lab = make_lab("job11")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    (project / "train.py").write_text("print('hi')\n")
+    result = run_vmlab("run", "job11", "--workdir", str(project), "--", "true")
+    assert result.exit_code == 0, result.stderr
+    work = lab.path(f"/root/work/{WORKDIR}")
+    assert work.stat().st_mode & 0o777 == 0o700
+    assert work.parent.stat().st_mode & 0o777 == 0o700
+    assert lab.path("/root/.vmlab-runs").stat().st_mode & 0o777 == 0o700

@@ -44,7 +44,8 @@ OUTPUTS_FILE = ".vmlab-outputs"
 REMOTE_STATE = r"""
 import json, os, sys
 root = sys.argv[1]
-os.makedirs(root, exist_ok=True)
+os.makedirs(os.path.dirname(root), mode=0o700, exist_ok=True)  # the lab user's alone, as the run folders
+os.makedirs(root, mode=0o700, exist_ok=True)
 found, links = {}, []
 for top, dirs, files in os.walk(root, followlinks=False):
     for name in dirs + files:
