@@ -340,10 +340,11 @@ def test_as_pid_1_orphans_are_reaped(tmp_path: Path) -> None:
     assert not [row for row in table if row[2].startswith("Z")], done.stdout  # the orphaned sleeps were reaped
 
 
-def test_a_stop_before_any_restore_succeeded_pushes_nothing_over_the_store(moto_server: Any, s3: Any,
-                                                                          tmp_path: Path) -> None:
+def test_a_stop_before_any_restore_succeeded_overwrites_nothing_in_the_store(moto_server: Any, s3: Any,
+                                                                             tmp_path: Path) -> None:
     """The restore never succeeded (the bucket is missing at start), the store answers again, then SIGTERM: the
-    local folder was never compared with the store, so its files must not overwrite the store's copies."""
+    local folder was never compared with the store, so its files must not overwrite the store's copies; the
+    restore tried at the stop keeps both versions (a conflict copy) and the final push sends that copy."""
     bucket = f"vmlab-agent-{uuid.uuid4().hex[:12]}"
     folder = tmp_path / "data"
     folder.mkdir()
@@ -359,10 +360,32 @@ def test_a_stop_before_any_restore_succeeded_pushes_nothing_over_the_store(moto_
         code, _ = entry.terminate()
     finally:
         entry.close()
-    assert code == 128 + 15
+    assert code == 128 + 15, entry.log_text()
     assert not (tmp_path / "started").exists()
-    assert objects(s3, bucket) == {"alice/notes.txt": b"the newer copy"}, entry.log_text()
-    assert (folder / "notes.txt").read_text() == "an old copy (from the image or an old volume)"
+    stored = objects(s3, bucket)
+    assert stored["alice/notes.txt"] == b"the newer copy", entry.log_text()
+    copies = [key for key in stored if key.startswith("alice/notes.conflict-")]
+    assert len(copies) == 1 and stored[copies[0]] == b"an old copy (from the image or an old volume)"
+    assert (folder / "notes.txt").read_text() == "the newer copy"
+
+
+def test_a_stop_while_the_store_still_fails_pushes_nothing(moto_server: Any, s3: Any, tmp_path: Path) -> None:
+    bucket = f"vmlab-agent-{uuid.uuid4().hex[:12]}"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("local")
+    env = {"AWS_S3_BUCKET_FOLDER": f"{bucket}/alice", "AWS_ACCESS_KEY_ID": "AKIAVMLABTEST",
+           "AWS_SECRET_ACCESS_KEY": "vmlab-secret-x", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": moto_server.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    entry = Entrypoint(tmp_path, env, "--", "touch", str(tmp_path / "started"))
+    try:
+        entry.wait_log("retrying in 1s")
+        code, _ = entry.terminate()
+    finally:
+        entry.close()
+    assert code == 128 + 15
+    assert "stopped before the restore succeeded: nothing pushed" in entry.log_text()
+    assert (folder / "notes.txt").read_text() == "local" and not (tmp_path / "started").exists()
 
 
 def test_a_command_that_ends_by_itself_gets_its_whole_final_push(salad_s3: Any, s3: Any, moto_server: Any,
