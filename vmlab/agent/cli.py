@@ -91,7 +91,7 @@ def _anchored(folder: Path, path: Path) -> str:
     import glob
 
     try:
-        rel = path.expanduser().absolute().relative_to(folder)
+        rel = path.expanduser().resolve().relative_to(folder.resolve())  # the same folder by another name too
     except ValueError:
         return ""
     return "/" + glob.escape(rel.as_posix()) if rel.parts else ""
