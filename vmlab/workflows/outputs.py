@@ -70,11 +70,12 @@ class Fetched:
 
 
 def safe_relative(text: str, what: str) -> PurePosixPath:
-    """`text` as a relative path without `..`: BadInput otherwise."""
+    """`text` as a relative path without `..`, not the folder itself (".", which the lab's listing never
+    fetched): BadInput otherwise."""
     path = PurePosixPath(text)
-    if not text.strip() or path.is_absolute() or ".." in path.parts or "\x00" in text:
+    if not text.strip() or not path.parts or path.is_absolute() or ".." in path.parts or "\x00" in text:
         raise BadInput(f"{what} {text!r} is not a path inside the run's folder",
-                       "give a relative path without '..', e.g. results/ or model.pt")
+                       "give a relative path without '..' (not the whole folder), e.g. results/ or model.pt")
     return path
 
 
