@@ -340,7 +340,8 @@ def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_
 def run(jupyter: bool, port: int | None, ip: str | None, folder: Path | None, grace_s: float,
         idle_minutes: float | None, command: tuple[str, ...]) -> None:
     """A container's entrypoint: restore the data folder from the store, start the sync, run COMMAND as a child,
-    and on SIGTERM/SIGINT stop COMMAND, push what is pending and exit with COMMAND's code, all within --grace.
+    and on SIGTERM/SIGINT stop COMMAND, push what is pending and exit with COMMAND's code, all within --grace
+    (COMMAND exiting by itself: the push takes as long as it needs).
     The store comes from VMLAB_SYNC_URL or SaladCloud's names (AWS_S3_BUCKET_FOLDER, AZURE_CONTAINER_URL +
     AZURE_BLOB_SAS_TOKEN, GOOGLE_BUCKET_FOLDER + GOOGLE_APPLICATION_CREDENTIALS); none set: COMMAND just runs.
     With --jupyter, JupyterLab always asks for JUPYTERLAB_PW (hashed) or JUPYTER_TOKEN, else for a fresh token
