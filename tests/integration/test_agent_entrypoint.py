@@ -338,3 +338,94 @@ def test_as_pid_1_orphans_are_reaped(tmp_path: Path) -> None:
     table = [line.split() for line in done.stdout.splitlines()]
     assert table[0][:2] == ["1", "0"]  # the agent is PID 1
     assert not [row for row in table if row[2].startswith("Z")], done.stdout  # the orphaned sleeps were reaped
+
+
+def test_a_stop_before_any_restore_succeeded_overwrites_nothing_in_the_store(moto_server: Any, s3: Any,
+                                                                             tmp_path: Path) -> None:
+    """The restore never succeeded (the bucket is missing at start), the store answers again, then SIGTERM: the
+    local folder was never compared with the store, so its files must not overwrite the store's copies; the
+    restore tried at the stop keeps both versions (a conflict copy) and the final push sends that copy."""
+    bucket = f"vmlab-agent-{uuid.uuid4().hex[:12]}"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("an old copy (from the image or an old volume)")
+    env = {"AWS_S3_BUCKET_FOLDER": f"{bucket}/alice", "AWS_ACCESS_KEY_ID": "AKIAVMLABTEST",
+           "AWS_SECRET_ACCESS_KEY": "vmlab-secret-x", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": moto_server.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    entry = Entrypoint(tmp_path, env, "--", "touch", str(tmp_path / "started"))
+    try:
+        entry.wait_log("retrying in 2s")  # the second failure: 2 s before the next try
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="alice/notes.txt", Body=b"the newer copy")
+        code, _ = entry.terminate()
+    finally:
+        entry.close()
+    assert code == 128 + 15, entry.log_text()
+    assert not (tmp_path / "started").exists()
+    stored = objects(s3, bucket)
+    assert stored["alice/notes.txt"] == b"the newer copy", entry.log_text()
+    copies = [key for key in stored if key.startswith("alice/notes.conflict-")]
+    assert len(copies) == 1 and stored[copies[0]] == b"an old copy (from the image or an old volume)"
+    assert (folder / "notes.txt").read_text() == "the newer copy"
+
+
+def test_a_stop_while_the_store_still_fails_pushes_nothing(moto_server: Any, s3: Any, tmp_path: Path) -> None:
+    bucket = f"vmlab-agent-{uuid.uuid4().hex[:12]}"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("local")
+    env = {"AWS_S3_BUCKET_FOLDER": f"{bucket}/alice", "AWS_ACCESS_KEY_ID": "AKIAVMLABTEST",
+           "AWS_SECRET_ACCESS_KEY": "vmlab-secret-x", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": moto_server.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    entry = Entrypoint(tmp_path, env, "--", "touch", str(tmp_path / "started"))
+    try:
+        entry.wait_log("retrying in 1s")
+        code, _ = entry.terminate()
+    finally:
+        entry.close()
+    assert code == 128 + 15
+    assert "stopped before the restore succeeded: nothing pushed" in entry.log_text()
+    assert (folder / "notes.txt").read_text() == "local" and not (tmp_path / "started").exists()
+
+
+def test_a_command_that_ends_by_itself_gets_its_whole_final_push(salad_s3: Any, s3: Any, moto_server: Any,
+                                                                 tmp_path: Path) -> None:
+    """The grace period is for a stop someone asked for. A job that writes its result and exits (nobody is about
+    to kill the container) must not be cut off after it: the agent waits for the upload, however long."""
+    from harness.faults.awsfaults import FaultProxy
+
+    folder, bucket, env = salad_s3
+    script = f"import pathlib; pathlib.Path({str(folder)!r}, 'result.txt').write_text('the result')"
+    with FaultProxy(moto_server.endpoint) as proxy:
+        proxy.delay(f"PUT /{bucket}/alice/data/result.txt", 4)  # a large result on a slow link
+        entry = Entrypoint(tmp_path, {**env, "AWS_ENDPOINT_URL": proxy.endpoint, "VMLAB_GRACE_SECONDS": "2"},
+                           "--", "python3", "-c", script)
+        try:
+            code = entry.wait()
+        finally:
+            entry.close()
+        assert code == 0, entry.log_text()
+        assert objects(s3, bucket)["alice/data/result.txt"] == b"the result"
+    assert "nothing left to push; exiting with 0" in entry.log_text()
+
+
+def test_a_state_folder_inside_the_data_folder_is_never_uploaded(fake_gcs: Any, tmp_path: Path) -> None:
+    """docs/containers.md says to keep the state on the data volume; when it is inside the synced folder, the
+    service account key written there (and the manifest, journal, JupyterLab token) must not reach the bucket."""
+    bucket = f"vmlab-{uuid.uuid4().hex[:12]}"
+    admin = fake_gcs.client().create_bucket(bucket)
+    key = json.dumps({"type": "service_account", "project_id": "vmlab-test", "private_key_id": uuid.uuid4().hex})
+    folder = tmp_path / "data"
+    script = f"import pathlib; pathlib.Path({str(folder)!r}, 'new.txt').write_text('to gcs')"
+    entry = Entrypoint(tmp_path, {"GOOGLE_BUCKET_FOLDER": f"{bucket}/sa1", "GOOGLE_APPLICATION_CREDENTIALS": key,
+                                  "GOOGLE_PROJECT_ID": "vmlab-test", "STORAGE_EMULATOR_HOST": fake_gcs.endpoint,
+                                  "VMLAB_AGENT_STATE_DIR": str(folder / ".vmlab-state")},
+                       "--", "python3", "-c", script)
+    try:
+        code = entry.wait()
+    finally:
+        entry.close()
+    assert code == 0
+    assert (folder / ".vmlab-state" / "google-credentials.json").exists()
+    names = sorted(blob.name for blob in admin.list_blobs())
+    assert [name for name in names if not name.startswith("sa1/.~")] == ["sa1/new.txt"], names

@@ -274,3 +274,71 @@ def test_a_lab_stopped_mid_run_ends_the_follow_with_a_clear_message(make_lab: Ca
     assert result.exit_code == 1, (result.output, result.stderr)
     assert "vmlab: error: lab job7 is stopped: run " in result.stderr and "a spot interruption" in result.stderr
     assert time.monotonic() - started < 30, "a stopped lab must not wait out the reconnect time"
+
+
+def test_a_file_sent_is_never_written_through_a_symlink_on_the_lab(make_lab: Callable[[str], Lab],
+                                                                   tmp_path: Path) -> None:
+    """A run left symlinks in the lab's copy (a file and a folder, pointing outside it); the next run's upload of
+    the same local paths must not write through them: refused before anything is sent or started."""
+    lab = make_lab("job8")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    first = run_vmlab("run", "job8", "--workdir", str(project), "--", "sh", "-c",
+                      "echo precious > ../precious.txt && mkdir -p ../elsewhere && "
+                      "ln -s ../precious.txt config.txt && ln -s ../elsewhere cache")
+    assert first.exit_code == 0, first.stderr
+    (project / "config.txt").write_text("local file\n")
+    (project / "cache").mkdir()
+    (project / "cache" / "x.bin").write_text("local cache\n")
+    second = run_vmlab("run", "job8", "--workdir", str(project), "--", "true")
+    outside = lab.path(f"/root/work/{WORKDIR}").parent
+    assert (outside / "precious.txt").read_text() == "precious\n"
+    assert not (outside / "elsewhere" / "x.bin").exists()
+    assert second.exit_code == 1, (second.output, second.stderr)
+    assert "is a symlink on the lab" in second.stderr and "cache" in second.stderr, second.stderr
+    assert len(list(lab.path("/root/.vmlab-runs").glob("2*"))) == 1  # the second run never started
+
+
+def test_non_utf8_file_names_are_sent_and_fetched_back(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    """File names are bytes on Linux: a Latin-1 name (not UTF-8) in the workdir and one written by the command."""
+    lab = make_lab("job9")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    (project / os.fsdecode(b"caf\xe9.txt")).write_text("in\n")
+    result = run_vmlab("run", "job9", "--workdir", str(project), "--outputs", "out", "--", "python3", "-c",
+                       "import os; os.mkdir(b'out'); open(b'out/r\\xe9sultat.txt', 'w').write("
+                       "open(b'caf\\xe9.txt').read())")
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert (lab.path(f"/root/work/{WORKDIR}") / os.fsdecode(b"caf\xe9.txt")).read_text() == "in\n"
+    assert (project / "out" / os.fsdecode(b"r\xe9sultat.txt")).read_text() == "in\n"
+
+
+def test_outputs_never_land_in_a_git_folder(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    """A `.git/` the command wrote inside an output folder (a config with core.fsmonitor, a hook: code that git,
+    or a shell prompt showing git status, runs here) is not fetched: the outputs are data, never a repository."""
+    make_lab("job10")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    result, doc = run_json("job10", "--workdir", str(project), "--outputs", "results", "--", "sh", "-c",
+                           "mkdir -p results/.git/hooks && echo ok > results/r.txt && "
+                           "printf '[core]\\n\\tfsmonitor = touch /tmp/pwned\\n' > results/.git/config && "
+                           "echo x > results/.git/hooks/pre-commit")
+    assert result.exit_code == 0 and doc is not None, (result.output, result.stderr)
+    assert (project / "results" / "r.txt").read_text() == "ok\n"
+    assert not (project / "results" / ".git").exists()
+    assert sorted(doc["skipped"]) == ["results/.git/config", "results/.git/hooks/pre-commit"], doc
+
+
+def test_the_lab_copy_of_the_workdir_is_the_lab_users_alone(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    """Another user on the lab (a shared machine) reads neither the code sent nor the outputs written there, as
+    they read nothing of the run folder: ~/work and its copies are made 0700 whatever the lab's umask."""
+    lab = make_lab("job11")
+    project = tmp_path / WORKDIR
+    project.mkdir()
+    (project / "train.py").write_text("print('hi')\n")
+    result = run_vmlab("run", "job11", "--workdir", str(project), "--", "true")
+    assert result.exit_code == 0, result.stderr
+    work = lab.path(f"/root/work/{WORKDIR}")
+    assert work.stat().st_mode & 0o777 == 0o700
+    assert work.parent.stat().st_mode & 0o777 == 0o700
+    assert lab.path("/root/.vmlab-runs").stat().st_mode & 0o777 == 0o700

@@ -47,7 +47,7 @@ def test_only_files_whose_size_or_second_differ_are_changed() -> None:
     assert changed(local, remote) == ["newer", "bigger", "new"]
 
 
-@pytest.mark.parametrize("bad", ["../up", "/etc", "a/../../b", "", "x\x00y"])
+@pytest.mark.parametrize("bad", ["../up", "/etc", "a/../../b", "", "x\x00y", ".", "./"])  # ".": fetched nothing
 def test_output_paths_must_stay_inside(bad: str) -> None:
     with pytest.raises(BadInput) as refused:
         check_paths([bad])

@@ -71,15 +71,30 @@ def _setup(folder: Path | None, url: str | None, manifest: Path | None, exclude:
     folder = (folder or config.data_dir).expanduser().absolute()
     store = open_store(url)
     name = hashlib.sha256(f"{folder}\0{store.url}".encode()).hexdigest()[:16]
+    status_file = status_file or config.status_file
+    own = [_anchored(folder, path) for path in (config.state_dir, manifest, status_file) if path is not None]
     return SyncOptions(
         folder=folder, store=store,
         manifest=Manifest.load(manifest or config.state_dir / f"manifest-{name}.json", store.url),
-        excludes=Excludes(extra=exclude),
+        excludes=Excludes(extra=(*exclude, *(pattern for pattern in own if pattern))),
         policy=policy,
-        status_file=status_file or config.status_file,
+        status_file=status_file,
         queue_file=config.state_dir / f"queue-{name}.jsonl",
         deletes_file=config.state_dir / f"deletes-{name}.json",
     )
+
+
+def _anchored(folder: Path, path: Path) -> str:
+    """An exclude pattern for `path` when it lies inside the synced `folder` (the agent's state dir, manifest or
+    status file: a Google key, a JupyterLab token, files rewritten on every push), else "". Example:
+    `_anchored(Path("/data"), Path("/data/.state"))` == "/.state"."""
+    import glob
+
+    try:
+        rel = path.expanduser().resolve().relative_to(folder.resolve())  # the same folder by another name too
+    except ValueError:
+        return ""
+    return "/" + glob.escape(rel.as_posix()) if rel.parts else ""
 
 
 _folder = click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -325,7 +340,8 @@ def idle(jupyter_url: str, count_connections: bool, poweroff_command: str, wall_
 def run(jupyter: bool, port: int | None, ip: str | None, folder: Path | None, grace_s: float,
         idle_minutes: float | None, command: tuple[str, ...]) -> None:
     """A container's entrypoint: restore the data folder from the store, start the sync, run COMMAND as a child,
-    and on SIGTERM/SIGINT stop COMMAND, push what is pending and exit with COMMAND's code, all within --grace.
+    and on SIGTERM/SIGINT stop COMMAND, push what is pending and exit with COMMAND's code, all within --grace
+    (COMMAND exiting by itself: the push takes as long as it needs).
     The store comes from VMLAB_SYNC_URL or SaladCloud's names (AWS_S3_BUCKET_FOLDER, AZURE_CONTAINER_URL +
     AZURE_BLOB_SAS_TOKEN, GOOGLE_BUCKET_FOLDER + GOOGLE_APPLICATION_CREDENTIALS); none set: COMMAND just runs.
     With --jupyter, JupyterLab always asks for JUPYTERLAB_PW (hashed) or JUPYTER_TOKEN, else for a fresh token

@@ -179,7 +179,9 @@ def run(options: SyncOptions, stop: threading.Event, restore_first: bool = True,
         log.info("%d paths left pending by the last run: pushing them first", len(pending))
     tracker = Tracker(options)
     if restore_first and not _restore_retrying(options, stop, pending, tracker):
-        try:
+        try:  # stopped while the store failed: one last try, the push is safe only after a restore
+            if not _restore_retrying(options, _SET, pending, tracker):
+                return _not_restored(options, pending, tracker)
             return flush(options, pending, tracker)
         finally:
             pending.close()
@@ -366,6 +368,23 @@ def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pend
         tracker.restored(restored)
         tracker.status.last_error = ""
         return True
+
+
+#: a stop already asked: `_restore_retrying` with it tries once
+_SET = threading.Event()
+_SET.set()
+
+
+def _not_restored(options: SyncOptions, pending: Pending, tracker: Tracker) -> PushResult:
+    """No restore succeeded, not even the one tried at the stop: the folder was never compared with the store, so
+    a push would put its files (an image's, an old volume's) over newer copies there, with no conflict copy. Nothing
+    is pushed; the journal keeps its paths for the next start, which restores first."""
+    why = "stopped before the restore succeeded: nothing pushed (the folder was never compared with the store)"
+    log.error("%s", why)
+    tracker.status.last_error = why
+    tracker.status.stopped = True
+    tracker.write(pending, force=True)
+    return PushResult(failed={"": why})
 
 
 def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None) -> PushResult:

@@ -7,8 +7,10 @@ start CMD as a child in its own process group (not exec: the agent outlives it t
 - SIGTERM, SIGINT or SIGHUP: the same signal goes to CMD, which gets half the grace period
   to exit (then SIGKILL to its whole group); the sync keeps running meanwhile, then pushes what is pending in what
   is left of the grace period (less a second), and the agent exits with CMD's code. SIGUSR1/SIGUSR2 are passed on.
-- CMD exits by itself: the same push, then its code (128+N when a signal N ended it). Only a CMD that exited 0
-  with files left unsynced turns into exit 1, so the orchestrator sees it.
+- CMD exits by itself: the same push, then its code (128+N when a signal N ended it). Nobody is about to kill
+  the container then, so the push takes as long as it needs (a large result on a slow link); a stop signal
+  meanwhile gives it what is left of the grace period from that signal. Only a CMD that exited 0 with files left
+  unsynced turns into exit 1, so the orchestrator sees it.
 - Idle stop (`--idle MINUTES`): vmlab.agent.idle's watcher, as on a VM; at the limit CMD is stopped as above.
 - As PID 1 (a container without an init) the agent also reaps orphaned grandchildren.
 
@@ -58,6 +60,8 @@ class Supervisor:
     stdin_null: bool = False
     stop_signal: int = 0
     reason: str = ""
+    #: when a stop signal came (monotonic): the grace period runs from then; None: no signal (yet)
+    signalled_at: float | None = None
     result: PushResult | None = None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -65,6 +69,8 @@ class Supervisor:
             if self._child is not None and self._child.poll() is None:
                 self._child.send_signal(signum)
             return
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
         if not self.stop_signal:
             self.stop_signal = signum
             self.reason = f"signal {signal.Signals(signum).name}"
@@ -76,26 +82,29 @@ class Supervisor:
         stop_sync = threading.Event()
         thread = self._start_sync(stop_sync) if self.sync is not None else None
         if (thread is not None and not self._wait_ready(thread)) or self.stop_signal:
-            return self._finish(thread, stop_sync, time.monotonic() + self.grace_s, 128 + self.stop_signal
-                                if self.stop_signal else 1)
+            return self._finish(thread, stop_sync, 128 + self.stop_signal if self.stop_signal else 1)
         try:
             self._child = subprocess.Popen(self.command, env=self.env, start_new_session=True,
                                            stdin=subprocess.DEVNULL if self.stdin_null else None)
         except OSError as e:
             log.error("cannot start %s: %s", self.command[0], e)
-            return self._finish(thread, stop_sync, time.monotonic() + self.grace_s, 127)
+            return self._finish(thread, stop_sync, 127)
         log.info("started %s (pid %d)", self.command[0], self._child.pid)
         if self.idle is not None:
             threading.Thread(target=self.idle, args=(self._idle_stop,), daemon=True, name="idle").start()
         code = self._wait_child(self._child)
-        deadline = time.monotonic() + self.grace_s
         if code is None:
             log.info("%s: stopping %s, then pushing what is pending (%.0f s in all)", self.reason,
                      self.command[0], self.grace_s)
-            code = self._stop_child(self._child, deadline - self.grace_s / 2)
+            code = self._stop_child(self._child, time.monotonic() + self.grace_s / 2)
         else:
             log.info("%s exited with %d: pushing what is pending", self.command[0], code)
-        return self._finish(thread, stop_sync, deadline, code)
+        return self._finish(thread, stop_sync, code)
+
+    def _left(self) -> float:
+        """Seconds left of the grace period, less one to exit in (the grace period runs from the signal)."""
+        assert self.signalled_at is not None
+        return self.signalled_at + self.grace_s - time.monotonic() - 1.0
 
     def _idle_stop(self, reason: str) -> None:
         if not self.stop_signal:
@@ -174,14 +183,18 @@ class Supervisor:
         log.info("%s exited with %d", self.command[0], code)
         return code
 
-    def _finish(self, thread: threading.Thread | None, stop: threading.Event, deadline: float, code: int) -> int:
+    def _finish(self, thread: threading.Thread | None, stop: threading.Event, code: int) -> int:
+        """The final push: within the grace period from a stop signal (less a second), else until it is done."""
         if thread is None:
             return code
         assert self.sync is not None
-        left = deadline - time.monotonic() - 1.0
-        self.sync.flush_s = max(0.5, left)
+        if self.signalled_at is not None:
+            self.sync.flush_s = max(0.5, self._left())
         stop.set()
-        thread.join(timeout=max(0.5, left))
+        while thread.is_alive() and self.signalled_at is None:  # nobody is about to kill the container
+            thread.join(timeout=0.1)
+        if thread.is_alive():
+            thread.join(timeout=max(0.5, self._left()))
         if thread.is_alive():
             log.error("the final push did not finish within the grace period: the journal keeps the paths for "
                       "the next start")

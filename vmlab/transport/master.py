@@ -152,7 +152,7 @@ class Master:
         self.spare.refill(link)
         try:
             try:
-                chan.exec_command(line)
+                chan.exec_command(os.fsencode(line))  # a non-UTF-8 file name: its own bytes
             except CHANNEL_ERRORS as exc:
                 return {"error": f"the connection failed while starting the command: {exc}", "sent": True}
             result = collect(chan, stdin, self.target.name, line)

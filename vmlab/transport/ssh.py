@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shlex
 import threading
 from collections.abc import Callable
@@ -217,7 +218,7 @@ class SSHConnection:
             # Not retried: once the request is sent the command may have started, and running it twice is
             # worse than reporting the failure.
             try:
-                chan.exec_command(line)
+                chan.exec_command(os.fsencode(line))  # a non-UTF-8 file name: its own bytes
             except CHANNEL_ERRORS as exc:
                 raise HostError(
                     f"connection to {self.name} failed while starting: {command.describe()} ({exc})",
@@ -276,7 +277,7 @@ class SSHConnection:
         sftp = self._sftp_client()
         src: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         try:
-            with sftp.open(remote_path, "wb") as fh:
+            with sftp.open(os.fsencode(remote_path), "wb") as fh:  # non-UTF-8 names: their bytes
                 if mode is not None:
                     fh.chmod(mode)
                 fh.set_pipelined(True)
@@ -294,7 +295,7 @@ class SSHConnection:
         sftp = self._sftp_client()
         local = Path(local_path)
         try:
-            sftp.get(remote_path, str(local))
+            sftp.get(os.fsencode(remote_path), str(local))
         except CHANNEL_ERRORS as exc:
             raise HostError(f"cannot read {remote_path} on {self.name}: {exc}") from None
         return local

@@ -2,8 +2,10 @@
 lab and lands at the same place under the local workdir. Nothing ever lands outside that folder: a PATH with `..`
 or a leading `/` is refused before the run, symlinks on the lab are neither listed nor followed (a link to
 /etc/shadow stays a link, reported as skipped), file names from the lab are checked again here, and no local folder
-on the way may be a symlink. A file is written to a temporary name beside its place and renamed over it, with the
-lab's modification time. (The next `vmlab run` never sends it back: output paths are not uploaded, see workdir.py.)
+on the way may be a symlink. Nothing under a `.git` folder is fetched (its config and hooks are code that git, or
+a shell prompt showing git status, would run here). A file is written to a temporary name beside its place and
+renamed over it, with the lab's modification time. (The next `vmlab run` never sends it back: output paths are
+not uploaded, see workdir.py.)
 
 Example::
 
@@ -68,11 +70,12 @@ class Fetched:
 
 
 def safe_relative(text: str, what: str) -> PurePosixPath:
-    """`text` as a relative path without `..`: BadInput otherwise."""
+    """`text` as a relative path without `..`, not the folder itself (".", which the lab's listing never
+    fetched): BadInput otherwise."""
     path = PurePosixPath(text)
-    if not text.strip() or path.is_absolute() or ".." in path.parts or "\x00" in text:
+    if not text.strip() or not path.parts or path.is_absolute() or ".." in path.parts or "\x00" in text:
         raise BadInput(f"{what} {text!r} is not a path inside the run's folder",
-                       "give a relative path without '..', e.g. results/ or model.pt")
+                       "give a relative path without '..' (not the whole folder), e.g. results/ or model.pt")
     return path
 
 
@@ -102,6 +105,9 @@ def download(conn: SSHConnection, remote_root: str, paths: Sequence[str], local_
     fetched = Fetched(skipped=list(found["skipped"]), missing=list(found["missing"]))
     root = local_root.resolve()
     for rel, size, mtime in found["files"]:
+        if ".git" in PurePosixPath(rel).parts:  # a repository's config and hooks are code git runs here
+            fetched.skipped.append(rel)
+            continue
         target = _local_target(root, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.vmlab-part"

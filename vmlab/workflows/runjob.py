@@ -153,7 +153,7 @@ def start(conn: SSHConnection, argv: Sequence[str], env: Mapping[str, str], *, w
     """Start `argv` detached in `workdir` on the lab with `env` added; returns the run."""
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
     folder = f"{home_dir}/{RUNS}/{run_id}"
-    made = conn.execute(Command("mkdir", "-p", "-m", "700", folder))
+    made = conn.execute(Command("mkdir", "-p", "-m", "700", f"{home_dir}/{RUNS}", folder))
     if made.rc != 0:
         raise HostError(f"cannot make the run folder {folder} on the lab: {made.stderr.strip()[-200:]}")
     conn.put(json.dumps(list(argv)).encode(), f"{folder}/argv.json", mode=0o600)

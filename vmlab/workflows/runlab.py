@@ -138,7 +138,7 @@ def _complete(conn: SSHConnection, run: runjob.Run, name: str, workdir_path: Pat
         result.fetched, result.skipped, result.missing = fetched.files, fetched.skipped, fetched.missing
         say(f"fetched {len(fetched.files)} output file(s) ({fetched.bytes} bytes) into {workdir_path}")
         if fetched.skipped:
-            say(f"not fetched (symlinks or outside the run's folder): {', '.join(fetched.skipped)}")
+            say(f"not fetched (symlinks, outside the run's folder or under .git): {', '.join(fetched.skipped)}")
         if fetched.missing:
             say(f"no such output on the lab: {', '.join(fetched.missing)}")
     say(f"run {run.id} exited with {rc}")

@@ -3,9 +3,10 @@ modification time differ from the lab's copy are uploaded (the quick check rsync
 local modification time), the rest is left alone. Excludes come from `.vmlabignore` and `.gitignore` at the top of
 DIR, in a gitignore subset: `#` comments, `!` re-includes, a trailing `/` for folders only, a `/` inside anchors
 the pattern at DIR, otherwise it matches a name at any depth; `*`, `?`, `[...]` and `**` as in shell globs.
-`.git/` is never sent; symlinks are not sent either (their target may lie outside DIR). Output paths (`--outputs`
-of this run and of every earlier run into the same folder, kept in the lab's `.vmlab-outputs`) are never sent:
-the lab writes them, and an older local copy must not overwrite a newer result.
+`.git/` is never sent; symlinks are not sent either (their target may lie outside DIR), nor is anything written
+through a symlink in the lab's copy (one a run made: the upload stops with an error before it sends a file).
+Output paths (`--outputs` of this run and of every earlier run into the same folder, kept in the lab's
+`.vmlab-outputs`) are never sent: the lab writes them, and an older local copy must not overwrite a newer result.
 
 File names are data: they travel as JSON on stdin and as SFTP paths, never through a shell.
 
@@ -38,24 +39,27 @@ ALWAYS_EXCLUDED = (".git/",)
 #: in the lab's copy: the output paths of every run there so far (JSON list); never uploaded over
 OUTPUTS_FILE = ".vmlab-outputs"
 
-# Lists the regular files under $1 (symlinks neither listed nor followed) with size and whole-second mtime, and
-# the output paths recorded there. Prints one JSON object.
+# Lists the regular files under $1 (symlinks not followed) with size and whole-second mtime, the symlinks and
+# other entries that are neither files nor folders, and the output paths recorded there. Prints one JSON object.
 REMOTE_STATE = r"""
 import json, os, sys
 root = sys.argv[1]
-os.makedirs(root, exist_ok=True)
-found = {}
+os.makedirs(os.path.dirname(root), mode=0o700, exist_ok=True)  # the lab user's alone, as the run folders
+os.makedirs(root, mode=0o700, exist_ok=True)
+found, links = {}, []
 for top, dirs, files in os.walk(root, followlinks=False):
-    for name in files:
+    for name in dirs + files:
         path = os.path.join(top, name)
         st = os.lstat(path)
         if (st.st_mode & 0o170000) == 0o100000:
             found[os.path.relpath(path, root)] = [st.st_size, int(st.st_mtime)]
+        elif (st.st_mode & 0o170000) != 0o040000:
+            links.append(os.path.relpath(path, root))
 try:
     outputs = json.load(open(os.path.join(root, sys.argv[2])))
 except (OSError, ValueError):
     outputs = []
-print(json.dumps({"files": found, "outputs": outputs}))
+print(json.dumps({"files": found, "links": links, "outputs": outputs}))
 """
 
 # Creates the folders named on stdin under $1.
@@ -182,9 +186,16 @@ def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str
     known = [str(p) for p in state["outputs"]]
     all_outputs = sorted({*known, *outputs})
     files = {rel: f for rel, f in files.items() if not under(rel, all_outputs) and rel != OUTPUTS_FILE}
-    if all_outputs != sorted(known):
-        conn.put(json.dumps(all_outputs).encode(), f"{remote_root}/{OUTPUTS_FILE}", mode=0o600)
     todo = changed(files, state["files"])
+    new_outputs = all_outputs != sorted(known)
+    written = [*todo, OUTPUTS_FILE] if new_outputs else todo
+    blocked = sorted(link for link in state["links"] if any(under(rel, [link]) for rel in written))
+    if blocked:  # SFTP would write through it: into whatever it points at, maybe outside the folder
+        raise HostError(f"{remote_root}/{blocked[0]} is a symlink on the lab (left by a run?): a file sent there "
+                        "would be written through it", "remove it on the lab (`vmlab ssh NAME`), or exclude "
+                        "the path in .vmlabignore")
+    if new_outputs:
+        conn.put(json.dumps(all_outputs).encode(), f"{remote_root}/{OUTPUTS_FILE}", mode=0o600)
     dirs = sorted({posixpath.dirname(rel) for rel in todo} - {""})
     if dirs:
         _remote(conn, Command("python3", "-c", MAKE_DIRS, remote_root, stdin=json.dumps(dirs), label="make folders"),
