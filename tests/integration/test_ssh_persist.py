@@ -126,6 +126,15 @@ def test_later_runs_use_the_master_without_a_handshake(sshd: SSHD, rundir: Path,
     assert logins(sshd) == before + 1  # the put's connection; the commands made none
 
 
+def test_a_non_utf8_name_goes_through_the_master_as_its_own_bytes(sshd: SSHD, rundir: Path, tmp_path: Path) -> None:
+    target, pid = start_master(sshd)
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.txt")  # a surrogate-escaped str, as os.listdir gives
+    with SSHConnection(target) as conn:
+        assert conn.run("touch", name).rc == 0
+        assert conn._mux is not None and conn._mux.pid == pid and conn._link is None
+    assert os.path.exists(os.fsencode(str(tmp_path)) + b"/caf\xe9.txt")
+
+
 def test_persist_zero_leaves_nothing(sshd: SSHD, rundir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VMLAB_SSH_PERSIST", "0")
     with SSHConnection(sshd.target(pinned_host_key=sshd.host_key_pub)) as conn:
