@@ -232,17 +232,23 @@ def _or_dash(value: float | None) -> str:
 @click.argument("command", nargs=-1)
 @handle_errors
 def ssh(name: str, command: tuple[str, ...]) -> None:
-    """Open a shell on lab NAME (or run COMMAND there) with its key and pinned host key.
+    """Open a shell on lab NAME (or run COMMAND there) with its key and pinned host key (a container lab:
+    `podman exec -it`, no SSH).
 
     \b
     Example:
       vmlab ssh lab -- journalctl -u jupyterlab -n 50
     """
+    from vmlab.providers.base import ServesLabs
     from vmlab.state import LabStore
     from vmlab.workflows.labs import require_record
     from vmlab.workflows.tunnel import known_hosts_for
 
     record = require_record(LabStore(), name)
+    provider = provider_for(record)
+    if isinstance(provider, ServesLabs):  # no sshd: the provider's own shell (a container: `podman exec -it`)
+        shell, env = provider.shell(record.instance_id, command)
+        os.execvpe(shell[0], shell, env)
     argv = ["ssh", "-p", str(record.port), "-i", record.key_file, "-l", record.user, "-F", "none",
             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={known_hosts_for(record)}",
