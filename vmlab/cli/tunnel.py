@@ -96,17 +96,23 @@ def _served(out: Output, record: Any, port: int | None, extra: tuple[int, ...], 
             open_browser: bool) -> bool:
     """A lab its provider publishes on 127.0.0.1 itself (`ServesLabs`, a container): no tunnel to open; check
     that it answers to its token and print the URL. False for a lab reached over SSH."""
+    from vmlab.errors import HostError
     from vmlab.providers import provider_for
     from vmlab.providers.base import ServesLabs
-    from vmlab.workflows.servedlab import lab_url, served_answer
+    from vmlab.workflows.servedlab import lab_url, wait_answers
 
-    if not isinstance(provider_for(record), ServesLabs):
+    provider = provider_for(record)
+    if not isinstance(provider, ServesLabs):
         return False
     given = [flag for flag, value in (("--port", port), ("--extra", extra), ("--background", background)) if value]
     if given:
         raise BadInput(f"{', '.join(given)} do not apply to lab {record.name}: its provider publishes it on "
                        f"127.0.0.1:{record.port} itself", f"run `vmlab tunnel {record.name}`")
-    served_answer(record)
+    inst = provider.describe(record.instance_id)
+    if inst is None or inst.state != "running":
+        raise HostError(f"lab {record.name} is {inst.state if inst else 'gone'}",
+                        f"`vmlab start {record.name}`" if inst else f"`vmlab up {record.name}`")
+    wait_answers(record, inst, provider, timeout=60.0)  # just started: JupyterLab takes a few seconds
     url = lab_url(record)
     _announce(out, record.name, {"url": url, "extra": []})
     out.emit({"lab": record.name, "local_port": record.port, "url": url, "backend": "provider", "extra": []})

@@ -37,23 +37,9 @@ def lab_url(record: LabRecord) -> str:
     return f"http://{LOCAL}:{record.port}/lab?token={record.token}"
 
 
-def served_answer(record: LabRecord) -> None:
-    """HostError unless JupyterLab of the lab answers 200 to its token on 127.0.0.1 (`vmlab tunnel`)."""
-    from vmlab.workflows.tunnel import lab_status
-
-    try:
-        status = lab_status(record.port, record.token)
-    except OSError as exc:
-        raise HostError(f"lab {record.name} does not answer on {LOCAL}:{record.port} ({exc})",
-                        f"is it running? `vmlab ls`, then `vmlab start {record.name}`") from exc
-    if status != 200:
-        raise HostError(f"JupyterLab of lab {record.name} answers HTTP {status} to its token",
-                        f"`vmlab down {record.name}` and `vmlab up {record.name}` again")
-
-
 def wait_answers(record: LabRecord, inst: Instance, provider: Provider, timeout: float) -> None:
-    """Until JupyterLab answers 200 to the token on the published port; HostError when the container stopped or
-    the time ran out."""
+    """Until JupyterLab answers 200 to the token on the published port; HostError when it refuses the token,
+    the container stopped or the time ran out."""
     from vmlab.workflows.tunnel import lab_status
 
     deadline = time.monotonic() + timeout
@@ -63,8 +49,11 @@ def wait_answers(record: LabRecord, inst: Instance, provider: Provider, timeout:
             status = lab_status(record.port, record.token, timeout=2.0)
             if status == 200:
                 return
+            if status in (401, 403):
+                raise HostError(f"JupyterLab of lab {record.name} refuses its recorded token (HTTP {status})",
+                                f"`vmlab down {record.name}`, then `vmlab up {record.name}`")
             last = f"HTTP {status}"
-        except OSError as exc:
+        except OSError as exc:  # nothing answers yet (JupyterLab starting), or the lab stopped
             last = str(exc)
             current = provider.describe(inst.id)
             if current is None or current.state != "running":

@@ -136,6 +136,9 @@ class ContainerProvider:
             raise BadInput(f"container name {spec.name!r} is not allowed", "use letters, digits and ._- "
                            "(128 at most, starting with a letter or digit)")
         check_labels(spec.tags)
+        if spec.instance_type:
+            raise BadInput(f"--type/--builder-type {spec.instance_type} does not apply to containers (they share "
+                           "this machine's CPUs and memory)", "drop it")
         if spec.volume_size_gb is not None:
             raise BadInput("--volume-size does not apply to containers (their disk is the engine's storage)",
                            "drop --volume-size")
