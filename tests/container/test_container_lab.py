@@ -136,10 +136,10 @@ def test_sync_restores_at_start_and_uploads(provider: ContainerProvider, lab_ima
     assert leftovers(provider) == ([], [])
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
-def test_signal_during_up_leaves_nothing(provider: ContainerProvider, lab_image: str, sig: str) -> None:
-    """The signal arrives once the lab container exists (JupyterLab still starting): exit 128+signal, no
-    container, no volume, no record."""
+@pytest.mark.parametrize("fault", ["SIGTERM", "SIGINT", "SIGHUP", "container killed"])
+def test_fault_during_up_leaves_nothing(provider: ContainerProvider, lab_image: str, fault: str) -> None:
+    """A signal to vmlab, or the lab container killed under it, once the container exists (JupyterLab still
+    starting): exit 128+signal (or 1), no container, no volume, no record."""
     proc = subprocess.Popen([sys.executable, "-m", "vmlab", "up", "ctr4", "--provider", "container", "--image",
                              lab_image], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
@@ -151,11 +151,16 @@ def test_signal_during_up_leaves_nothing(provider: ContainerProvider, lab_image:
             time.sleep(0.1)
         else:
             pytest.fail("the lab container never appeared")
-        proc.send_signal(getattr(signal, sig))
+        if fault == "container killed":
+            provider.engine.text("kill", "ctr4")
+        else:
+            proc.send_signal(getattr(signal, fault))
         out = proc.communicate(timeout=60)[0].decode()
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 128 + getattr(signal, sig), out
+    expected = 1 if fault == "container killed" else 128 + getattr(signal, fault)
+    assert proc.returncode == expected, out
+    assert fault != "container killed" or "stopped while starting" in out
     assert leftovers(provider) == ([], [])
     assert json.loads(vmlab("ls", "--json").stdout)["labs"] == []
