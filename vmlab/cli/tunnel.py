@@ -50,6 +50,8 @@ def tunnel(name: str, port: int | None, open_browser: bool, once: bool, extra: t
     out = Output(json_mode)
     # a refused forward is reported once as the error below, not as a log line per attempt
     logging.getLogger("vmlab.transport").addHandler(logging.NullHandler())
+    if port is not None:
+        check_port(port)
     for remote in extra:
         check_port(remote, "--extra")
     record = require_record(LabStore(), name)
@@ -57,7 +59,7 @@ def tunnel(name: str, port: int | None, open_browser: bool, once: bool, extra: t
         raise BadInput("--stop cannot be combined with --background or --once", f"run `vmlab tunnel {name} --stop`")
     if _served(out, record, port, extra, background, open_browser):
         return
-    port = check_port(port or 8888)
+    port = port or 8888
     if stop_it:
         pid = tunnel_bg.stop(name)
         out.say(f"stopped the background tunnel to {name} (pid {pid})" if pid else f"no background tunnel to {name}")
