@@ -164,3 +164,30 @@ def test_fault_during_up_leaves_nothing(provider: ContainerProvider, lab_image: 
     assert fault != "container killed" or "stopped while starting" in out
     assert leftovers(provider) == ([], [])
     assert json.loads(vmlab("ls", "--json").stdout)["labs"] == []
+
+
+def test_a_volume_made_before_up_is_used_and_kept_by_a_failed_launch(provider: ContainerProvider, lab_image: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vmlab-NAME-data` made by hand (say, restored from a backup) is the lab's data folder; a launch whose
+    `podman run` fails (here: the port it was given is taken meanwhile) leaves it alone."""
+    import socket
+
+    from vmlab.providers.container import labcontainer
+
+    provider.engine.text("volume", "create", "vmlab-ctr5-data")
+    provider.engine.text("run", "--rm", "--network", "none", "-v", "vmlab-ctr5-data:/d", lab_image, "sh", "-c",
+                         "echo from before > /d/old.txt")
+    from vmlab.providers.base import LabLaunch, LaunchSpec
+
+    spec = LaunchSpec("ctr5", lab_image, "", tags={"vmlab:lab": "ctr5", "vmlab:run": "t"})
+    with socket.socket() as taken, monkeypatch.context() as patch:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        patch.setattr(labcontainer, "free_port", lambda: taken.getsockname()[1])
+        with pytest.raises(Exception, match="starting lab container ctr5 failed"):
+            provider.launch_lab(spec, LabLaunch("t" * 40))
+    assert leftovers(provider) == ([], ["vmlab-ctr5-data"])
+    up("ctr5", lab_image)
+    assert in_lab(provider, "ctr5", "cat /root/data/old.txt") == "from before\n"
+    assert vmlab("down", "ctr5").exit_code == 0
+    assert leftovers(provider) == ([], [])
