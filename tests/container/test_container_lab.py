@@ -88,6 +88,9 @@ def test_up_tunnel_stop_start_down(provider: ContainerProvider, lab_image: str) 
     again = vmlab("tunnel", "ctr1", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["url"] == url, again.output
     assert in_lab(provider, "ctr1", "cat /root/data/notes.txt") == "kept\n"
+    assert vmlab("stop", "ctr1").exit_code == 0
+    resumed = up("ctr1", lab_image)  # `up` of a stopped container lab starts it (same token, same data)
+    assert resumed["resumed"] is True and resumed["lab"]["port"] == port
     listed = json.loads(vmlab("ls", "--json").stdout)["labs"]
     assert [lab["name"] for lab in listed] == ["ctr1"]
 

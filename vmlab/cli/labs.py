@@ -71,9 +71,10 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
     if result.record.hourly_price is not None:
         market = "spot" if result.record.spot else "on-demand"
         out.say(f"{market}, about ${result.record.hourly_price:.4g}/h (estimate) until `vmlab stop {name}`")
-    out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
-            f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
-            f"{t['overhead']:.1f}s); open it with: {result.tunnel_hint}", "bold green")
+    boot = f"boot to SSH {t['boot_to_ssh']:.0f}s, " if "boot_to_ssh" in t else ""  # none for a container lab
+    out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s ({boot}JupyterLab start "
+            f"{t.get('jupyter_start', 0):.0f}s, vmlab {t['overhead']:.1f}s); open it with: {result.tunnel_hint}",
+            "bold green")
     out.emit({**result.to_json(), "offer": quote.offer if quote else None,
               "type_choice": choice.to_json() if choice else None})
 
