@@ -58,6 +58,33 @@ def in_lab(provider: ContainerProvider, name: str, script: str) -> str:
     return str(result.stdout)
 
 
+def ssh_output(name: str, *command: str) -> str:
+    """`vmlab ssh NAME -- COMMAND` on a terminal (it asks podman for one: -it), its output."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vmlab", "ssh", name, "--", *command], stdin=follower,
+                              stdout=follower, stderr=follower, timeout=30, env=os.environ.copy())
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal is closed and read out
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0, b"".join(chunks)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def up(name: str, image: str, *extra: str) -> dict[str, Any]:
     result = vmlab("up", name, "--provider", "container", "--image", image, "--idle", "0", "--json", *extra)
     assert result.exit_code == 0, result.output
@@ -82,6 +109,7 @@ def test_up_tunnel_stop_start_down(provider: ContainerProvider, lab_image: str) 
     assert vmlab("tunnel", "ctr1", "--port", "9000").exit_code == 2  # its port is the provider's
 
     in_lab(provider, "ctr1", "echo kept > /root/data/notes.txt")
+    assert "kept" in ssh_output("ctr1", "cat", "/root/data/notes.txt")  # `vmlab ssh`: podman exec -it, no sshd
     assert vmlab("stop", "ctr1").exit_code == 0
     assert provider.describe("ctr1").state == "stopped"  # type: ignore[union-attr]
     assert vmlab("start", "ctr1").exit_code == 0
