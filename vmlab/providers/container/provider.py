@@ -9,6 +9,8 @@ vmlab's own storage (vmlab/providers/container/engine.py). No SSH: commands go t
 - create_image: the container is stopped (systemd shuts down cleanly), then `podman commit`ted to
   `localhost/vmlab/NAME:HASH` (HASH: the first 12 characters of `vmlab:recipe-hash`), its tags and provenance
   (vmlab's version, the creation time) as image labels.
+- launch_lab (ServesLabs, `vmlab up`): a lab container whose agent runs JupyterLab, published on 127.0.0.1 only,
+  the data folder on the volume `vmlab-NAME-data` (labcontainer.py); `terminate` removes that volume too.
 
 Example::
 
