@@ -401,11 +401,13 @@ class Executes(Protocol):
 @dataclass(frozen=True)
 class LabLaunch:
     """What a lab the provider serves itself is started with: JupyterLab's `token` (fresh at each launch; secret)
-    and the agent's settings (sync URL, idle minutes; 0 = off)."""
+    and the agent's settings (sync URL, idle minutes and hard limit per start; 0 = off)."""
 
     token: str = field(repr=False)
     sync_url: str | None = field(default=None, repr=False)
     idle_minutes: float = 0.0
+    #: hours each start of the lab may run before the agent stops it (0: no limit)
+    max_hours: float = 0.0
 
 
 @runtime_checkable

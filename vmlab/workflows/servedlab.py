@@ -85,7 +85,8 @@ def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_time
     with Cleanup(say) as cleanup:
         say(f"launching lab {name} from {checks.image.name} ({checks.image.id})")
         with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo
-            inst = provider.launch_lab(checks.spec, LabLaunch(token, settings.sync_url, settings.idle_minutes))
+            inst = provider.launch_lab(checks.spec, LabLaunch(token, settings.sync_url, settings.idle_minutes,
+                                                                   settings.max_hours))
             cleanup.on_failure(f"lab container {inst.id}", lambda: base.terminate(inst.id))
         record = LabRecord(name=name, provider=base.name, instance_id=inst.id, image=checks.image.id,
                            user=inst.user, key_file="", host_key="", token=token, host=inst.host, port=inst.port,

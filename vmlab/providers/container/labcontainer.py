@@ -75,7 +75,8 @@ def host_loopback(environ: Mapping[str, str]) -> bool:
 def plain_env(launch: LabLaunch) -> dict[str, str]:
     """The lab container's variables that are no secret (on podman's command line as NAME=VALUE)."""
     return {"VMLAB_DATA_DIR": DATA, "VMLAB_AGENT_STATE_DIR": lab.AGENT_STATE_DIR,
-            "VMLAB_IDLE_MINUTES": f"{launch.idle_minutes:g}", "PATH": PATH}
+            "VMLAB_IDLE_MINUTES": f"{launch.idle_minutes:g}", "VMLAB_MAX_HOURS": f"{launch.max_hours:g}",
+            "PATH": PATH}
 
 
 def secret_env(launch: LabLaunch, environ: Mapping[str, str]) -> dict[str, str]:
