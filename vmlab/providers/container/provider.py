@@ -153,10 +153,13 @@ class ContainerProvider:
 
     def plan_launch(self, spec: LaunchSpec) -> LaunchPlan:
         self.check_launch(spec)
+        creates = ((f"podman volume {labcontainer.volume_name(spec.name)} (the data folder, unless it exists)",
+                    f"podman container {spec.name} from {spec.image} (the agent runs JupyterLab, published on "
+                    "127.0.0.1 only; own network namespace, slirp4netns)") if "vmlab:lab" in spec.tags else
+                   (f"podman container {spec.name} from {spec.image} (systemd; own network namespace, "
+                    "slirp4netns)",))
         return LaunchPlan(provider=self.name, image=spec.image, image_name=spec.image, instance_type="container",
-                          volume_gb=None, spot=False,
-                          creates=(f"podman container {spec.name} from {spec.image} (systemd; own network "
-                                   "namespace, slirp4netns)",))
+                          volume_gb=None, spot=False, creates=creates)
 
     def check_image_name(self, name: str) -> None:
         if len(name) > 128 or not IMAGE_NAME_RE.fullmatch(name):
