@@ -98,14 +98,18 @@ class Tool:
 
 
 class VmlabCLI(Tool):
-    name = "vmlab"
+    """`vmlab provision`; `persist` is VMLAB_SSH_PERSIST (seconds its SSH connection master outlives a run; 0:
+    every run connects directly). Named "vmlab" with persistence, "vmlab-direct" without."""
 
-    def __init__(self, work: Path, root: Path, inventory: Path) -> None:
+    def __init__(self, work: Path, root: Path, inventory: Path, persist: float) -> None:
         super().__init__(root)
+        self.name = "vmlab" if persist > 0 else "vmlab-direct"
         self.inventory = inventory
-        # Own state and cache dirs: nothing from the user's vmlab (known_hosts, caches) leaks into the run.
+        # Own state, cache and runtime dirs: nothing from the user's vmlab (known_hosts, caches, connection
+        # masters) leaks into the run.
         self.env = {**os.environ, "PYTHONPATH": str(REPO), "VMLAB_STATE_DIR": str(work / "vmlab-state"),
-                    "VMLAB_CACHE_DIR": str(work / "vmlab-cache"), "NO_COLOR": "1"}
+                    "VMLAB_CACHE_DIR": str(work / "vmlab-cache"), "XDG_RUNTIME_DIR": str(work / "run"),
+                    "VMLAB_SSH_PERSIST": f"{persist:g}", "NO_COLOR": "1"}
 
     def run(self) -> Run:
         seconds, proc = timed([sys.executable, "-m", "vmlab", "provision", str(RECIPE), "-i", str(self.inventory),

@@ -148,7 +148,7 @@ def _open_vmlab(server: SSHD, port: int, known_hosts: Path) -> Client:
     from vmlab.engine.command import Command
     from vmlab.transport.ssh import SSHConnection
 
-    conn = SSHConnection(server.target(known_hosts=known_hosts, port=port)).open()
+    conn = SSHConnection(server.target(known_hosts=known_hosts, port=port), persist=0).open()
     command = Command("true")
 
     def once() -> float:
@@ -233,7 +233,7 @@ def handshake_turns(server: SSHD, port: int, known_hosts: Path, turns: Callable[
     from vmlab.transport.ssh import SSHConnection
 
     before = turns()
-    with SSHConnection(server.target(known_hosts=known_hosts, port=port)).open():
+    with SSHConnection(server.target(known_hosts=known_hosts, port=port), persist=0).open():
         time.sleep(4 * rtt_ms / 1000 + 0.05)
         return turns() - before
 
@@ -254,9 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (targets, inventories, logs)")
     ap.add_argument("--rtt", type=float, default=0.0, metavar="MS",
                     help="added network round trip in ms, through a latency proxy on 127.0.0.1 (default 0: none)")
+    ap.add_argument("--persist", type=float, default=300.0, metavar="SECONDS",
+                    help="how long vmlab's SSH connection master and Ansible's OpenSSH ControlPersist master "
+                         "outlive a run, the same for both (default 300: longer than a round of all tools, "
+                         "converges included, on a loaded machine); `vmlab-direct` is vmlab with persistence off")
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.rtt_runs < 10 or not 0 <= args.rtt <= 1000:
-        ap.error("--runs must be >= 1, --rtt-runs >= 10 and --rtt between 0 and 1000")
+    if args.runs < 1 or args.rtt_runs < 10 or not 0 <= args.rtt <= 1000 or args.persist <= 0:
+        ap.error("--runs must be >= 1, --rtt-runs >= 10, --rtt between 0 and 1000 and --persist positive")
 
     versions = {} if args.skip_peers else ensure_peers(args.peers_venv)
     from vmlab import __version__ as vmlab_version
@@ -274,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         build_wheel(wheel_dir)
         os.environ["VMLAB_STATE_DIR"] = str(work / "vmlab-state")  # this process's own vmlab runs
         os.environ["VMLAB_CACHE_DIR"] = str(work / "vmlab-cache")
+        # The in-process runs use the CLI runs' connection master, like a second CLI run would.
+        (work / "run").mkdir(mode=0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(work / "run")
+        os.environ["VMLAB_SSH_PERSIST"] = f"{args.persist:g}"
 
         # The target's Python 3 (found over SSH, so it is what a login through this sshd sees).
         from vmlab.transport.ssh import SSHConnection
 
-        with SSHConnection(server.target(known_hosts=known_hosts, port=port)).open(retry_for=10) as conn:
+        with SSHConnection(server.target(known_hosts=known_hosts, port=port), persist=0).open(retry_for=10) as conn:
             py = conn.run("sh", "-c", "command -v python3").stdout.strip()
         delay = {"rtt_ms": args.rtt, "handshake": handshake_turns(server, port, known_hosts, turns, args.rtt)}
         common = {"port": port, "user": server.user, "key": str(server.client_key),
@@ -295,8 +303,15 @@ def main(argv: list[str] | None = None) -> int:
         tools: list[tuple[Tool, ToolResult]] = []
         root = work / "target-vmlab"
         inv = fill("inventory.yml.in", work / "inventory-vmlab.yml", json.dumps, root=str(root), **common)
-        vmlab_tool = VmlabCLI(work, root, inv)
-        tools.append((vmlab_tool, ToolResult("vmlab", vmlab_version, "20 steps")))
+        vmlab_tool = VmlabCLI(work, root, inv, args.persist)
+        res = ToolResult("vmlab", vmlab_version, "20 steps")
+        res.notes.append(f"SSH connection master kept {args.persist:g}s after each run (VMLAB_SSH_PERSIST)")
+        tools.append((vmlab_tool, res))
+        root = work / "target-vmlab-direct"
+        inv_d = fill("inventory.yml.in", work / "inventory-vmlab-direct.yml", json.dumps, root=str(root), **common)
+        res = ToolResult("vmlab-direct", vmlab_version, "20 steps")
+        res.notes.append("VMLAB_SSH_PERSIST=0: every run makes its own SSH connection (vmlab before persistence)")
+        tools.append((VmlabCLI(work, root, inv_d, 0), res))
         if not args.skip_peers:
             root = work / "target-pyinfra"
             inv_p = fill("pyinfra_inventory.py.in", work / "inventory_pyinfra.py", repr, root=str(root), **common)
@@ -307,11 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             root = work / "target-ansible"
             inv_a = fill("inventory.yml.in", work / "inventory-ansible.yml", json.dumps, root=str(root), **common)
             cfg = fill("ansible.cfg.in", work / "ansible.cfg", str, py=py,
-                       control_path_dir=str(work / "ansible-cp"))
+                       control_path_dir=str(work / "ansible-cp"), persist=f"{args.persist:g}")
             res = ToolResult("ansible", versions["ansible-core"], "21 tasks")
             res.notes.append("pipelining on, gather_facts off (faster than Ansible's defaults); OpenSSH "
-                             "ControlPersist reuses one connection across runs; the `unless` guard is a "
-                             "separate command task")
+                             f"ControlPersist={args.persist:g}s reuses one connection across runs; the "
+                             "`unless` guard is a separate command task")
             tools.append((Ansible(work, root, inv_a, cfg, args.peers_venv), res))
         results = [res for _, res in tools]
 
@@ -338,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         rtt = bench_round_trip(server, port, known_hosts, n)
 
         text, data = report(results, inproc, startup, rtt, args.runs, port, delay)
+        data["persist_seconds"] = args.persist
         print(text)
         openssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
         data["versions"] = {"vmlab": vmlab_version, **versions, "python": sys.version.split()[0], "openssh": openssh}

@@ -27,6 +27,10 @@ Variables (each checked before any host is touched: names are plain names, paths
   `~/data/{{ tensorboard_logdir }}`; reach it with `vmlab tunnel --extra 6006`. TensorBoard has no login of
   its own: anyone with a shell on the VM can read it. It is not in the lock: pip installs the newest
   TensorBoard (and what it needs) into the locked venv, so such an image is not reproducible.
+- `hub_singleuser` (false): also JupyterHub's single-user server (`hub_singleuser_spec`, `jupyterhub>=5,<6`, the
+  hub's major version) in the same venv, so a class image can serve `vmlab.hub.LabSpawner`
+  (`/opt/jupyter/bin/jupyterhub-singleuser`, docs/hub.md). Like TensorBoard it is not in the lock: pip installs
+  the newest match into the locked venv.
 """
 
 import re
@@ -53,6 +57,8 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "tensorboard": False,
     "tensorboard_port": 6006,
     "tensorboard_logdir": "runs",
+    "hub_singleuser": False,
+    "hub_singleuser_spec": "jupyterhub>=5,<6",
 })
 
 #: exact versions and hashes of JupyterLab and its dependencies (made by scripts/lock.sh from locks/jupyterlab.in)
@@ -74,8 +80,9 @@ def _variables(v):
     for name in ("conda_prefix", "jupyter_venv", "env_file"):
         varcheck.abs_path(v, name, example=recipe.vars[name])
     varcheck.requirement(v, "jupyterlab_spec")
+    varcheck.requirement(v, "hub_singleuser_spec", example="'jupyterhub>=5,<6'")
     varcheck.installer(v, "installer")
-    for name in ("conda", "tensorboard", "jupyterlab_lock"):
+    for name in ("conda", "tensorboard", "jupyterlab_lock", "hub_singleuser"):
         varcheck.boolean(v, name)
     if v["jupyterlab_lock"] and v["jupyterlab_spec"] != recipe.vars["jupyterlab_spec"]:
         raise BadInput(f"jupyterlab_spec {v['jupyterlab_spec']!r} is not used while the lock pins JupyterLab",
@@ -175,6 +182,8 @@ recipe.step("jupyterlab unit", systemd.Unit(lab.SERVICE, content=UNIT), notify="
 recipe.step("jupyterlab at boot", systemd.Service(lab.SERVICE, enabled=True))
 recipe.handler("restart jupyterlab", systemd.Service(lab.SERVICE, restarted=True))
 
+recipe.step("jupyterhub-singleuser", pip.Packages(("{{ hub_singleuser_spec }}",), python=HOME + "/bin/python",
+                                                 installer="{{ installer }}"), when="hub_singleuser")
 recipe.step("tensorboard", pip.Packages(("tensorboard",), python=HOME + "/bin/python", installer="{{ installer }}"),
             when="tensorboard")
 recipe.step("tensorboard logs", files.Directory("/home/{{ user }}/{{ data_dir }}/{{ tensorboard_logdir }}",

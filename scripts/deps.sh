@@ -1,7 +1,8 @@
 # Sourced by scripts/*.sh: installs what vmlab needs on a Debian/Ubuntu machine, skipping what is there.
 # System: OpenSSH (client for tunnels, server for tests), QEMU + debootstrap + debian-archive-keyring (checks what
-# debootstrap downloads) + genisoimage (local provider); podman + runc + slirp4netns (container provider), skopeo
-# and docker-registry (image export and push, tested against a registry on 127.0.0.1).
+# debootstrap downloads) + genisoimage (local provider). For the tests (vmlab_test_packages): podman + runc +
+# slirp4netns (container provider), skopeo and docker-registry (image export and push, tested against a registry
+# the tests start on 127.0.0.1).
 # Python: a virtualenv in .venv with vmlab installed editable (plus test extras when asked).
 
 SUDO=""
@@ -9,8 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 vmlab_system_packages() {
   local want=(openssh-client openssh-server qemu-system-x86 qemu-utils debootstrap debian-archive-keyring
-              genisoimage e2fsprogs ca-certificates curl
-              podman runc crun slirp4netns skopeo buildah docker-registry "$@")
+              genisoimage e2fsprogs ca-certificates curl "$@")
   local missing=()
   for pkg in "${want[@]}"; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -20,11 +20,16 @@ vmlab_system_packages() {
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  # Debian's docker-registry starts a service on :5000 (every interface) where systemd runs; vmlab's tests start
-  # their own registry on 127.0.0.1, so the packaged one is stopped
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
-    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+}
+
+vmlab_test_packages() {
+  # Debian's docker-registry would start a registry on :5000 of every interface where systemd runs: its unit is
+  # masked before the install (so it never starts), and the tests start their own on 127.0.0.1
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] \
+     && ! dpkg-query -W -f '${Status}' docker-registry 2>/dev/null | grep -q "install ok installed"; then
+    $SUDO systemctl mask docker-registry.service >/dev/null 2>&1 || true
   fi
+  vmlab_system_packages podman runc crun slirp4netns skopeo buildah docker-registry
 }
 
 vmlab_python_env() {  # $1: pip extras, e.g. "[test]" or ""

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-vmlab_system_packages
+vmlab_test_packages
 vmlab_python_env "[test]"
 vmlab_test_tools
 .venv/bin/ruff check vmlab tests harness bench recipes

@@ -34,6 +34,8 @@ def _private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     base = tmp_path_factory.mktemp("vmlab")
     monkeypatch.setenv("VMLAB_STATE_DIR", str(base / "state"))
     monkeypatch.setenv("VMLAB_CACHE_DIR", str(base / "cache"))
+    # No test leaves an SSH connection master behind unless it asks for one (tests/integration/test_ssh_persist.py).
+    monkeypatch.setenv("VMLAB_SSH_PERSIST", "0")
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,10 @@ def start(name):
         for line in open(ef).read().splitlines():
             if line.strip() and not line.lstrip().startswith("#") and "=" in line:
                 k, _, v = line.partition("=")
-                env[k.strip()] = v.strip().strip('"')
+                v = v.strip()
+                if len(v) > 1 and v[0] == v[-1] and v[0] in "'\"":  # a quoted value, as systemd reads it
+                    v = v[1:-1]
+                env[k.strip()] = v
     user = pwd.getpwnam(unit.get("User", ["root"])[-1])
     env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
 

@@ -6,6 +6,7 @@ The config a recipe renders is used as it is; only what must differ on a test ma
     hub = Hub(tmp_path, rendered_config_text)       # started; .url
     hub.signup("ana", "pw")                         # HTTP status of the sign-up form's POST
     assert hub.login("ana", "pw")                   # True when the hub lets the user in
+    s = hub.session("ana", "pw"); hub.spawn(s, "ana")   # a logged-in browser; start its server, wait
     hub.stop()
 """
 
@@ -16,7 +17,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from harness.emulators.sshd import free_port
 from harness.plumbing.serverproc import stop_process, wait_until_up
@@ -45,14 +48,25 @@ c.JupyterHub.db_url = {"sqlite:///" + str(self.database)!r}
 c.JupyterHub.services = []
 c.JupyterHub.load_roles = []
 """)
+        self.config_path = path
         self.log_path = workdir / "hub.log"
-        with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(path)], cwd=workdir,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.log_path.write_text("")
+        self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+                                         cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         if not wait_until_up(self.proc, self._routed, timeout, interval=0.2):
             self.stop()
             raise TimeoutError(f"JupyterHub did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop the hub and its proxy and start them again on the same ports, database and cookie secret (the
+        log goes on in the same file): what a hub upgrade or a reboot of its machine does."""
+        self.stop()
+        self._start(timeout)
 
     def _routed(self) -> bool:
         """The hub answers through the proxy (before the hub adds its route, the proxy itself answers 404)."""
@@ -67,10 +81,30 @@ c.JupyterHub.load_roles = []
         import requests
 
         with requests.Session() as s:
-            got = s.get(self.url + page, timeout=10)
-            found = XSRF.search(got.text)
-            data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
-            return s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code
+            return self._post_form(s, page, fields)
+
+    def _post_form(self, s: Any, page: str, fields: dict[str, str]) -> int:
+        got = s.get(self.url + page, timeout=10)
+        found = XSRF.search(got.text)
+        data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
+        return int(s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code)
+
+    def session(self, user: str, password: str) -> Any:
+        """A requests.Session logged in as `user` (a browser's cookies); `api()` calls the hub's REST API with
+        them. Raises when the login is refused."""
+        import requests
+
+        s = requests.Session()
+        if self._post_form(s, "/hub/login", {"username": user, "password": password}) != 302:
+            s.close()
+            raise PermissionError(f"the hub refused {user}'s login")
+        return s
+
+    def api(self, s: Any, method: str, path: str) -> Any:
+        """`method` on /hub/api/`path` with a session's cookies (and the XSRF header cookie requests need)."""
+        # the hub's own: each single-user server the session opened sets another under /user/NAME/
+        xsrf = next((c.value for c in s.cookies if c.name == "_xsrf" and c.path.startswith("/hub")), "")
+        return s.request(method, f"{self.url}/hub/api/{path}", timeout=30, headers={"X-XSRFToken": xsrf})
 
     def signup(self, user: str, password: str) -> int:
         """POST NativeAuthenticator's sign-up form; returns the HTTP status (404: there is no sign-up)."""
@@ -80,6 +114,34 @@ c.JupyterHub.load_roles = []
     def login(self, user: str, password: str) -> bool:
         """Whether the login form lets `user` in (a redirect away from the login page)."""
         return self._form("/hub/login", {"username": user, "password": password}) == 302
+
+    def server(self, s: Any, user: str) -> dict[str, Any]:
+        """`user`'s default server as the hub's REST API shows it ({} when there is none)."""
+        answer = self.api(s, "GET", f"users/{user}")
+        if answer.status_code != 200:
+            raise RuntimeError(f"GET users/{user}: HTTP {answer.status_code} {answer.text[:300]}")
+        return dict(answer.json().get("servers", {}).get("", {}))
+
+    def spawn(self, s: Any, user: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Ask for `user`'s server and wait until the hub says it is ready or stopped trying (a failed start
+        leaves no server: {}). Returns the server's model."""
+        started = self.api(s, "POST", f"users/{user}/server")
+        if started.status_code not in (201, 202, 400, 500):  # 400: already running or pending; 500: it failed
+            raise RuntimeError(f"POST users/{user}/server: HTTP {started.status_code} {started.text[:300]}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.server(s, user)
+            if not server or server.get("ready") or server.get("pending") is None:
+                return server
+            time.sleep(0.3)
+        raise TimeoutError(f"{user}'s server neither started nor failed in {timeout:.0f} s")
+
+    def wait_stopped(self, s: Any, user: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.server(s, user):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{user}'s server did not stop in {timeout:.0f} s")
+            time.sleep(0.3)
 
     def stop(self) -> None:
         stop_process(self.proc)

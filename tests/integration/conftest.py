@@ -1,14 +1,20 @@
-"""Fixtures of the agent's process tests (test_agent_robust, test_agent_safety): an S3 client on the moto server and
-a fresh bucket with an empty data folder."""
+"""Fixtures of the integration tests: for the agent's process tests (test_agent_robust, test_agent_safety) an S3
+client on the moto server and a fresh bucket with an empty data folder; for the tests that run the CLI against
+the provider contract's sandbox cloud (test_provider_contract, test_run) that cloud, one per module."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+
+from harness.clouds.sandbox import lab_port_turn
+from harness.clouds.sandboxprovider import Cloud, open_cloud
+from vmlab import lab as lab_module
 
 PREFIX = "alice/data/"
 
@@ -26,3 +32,10 @@ def lab(s3, tmp_path: Path) -> tuple[Path, str, str, Path]:
     folder = tmp_path / "data"
     folder.mkdir()
     return folder, bucket, f"s3://{bucket}/{PREFIX}", tmp_path / "state"
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Cloud]:
+    """A sandbox cloud registered as provider `sandbox`; its labs' JupyterLab is on this machine's 127.0.0.1:8888."""
+    with lab_port_turn(lab_module.PORT), open_cloud() as sandboxes:
+        yield sandboxes

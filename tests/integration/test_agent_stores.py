@@ -283,6 +283,8 @@ def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend
     assert sorted(push(folder, store, manifest).uploaded) == sorted([os.fsdecode(b"caf\xe9.txt"), "report.txt",
                                                                      "big.bin"])
     assert backend.objects()[backend.prefix + "big.bin"] == big
+    # the whole file's MD5 is recorded (restore and the next scan compare by it), whatever the store's ETag is
+    assert manifest.entries["big.bin"].md5 == hashlib.md5(big).hexdigest()
     assert backend.objects()[backend.prefix + "caf\uf7e9.txt"] == b"latin-1 name"
     backend.requests()
     assert store.exists("report.txt") and not store.exists("no-such-key")

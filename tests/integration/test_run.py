@@ -18,16 +18,15 @@ from typing import Any
 
 import pytest
 
+from harness.clouds.sandboxprovider import Cloud, SandboxProvider
 from harness.drivers.ec2cli import run_vmlab
 from harness.faults.tcpdrop import DropProxy
-from tests.integration.test_provider_contract import Cloud, SandboxProvider, cloud
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec
 from vmlab.state import LabRecord, LabStore
 
 pytestmark = pytest.mark.sshd
 
-__all__ = ["cloud"]  # the fixture, imported for pytest
 
 SECRET = "s3cr3t-" + os.urandom(6).hex()
 

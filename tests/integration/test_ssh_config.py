@@ -166,7 +166,7 @@ def test_up_and_down_refresh_an_existing_config(sshd: SSHD, tmp_path: Path, monk
     (Starting JupyterLab is replaced: this test is about the records and the config.)"""
     from vmlab.workflows import labs
 
-    monkeypatch.setattr(labs, "_start_jupyter", lambda *args, **kwargs: None)
+    monkeypatch.setattr(labs, "_start_server", lambda *args, **kwargs: None)
     monkeypatch.setattr(labs, "terminate", lambda provider, instance_id: provider.terminate(instance_id))
     provider = Provider(sshd)
     config = Path(os.environ["VMLAB_STATE_DIR"]) / "ssh_config"

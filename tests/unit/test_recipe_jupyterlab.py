@@ -118,6 +118,8 @@ def test_no_password_section_without_a_hash() -> None:
     ({"jupyter_port": 80}, "jupyter_port 80 is not a port number"),
     ({"jupyter_cull_idle": "soon"}, "jupyter_cull_idle 'soon' is not a number of seconds"),
     ({"tensorboard": "yes"}, "tensorboard 'yes' is not true or false"),
+    ({"hub_singleuser": "yes"}, "hub_singleuser 'yes' is not true or false"),
+    ({"hub_singleuser": True, "hub_singleuser_spec": "--index-url=http://x jupyterhub"}, "hub_singleuser_spec"),
 ])
 def test_bad_variables_are_refused_before_any_host(variables: dict[str, object], message: str) -> None:
     recipe = load_recipe(RECIPES / "jupyterlab.py")
@@ -131,6 +133,12 @@ def test_sha1_hash_is_accepted() -> None:
     recipe = load_recipe(RECIPES / "jupyterlab.py")
     prepare(recipe, {**recipe.vars, "user": "lab",
                      "jupyter_password_hash": "sha1:0a1b2c3d4e5f:" + "0123456789abcdef0123456789abcdef01234567"})
+
+
+def test_jupyterhub_singleuser_only_when_asked_in_the_same_venv() -> None:
+    assert "jupyterhub-singleuser" not in planned(recap())
+    plan = planned(recap({"hub_singleuser": True}))
+    assert plan["jupyterhub-singleuser"] == ("/opt/jupyter/bin/python -m pip install 'jupyterhub>=5,<6'",)
 
 
 def test_tensorboard_is_a_second_loopback_unit() -> None:

@@ -150,9 +150,11 @@ def start(name: str, json_mode: bool) -> None:
 @click.command(name="ls")
 @provider_option
 @region_option
+@click.option("--class", "class_name", metavar="NAME",
+              help="only the labs of a JupyterHub class (vmlab.hub.LabSpawner's class_name): per student")
 @json_option
 @handle_errors
-def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
+def ls(provider_name: str | None, region: str | None, class_name: str | None, json_mode: bool) -> None:
     """List labs: this machine's records joined with what the provider reports, with state, type, uptime,
     spot or on-demand and an estimate of the cost so far (hourly price x time since the last start).
 
@@ -160,13 +162,18 @@ def ls(provider_name: str | None, region: str | None, json_mode: bool) -> None:
     Example:
       vmlab ls --json
       vmlab ls --provider ec2 --region eu-west-1
+      VMLAB_STATE_DIR=/srv/jupyterhub/vmlab vmlab ls --class intro-ml    # a class's labs, on the hub host
     """
     from vmlab.cli.lstable import render_rows
     from vmlab.state import LabStore
     from vmlab.workflows.listing import list_labs
 
     out = Output(json_mode)
-    result = list_labs(LabStore().all(), provider_name, region, opener=open_provider)
+    if class_name is not None:
+        from vmlab.hub.names import check_class
+
+        check_class(class_name, "--class")
+    result = list_labs(LabStore().all(), provider_name, region, opener=open_provider, class_name=class_name)
     document = result.to_json()
     render_rows(out, document["labs"])
     out.emit(document)

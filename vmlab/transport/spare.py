@@ -52,6 +52,16 @@ class SpareSession:
             self._pending = (thread, holder, link, time.monotonic())
             thread.start()
 
+    def refresh(self, link: Any, older_than: float) -> None:
+        """Replace a spare started more than `older_than` seconds ago (a long-lived holder of a link keeps one
+        fresh this way, so `take` never has to refuse it for its age)."""
+        with self._lock:
+            pending = self._pending
+        if pending is not None and time.monotonic() - pending[3] < older_than:
+            return
+        self.discard()
+        self.refill(link)
+
     def _fill(self, link: Any, holder: list[Any]) -> None:
         try:
             holder[0] = self.timed(lambda: self._open(link))

@@ -4,42 +4,41 @@ A command is an argument tuple quoted once here with `shlex.join`; it runs throu
 starts, so quoting is exactly what keeps `$(...)`, spaces and quotes literal. Commands reuse one
 transport (a channel each, ~3 ms on loopback); a transport that died (VM rebooted, network blip) is reopened
 once, transparently, before a command starts, never in the middle of one (a half-run command is reported, not
-repeated).
+repeated). With persistence on (`VMLAB_SSH_PERSIST`, default 60 s), commands go through a connection master
+left by an earlier run when there is one (`vmlab.transport.mux`); files, forwards and stdin over 8 MiB always use
+a direct connection.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import select
 import shlex
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-
-import paramiko
+from typing import IO, TYPE_CHECKING, Any
 
 from vmlab.engine.command import Command, RunResult
 from vmlab.errors import CommandFailed, HostError
-from vmlab.transport.connect import Link, connect
 from vmlab.transport.forward import Forward
+from vmlab.transport.mux import MAX_STDIN, MuxClient, NotSent, attach, spawn
+from vmlab.transport.rundir import persist_seconds
 from vmlab.transport.spare import SpareSession
 from vmlab.transport.target import SSHTarget
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from vmlab.transport.connect import Link
 
 __all__ = ["Forward", "SSHConnection", "SSHTarget"]
 
 log = logging.getLogger("vmlab.transport")
 
-READ_CHUNK = 1 << 16
-# stdin up to this size is written before reading output: it always fits the channel window, so the write
-# cannot block; larger stdin gets a writer thread so a command echoing it back cannot deadlock against us.
-INLINE_STDIN = 16 << 10
 SUDO_PREFIX = ("sudo", "-n", "-H", "--")
 _SUDO_PASSWORD = ("a password is required", "a terminal is required", "no tty present")
-# OSError covers socket errors and EOFError-like closes from paramiko's send path.
-_CHANNEL_ERRORS = (paramiko.SSHException, EOFError, OSError)
 
 
 class SSHConnection:
@@ -56,8 +55,12 @@ class SSHConnection:
             result = conn.execute(Command("apt-get", "update"), sudo=True)
     """
 
-    def __init__(self, target: SSHTarget, *, on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(self, target: SSHTarget, *, on_event: Callable[[str], None] | None = None,
+                 persist: float | None = None) -> None:
         self.target = target
+        # Seconds a connection master outlives this connection (None: $VMLAB_SSH_PERSIST, else 60; 0: off).
+        self.persist = persist_seconds(persist)
+        self._mux: MuxClient | None = None
         self.name = target.name
         self._on_event = on_event
         self._link: Link | None = None
@@ -72,7 +75,22 @@ class SSHConnection:
 
     def open(self, retry_for: float = 0.0, *, retry_auth: bool = False) -> SSHConnection:
         """Connect now (no-op when open), retrying transient failures for `retry_for` seconds; returns
-        self."""
+        self. With persistence on, a live connection master for the target is used instead of connecting
+        (see `vmlab.transport.mux`), and a direct connection leaves a new master behind."""
+        with self._lock:
+            if self._mux is not None:
+                return self
+            if self._link is None and self.persist > 0:
+                self._mux = attach(self.target)
+                if self._mux is not None:
+                    return self
+            return self._open_direct(retry_for, retry_auth=retry_auth)
+
+    def _open_direct(self, retry_for: float = 0.0, *, retry_auth: bool = False) -> SSHConnection:
+        """A direct SSH connection (for files, forwards, large stdin, or when no master can be used). paramiko
+        is imported here, not before: a run whose commands all go through a master never loads it."""
+        from vmlab.transport.connect import connect
+
         with self._lock:
             if self._link is not None:
                 if self._link.active:
@@ -82,6 +100,8 @@ class SSHConnection:
                 retry_for = max(retry_for, self.target.connect_timeout)
             self._link = connect(self.target, retry_for=retry_for, retry_auth=retry_auth,
                                  on_event=self._on_event)
+            if self.persist > 0 and self._mux is None:
+                spawn(self.target, self.persist)  # the host key is verified (or recorded) by now
             # the first command's channel opens while the caller gets ready (a recipe renders its steps)
             self._spare.refill(self._link)
             return self
@@ -95,7 +115,7 @@ class SSHConnection:
 
     @property
     def is_open(self) -> bool:
-        return self._link is not None and self._link.active
+        return self._mux is not None or (self._link is not None and self._link.active)
 
     def close(self) -> None:
         """Close the connection (forwards made from it stop working). Safe to call twice."""
@@ -113,6 +133,7 @@ class SSHConnection:
         return f"SSHConnection({self.target.describe()}, {'open' if self.is_open else 'closed'})"
 
     def _drop(self) -> None:
+        self._detach()
         self._spare.discard()
         if self._sftp is not None:
             try:
@@ -124,19 +145,28 @@ class SSHConnection:
             self._link.close()
             self._link = None
 
+    def _detach(self) -> None:
+        if self._mux is not None:
+            self._mux.close()
+            self._mux = None
+
     def _with_transport(self, what: str, use: Callable[[paramiko.Transport], Any]) -> Any:
         """Run `use(transport)`, reopening the connection once if the transport turned out to be dead.
 
         Only the step that opens a channel goes through here, so nothing is ever sent twice.
         """
+        import paramiko
+
+        from vmlab.transport.channel import CHANNEL_ERRORS
+
         with self._lock:
-            link = self.open()._link
+            link = self._open_direct()._link
         assert link is not None
         try:
             return use(link.transport)
         except paramiko.ChannelException as exc:  # the server refused this channel; the link is fine
             raise HostError(f"{self.name} refused to {what}: {exc.text}") from None
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             # EOF or a socket error means the link is gone even if paramiko's thread has not noticed yet.
             if link.active and not isinstance(exc, (EOFError, OSError)):
                 raise HostError(f"cannot {what} on {self.name}: {exc}") from None
@@ -144,11 +174,11 @@ class SSHConnection:
         with self._lock:
             if self._link is link:
                 self._lost(first)
-            link = self.open(self.target.connect_timeout)._link
+            link = self._open_direct(self.target.connect_timeout)._link
         assert link is not None
         try:
             return use(link.transport)
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             raise HostError(f"cannot {what} on {self.name} even after reconnecting: {exc}") from None
 
     # -- commands -----------------------------------------------------------------------------------------
@@ -160,6 +190,27 @@ class SSHConnection:
         """
         line = remote_command(command.argv, sudo=sudo, user=self.target.user)
         self.commands += 1
+        stdin = command.stdin or b""
+        mux = self.open()._mux if len(stdin) <= MAX_STDIN else None
+        result = None
+        if mux is not None:
+            try:
+                result = mux.execute(line, stdin, command.describe())
+            except NotSent as exc:  # nothing reached the host: running it directly cannot run it twice
+                log.info("connection master for %s unusable (%s); connecting directly", self.name, exc)
+                with self._lock:
+                    if self._mux is mux:
+                        self._detach()
+        if result is None:
+            result = self._execute_direct(line, command)
+        if sudo and self.target.user != "root":
+            refused = sudo_refusal(result, user=self.target.user, host=self.name)
+            if refused is not None:
+                raise refused
+        return result
+
+    def _execute_direct(self, line: str, command: Command) -> RunResult:
+        from vmlab.transport.channel import CHANNEL_ERRORS, collect
 
         chan = self._session()
         try:
@@ -167,17 +218,13 @@ class SSHConnection:
             # worse than reporting the failure.
             try:
                 chan.exec_command(line)
-            except _CHANNEL_ERRORS as exc:
+            except CHANNEL_ERRORS as exc:
                 raise HostError(
                     f"connection to {self.name} failed while starting: {command.describe()} ({exc})",
                     "the command may or may not have started; check the host, then retry") from None
-            result = self._collect(chan, command)
+            result = collect(chan, command.stdin or b"", self.name, command.describe())
         finally:
             chan.close()
-        if sudo and self.target.user != "root":
-            refused = sudo_refusal(result, user=self.target.user, host=self.name)
-            if refused is not None:
-                raise refused
         return result
 
     def _session(self) -> paramiko.Channel:
@@ -193,53 +240,6 @@ class SSHConnection:
             self._spare.refill(self._link)
         return chan
 
-    def _collect(self, chan: paramiko.Channel, command: Command) -> RunResult:
-        """Feed stdin and read both streams until the command ends, without ever blocking on one stream."""
-        writer: threading.Thread | None = None
-        stdin = command.stdin or b""
-        if len(stdin) <= INLINE_STDIN:
-            _feed(chan, stdin)
-        else:
-            writer = threading.Thread(target=_feed, args=(chan, stdin), name=f"stdin-{self.name}",
-                                      daemon=True)
-            writer.start()
-        out: list[bytes] = []
-        err: list[bytes] = []
-        fd = chan.fileno()  # a pipe paramiko signals on data, EOF or close of either stream
-        while True:
-            progressed = False
-            while chan.recv_stderr_ready():
-                err.append(chan.recv_stderr(READ_CHUNK))
-                progressed = True
-            if chan.recv_ready():
-                out.append(chan.recv(READ_CHUNK))
-                progressed = True
-            if progressed:
-                continue
-            if chan.eof_received or chan.closed:
-                break
-            select.select([fd], [], [], 1.0)
-            if not chan.get_transport().is_active():  # type: ignore[union-attr]
-                break
-        # Exit status follows EOF on the wire; closure (also on a dead transport) sets the event too.
-        while not chan.status_event.wait(1.0):
-            if not chan.get_transport().is_active():  # type: ignore[union-attr]
-                break
-        if writer is not None:
-            writer.join(timeout=5.0)
-        stdout = b"".join(out).decode("utf-8", errors="replace")
-        stderr = b"".join(err).decode("utf-8", errors="replace")
-        rc = chan.exit_status
-        if rc == -1:
-            transport = chan.get_transport()
-            if transport is None or not transport.is_active():
-                raise HostError(f"connection to {self.name} was lost while running: {command.describe()}",
-                                "the command may or may not have finished; check the host, then run it again")
-            # sshd sends exit-signal instead of exit-status for a killed command; paramiko ignores it.
-            rc = 255
-            stderr += "\n(vmlab: the command ended without an exit status; probably killed by a signal)"
-        return RunResult(rc, stdout, stderr)
-
     def run(self, *argv: str, sudo: bool = False, stdin: bytes | str | None = None,
             check: bool = True) -> RunResult:
         """Convenience: `conn.run("ls", "-l", path)`; raises CommandFailed on a non-zero exit when `check`."""
@@ -252,6 +252,8 @@ class SSHConnection:
     # -- files --------------------------------------------------------------------------------------------
 
     def _sftp_client(self) -> paramiko.SFTPClient:
+        import paramiko
+
         with self._lock:
             if self._sftp is not None and self._sftp_link is self._link and self.is_open:
                 return self._sftp
@@ -269,6 +271,8 @@ class SSHConnection:
     def put(self, source: str | Path | bytes, remote_path: str, mode: int | None = None) -> None:
         """Upload a local file (path) or `bytes` to `remote_path`; `mode` (e.g. 0o600) is set before any byte
         is written, so a secret is never readable with a looser mode, even briefly."""
+        from vmlab.transport.channel import CHANNEL_ERRORS, READ_CHUNK
+
         sftp = self._sftp_client()
         src: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         try:
@@ -278,18 +282,20 @@ class SSHConnection:
                 fh.set_pipelined(True)
                 while chunk := src.read(READ_CHUNK):
                     fh.write(chunk)
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             raise HostError(f"cannot write {remote_path} on {self.name}: {exc}") from None
         finally:
             src.close()
 
     def get(self, remote_path: str, local_path: str | Path) -> Path:
         """Download `remote_path` to `local_path`; returns the local path."""
+        from vmlab.transport.channel import CHANNEL_ERRORS
+
         sftp = self._sftp_client()
         local = Path(local_path)
         try:
             sftp.get(remote_path, str(local))
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             raise HostError(f"cannot read {remote_path} on {self.name}: {exc}") from None
         return local
 
@@ -330,16 +336,6 @@ def sudo_refusal(result: RunResult, *, user: str, host: str) -> HostError | None
         return HostError(f"{user} may not use sudo on {host}",
                          "connect as a user with passwordless sudo, or as root")
     return None
-
-
-def _feed(chan: paramiko.Channel, data: bytes) -> None:
-    """Send stdin then EOF. A command that exits without reading closes the channel under us: not an error."""
-    try:
-        if data:
-            chan.sendall(data)
-        chan.shutdown_write()
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        log.debug("stdin not fully consumed: %s", exc)
 
 
 def command_failed(host: str, command: Command, result: RunResult) -> CommandFailed:

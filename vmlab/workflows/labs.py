@@ -7,18 +7,15 @@ the VM's loopback and waits until it answers with that token; the lab is recorde
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
-from vmlab.engine.command import Command, sh
-from vmlab.engine.host import Host
 from vmlab.errors import BadInput, HostError
 from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import (
@@ -38,6 +35,7 @@ from vmlab.workflows import labagent, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance, rotate_host_key
 from vmlab.workflows.labagent import AgentSettings
+from vmlab.workflows.labserver import JupyterLabServer, LabServer, Stopwatch
 from vmlab.workflows.preflight import check_launch, where, where_flags
 
 Say = Callable[[str], None]
@@ -46,35 +44,6 @@ SYNC_TAG = "vmlab:sync"
 #: called with the resolved image just before a launch: checks the instance type against it, shows what the type
 #: gives and costs, and returns the (on-demand, spot) hourly price estimates, None when unknown
 Quote = Callable[[Image], tuple[float | None, float | None]]
-
-# Reads the token from stdin (never on a command line, where `ps` would show it) and asks Jupyter for its status.
-STATUS_PROBE = r"""
-import json, sys, time, urllib.request, urllib.error
-token = sys.stdin.readline().strip()
-port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
-last = "no answer"
-while time.time() < deadline:
-    try:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/status",
-                                     headers={"Authorization": "token " + token})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            print(json.dumps({"status": r.status}))
-            sys.exit(0)
-    except urllib.error.HTTPError as e:
-        last = f"HTTP {e.code}"
-    except OSError as e:
-        last = str(e)
-    time.sleep(0.1)  # a refused local connection costs nothing; a coarser poll only delays the answer
-print(json.dumps({"error": last}))
-sys.exit(1)
-"""
-
-WRITE_TOKEN = r"""
-umask 077
-mkdir -p "$(dirname "$1")"
-printf 'JUPYTER_TOKEN=%s\n' "$(cat)" > "$1.tmp" && mv -f "$1.tmp" "$1"
-"""
-
 
 @dataclass
 class UpResult:
@@ -90,28 +59,6 @@ class UpResult:
     def to_json(self) -> dict[str, Any]:
         return {"lab": self.record.to_json(), "resumed": self.resumed, "tunnel": self.tunnel_hint,
                 "timings": {k: round(v, 2) for k, v in self.timings.items()}}
-
-
-class Stopwatch(dict[str, float]):
-    """Named durations: `with watch.lap("boot_to_ssh"): ...` adds how long the block took."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = time.monotonic()
-
-    @contextlib.contextmanager
-    def lap(self, name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self[name] = self.get(name, 0.0) + time.monotonic() - t0
-
-    def finish(self) -> dict[str, float]:
-        self["total"] = time.monotonic() - self.started
-        self["overhead"] = (self["total"] - self.get("boot_to_ssh", 0.0) - self.get("jupyter_start", 0.0)
-                            - self.get("restore", 0.0))
-        return dict(self)
 
 
 def default_image(provider: Provider) -> Image:
@@ -164,8 +111,10 @@ class UpChecks:
 def check_up(provider: Provider, name: str, *, image: str | None = None, instance_type: str | None = None,
              store: LabStore | None = None, idle: str | None = None,
              max_hours: float | None = None, sync: str | None = None,
-             options: LaunchOptions | None = None, quote: Quote | None = None) -> UpChecks:
-    """Every check of `up` (name, flags, the lab's instance, image, type, launch) before anything is made."""
+             options: LaunchOptions | None = None, quote: Quote | None = None,
+             tags: Mapping[str, str] | None = None) -> UpChecks:
+    """Every check of `up` (name, flags, the lab's instance, image, type, launch) before anything is made.
+    `tags` are added to a new lab's (a hub's class and user: `vmlab:class`), never replacing vmlab's own."""
     check_name(name)
     store = store or LabStore()
     record = store.get(name)
@@ -184,7 +133,7 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
     img = resolve_image(provider, image)
     prices = quote(img) if quote else (None, None)
     client, host_key = keys.generate(f"vmlab-lab-{name}"), keys.generate("host")
-    tags = {"vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)}
+    tags = {**(tags or {}), "vmlab:lab": name, "vmlab:run": "up-" + secrets.token_hex(4)}
     if settings.sync_url:
         tags[SYNC_TAG] = "yes"  # so a `down` without the record knows the lab's data may not be in its bucket
     spec = (options or LaunchOptions()).apply(LaunchSpec(name, img.id, client.public, instance_type=instance_type,
@@ -199,15 +148,18 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
        store: LabStore | None = None, connect_timeout: float = 900.0,
        lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
        sync: str | None = None, say: Say = lambda _m: None,
-       options: LaunchOptions | None = None, quote: Quote | None = None) -> UpResult:
+       options: LaunchOptions | None = None, quote: Quote | None = None,
+       tags: Mapping[str, str] | None = None, server: LabServer | None = None) -> UpResult:
     """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
     `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
     a flag left None keeps the lab's previous setting. `options` are the launch flags (spot, max_price,
     volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab. Every
-    check (`check_up`) runs before the first thing is made."""
+    check (`check_up`) runs before the first thing is made. `server` is what runs on the lab's loopback (default:
+    the recipe's JupyterLab with a fresh token; vmlab.hub gives jupyterhub-singleuser); `tags` go on a new lab."""
     watch = Stopwatch()
+    server = server or JupyterLabServer(lab_timeout)
     checks = check_up(provider, name, image=image, instance_type=instance_type, store=store, idle=idle,
-                      max_hours=max_hours, sync=sync, options=options, quote=quote)
+                      max_hours=max_hours, sync=sync, options=options, quote=quote, tags=tags)
     store, settings, existing, record = checks.store, checks.settings, checks.existing, checks.record
     if isinstance(provider, ServesLabs):  # the provider runs JupyterLab itself: no SSH
         from vmlab.workflows.servedlab import up_served
@@ -219,10 +171,10 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
             say(f"starting lab {name} ({existing.id})")
             with watch.lap("launch"):
                 existing = provider.start(existing.id)
-        record.host, record.port = existing.host, existing.port
+        record.host, record.port, record.jupyter_port = existing.host, existing.port, server.port
         record.agent = settings.section()
         check_record(record)  # again: the address is new
-        _start_jupyter(provider, existing, record, connect_timeout, lab_timeout, say, watch, settings)
+        _start_server(provider, existing, record, connect_timeout, server, say, watch, settings)
         store.put(record)
         sshconfig.refresh(store)
         return UpResult(record, True, tunnel_hint(name), watch.finish())
@@ -238,13 +190,14 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
             cleanup.on_failure(f"instance {inst.id}", lambda: terminate(provider, inst.id))
         record = LabRecord(name=name, provider=provider.name, instance_id=inst.id, image=img.id, user=inst.user,
                            key_file=str(key_file), host_key=host_public, token="", host=inst.host,
-                           port=inst.port, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           port=inst.port, jupyter_port=server.port,
+                           created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            instance_type=inst.instance_type, spot=inst.spot,
                            region=provider.current_region() if isinstance(provider, Regional) else None,
                            hourly_price=prices[1 if inst.spot else 0])
         record.agent = settings.section()
         check_record(record)  # the user comes from the instance's tags: data, checked before it is written anywhere
-        _start_jupyter(provider, inst, record, connect_timeout, lab_timeout, say, watch, settings, new_host_key=True)
+        _start_server(provider, inst, record, connect_timeout, server, say, watch, settings, new_host_key=True)
         store.put(record)
     sshconfig.refresh(store)
     return UpResult(record, False, tunnel_hint(name), watch.finish())
@@ -289,11 +242,12 @@ def _check_same_profile(provider: Provider, name: str, previous: AgentSection | 
                        f"`vmlab down {name}` and launch it again")
 
 
-def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
-                   lab_timeout: float, say: Say, watch: Stopwatch, settings: AgentSettings,
-                   new_host_key: bool = False) -> None:
-    """Send the token and agent settings, (re)start JupyterLab and wait for it. `new_host_key`: the lab was just
-    launched, so its launch host key (sent in the user data) is replaced first and the record pins the new one."""
+def _start_server(provider: Provider, inst: Instance, record: LabRecord, connect_timeout: float,
+                  server: LabServer, say: Say, watch: Stopwatch, settings: AgentSettings,
+                  new_host_key: bool = False) -> None:
+    """Send the agent settings and (re)start the lab's server (`server`: its token, unit and check). `new_host_key`:
+    the lab was just launched, so its launch host key (sent in the user data) is replaced first and the record pins
+    the new one."""
     from pathlib import Path
 
     say(f"waiting for SSH on {inst.host}:{inst.port}")
@@ -304,33 +258,14 @@ def _start_jupyter(provider: Provider, inst: Instance, record: LabRecord, connec
         with watch.lap("host_key"), conn:
             conn, record.host_key = rotate_host_key(conn)
     with conn:
-        record.token = secrets.token_urlsafe(32)
-        with watch.lap("token"):
-            conn_run(conn, sh(WRITE_TOKEN, lab.ENV_FILE, stdin=record.token + "\n", label="write lab token"))
-        with watch.lap("restore"):  # agent settings, then ~/data from the bucket before JupyterLab starts
+        server.prepare(conn, record, watch)
+        with watch.lap("restore"):  # agent settings, then ~/data from the bucket before the server starts
             labagent.write_agent_env(conn, settings, record.user, time.time())
-        with watch.lap("token"):
-            conn_run(conn, Command("systemctl", "restart", lab.SERVICE))
-        say("waiting for JupyterLab to answer")
-        # the script rides in argv (it is no secret), the token on stdin (argv is visible to every user)
-        with watch.lap("jupyter_start"):
-            probe = conn.execute(Command("python3", "-c", STATUS_PROBE, str(record.jupyter_port),
-                                         str(lab_timeout), stdin=record.token + "\n", label="probe lab"))
-        if probe.rc != 0:
-            detail = (probe.stdout.strip() or probe.stderr.strip()).splitlines()[-1:] or [f"exit {probe.rc}"]
-            raise HostError(f"JupyterLab on {record.name} did not answer: {detail[0]}",
-                            f"see `vmlab ssh {record.name}` then `journalctl -u {lab.SERVICE}`")
+        server.start(conn, record, watch, say)
         missing = labagent.restart_agent(conn)
         say(settings.describe())
         if warning := labagent.missing_agent_warning(settings, missing):
             say(warning)
-
-
-def conn_run(conn: Host, command: Command) -> None:
-    result = conn.execute(command, sudo=True)
-    if result.rc != 0:
-        raise HostError(f"`{command.describe()}` failed on the lab (exit {result.rc}): "
-                        f"{result.stderr.strip()[-300:]}")
 
 
 def tunnel_hint(name: str) -> str:

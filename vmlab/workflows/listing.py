@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vmlab.hub.names import CLASS_TAG
 from vmlab.providers.base import Instance, Provider, Quotes, Regional
 from vmlab.state import LabRecord
 
@@ -98,8 +99,11 @@ def _targets(records: list[LabRecord], provider_name: str | None, region: str | 
     return sorted(pairs, key=str) or [(provider_name or "", None)]
 
 
-def list_labs(records: list[LabRecord], provider_name: str | None, region: str | None, opener: Opener) -> LsResult:
+def list_labs(records: list[LabRecord], provider_name: str | None, region: str | None, opener: Opener,
+              class_name: str | None = None) -> LsResult:
+    """`class_name`: only the labs of that class (tagged `vmlab:class` by vmlab.hub.LabSpawner)."""
     now = dt.datetime.now(dt.timezone.utc)
+    wanted = {"vmlab:lab": "*", **({CLASS_TAG: class_name} if class_name else {})}
     rows: list[LabRow] = []
     seen: set[tuple[str, str | None]] = set()
     for pname, reg in _targets(records, provider_name, region):
@@ -108,9 +112,10 @@ def list_labs(records: list[LabRecord], provider_name: str | None, region: str |
         if (provider.name, here) in seen:  # a record without region and one naming the default region
             continue
         seen.add((provider.name, here))
-        instances = {i.id: i for i in provider.list_instances({"vmlab:lab": "*"})}
+        instances = {i.id: i for i in provider.list_instances(wanted)}
         mine = [r for r in records if r.provider == provider.name
-                and (not isinstance(provider, Regional) or (r.region or here) == here)]
+                and (not isinstance(provider, Regional) or (r.region or here) == here)
+                and (not class_name or r.instance_id in instances)]
         for r in mine:
             rows.append(_recorded_row(provider, r, instances.pop(r.instance_id, None), here, now))
         for inst in instances.values():

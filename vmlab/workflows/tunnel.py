@@ -293,13 +293,17 @@ def connect_failure(record: LabRecord, why: str) -> VmlabError:
 
 
 class OpenSSH:
-    """`ssh -N -L ...` with the lab's key and pinned host key only (no agent, no user config)."""
+    """`ssh -N -L ...` with the lab's key and pinned host key only (no agent, no user config). `reverse` lists
+    (port on the lab's loopback, port on this machine's 127.0.0.1) pairs carried the other way (`-R`): a hub's
+    API for the lab's jupyterhub-singleuser (vmlab.hub)."""
 
     name = "openssh"
 
-    def __init__(self, record: LabRecord, forwards: list[tuple[int, int]]) -> None:
+    def __init__(self, record: LabRecord, forwards: list[tuple[int, int]],
+                 reverse: tuple[tuple[int, int], ...] = ()) -> None:
         self.record = record
         self.forwards = forwards
+        self.reverse = reverse
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: deque[str] = deque(maxlen=20)
 
@@ -308,6 +312,8 @@ class OpenSSH:
         argv = ["ssh", "-N", "-F", "none", "-p", str(r.port), "-i", r.key_file, "-l", r.user]
         for local, remote in self.forwards:
             argv += ["-L", f"{LOCAL}:{local}:127.0.0.1:{remote}"]
+        for remote, local in self.reverse:
+            argv += ["-R", f"127.0.0.1:{remote}:{LOCAL}:{local}"]
         options = {"IdentitiesOnly": "yes", "IdentityAgent": "none", "BatchMode": "yes",
                    "StrictHostKeyChecking": "yes", "UserKnownHostsFile": str(known_hosts_for(r)),
                    "GlobalKnownHostsFile": "/dev/null", "HostKeyAlias": f"vmlab-{r.instance_id}",
@@ -377,7 +383,8 @@ class Paramiko:
         target = SSHTarget(host=r.host or "", port=r.port, user=r.user, key_file=Path(r.key_file), name=r.name,
                            host_key_alias=f"vmlab-{r.instance_id}", pinned_host_key=r.host_key)
         try:
-            self._conn = SSHConnection(target).open(retry_for=5)
+            # Forwards always use a direct connection: a connection master would only be one more process.
+            self._conn = SSHConnection(target, persist=0).open(retry_for=5)
         except HostKeyMismatch as exc:
             raise connect_failure(r, "host key verification failed") from exc
         self._fwds = [self._conn.forward_local(local, "127.0.0.1", remote) for local, remote in self.forwards]
