@@ -157,6 +157,9 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
     check (`check_up`) runs before the first thing is made. `server` is what runs on the lab's loopback (default:
     the recipe's JupyterLab with a fresh token; vmlab.hub gives jupyterhub-singleuser); `tags` go on a new lab."""
     watch = Stopwatch()
+    if server is not None and isinstance(provider, ServesLabs):
+        raise BadInput(f"the {provider.name} provider runs the image's own JupyterLab (its agent), not another "
+                       "lab server", "use an SSH provider (local, ec2) for this")
     server = server or JupyterLabServer(lab_timeout)
     checks = check_up(provider, name, image=image, instance_type=instance_type, store=store, idle=idle,
                       max_hours=max_hours, sync=sync, options=options, quote=quote, tags=tags)

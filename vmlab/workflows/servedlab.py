@@ -26,7 +26,8 @@ from vmlab.state import LabRecord
 from vmlab.workflows.cleanup import Cleanup
 
 if TYPE_CHECKING:
-    from vmlab.workflows.labs import Stopwatch, UpChecks
+    from vmlab.workflows.labs import UpChecks
+    from vmlab.workflows.labserver import Stopwatch
 
 Say = Callable[[str], None]
 LOCAL = "127.0.0.1"
