@@ -5,9 +5,11 @@ minutes). At the end every container, image and the engine root are removed."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from vmlab.providers.container.provider import ContainerProvider
 
 SHARED_CACHE = Path(os.environ.get("VMLAB_TEST_CACHE", "/var/tmp/vmlab-test-cache")) / "container"
 RECIPES = Path(__file__).parent / "recipes"
+LAB_RECIPE = "ctr-lab"
 
 
 def _skip_or_fail(message: str) -> None:
@@ -61,4 +64,47 @@ def provider(container_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     finally:
         made.engine.call("rm", "-a", "-f", "-v", "-t", "0")
         for image in made.list_images({"vmlab:recipe-hash": "*"}):
-            made.delete_image(image.id)
+            if image.tags.get("vmlab:recipe") != LAB_RECIPE:  # the session's lab image (lab_image) stays
+                made.delete_image(image.id)
+
+
+def lab_image_key() -> str:
+    """What the lab image is made from: the recipes, their locks and the agent's code (what runs in the image).
+    A change to any of them bakes a new one."""
+    repo = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for folder in (repo / "recipes", repo / "vmlab" / "agent", RECIPES):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes())
+    for name in ("lab.py", "syncurl.py", "errors.py", "safetext.py", "paths.py", "fileio.py"):
+        digest.update((repo / "vmlab" / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def lab_image(container_root: Path) -> str:
+    """The id of an image with JupyterLab and the vmlab agent (recipes/lab.py's small sibling). Baked once
+    (about 3.7 minutes here: JupyterLab and the agent from PyPI, locked) and kept as an OCI archive in the shared
+    test cache under lab_image_key(); later sessions load it (about 15 s)."""
+    from vmlab.engine.loader import load_recipe
+    from vmlab.workflows.bake import bake
+
+    made = ContainerProvider(container_root, base_cache=SHARED_CACHE)
+    archive = SHARED_CACHE / f"lab-image-{lab_image_key()}.tar"
+    started = time.monotonic()
+    if archive.is_file():
+        made.engine.text("load", "-q", "-i", str(archive), what="loading the cached lab image")
+        found = made.list_images({"vmlab:recipe": LAB_RECIPE})
+        if found:
+            print(f"lab image loaded in {time.monotonic() - started:.0f}s", file=sys.stderr)
+            return found[0].id
+    result = bake(load_recipe(RECIPES / "lab.py"), made, base="debian-12",
+                  say=lambda msg: print(f"lab image: {msg}", file=sys.stderr))
+    print(f"lab image baked in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    for old in SHARED_CACHE.glob("lab-image-*.tar"):
+        old.unlink()
+    partial = archive.with_suffix(".part")
+    made.engine.text("save", "-q", "--format", "oci-archive", "-o", str(partial), result.image.source or "",
+                     what="keeping the lab image")
+    partial.rename(archive)
+    return result.image.id

@@ -126,3 +126,12 @@ def test_bad_jupyter_values_are_refused(env: dict[str, str], ip: str | None, mes
                                         tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=message):
         jupyter_command({**env, "PATH": "/usr/bin:/bin"}, tmp_path, None, ip, tmp_path)
+
+
+def test_a_runs_hard_limit_counts_from_its_start_unless_a_deadline_is_ahead() -> None:
+    from vmlab.agent.runplan import run_deadline
+
+    assert run_deadline(0, 3600, 1000.0) == 4600.0  # VMLAB_MAX_HOURS alone: from this start
+    assert run_deadline(9000, 3600, 1000.0) == 9000  # a deadline still ahead wins
+    assert run_deadline(500, 3600, 1000.0) == 4600.0  # one from an earlier start of the container: a new period
+    assert run_deadline(500, 0, 1000.0) == 0.0 and run_deadline(0, 0, 1000.0) == 0.0  # no limit

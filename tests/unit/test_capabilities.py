@@ -18,6 +18,7 @@ from vmlab.providers.base import (
     Quotes,
     Regional,
     ScopesStorage,
+    ServesLabs,
     SharesImages,
     ShipsImages,
     SweepsLeftovers,
@@ -26,9 +27,9 @@ from vmlab.providers.base import (
 
 @pytest.mark.parametrize(("capability", "providers"), [
     (Regional, ["ec2"]), (Quotes, ["ec2"]), (Firewalled, ["ec2"]), (CustomerKeys, ["ec2"]),
-    (SweepsLeftovers, ["ec2"]), (SharesImages, ["ec2"]), (ScopesStorage, ["local", "ec2"]),
+    (SweepsLeftovers, ["ec2"]), (SharesImages, ["ec2"]), (ScopesStorage, ["local", "ec2", "container"]),
     (BuildsBaseImage, ["local", "container"]), (ChoosesTypes, ["ec2"]), (Executes, ["container"]),
-    (ShipsImages, ["container"]),
+    (ShipsImages, ["container"]), (ServesLabs, ["container"]),
 ])
 def test_registered_providers_have_the_capabilities_they_implement(capability: type, providers: list[str]) -> None:
     assert list(PROVIDERS) == ["local", "ec2", "container"]

@@ -9,7 +9,7 @@ import pytest
 
 from vmlab.errors import BadInput
 from vmlab.providers import get_provider, implements, provider_class
-from vmlab.providers.base import BuildsBaseImage, Executes, PlansLaunches, ScopesStorage
+from vmlab.providers.base import BuildsBaseImage, Executes, PlansLaunches, ScopesStorage, ServesLabs
 from vmlab.providers.container import baseimage
 from vmlab.providers.container.engine import Podman
 from vmlab.providers.container.provider import ContainerProvider, check_labels
@@ -18,7 +18,8 @@ from vmlab.providers.container.provider import ContainerProvider, check_labels
 def test_registered_with_its_capabilities() -> None:
     cls = provider_class("container")
     assert implements(cls, Executes) and implements(cls, PlansLaunches) and implements(cls, BuildsBaseImage)
-    assert not implements(cls, ScopesStorage)
+    assert implements(cls, ServesLabs) and implements(cls, ScopesStorage)  # a lab gets the environment's keys
+    assert get_provider("container").grant_storage("s3://b/p") is None  # type: ignore[attr-defined]
     assert not implements(provider_class("local"), Executes)  # SSH providers keep SSH
 
 
@@ -85,3 +86,33 @@ def test_base_version_tracks_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tag == baseimage.version_tag("http://a") != baseimage.version_tag("http://b")
     monkeypatch.setattr(baseimage, "PACKAGES", (*baseimage.PACKAGES, "jq"))
     assert baseimage.version_tag("http://a") != tag
+
+
+def test_lab_container_keeps_secrets_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmlab.providers.base import LabLaunch
+    from vmlab.providers.container import labcontainer
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-key-value")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    monkeypatch.delenv(labcontainer.HOST_LOOPBACK_ENV, raising=False)
+    launch = LabLaunch("tok-" + "x" * 40, "s3://bucket/alice", 30)
+    argv, env = labcontainer.run_argv("lab", "localhost/vmlab/lab:ab", 8891, launch, {"vmlab:lab": "lab"}, 15)
+    words = " ".join(argv)
+    assert launch.token not in words and "s3cr3t" not in words and "s3://bucket" not in words
+    assert env["JUPYTER_TOKEN"] == launch.token and env["VMLAB_SYNC_URL"] == "s3://bucket/alice"
+    assert ["-e", "JUPYTER_TOKEN"] == argv[argv.index("JUPYTER_TOKEN") - 1:argv.index("JUPYTER_TOKEN") + 1]
+    assert "127.0.0.1:8891:8888" in argv and "vmlab-lab-data:/root/data" in argv
+    assert "slirp4netns" in argv and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"  # host loopback closed
+    monkeypatch.setenv(labcontainer.HOST_LOOPBACK_ENV, "1")
+    argv, env = labcontainer.run_argv("lab", "img", 8891, launch, {}, 15)
+    assert "slirp4netns:allow_host_loopback=true" in argv and env["AWS_ENDPOINT_URL"] == "http://10.0.2.2:5000"
+    no_sync = labcontainer.secret_env(LabLaunch("t" * 40), {"AWS_SECRET_ACCESS_KEY": "k"})
+    assert no_sync == {"JUPYTER_TOKEN": "t" * 40}  # no sync: no credentials go in
+
+
+def test_lab_flags_a_container_cannot_honour_are_refused() -> None:
+    from vmlab.providers.base import LaunchSpec
+
+    provider = ContainerProvider(Path("/nonexistent-root"))
+    with pytest.raises(BadInput, match="--type/--builder-type g4dn.xlarge does not apply"):
+        provider.check_launch(LaunchSpec("lab", "img", "", instance_type="g4dn.xlarge"))

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,14 +89,25 @@ def entry_plan(jupyter: bool, port: int | None, ip: str | None, folder: Path | N
     return Plan(argv, child_env, sync, _idle(config, idle_minutes, url, token_file))
 
 
+def run_deadline(deadline: float, max_s: float, now: float) -> float:
+    """The hard stop of this run: VMLAB_DEADLINE while it is ahead; else (none given, or one from an earlier
+    start of the same container, whose environment does not change) `max_s` (VMLAB_MAX_HOURS) from now; 0 none.
+
+    Example: `run_deadline(0, 3600, 1000.0)` is 4600.0; `run_deadline(9000, 3600, 1000.0)` is 9000."""
+    if deadline > now:
+        return deadline
+    return now + max_s if max_s else 0.0
+
+
 def _idle(config: Any, idle_minutes: float | None, url: str, token_file: Path | None) -> Any:
     """The idle watcher (vmlab.agent.idle), or None when no limit is set."""
     from vmlab.agent import idle
 
     minutes = config.idle_minutes if idle_minutes is None else idle_minutes
-    if not minutes and not config.deadline:
+    deadline = run_deadline(config.deadline, config.max_hours * 60 * config.minute_s, time.time())
+    if not minutes and not deadline:
         return None
-    limits = idle.Limits(idle_s=minutes * config.minute_s, deadline=config.deadline,
+    limits = idle.Limits(idle_s=minutes * config.minute_s, deadline=deadline,
                          warn_s=idle.WARN_MINUTES * config.minute_s)
     local = url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
     jupyter = idle.Jupyter(local, token_file) if token_file is not None else None

@@ -71,9 +71,10 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
     if result.record.hourly_price is not None:
         market = "spot" if result.record.spot else "on-demand"
         out.say(f"{market}, about ${result.record.hourly_price:.4g}/h (estimate) until `vmlab stop {name}`")
-    out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s (boot to SSH "
-            f"{t.get('boot_to_ssh', 0):.0f}s, JupyterLab start {t.get('jupyter_start', 0):.0f}s, vmlab "
-            f"{t['overhead']:.1f}s); open it with: {result.tunnel_hint}", "bold green")
+    boot = f"boot to SSH {t['boot_to_ssh']:.0f}s, " if "boot_to_ssh" in t else ""  # none for a container lab
+    out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s ({boot}JupyterLab start "
+            f"{t.get('jupyter_start', 0):.0f}s, vmlab {t['overhead']:.1f}s); open it with: {result.tunnel_hint}",
+            "bold green")
     out.emit({**result.to_json(), "offer": quote.offer if quote else None,
               "type_choice": choice.to_json() if choice else None})
 
@@ -239,17 +240,23 @@ def _or_dash(value: float | None) -> str:
 @click.argument("command", nargs=-1)
 @handle_errors
 def ssh(name: str, command: tuple[str, ...]) -> None:
-    """Open a shell on lab NAME (or run COMMAND there) with its key and pinned host key.
+    """Open a shell on lab NAME (or run COMMAND there) with its key and pinned host key (a container lab:
+    `podman exec -it`, no SSH).
 
     \b
     Example:
       vmlab ssh lab -- journalctl -u jupyterlab -n 50
     """
+    from vmlab.providers.base import ServesLabs
     from vmlab.state import LabStore
     from vmlab.workflows.labs import require_record
     from vmlab.workflows.tunnel import known_hosts_for
 
     record = require_record(LabStore(), name)
+    provider = provider_for(record)
+    if isinstance(provider, ServesLabs):  # no sshd: the provider's own shell (a container: `podman exec -it`)
+        shell, env = provider.shell(record.instance_id, command)
+        os.execvpe(shell[0], shell, env)
     argv = ["ssh", "-p", str(record.port), "-i", record.key_file, "-l", record.user, "-F", "none",
             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={known_hosts_for(record)}",

@@ -15,7 +15,8 @@ from vmlab.errors import BadInput
 
 @click.command()
 @click.argument("name", default="lab")
-@click.option("--port", default=8888, show_default=True, type=int, help="Local port (the next free one if busy).")
+@click.option("--port", default=None, type=int,
+              help="Local port (default 8888; the next free one if busy). A container lab has its own.")
 @click.option("--open/--no-open", "open_browser", default=False,
               help="Open the browser at the lab's URL (through a private redirect file: no token in `ps`).")
 @click.option("--once", is_flag=True, help="Check the tunnel, print the URL and close (for scripts).")
@@ -29,7 +30,7 @@ from vmlab.errors import BadInput
 @click.option("--detached", is_flag=True, hidden=True)  # set by --background on the process it starts
 @json_option
 @handle_errors
-def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[int, ...], backend: str | None,
+def tunnel(name: str, port: int | None, open_browser: bool, once: bool, extra: tuple[int, ...], backend: str | None,
            background: bool, stop_it: bool, detached: bool, json_mode: bool) -> None:
     """Forward localhost:PORT to lab NAME's JupyterLab and print its URL; runs until Ctrl-C.
 
@@ -49,12 +50,16 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
     out = Output(json_mode)
     # a refused forward is reported once as the error below, not as a log line per attempt
     logging.getLogger("vmlab.transport").addHandler(logging.NullHandler())
-    check_port(port)
+    if port is not None:
+        check_port(port)
     for remote in extra:
         check_port(remote, "--extra")
     record = require_record(LabStore(), name)
     if stop_it and (background or once):
         raise BadInput("--stop cannot be combined with --background or --once", f"run `vmlab tunnel {name} --stop`")
+    if _served(out, record, port, extra, background, open_browser):
+        return
+    port = port or 8888
     if stop_it:
         pid = tunnel_bg.stop(name)
         out.say(f"stopped the background tunnel to {name} (pid {pid})" if pid else f"no background tunnel to {name}")
@@ -87,6 +92,35 @@ def tunnel(name: str, port: int, open_browser: bool, once: bool, extra: tuple[in
             tunnel_bg.forget_running(name)
         elif open_browser:  # with --once too: the page holds the token
             tunnel_bg.TunnelFiles(name).redirect.unlink(missing_ok=True)
+
+
+def _served(out: Output, record: Any, port: int | None, extra: tuple[int, ...], background: bool,
+            open_browser: bool) -> bool:
+    """A lab its provider publishes on 127.0.0.1 itself (`ServesLabs`, a container): no tunnel to open; check
+    that it answers to its token and print the URL. False for a lab reached over SSH."""
+    from vmlab.errors import HostError
+    from vmlab.providers import provider_for
+    from vmlab.providers.base import ServesLabs
+    from vmlab.workflows.servedlab import lab_url, wait_answers
+
+    provider = provider_for(record)
+    if not isinstance(provider, ServesLabs):
+        return False
+    given = [flag for flag, value in (("--port", port), ("--extra", extra), ("--background", background)) if value]
+    if given:
+        raise BadInput(f"{', '.join(given)} do not apply to lab {record.name}: its provider publishes it on "
+                       f"127.0.0.1:{record.port} itself", f"run `vmlab tunnel {record.name}`")
+    inst = provider.describe(record.instance_id)
+    if inst is None or inst.state != "running":
+        raise HostError(f"lab {record.name} is {inst.state if inst else 'gone'}",
+                        f"`vmlab start {record.name}`" if inst else f"`vmlab up {record.name}`")
+    wait_answers(record, inst, provider, timeout=60.0)  # just started: JupyterLab takes a few seconds
+    url = lab_url(record)
+    _announce(out, record.name, {"url": url, "extra": []})
+    out.emit({"lab": record.name, "local_port": record.port, "url": url, "backend": "provider", "extra": []})
+    if open_browser:
+        _open(record.name, url)
+    return True
 
 
 def _open(name: str, url: str) -> None:

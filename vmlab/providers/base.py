@@ -398,6 +398,35 @@ class Executes(Protocol):
     def exec_host(self, instance_id: str) -> Session: ...
 
 
+@dataclass(frozen=True)
+class LabLaunch:
+    """What a lab the provider serves itself is started with: JupyterLab's `token` (fresh at each launch; secret)
+    and the agent's settings (sync URL, idle minutes and hard limit per start; 0 = off)."""
+
+    token: str = field(repr=False)
+    sync_url: str | None = field(default=None, repr=False)
+    idle_minutes: float = 0.0
+    #: hours each start of the lab may run before the agent stops it (0: no limit)
+    max_hours: float = 0.0
+
+
+@runtime_checkable
+class ServesLabs(Protocol):
+    """Optional capability: the provider runs the lab's JupyterLab itself and publishes it on this machine's
+    127.0.0.1 (a container running `vmlab-agent run --jupyter`), so `up` passes the token at launch, `tunnel`
+    only prints the URL and nothing goes over SSH. The Instance of such a lab has host 127.0.0.1 and `port` the
+    published one. `read_file` reads a file of the lab, running or stopped (the agent's status); `shell`
+    returns the argv and environment of an interactive shell in it (`vmlab ssh`)."""
+
+    def check_lab_image(self, image: str) -> None: ...
+
+    def launch_lab(self, spec: LaunchSpec, lab: LabLaunch) -> Instance: ...
+
+    def read_file(self, instance_id: str, path: str) -> bytes | None: ...
+
+    def shell(self, instance_id: str, command: tuple[str, ...]) -> tuple[list[str], dict[str, str]]: ...
+
+
 @runtime_checkable
 class ShipsImages(Protocol):
     """Images leave the provider as files or go to a registry: `export_image` writes an OCI layout folder

@@ -18,7 +18,16 @@ from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import BadInput, HostError
 from vmlab.interrupts import deferred_signals
-from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider, Regional, ScopesStorage
+from vmlab.providers.base import (
+    Image,
+    Instance,
+    LaunchOptions,
+    LaunchSpec,
+    Provider,
+    Regional,
+    ScopesStorage,
+    ServesLabs,
+)
 from vmlab.safetext import check_record
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
 from vmlab.syncurl import redact
@@ -130,6 +139,8 @@ def check_up(provider: Provider, name: str, *, image: str | None = None, instanc
     spec = (options or LaunchOptions()).apply(LaunchSpec(name, img.id, client.public, instance_type=instance_type,
                                                          host_key=host_key.private, tags=tags))
     check_launch(provider, spec)
+    if isinstance(provider, ServesLabs):
+        provider.check_lab_image(img.id)
     return UpChecks(name, store, settings, record, None, img, prices, spec, client, host_key)
 
 
@@ -146,10 +157,18 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
     check (`check_up`) runs before the first thing is made. `server` is what runs on the lab's loopback (default:
     the recipe's JupyterLab with a fresh token; vmlab.hub gives jupyterhub-singleuser); `tags` go on a new lab."""
     watch = Stopwatch()
+    if server is not None and isinstance(provider, ServesLabs):
+        raise BadInput(f"the {provider.name} provider runs the image's own JupyterLab (its agent), not another "
+                       "lab server", "use an SSH provider (local, ec2) for this")
     server = server or JupyterLabServer(lab_timeout)
     checks = check_up(provider, name, image=image, instance_type=instance_type, store=store, idle=idle,
                       max_hours=max_hours, sync=sync, options=options, quote=quote, tags=tags)
     store, settings, existing, record = checks.store, checks.settings, checks.existing, checks.record
+    if isinstance(provider, ServesLabs):  # the provider runs JupyterLab itself: no SSH
+        from vmlab.workflows.servedlab import up_served
+
+        served = up_served(provider, checks, watch, lab_timeout, say)
+        return UpResult(served, existing is not None, tunnel_hint(name), watch.finish())
     if existing is not None and record is not None:
         if existing.state in ("stopped", "stopping"):
             say(f"starting lab {name} ({existing.id})")
@@ -288,6 +307,10 @@ def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0, f
     from pathlib import Path
 
     inst = provider.describe(record.instance_id)
+    if isinstance(provider, ServesLabs) and inst is not None:  # its files are readable running or stopped
+        from vmlab.workflows.servedlab import served_status
+
+        return served_status(provider, record, status_path, flush and inst.state == "running")
     if inst is None or inst.state != "running":
         return None
     with connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=timeout) as conn:

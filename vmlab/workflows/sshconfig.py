@@ -69,7 +69,8 @@ def entry(record: LabRecord) -> str:
 
 
 def write_config(store: LabStore | None = None) -> SSHConfigResult:
-    """Rewrite vmlab's SSH config from the lab records (a lab without an address, e.g. stopped, is skipped)."""
+    """Rewrite vmlab's SSH config from the lab records (a lab without an address, e.g. stopped, or without an SSH
+    key, e.g. a container lab reached by `podman exec`, is skipped)."""
     store = store or LabStore()
     path = config_path()
     with store.locked():
@@ -77,14 +78,15 @@ def write_config(store: LabStore | None = None) -> SSHConfigResult:
         blocks: dict[str, str] = {}
         refused: dict[str, str] = {}
         for r in records:
-            if not r.host:
+            if not r.host or not r.key_file:
                 continue
             try:
                 blocks[r.name] = entry(r)
             except BadInput as exc:
                 refused[r.name] = str(exc)
         _replace(path, HEADER + "".join("\n" + b for b in blocks.values()), 0o600)
-    return SSHConfigResult(path, list(blocks), skipped=[r.name for r in records if not r.host], refused=refused)
+    return SSHConfigResult(path, list(blocks), skipped=[r.name for r in records if not r.host or not r.key_file],
+                          refused=refused)
 
 
 def refresh(store: LabStore | None = None) -> SSHConfigResult | None:

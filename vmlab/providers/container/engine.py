@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,24 +119,26 @@ class Podman:
         """`podman ARGS` with vmlab's settings; never raises for a non-zero exit."""
         return self.tool("podman", *args, stdin=stdin, timeout=timeout)
 
-    def tool(self, *argv: str, stdin: bytes | None = None,
-             timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
-        """A containers tool (podman, skopeo) run with vmlab's settings; never raises for a non-zero exit."""
+    def tool(self, *argv: str, stdin: bytes | None = None, timeout: float = TIMEOUT,
+             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        """A containers tool (podman, skopeo) run with vmlab's settings (`env`: variables added to its
+        environment, e.g. the values of `-e NAME` words); never raises for a non-zero exit."""
         self._configure()
         if argv[0] == "skopeo":
             argv = ("skopeo", "--policy", str(self.root / "conf" / "policy.json"), *argv[1:])
         try:
             return subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
-                                  env=self.env(), timeout=timeout, check=False)
+                                  env={**self.env(), **(env or {})}, timeout=timeout, check=False)
         except FileNotFoundError as exc:
             raise BadInput(f"the container provider needs {argv[0]}", INSTALL) from exc
         except subprocess.TimeoutExpired as exc:
             raise HostError(f"{argv[0]} {argv[1]} did not finish in {timeout:.0f} s") from exc
 
-    def text(self, *args: str, what: str = "", stdin: bytes | None = None, program: str = "podman") -> str:
+    def text(self, *args: str, what: str = "", stdin: bytes | None = None, program: str = "podman",
+             env: Mapping[str, str] | None = None) -> str:
         """stdout of `podman ARGS` (or another `program`); HostError naming `what` with its last lines when it
         fails."""
-        proc = self.tool(program, *args, stdin=stdin)
+        proc = self.tool(program, *args, stdin=stdin, env=env)
         if proc.returncode != 0:
             raise HostError(f"{what or program + ' ' + args[0]} failed (exit {proc.returncode}): {tail(proc.stderr)}")
         return proc.stdout.decode(errors="replace")

@@ -23,10 +23,20 @@ class ExecHost:
         self.name = name
 
     def execute(self, command: Command, *, sudo: bool = False) -> RunResult:
-        proc = self.engine.call("exec", "-i", "--user", "root", self.container, *command.argv,
+        proc = self.engine.call("exec", "-i", "--user", "root", *self.ca_env(), self.container, *command.argv,
                                 stdin=command.stdin)
         return RunResult(proc.returncode, proc.stdout.decode(errors="replace"),
                          proc.stderr.decode(errors="replace"))
+
+    def ca_env(self) -> list[str]:
+        """pip, requests and OpenSSL pointed at this machine's CA bundle when the builder has it mounted (see
+        provider.HOST_CA); per command, so the image's environment never names it."""
+        from vmlab.providers.container.provider import HOST_CA, HOST_CA_BUNDLE
+
+        if not HOST_CA_BUNDLE.is_file():
+            return []
+        return [arg for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
+                for arg in ("-e", f"{name}={HOST_CA}")]
 
     def close(self) -> None:
         """Nothing to close: each command is its own `podman exec`."""

@@ -9,6 +9,8 @@ vmlab's own storage (vmlab/providers/container/engine.py). No SSH: commands go t
 - create_image: the container is stopped (systemd shuts down cleanly), then `podman commit`ted to
   `localhost/vmlab/NAME:HASH` (HASH: the first 12 characters of `vmlab:recipe-hash`), its tags and provenance
   (vmlab's version, the creation time) as image labels.
+- launch_lab (ServesLabs, `vmlab up`): a lab container whose agent runs JupyterLab, published on 127.0.0.1 only,
+  the data folder on the volume `vmlab-NAME-data` (labcontainer.py); `terminate` removes that volume too.
 
 Example::
 
@@ -31,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.errors import BadInput, HostError
-from vmlab.providers.base import Image, Instance, LaunchPlan, LaunchSpec, Progress, match_tags
-from vmlab.providers.container import baseimage, shipping
+from vmlab.providers.base import Image, Instance, LabLaunch, LaunchPlan, LaunchSpec, Progress, StorageGrant, match_tags
+from vmlab.providers.container import baseimage, labcontainer, shipping
 from vmlab.providers.container.engine import Podman, default_root, missing, tail
 from vmlab.providers.container.exechost import ExecHost
 from vmlab.safetext import check_text
@@ -47,6 +49,10 @@ STATES = {"created": "pending", "configured": "pending", "initialized": "pending
           "paused": "running", "stopping": "stopping", "exited": "stopped", "stopped": "stopped",
           "removing": "terminated"}
 BOOT_TIMEOUT = 120.0
+#: this machine's CA bundle (a TLS-inspecting proxy's CA included): mounted read-only into builders at HOST_CA so
+#: pip and curl reach PyPI as this machine does; a mount is never committed, so the image does not keep it
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+HOST_CA = "/run/vmlab-host-ca.pem"
 
 
 def _quiet(_msg: str, _frac: float | None) -> None:
@@ -93,10 +99,13 @@ class ContainerProvider:
         state = data.get("State") or {}
         status = state.get("Status", "") if isinstance(state, dict) else str(state)
         config = data.get("Config") or {}
+        labels = dict(config.get("Labels") or {})
+        served = labels.get(labcontainer.PORT_LABEL, "")  # a lab container: JupyterLab on 127.0.0.1:PORT
         return Instance(id=str(data.get("Id", ""))[:12], name=str(data.get("Name", "")).lstrip("/"),
-                        state=STATES.get(status, "stopped"), host=None, port=0, user="root",
+                        state=STATES.get(status, "stopped"), host="127.0.0.1" if served.isdigit() else None,
+                        port=int(served) if served.isdigit() else 0, user="root",
                         image=str(data.get("ImageName", "")), provider=self.name, instance_type="container",
-                        tags=dict(config.get("Labels") or {}), launched_at=str(data.get("Created", ""))[:19])
+                        tags=labels, launched_at=str(data.get("Created", ""))[:19])
 
     def _wait_booted(self, container: str) -> None:
         """Until systemd in the container has started everything (running, or degraded: a unit failed). Right
@@ -129,6 +138,9 @@ class ContainerProvider:
             raise BadInput(f"container name {spec.name!r} is not allowed", "use letters, digits and ._- "
                            "(128 at most, starting with a letter or digit)")
         check_labels(spec.tags)
+        if spec.instance_type:
+            raise BadInput(f"--type/--builder-type {spec.instance_type} does not apply to containers (they share "
+                           "this machine's CPUs and memory)", "drop it")
         if spec.volume_size_gb is not None:
             raise BadInput("--volume-size does not apply to containers (their disk is the engine's storage)",
                            "drop --volume-size")
@@ -141,10 +153,13 @@ class ContainerProvider:
 
     def plan_launch(self, spec: LaunchSpec) -> LaunchPlan:
         self.check_launch(spec)
+        creates = ((f"podman volume {labcontainer.volume_name(spec.name)} (the data folder, unless it exists)",
+                    f"podman container {spec.name} from {spec.image} (the agent runs JupyterLab, published on "
+                    "127.0.0.1 only; own network namespace, slirp4netns)") if "vmlab:lab" in spec.tags else
+                   (f"podman container {spec.name} from {spec.image} (systemd; own network namespace, "
+                    "slirp4netns)",))
         return LaunchPlan(provider=self.name, image=spec.image, image_name=spec.image, instance_type="container",
-                          volume_gb=None, spot=False,
-                          creates=(f"podman container {spec.name} from {spec.image} (systemd; own network "
-                                   "namespace, slirp4netns)",))
+                          volume_gb=None, spot=False, creates=creates)
 
     def check_image_name(self, name: str) -> None:
         if len(name) > 128 or not IMAGE_NAME_RE.fullmatch(name):
@@ -160,9 +175,10 @@ class ContainerProvider:
         launch_label = secrets.token_hex(6)
         labels = [arg for k, v in {**spec.tags, "vmlab:launch": launch_label}.items()
                   for arg in ("--label", f"{k}={v}")]
+        ca = ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA}:ro"] if HOST_CA_BUNDLE.is_file() else []
         try:
             cid = self.engine.text("run", "-d", "--pull", "never", "--name", spec.name, "--hostname", spec.name[:63],
-                                   "--systemd", "always", "--network", "slirp4netns",
+                                   "--systemd", "always", "--network", "slirp4netns", *ca,
                                    "--stop-timeout", str(self.stop_timeout), *labels, ref, "/sbin/init",
                                    what=f"starting container {spec.name}").strip()
             self._wait_booted(cid)
@@ -194,12 +210,14 @@ class ContainerProvider:
         return out
 
     def stop(self, instance_id: str) -> Instance:
-        self.engine.text("stop", "-t", str(self.stop_timeout), instance_id, what=f"stopping {instance_id}")
+        """`podman stop` with the container's own timeout (a lab's agent gets its grace period to push)."""
+        self.engine.text("stop", instance_id, what=f"stopping {instance_id}")
         return self._require(instance_id)
 
     def start(self, instance_id: str) -> Instance:
         self.engine.text("start", instance_id, what=f"starting {instance_id}")
-        self._wait_booted(instance_id)
+        if not self._require(instance_id).host:  # a lab container runs the agent, not systemd
+            self._wait_booted(instance_id)
         return self._require(instance_id)
 
     def _require(self, instance_id: str) -> Instance:
@@ -209,10 +227,85 @@ class ContainerProvider:
         return found
 
     def terminate(self, instance_id: str) -> None:
-        """Remove the container and its anonymous volumes; a missing container is a no-op."""
+        """Remove the container, its anonymous volumes and a lab's data volume (its disk); a missing container
+        is a no-op."""
+        found = self._inspect("container", instance_id)
+        volume = self._instance(found).tags.get(labcontainer.VOLUME_LABEL) if found else None
         proc = self.engine.call("rm", "-f", "-v", "-t", "2", instance_id)
         if proc.returncode != 0 and not missing(proc):
             raise HostError(f"removing container {instance_id} failed: {tail(proc.stderr)}")
+        if volume:
+            self._remove_volume(volume)
+
+    def _remove_volume(self, volume: str) -> None:
+        proc = self.engine.call("volume", "rm", "-f", volume)
+        if proc.returncode != 0 and not missing(proc):
+            raise HostError(f"removing volume {volume} failed: {tail(proc.stderr)}")
+
+    # ---- labs served on this machine (ServesLabs) ----------------------------------------------------------
+    def check_lab_image(self, image: str) -> None:
+        """BadInput unless `image` has the vmlab agent, which runs a container lab (labcontainer.py)."""
+        ref = self._image_ref(image) if image != baseimage.BASE_ID else ""
+        proc = self.engine.call("run", "--rm", "--pull", "never", "--network", "none", "--entrypoint",
+                                "/usr/bin/test", ref, "-x", labcontainer.AGENT) if ref else None
+        if proc is None or proc.returncode != 0:
+            raise BadInput(f"container image {image!r} has no vmlab agent ({labcontainer.AGENT}), which runs a "
+                           "container lab", "bake one from recipes/lab.py (or a recipe that includes "
+                           "recipes/agent.py and recipes/jupyterlab.py)")
+
+    def launch_lab(self, spec: LaunchSpec, lab: LabLaunch) -> Instance:
+        """ServesLabs: the lab container (labcontainer.py), JupyterLab on 127.0.0.1:PORT of this machine. A
+        failure or an interrupt removes the container, and the data volume when this launch made it."""
+        self.check_launch(spec)
+        ref = self._image_ref(spec.image)
+        launch_label = secrets.token_hex(6)
+        labels = {**spec.tags, "vmlab:launch": launch_label}
+        volume = labcontainer.volume_name(spec.name)
+        made_volume = False
+        try:
+            if self._inspect("volume", volume) is None:
+                made_volume = True
+                self.engine.text("volume", "create", *(a for k, v in labels.items() for a in ("--label", f"{k}={v}")),
+                                 volume, what=f"creating volume {volume}")
+            argv, env = labcontainer.run_argv(spec.name, ref, labcontainer.free_port(), lab, labels,
+                                              self.stop_timeout + 5)
+            cid = self.engine.text(*argv, env=env, what=f"starting lab container {spec.name}").strip()
+            return self._require(cid)
+        except BaseException:
+            self._remove_launch(launch_label)
+            if made_volume:
+                self.engine.call("volume", "rm", "-f", volume)
+            raise
+
+    def read_file(self, instance_id: str, path: str) -> bytes | None:
+        """ServesLabs: a file of the container, running or stopped (`podman cp`); None when it has none."""
+        import io
+        import tarfile
+
+        proc = self.engine.call("cp", f"{instance_id}:{path}", "-")
+        if proc.returncode != 0:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile()), None)
+            extracted = tar.extractfile(member) if member else None
+            return extracted.read() if extracted else None
+
+    def shell(self, instance_id: str, command: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+        """ServesLabs: `podman exec -it` a login shell (or `command`) in the running lab, as root."""
+        inst = self._require(instance_id)
+        if inst.state != "running":
+            raise HostError(f"container {inst.name} is {inst.state}", f"start it first: `vmlab start {inst.name}`")
+        return ["podman", "exec", "-it", inst.id, *(command or ("bash", "-l"))], self.engine.env()
+
+    # ---- storage (ScopesStorage): the lab gets this environment's credentials, nothing is granted ----------
+    def storage_scope(self, url: str) -> str | None:
+        return None
+
+    def grant_storage(self, url: str) -> StorageGrant | None:
+        return None
+
+    def revoke_storage(self, grant: StorageGrant) -> None:
+        """Nothing to revoke: `grant_storage` grants nothing."""
 
     def exec_host(self, instance_id: str) -> ExecHost:
         """Executes: commands in the running container through `podman exec`."""

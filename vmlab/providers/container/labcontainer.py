@@ -1,0 +1,108 @@
+"""A lab as a container (`vmlab up --provider container`): the image's agent runs JupyterLab
+(`vmlab-agent run --jupyter`, PID 1, no systemd), published on this machine's 127.0.0.1 only, the data folder on
+a named volume.
+
+- Command: `/opt/vmlab-agent/bin/vmlab-agent run --jupyter --ip 0.0.0.0 --port 8888`. 0.0.0.0 is the
+  container's own network namespace (slirp4netns: nothing else is in it); podman's port forwarder listens on
+  `127.0.0.1:PORT` of this machine only (`-p 127.0.0.1:PORT:8888`). An image without the agent is refused: the
+  agent is what guarantees the token, the restore and the final push.
+- Secrets travel as `-e NAME` with the value in podman's environment, never on its command line: the token
+  (JUPYTER_TOKEN), the sync URL (VMLAB_SYNC_URL; an Azure URL holds its SAS) and the storage credentials of this
+  environment (AWS_*, AZURE_*; see STORAGE_ENV). podman keeps them in the container's configuration in vmlab's
+  engine root (root only), as the VM providers keep the token in a root-only file on the VM.
+- Data: the volume `vmlab-LAB-data` at /root/data, labelled `vmlab:lab`; kept across stop/start, removed with the
+  container (`terminate`, i.e. `vmlab down`). The agent's state (manifest, journal, status) is in the
+  container's own layer, also kept across stop/start.
+- `VMLAB_CONTAINER_HOST_LOOPBACK=1` (tests with a store emulator on this machine's loopback only): the container
+  may reach this machine's 127.0.0.1 as 10.0.2.2 (slirp4netns `allow_host_loopback`), and an AWS endpoint on
+  127.0.0.1 or localhost is rewritten to it. Off by default: a lab must not reach the host's local services.
+
+Example::
+
+    argv, env = run_argv("lab", "localhost/vmlab/lab:ab12", 8890, LabLaunch(token), labels)
+    engine.text(*argv, env=env)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from vmlab import lab
+from vmlab.providers.base import LabLaunch
+
+AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
+DATA = "/root/" + lab.DATA_DIR
+INSIDE_PORT = lab.PORT
+#: the lab's JupyterLab and conda come first on its PATH (recipes/jupyterlab.py, recipes/conda.py)
+PATH = "/opt/jupyter/bin:/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: this environment's storage credentials a lab's agent gets (each only when set here)
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+               "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AZURE_STORAGE_CONNECTION_STRING",
+               "AZURE_BLOB_SAS_TOKEN", "AWS_MAX_ATTEMPTS")
+HOST_LOOPBACK_ENV = "VMLAB_CONTAINER_HOST_LOOPBACK"
+#: label holding the published port: marks a lab container (no systemd) and tells `describe` where it answers
+PORT_LABEL = "vmlab:lab-port"
+VOLUME_LABEL = "vmlab:volume"
+_LOOPBACK_URL = re.compile(r"^(https?://)(127\.0\.0\.1|localhost)([:/]|$)")
+
+
+def free_port(start: int = 8890, tries: int = 200) -> int:
+    """A port nothing listens on at 127.0.0.1 (podman's forwarder binds it a moment later)."""
+    import socket
+
+    from vmlab.errors import HostError
+
+    for port in range(start, start + tries):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise HostError(f"no free port on 127.0.0.1 in {start}-{start + tries - 1}", "stop a lab or a tunnel")
+
+
+def volume_name(lab_name: str) -> str:
+    return f"vmlab-{lab_name}-data"
+
+
+def host_loopback(environ: Mapping[str, str]) -> bool:
+    return environ.get(HOST_LOOPBACK_ENV) == "1"
+
+
+def plain_env(launch: LabLaunch) -> dict[str, str]:
+    """The lab container's variables that are no secret (on podman's command line as NAME=VALUE)."""
+    return {"VMLAB_DATA_DIR": DATA, "VMLAB_AGENT_STATE_DIR": lab.AGENT_STATE_DIR,
+            "VMLAB_IDLE_MINUTES": f"{launch.idle_minutes:g}", "VMLAB_MAX_HOURS": f"{launch.max_hours:g}",
+            "PATH": PATH}
+
+
+def secret_env(launch: LabLaunch, environ: Mapping[str, str]) -> dict[str, str]:
+    """The lab container's token, sync URL and storage variables (passed by name: see the module docstring)."""
+    env = {"JUPYTER_TOKEN": launch.token}
+    if launch.sync_url:
+        env["VMLAB_SYNC_URL"] = launch.sync_url
+        env.update({name: environ[name] for name in STORAGE_ENV if environ.get(name)})
+    if host_loopback(environ):
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            if name in env:
+                env[name] = _LOOPBACK_URL.sub(r"\g<1>10.0.2.2\g<3>", env[name])
+    return env
+
+
+def run_argv(name: str, image: str, port: int, launch: LabLaunch, labels: Mapping[str, str],
+             stop_timeout: int) -> tuple[list[str], dict[str, str]]:
+    """`podman run` words, and the variables to add to podman's environment (the values of the `-e NAME` words)."""
+    env = secret_env(launch, os.environ)
+    network = "slirp4netns:allow_host_loopback=true" if host_loopback(os.environ) else "slirp4netns"
+    argv = ["run", "-d", "--pull", "never", "--name", name, "--hostname", name[:63], "--network", network,
+            "-p", f"127.0.0.1:{port}:{INSIDE_PORT}", "-v", f"{volume_name(name)}:{DATA}",
+            "--stop-signal", "SIGTERM", "--stop-timeout", str(stop_timeout), "--systemd", "false",
+            *(arg for key, value in plain_env(launch).items() for arg in ("-e", f"{key}={value}")),
+            *(arg for key in sorted(env) for arg in ("-e", key)),
+            *(arg for k, v in {**labels, PORT_LABEL: str(port), VOLUME_LABEL: volume_name(name)}.items()
+              for arg in ("--label", f"{k}={v}")),
+            "--entrypoint", AGENT, image, "run", "--jupyter", "--ip", "0.0.0.0", "--port", str(INSIDE_PORT)]
+    return argv, env
