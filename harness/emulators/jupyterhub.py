@@ -7,6 +7,9 @@ The config a recipe renders is used as it is; only what must differ on a test ma
     hub.signup("ana", "pw")                         # HTTP status of the sign-up form's POST
     assert hub.login("ana", "pw")                   # True when the hub lets the user in
     hub.stop()
+
+`services=True` keeps the config's services (the idle culler) and roles; `env` adds variables to the hub's
+environment (DOCKER_HOST for DockerSpawner). `session(user, password)` is a logged-in requests.Session.
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.emulators.sshd import free_port
 from harness.plumbing.serverproc import stop_process, wait_until_up
+
+if TYPE_CHECKING:
+    import requests
 
 CHP = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
 XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
 
 
 class Hub:
-    def __init__(self, workdir: Path, config: str, timeout: float = 40.0) -> None:
+    def __init__(self, workdir: Path, config: str, timeout: float = 40.0, *, services: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         if not CHP.exists():
             raise RuntimeError(f"{CHP} is missing: run `bash -c '. scripts/deps.sh; vmlab_test_tools'`")
         self.workdir = workdir
@@ -42,14 +50,13 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api}"
 c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
 c.JupyterHub.cookie_secret_file = {str(workdir / "cookie_secret")!r}
 c.JupyterHub.db_url = {"sqlite:///" + str(self.database)!r}
-c.JupyterHub.services = []
-c.JupyterHub.load_roles = []
-""")
+""" + ("" if services else "c.JupyterHub.services = []\nc.JupyterHub.load_roles = []\n"))
+        self.ports = {"proxy": port, "proxy_api": api, "hub": hub_port}
         self.log_path = workdir / "hub.log"
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(path)], cwd=workdir,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, env={**os.environ, **(env or {})})
         if not wait_until_up(self.proc, self._routed, timeout, interval=0.2):
             self.stop()
             raise TimeoutError(f"JupyterHub did not start:\n{self.log_path.read_text()[-3000:]}")
@@ -63,14 +70,29 @@ c.JupyterHub.load_roles = []
         except requests.RequestException:
             return False
 
+    def _post_form(self, s: requests.Session, page: str, fields: dict[str, str]) -> int:
+        got = s.get(self.url + page, timeout=10)
+        found = XSRF.search(got.text)
+        data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
+        return s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code
+
     def _form(self, page: str, fields: dict[str, str]) -> int:
         import requests
 
         with requests.Session() as s:
-            got = s.get(self.url + page, timeout=10)
-            found = XSRF.search(got.text)
-            data = {**fields, "_xsrf": found.group(1) if found else s.cookies.get("_xsrf", "")}
-            return s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code
+            return self._post_form(s, page, fields)
+
+    def session(self, user: str, password: str) -> requests.Session:
+        """A requests.Session logged in as `user` (its cookies); its `X-XSRFToken` header is set for the hub's
+        API. RuntimeError when the hub refuses the login."""
+        import requests
+
+        s = requests.Session()
+        if self._post_form(s, "/hub/login", {"username": user, "password": password}) != 302:
+            s.close()
+            raise RuntimeError(f"the hub refused {user}'s login")
+        s.headers["X-XSRFToken"] = s.cookies.get("_xsrf", "")
+        return s
 
     def signup(self, user: str, password: str) -> int:
         """POST NativeAuthenticator's sign-up form; returns the HTTP status (404: there is no sign-up)."""
