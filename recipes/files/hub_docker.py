@@ -51,7 +51,9 @@ class LoopbackDockerSpawner(DockerSpawner):
         return free[0]
 
     async def start(self) -> Any:
-        self.port = free_port()
+        # the address and port JupyterHub hands the server in JUPYTERHUB_SERVICE_URL (DockerSpawner's own default,
+        # 0.0.0.0, would open every server on the host's network)
+        self.ip, self.port = "127.0.0.1", free_port()
         if self.gpus > 0:
             gpu = self._pick_gpu()
             request = {"device_ids": [str(gpu)], "capabilities": [["gpu"]]}

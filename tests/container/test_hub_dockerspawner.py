@@ -226,7 +226,7 @@ def test_three_users_get_containers_are_isolated_culled_and_keep_their_data(
         assert sorted(hub_containers(engine)) == [f"vmlab-hub-{n}" for n in sorted(USERS)]
 
         for name, user in users.items():
-            uid, home, files, shared, notes = user.run_cell(CELL).split(" ", 4)
+            uid, home, files, shared, notes = user.run_cell(CELL).strip().split(" ", 4)
             assert uid != "0" and home == "/home/jovyan" and "result.txt" in files
             assert (shared, notes) == ("read-only", "course notes")
             assert files == "['result.txt']"  # only this user's own volume, nobody else's files
@@ -239,13 +239,16 @@ def test_three_users_get_containers_are_isolated_culled_and_keep_their_data(
             assert box["HostConfig"]["Memory"] == 768 * 2**20
             assert box["HostConfig"]["CpuQuota"] == 100_000 and box["HostConfig"]["NetworkMode"] == "host"
 
-        # another user's token or cookie is refused by each server, through the proxy
-        ana, ben = users["ana"], users["ben"]
+        # another user's token or cookie is refused by each server, through the proxy (an admin's is not: JupyterHub's
+        # admin role may open every server, which is why hub_admins should list only instructors)
+        ana, ben, chloe = users["ana"], users["ben"], users["chloe"]
         assert ana.get("/api/contents/result.txt", headers=ben.auth).status_code == 403
-        assert ben.get("/api/contents", headers=ana.auth).status_code == 403
+        assert ben.get("/api/contents", headers=chloe.auth).status_code == 403
+        assert chloe.get("/api/contents", headers=ben.auth).status_code == 403
         by_cookie = ben.session.get(ana.server + "/api/contents/result.txt", timeout=30)
         assert by_cookie.status_code == 403 and "42 by ana" not in by_cookie.text
         assert ana.get("/api/contents", headers={}).status_code in (302, 403)  # no credentials: to the login
+        assert ben.get("/api/contents", headers=ana.auth).status_code == 200
 
         # the hub, the proxy, the culler and every user's server listen on 127.0.0.1 only
         pids = tree(hub.proc.pid)
