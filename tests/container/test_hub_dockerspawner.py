@@ -311,3 +311,23 @@ def test_image_meets_kubespawners_contract(tmp_path: Path, container_root: Path,
     finally:
         engine.call("rm", "-f", "-t", "0", name)
         hub.stop()
+
+
+def test_a_spawn_that_fails_leaves_no_container(tmp_path: Path, container_root: Path, user_image: str,
+                                                docker_api: PodmanAPI) -> None:
+    """An image the engine does not have (and may not pull): the spawn fails (the engine's reason in the hub's log),
+    the user has no server, and no container is left behind."""
+    engine = Podman(container_root)
+    recap = hub_recap({"hub_spawner": "docker", "hub_users": ["ana"], "hub_image": "localhost/vmlab/absent:0",
+                       "hub_image_pull": "never"})
+    given = passwords(make_accounts(recap, tmp_path))
+    shutil.copy(HUB_MODULE, tmp_path / "vmlab_hub_docker.py")
+    hub = Hub(tmp_path, written(recap, "hub settings"), env={"DOCKER_HOST": docker_api.url})
+    try:
+        ana = User(hub, "ana", given["ana"])
+        with pytest.raises(AssertionError, match="500"):
+            ana.start()
+        assert "No such image" in hub.log_path.read_text()  # the engine's reason, in the hub's log
+        assert ana.model()["servers"] == {} and hub_containers(engine) == []
+    finally:
+        hub.stop()
