@@ -331,3 +331,31 @@ def test_a_spawn_that_fails_leaves_no_container(tmp_path: Path, container_root: 
         assert ana.model()["servers"] == {} and hub_containers(engine) == []
     finally:
         hub.stop()
+
+
+def test_ten_servers_start_at_once(tmp_path: Path, container_root: Path, user_image: str,
+                                   docker_api: PodmanAPI) -> None:
+    """Ten users press start together on this 2-core machine: every server comes up and answers its own user
+    (no timing asserted; the times are printed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = Podman(container_root)
+    names = [f"user{i:02d}" for i in range(1, 11)]
+    recap = hub_recap({"hub_spawner": "docker", "hub_users": names, "hub_image": user_image,
+                       "hub_image_user": "jovyan", "hub_image_pull": "never"})
+    given = passwords(make_accounts(recap, tmp_path))
+    shutil.copy(HUB_MODULE, tmp_path / "vmlab_hub_docker.py")
+    hub = Hub(tmp_path, written(recap, "hub settings"), env={"DOCKER_HOST": docker_api.url})
+    try:
+        users = [User(hub, name, given[name]) for name in names]
+        started = time.monotonic()
+        with ThreadPoolExecutor(len(users)) as pool:
+            spawn = dict(zip(names, pool.map(lambda user: user.start(timeout=300), users), strict=True))
+        wall = time.monotonic() - started
+        print(f"10 concurrent spawns: all answering after {wall:.1f}s; per user {spawn}", file=sys.stderr)
+        assert sorted(hub_containers(engine)) == [f"vmlab-hub-{n}" for n in names]
+        for user in users:
+            assert user.get("/api/status").status_code == 200
+            assert user.get("/api/status", headers=users[0].auth).status_code == (200 if user is users[0] else 403)
+    finally:
+        hub.stop()
