@@ -189,6 +189,10 @@ c.DockerSpawner.network_name = "host"
 c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.name_template = "vmlab-hub-{username}"
 c.DockerSpawner.remove = True  # a stopped server's container goes; its volume (the data) stays
+c.JupyterHub.cleanup_servers = False  # a hub restart (new settings) leaves the users' servers running
+# a first start may pull the image, and many JupyterLabs starting at once on a small host take a while
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 120
 c.DockerSpawner.extra_create_kwargs = {"labels": {"vmlab:hub": "jupyterhub"}}
 {%- if hub_image_user %}
 c.DockerSpawner.extra_create_kwargs["user"] = {{ hub_image_user | tojson }}

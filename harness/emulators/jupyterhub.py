@@ -8,7 +8,8 @@ The config a recipe renders is used as it is; only what must differ on a test ma
     assert hub.login("ana", "pw")                   # True when the hub lets the user in
     hub.stop()
 
-`services=True` keeps the config's services (the idle culler) and roles; `env` adds variables to the hub's
+`Hub(tmp_path, config, ports=hub.ports)` restarts a stopped hub on the same ports. `services=True` keeps the
+config's services (the idle culler) and roles; `env` adds variables to the hub's
 environment (DOCKER_HOST for DockerSpawner). `session(user, password)` is a logged-in requests.Session.
 """
 
@@ -34,12 +35,14 @@ XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
 
 class Hub:
     def __init__(self, workdir: Path, config: str, timeout: float = 40.0, *, services: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ports: dict[str, int] | None = None) -> None:
         if not CHP.exists():
             raise RuntimeError(f"{CHP} is missing: run `bash -c '. scripts/deps.sh; vmlab_test_tools'`")
         self.workdir = workdir
         self.database = workdir / "jupyterhub.sqlite"
-        port, api, hub_port = free_port(), free_port(), free_port()
+        # a restart (same workdir: same database and cookie secret) passes the first hub's `ports`
+        port, api, hub_port = (ports["proxy"], ports["proxy_api"], ports["hub"]) if ports else (
+            free_port(), free_port(), free_port())
         self.url = f"http://127.0.0.1:{port}"
         path = workdir / "jupyterhub_config.py"
         path.write_text(config + f"""

@@ -359,3 +359,36 @@ def test_ten_servers_start_at_once(tmp_path: Path, container_root: Path, user_im
             assert user.get("/api/status", headers=users[0].auth).status_code == (200 if user is users[0] else 403)
     finally:
         hub.stop()
+
+
+def test_a_hub_restart_leaves_servers_running(tmp_path: Path, container_root: Path, user_image: str,
+                                              docker_api: PodmanAPI) -> None:
+    """The hub stops (new settings, an upgrade) while a user works: the container keeps running, and the restarted
+    hub (same database, ports) routes to it again, at the port kept in the spawner's state."""
+    engine = Podman(container_root)
+    recap = hub_recap({"hub_spawner": "docker", "hub_users": ["ana"], "hub_image": user_image,
+                       "hub_image_user": "jovyan", "hub_image_pull": "never"})
+    given = passwords(make_accounts(recap, tmp_path))
+    shutil.copy(HUB_MODULE, tmp_path / "vmlab_hub_docker.py")
+    config = written(recap, "hub settings")
+    hub = Hub(tmp_path, config, env={"DOCKER_HOST": docker_api.url})
+    try:
+        ana = User(hub, "ana", given["ana"])
+        ana.start()
+        made = requests.put(ana.server + "/api/contents/notes.txt", headers=ana.auth, timeout=30,
+                            json={"type": "file", "format": "text", "content": "before the restart"})
+        assert made.status_code == 201, made.text
+    finally:
+        hub.stop()
+    assert hub_containers(engine) == ["vmlab-hub-ana"]
+    assert engine.json("container", "inspect", "vmlab-hub-ana")[0]["State"]["Running"]
+
+    again = Hub(tmp_path, config, env={"DOCKER_HOST": docker_api.url}, ports=hub.ports)
+    try:
+        deadline = time.monotonic() + 60
+        while ana.get("/api/contents/notes.txt").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        got = ana.get("/api/contents/notes.txt?content=1")
+        assert got.status_code == 200 and got.json()["content"] == "before the restart"
+    finally:
+        again.stop()

@@ -124,7 +124,8 @@ def test_docker_mode_settings() -> None:
                                  "class-data": {"bind": "/home/jovyan/shared", "mode": "ro"}}
     assert docker["extra_create_kwargs"] == {"labels": {"vmlab:hub": "jupyterhub"}, "user": "1000:100"}
     assert (docker["cpu_limit"], docker["mem_limit"]) == (1.5, "2G")
-    assert c["LoopbackDockerSpawner"]["gpus"] == 4
+    assert c["LoopbackDockerSpawner"]["gpus"] == 4 and c["JupyterHub"]["cleanup_servers"] is False
+    assert (c["Spawner"]["start_timeout"], c["Spawner"]["http_timeout"]) == (300, 120)
     assert c["Spawner"]["notebook_dir"] == "/home/jovyan/data" and "cmd" not in c["Spawner"]
     assert c["Authenticator"]["allowed_users"] == {"ana", "ben"} and c["NativeAuthenticator"]["enable_signup"] is False
     assert c["JupyterHub"]["services"][0]["name"] == "idle-culler"
