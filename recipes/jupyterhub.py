@@ -31,12 +31,25 @@ user (LocalProcessSpawner), opening JupyterLab in `~/data`, and stops servers id
 
   Only the names in `hub_users` are let in (`allowed_users`), so each must match the provider's user name.
 
-Variables: `hub_users`, `hub_admins`, `hub_authenticator`, `hub_port` (8000; the proxy's API takes the next
-port), `hub_cull_idle` (3600 s), `hub_venv` (/opt/jupyterhub), `jupyterhub_spec`, `jupyterlab_spec`,
+`hub_spawner=docker` runs each user's server as a container of `hub_image` instead (DockerSpawner; docs/hub.md)::
+
+    vmlab provision recipes/jupyterhub.py -i hub.yaml -e hub_spawner=docker \
+        -e hub_image=registry.example.org/class/lab:v1 -e hub_mem_limit=4G -e hub_cpu_limit=2 -e hub_gpus=4
+
+The containers join the host's network and each server listens on 127.0.0.1 (a free port per start); each user's
+data folder is the Docker volume `vmlab-hub-NAME`, kept when the server stops or is culled; `hub_shared_volume`
+is mounted read-only at `HOME/shared`; with `hub_gpus` > 0 each running server gets a GPU of its own.
+Docker-mode variables: `hub_image`, `hub_image_cmd` ([jupyterhub-singleuser]), `hub_image_user` (the image's
+own), `hub_image_home` (/home/jovyan), `hub_image_pull` (ifnotpresent), `hub_shared_volume`, `hub_cpu_limit`,
+`hub_mem_limit` (2G, 512M), `hub_gpus`.
+
+Variables: `hub_spawner` (local), `hub_users`, `hub_admins`, `hub_authenticator`, `hub_port` (8000; the proxy's
+API takes the next port), `hub_cull_idle` (3600 s), `hub_venv` (/opt/jupyterhub), `jupyterhub_spec`, `jupyterlab_spec`,
 `data_dir` (`data`). Each is checked before any host is touched and written into files as data (JSON/Python
 literals), never as code.
 """
 
+import re
 from pathlib import Path
 
 from vmlab import lab
@@ -54,6 +67,16 @@ recipe = Recipe("jupyterhub", become=True, vars={
     "jupyterhub_spec": "jupyterhub>=5,<6",
     "jupyterlab_spec": "jupyterlab>=4,<5",
     "data_dir": lab.DATA_DIR,
+    "hub_spawner": "local",
+    "hub_image": "",
+    "hub_image_cmd": ["jupyterhub-singleuser"],
+    "hub_image_user": "",
+    "hub_image_home": "/home/jovyan",
+    "hub_image_pull": "ifnotpresent",
+    "hub_shared_volume": "",
+    "hub_cpu_limit": 0,
+    "hub_mem_limit": "",
+    "hub_gpus": 0,
 })
 #: hub_authenticator -> JupyterHub's authenticator class (all three are installed, so switching needs no bake)
 AUTHENTICATORS = {"native": "nativeauthenticator.NativeAuthenticator", "pam": "jupyterhub.auth.PAMAuthenticator",
@@ -61,6 +84,9 @@ AUTHENTICATORS = {"native": "nativeauthenticator.NativeAuthenticator", "pam": "j
 #: creates the NativeAuthenticator accounts and their passwords before the hub starts (see its docstring)
 ACCOUNTS_SCRIPT = Path(__file__).resolve().parent / "files" / "hub_accounts.py"
 ACCOUNTS = "/etc/jupyterhub/hub_accounts.py"
+#: hub_spawner=docker: the spawner class (DockerSpawner on loopback, a GPU each), installed beside the settings
+DOCKER_MODULE = ACCOUNTS_SCRIPT.parent / "hub_docker.py"
+DOCKERSPAWNER = "dockerspawner>=14,<15"
 PASSWORDS = "/etc/vmlab/hub-passwords.env"
 DATABASE = "/var/lib/jupyterhub/jupyterhub.sqlite"
 
@@ -84,6 +110,50 @@ def _variables(v):
     varcheck.requirement(v, "jupyterhub_spec", "'jupyterhub>=5,<6'")
     varcheck.requirement(v, "jupyterlab_spec")
     varcheck.folder_name(v, "data_dir")
+    if v["hub_spawner"] not in ("local", "docker"):
+        raise BadInput(f"hub_spawner {v['hub_spawner']!r} is not local or docker", "use -e hub_spawner=docker")
+    if v["hub_spawner"] == "docker":
+        _docker_variables(v)
+
+
+#: what the docker mode's values may look like (they are also written as JSON literals, never pasted as code)
+IMAGE = re.compile(r"([A-Za-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+                   r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
+IMAGE_USER = re.compile(rf"{varcheck.USER_NAME.pattern}|[0-9]+(:[0-9]+)?")
+VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MEMORY = re.compile(r"[1-9][0-9]*[KMG]?")
+ARGUMENT = re.compile(r"[\x21-\x7a|~]+")  # printable, no space, no braces (DockerSpawner formats some values)
+PULL = ("ifnotpresent", "always", "never")
+
+
+def _docker_variables(v):
+    def bad(name: str, what: str, example: str) -> BadInput:
+        return BadInput(f"{name} {v[name]!r} is not {what}", f"use e.g. -e {example}")
+
+    if not isinstance(v["hub_image"], str) or not IMAGE.fullmatch(v["hub_image"]):
+        raise bad("hub_image", "an image reference (hub_spawner=docker needs one)",
+                  "hub_image=localhost/vmlab/lab:0123456789ab")
+    cmd = v["hub_image_cmd"]
+    if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) and ARGUMENT.fullmatch(a) for a in cmd):
+        raise bad("hub_image_cmd", "a command (a list of arguments without spaces)",
+                  "'hub_image_cmd=[vmlab-agent, run, --jupyter]'")
+    if v["hub_image_user"] != "" and not (isinstance(v["hub_image_user"], str)
+                                          and IMAGE_USER.fullmatch(v["hub_image_user"])):
+        raise bad("hub_image_user", "a user name or uid[:gid] of the image", "hub_image_user=1000")
+    varcheck.abs_path(v, "hub_image_home", "/home/jovyan")
+    if v["hub_image_pull"] not in PULL:
+        raise bad("hub_image_pull", "ifnotpresent, always or never", "hub_image_pull=never")
+    if v["hub_shared_volume"] != "" and not (isinstance(v["hub_shared_volume"], str)
+                                             and VOLUME.fullmatch(v["hub_shared_volume"])):
+        raise bad("hub_shared_volume", "a volume name", "hub_shared_volume=class-data")
+    cpus = v["hub_cpu_limit"]
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 <= cpus <= 1024:
+        raise bad("hub_cpu_limit", "a number of CPUs (0: no limit)", "hub_cpu_limit=1.5")
+    if v["hub_mem_limit"] != "" and not (isinstance(v["hub_mem_limit"], str) and MEMORY.fullmatch(v["hub_mem_limit"])):
+        raise bad("hub_mem_limit", "a memory size such as 2G or 512M", "hub_mem_limit=2G")
+    gpus = v["hub_gpus"]
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= 64:
+        raise bad("hub_gpus", "the number of the host's GPUs (0: none)", "hub_gpus=4")
 
 
 CONFIG = """\
@@ -105,9 +175,42 @@ c.NativeAuthenticator.enable_signup = False
 c.NativeAuthenticator.open_signup = False
 {%- endif %}
 
-c.Spawner.cmd = [{{ (hub_venv ~ "/bin/jupyterhub-singleuser") | tojson }}]
 c.Spawner.default_url = "/lab"
+{%- if hub_spawner == "local" %}
+c.Spawner.cmd = [{{ (hub_venv ~ "/bin/jupyterhub-singleuser") | tojson }}]
 c.Spawner.notebook_dir = {{ ("~/" ~ data_dir) | tojson }}
+{%- else %}
+# each server: a container of the image on the host's network, on 127.0.0.1 only (vmlab_hub_docker.py)
+c.JupyterHub.spawner_class = "vmlab_hub_docker.LoopbackDockerSpawner"
+c.DockerSpawner.image = {{ hub_image | tojson }}
+c.DockerSpawner.pull_policy = {{ hub_image_pull | tojson }}
+c.DockerSpawner.cmd = {{ hub_image_cmd | tojson }}
+c.DockerSpawner.network_name = "host"
+c.DockerSpawner.use_internal_ip = True
+c.DockerSpawner.name_template = "vmlab-hub-{username}"
+c.DockerSpawner.remove = True  # a stopped server's container goes; its volume (the data) stays
+c.JupyterHub.cleanup_servers = False  # a hub restart (new settings) leaves the users' servers running
+# a first start may pull the image, and many JupyterLabs starting at once on a small host take a while
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 120
+c.DockerSpawner.extra_create_kwargs = {"labels": {"vmlab:hub": "jupyterhub"}}
+{%- if hub_image_user %}
+c.DockerSpawner.extra_create_kwargs["user"] = {{ hub_image_user | tojson }}
+{%- endif %}
+c.Spawner.notebook_dir = {{ (hub_image_home ~ "/" ~ data_dir) | tojson }}
+c.DockerSpawner.volumes = {"vmlab-hub-{username}": {{ (hub_image_home ~ "/" ~ data_dir) | tojson }}}
+{%- if hub_shared_volume %}
+c.DockerSpawner.volumes[{{ hub_shared_volume | tojson }}] = {"bind": {{ (hub_image_home ~ "/shared") | tojson }},
+                                                              "mode": "ro"}
+{%- endif %}
+{%- if hub_cpu_limit %}
+c.DockerSpawner.cpu_limit = {{ hub_cpu_limit | float }}
+{%- endif %}
+{%- if hub_mem_limit %}
+c.DockerSpawner.mem_limit = {{ hub_mem_limit | tojson }}
+{%- endif %}
+c.LoopbackDockerSpawner.gpus = {{ hub_gpus | int }}
+{%- endif %}
 
 c.JupyterHub.load_roles = [{"name": "idle-culler", "services": ["idle-culler"],
                             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
@@ -125,6 +228,10 @@ WorkingDirectory=/var/lib/jupyterhub
 # OAuth client settings, written on the VM after launch; never baked
 EnvironmentFile=-/etc/vmlab/hub.env
 Environment=PATH={{ hub_venv }}/bin:/usr/local/bin:/usr/bin:/bin
+{%- if hub_spawner == "docker" %}
+# vmlab_hub_docker.py, the spawner the settings name
+Environment=PYTHONPATH=/etc/jupyterhub
+{%- endif %}
 {%- if hub_authenticator == "native" %}
 # an account and a password (root-only file) for every listed user who has none yet
 ExecStartPre={{ hub_venv }}/bin/python ACCOUNTS DATABASE PASSWORDS {{ hub_users | join(' ') }}
@@ -152,7 +259,12 @@ recipe.step("python and the proxy", apt.Packages(("python3-venv", "ca-certificat
 recipe.step("jupyterhub", pip.Packages(("{{ jupyterhub_spec }}", "{{ jupyterlab_spec }}", "jupyterhub-idle-culler",
                                         "jupyterhub-nativeauthenticator", "oauthenticator"), venv="{{ hub_venv }}"))
 recipe.step("users and their data", shell.Run(("sh", "-c", USERS, "sh", "{{ data_dir }}",
-                                               "{{ hub_users | join(' ') }}"), unless=USERS_DONE))
+                                               "{{ hub_users | join(' ') }}"), unless=USERS_DONE),
+            when="hub_spawner == 'local'")
+# docker mode: Debian's Docker engine (dockerd makes its default bridge; the servers use the host's network) and
+# DockerSpawner at the version tested with JupyterHub 5
+recipe.step("docker engine", apt.Packages(("docker.io",)), when="hub_spawner == 'docker'")
+recipe.step("dockerspawner", pip.Packages((DOCKERSPAWNER,), venv="{{ hub_venv }}"), when="hub_spawner == 'docker'")
 recipe.step("hub state", files.Directory("/var/lib/jupyterhub", mode="0700", owner="root", group="root"))
 recipe.step("hub settings folder", files.Directory("/etc/jupyterhub", mode="0755"))
 recipe.step("hub settings", files.Template("/etc/jupyterhub/jupyterhub_config.py", source=CONFIG, mode="0644"),
@@ -160,6 +272,8 @@ recipe.step("hub settings", files.Template("/etc/jupyterhub/jupyterhub_config.py
 recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root", group="root"))
 recipe.step("hub accounts script", files.Copy(str(ACCOUNTS_SCRIPT), ACCOUNTS, mode="0644"),
             when="hub_authenticator == 'native'", notify="restart jupyterhub")
+recipe.step("docker spawner module", files.Copy(str(DOCKER_MODULE), "/etc/jupyterhub/vmlab_hub_docker.py", mode="0644"),
+            when="hub_spawner == 'docker'", notify="restart jupyterhub")
 recipe.step("jupyterhub unit", systemd.Unit("jupyterhub.service", content=UNIT), notify="restart jupyterhub")
 recipe.step("jupyterhub at boot", systemd.Service("jupyterhub.service", enabled=True, running=True))
 recipe.handler("restart jupyterhub", systemd.Service("jupyterhub.service", restarted=True))

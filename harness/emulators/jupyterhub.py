@@ -8,6 +8,10 @@ The config a recipe renders is used as it is; only what must differ on a test ma
     assert hub.login("ana", "pw")                   # True when the hub lets the user in
     s = hub.session("ana", "pw"); hub.spawn(s, "ana")   # a logged-in browser; start its server, wait
     hub.stop()
+
+`Hub(tmp_path, config, ports=hub.ports)` starts a hub again on the ports of a stopped one (`restart()` does it in
+place). `services=True` keeps the config's services (the idle culler) and roles; `env` adds variables to the
+hub's environment (DOCKER_HOST for DockerSpawner).
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
 
 
 class Hub:
-    def __init__(self, workdir: Path, config: str, timeout: float = 40.0) -> None:
+    def __init__(self, workdir: Path, config: str, timeout: float = 40.0, *, services: bool = False,
+                 env: dict[str, str] | None = None, ports: dict[str, int] | None = None) -> None:
         if not CHP.exists():
             raise RuntimeError(f"{CHP} is missing: run `bash -c '. scripts/deps.sh; vmlab_test_tools'`")
         self.workdir = workdir
         self.database = workdir / "jupyterhub.sqlite"
-        port, api, hub_port = free_port(), free_port(), free_port()
+        # a restart (same workdir: same database and cookie secret) passes the first hub's `ports`
+        port, api, hub_port = (ports["proxy"], ports["proxy_api"], ports["hub"]) if ports else (
+            free_port(), free_port(), free_port())
         self.url = f"http://127.0.0.1:{port}"
         path = workdir / "jupyterhub_config.py"
         path.write_text(config + f"""
@@ -45,9 +52,9 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api}"
 c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
 c.JupyterHub.cookie_secret_file = {str(workdir / "cookie_secret")!r}
 c.JupyterHub.db_url = {"sqlite:///" + str(self.database)!r}
-c.JupyterHub.services = []
-c.JupyterHub.load_roles = []
-""")
+""" + ("" if services else "c.JupyterHub.services = []\nc.JupyterHub.load_roles = []\n"))
+        self.ports = {"proxy": port, "proxy_api": api, "hub": hub_port}
+        self.env = {**os.environ, **(env or {})}
         self.config_path = path
         self.log_path = workdir / "hub.log"
         self.log_path.write_text("")
@@ -57,7 +64,7 @@ c.JupyterHub.load_roles = []
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
                                          cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         if not wait_until_up(self.proc, self._routed, timeout, interval=0.2):
             self.stop()
             raise TimeoutError(f"JupyterHub did not start:\n{self.log_path.read_text()[-3000:]}")
@@ -90,14 +97,15 @@ c.JupyterHub.load_roles = []
         return int(s.post(self.url + page, data=data, allow_redirects=False, timeout=30).status_code)
 
     def session(self, user: str, password: str) -> Any:
-        """A requests.Session logged in as `user` (a browser's cookies); `api()` calls the hub's REST API with
-        them. Raises when the login is refused."""
+        """A requests.Session logged in as `user` (a browser's cookies), its `X-XSRFToken` header set for the hub's
+        API; `api()` calls the hub's REST API with them. PermissionError when the login is refused."""
         import requests
 
         s = requests.Session()
         if self._post_form(s, "/hub/login", {"username": user, "password": password}) != 302:
             s.close()
             raise PermissionError(f"the hub refused {user}'s login")
+        s.headers["X-XSRFToken"] = s.cookies.get("_xsrf", "")
         return s
 
     def api(self, s: Any, method: str, path: str) -> Any:

@@ -105,3 +105,69 @@ def test_bad_variables_are_refused_before_any_host(variables: dict[str, Any], me
     with pytest.raises(BadInput) as err:
         prepare(recipe, {**recipe.vars, "user": "admin", **variables})
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+DOCKER = {"hub_spawner": "docker", "hub_users": ["ana", "ben"], "hub_admins": ["ana"],
+          "hub_image": "registry.example.org:5000/class/lab:v1"}
+
+
+def test_docker_mode_settings() -> None:
+    c = settings({**DOCKER, "hub_shared_volume": "class-data", "hub_cpu_limit": 1.5, "hub_mem_limit": "2G",
+                  "hub_gpus": 4, "hub_image_user": "1000:100", "hub_image_cmd": ["vmlab-agent", "run", "--jupyter"]})
+    assert c["JupyterHub"]["spawner_class"] == "vmlab_hub_docker.LoopbackDockerSpawner"
+    assert c["JupyterHub"]["bind_url"] == "http://127.0.0.1:8000" and c["JupyterHub"]["hub_ip"] == "127.0.0.1"
+    docker = c["DockerSpawner"]
+    assert docker["image"] == "registry.example.org:5000/class/lab:v1" and docker["pull_policy"] == "ifnotpresent"
+    assert docker["cmd"] == ["vmlab-agent", "run", "--jupyter"]
+    assert (docker["network_name"], docker["use_internal_ip"]) == ("host", True)
+    assert docker["volumes"] == {"vmlab-hub-{username}": "/home/jovyan/data",
+                                 "class-data": {"bind": "/home/jovyan/shared", "mode": "ro"}}
+    assert docker["extra_create_kwargs"] == {"labels": {"vmlab:hub": "jupyterhub"}, "user": "1000:100"}
+    assert (docker["cpu_limit"], docker["mem_limit"]) == (1.5, "2G")
+    assert c["LoopbackDockerSpawner"]["gpus"] == 4 and c["JupyterHub"]["cleanup_servers"] is False
+    assert (c["Spawner"]["start_timeout"], c["Spawner"]["http_timeout"]) == (300, 120)
+    assert c["Spawner"]["notebook_dir"] == "/home/jovyan/data" and "cmd" not in c["Spawner"]
+    assert c["Authenticator"]["allowed_users"] == {"ana", "ben"} and c["NativeAuthenticator"]["enable_signup"] is False
+    assert c["JupyterHub"]["services"][0]["name"] == "idle-culler"
+
+
+def test_docker_mode_defaults_set_no_limits_and_no_user() -> None:
+    c = settings(DOCKER)
+    assert "user" not in c["DockerSpawner"]["extra_create_kwargs"]
+    assert "cpu_limit" not in c["DockerSpawner"] and "mem_limit" not in c["DockerSpawner"]
+    assert c["DockerSpawner"]["volumes"] == {"vmlab-hub-{username}": "/home/jovyan/data"}
+    assert c["LoopbackDockerSpawner"]["gpus"] == 0
+
+
+def test_docker_mode_plan_has_the_engine_and_the_spawner_but_no_system_users() -> None:
+    recap = hub(DOCKER)
+    plan = planned(recap)
+    assert "docker.io" in plan["docker engine"][0]
+    assert "dockerspawner>=14,<15" in plan["dockerspawner"][-1]
+    assert "docker spawner module" in plan and "users and their data" not in plan
+    assert "Environment=PYTHONPATH=/etc/jupyterhub" in written(recap, "jupyterhub unit")
+    local = planned(hub())
+    assert "docker engine" not in local and "docker spawner module" not in local
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"hub_spawner": "kubernetes"}, "hub_spawner 'kubernetes' is not local or docker"),
+    ({"hub_spawner": "docker"}, "hub_image '' is not an image reference"),
+    ({**DOCKER, "hub_image": "lab\nc.JupyterHub.x = 1"}, "is not an image reference"),
+    ({**DOCKER, "hub_image": "Lab:v1"}, "hub_image 'Lab:v1' is not an image reference"),
+    ({**DOCKER, "hub_image_cmd": "jupyterhub-singleuser"}, "is not a command"),
+    ({**DOCKER, "hub_image_cmd": ["jupyterhub-singleuser", "--x={username}"]}, "is not a command"),
+    ({**DOCKER, "hub_image_user": "root; rm"}, "is not a user name or uid[:gid] of the image"),
+    ({**DOCKER, "hub_image_home": "home/jovyan"}, "hub_image_home"),
+    ({**DOCKER, "hub_image_pull": "sometimes"}, "is not ifnotpresent, always or never"),
+    ({**DOCKER, "hub_shared_volume": "../etc"}, "is not a volume name"),
+    ({**DOCKER, "hub_cpu_limit": "two"}, "is not a number of CPUs"),
+    ({**DOCKER, "hub_cpu_limit": True}, "is not a number of CPUs"),
+    ({**DOCKER, "hub_mem_limit": "2 GB"}, "is not a memory size"),
+    ({**DOCKER, "hub_gpus": -1}, "is not the number of the host's GPUs"),
+])
+def test_bad_docker_variables_are_refused_before_any_host(variables: dict[str, Any], message: str) -> None:
+    recipe = load_recipe(RECIPES / "jupyterhub.py")
+    with pytest.raises(BadInput) as err:
+        prepare(recipe, {**recipe.vars, "user": "admin", **variables})
+    assert message in str(err.value) and "\n" not in str(err.value)
