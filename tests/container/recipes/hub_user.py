@@ -11,10 +11,7 @@ recipe = Recipe("ctr-hub-user", become=True, vars={
 })
 recipe.step("the user", users.User("jovyan", shell="/bin/bash"))
 recipe.step("the data folder", files.Directory("/home/jovyan/data", mode="0750", owner="jovyan", group="jovyan"))
-# this machine's TLS goes through a proxy with its own CA: pip in the builder trusts the host's bundle, copied to
-# /tmp (a tmpfs in the builder, never in the image); the container provider does not do this itself yet
-recipe.step("the host's CA bundle", files.Copy("/etc/ssl/certs/ca-certificates.crt", "/tmp/host-ca.pem"))
-recipe.step("jupyter", pip.Packages(("{{ jupyterhub_spec }}", "{{ jupyterlab_spec }}"), venv="/opt/jupyter",
-                                    extra_args=("--cert", "/tmp/host-ca.pem")))
+# (pip trusts the host's CA bundle: the container provider mounts it into builders, never into the image)
+recipe.step("jupyter", pip.Packages(("{{ jupyterhub_spec }}", "{{ jupyterlab_spec }}"), venv="/opt/jupyter"))
 recipe.step("on the path", shell.Run(("ln", "-sf", "/opt/jupyter/bin/jupyterhub-singleuser", "/usr/local/bin/"),
                                      unless="test -L /usr/local/bin/jupyterhub-singleuser"))
