@@ -24,6 +24,7 @@ from tests.integration.test_provider_contract import Cloud, SandboxProvider, clo
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec
 from vmlab.state import LabRecord, LabStore
+from vmlab.workflows.sentfiles import RACY_NS
 
 pytestmark = pytest.mark.sshd
 
@@ -187,6 +188,58 @@ def test_a_run_sends_the_workdir_passes_env_safely_fetches_outputs_and_its_exit_
     assert "done again" in again.stdout
     third, doc = run_json("job1", "--workdir", str(project), "--", "true")
     assert third.exit_code == 0 and doc is not None and doc["uploaded"] == [], third.stderr
+
+
+def uploaded(*args: str, read: int | None = None) -> list[str]:
+    """The files a `vmlab run` sent; `read`: how many local files it must have hashed."""
+    result, doc = run_json(*args, "--", "true")
+    assert result.exit_code == 0 and doc is not None, (result.stdout, result.stderr)
+    assert read is None or doc["hashed"] == read, doc
+    return sorted(doc["uploaded"])
+
+
+def test_the_upload_never_misses_an_edit_and_sends_nothing_twice(make_lab: Callable[[str], Lab],
+                                                                 project: Path) -> None:
+    lab = make_lab("sync1")
+    args = ("sync1", "--workdir", str(project))
+    assert len(uploaded(*args, read=5)) == 5
+    time.sleep(RACY_NS / 1e9)  # files changed less than RACY_NS before a run are read again by the next one
+    assert uploaded(*args) == []  # unchanged tree: nothing sent
+    assert uploaded(*args, read=0) == []  # and once their stat has settled, not even read
+    # an edit that keeps the size, its mtime put back to the nanosecond: size + mtime cannot see it
+    job = project / "job.sh"
+    before = job.stat()
+    job.write_text(JOB.replace("starting", "STARTING"))
+    os.utime(job, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert job.stat().st_size == before.st_size and job.stat().st_mtime_ns == before.st_mtime_ns
+    assert uploaded(*args, read=1) == ["job.sh"]
+    remote = lab.path(f"/root/work/{WORKDIR}")
+    assert (remote / "job.sh").read_text() == job.read_text()
+    assert uploaded(*args) == []
+    # touched, not changed: read, not sent
+    os.utime(project / "keep.log", (before.st_mtime + 50, before.st_mtime + 50))
+    assert uploaded(*args) == []
+    # a file changed on the lab is put back
+    (remote / "expected-token").write_text("changed there")
+    assert uploaded(*args) == ["expected-token"]
+    # no record on this machine (another machine, a lost state dir): the lab's copy is compared by hash
+    (remote / "keep.log").write_text("RE-INCLUDED\n")
+    os.utime(remote / "keep.log", (int(before.st_mtime) + 50, int(before.st_mtime) + 50))
+    for record in (Path(os.environ["VMLAB_STATE_DIR"]) / "labs" / "uploads" / "sync1").iterdir():
+        record.unlink()
+    assert uploaded(*args) == ["keep.log"]
+    assert (remote / "keep.log").read_text() == "re-included\n"
+
+
+def test_a_lab_launched_again_under_the_same_name_gets_every_file(make_lab: Callable[[str], Lab],
+                                                                 project: Path) -> None:
+    first = make_lab("sync2")
+    assert len(uploaded("sync2", "--workdir", str(project))) == 5
+    SandboxProvider().terminate(first.iid)
+    second = make_lab("sync2")  # a new instance, an empty disk: the old record must not count
+    assert second.iid != first.iid
+    assert len(uploaded("sync2", "--workdir", str(project))) == 5
+    assert (second.path(f"/root/work/{WORKDIR}") / "job.sh").read_text() == JOB
 
 
 def test_a_command_killed_on_the_lab_and_one_that_cannot_start(make_lab: Callable[[str], Lab],

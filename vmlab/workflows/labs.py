@@ -25,7 +25,7 @@ from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Pro
 from vmlab.safetext import check_record
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
 from vmlab.syncurl import redact
-from vmlab.workflows import labagent, sshconfig, tunnel_bg
+from vmlab.workflows import labagent, sentfiles, sshconfig, tunnel_bg
 from vmlab.workflows.cleanup import Cleanup
 from vmlab.workflows.connect import connect_instance, rotate_host_key
 from vmlab.workflows.labagent import AgentSettings
@@ -416,13 +416,15 @@ def _adopt_down(provider: Provider, name: str, store: LabStore, force: bool, say
 
 
 def _forget(store: LabStore, name: str) -> list[str]:
-    """Remove lab `name`'s local traces: background tunnel, key, known_hosts, record, SSH config entry."""
+    """Remove lab `name`'s local traces: background tunnel, key, known_hosts, record, SSH config entry, the
+    records of what `vmlab run` sent it."""
     removed = []
     pid = tunnel_bg.stop(name)
     if pid is not None:
         removed.append(f"background tunnel (pid {pid})")
     keys.remove(store.key_path(name))
     store.known_hosts_path(name).unlink(missing_ok=True)
+    sentfiles.forget(store, name)
     store.delete(name)
     sshconfig.refresh(store)
     removed.append(f"record and key of lab {name}")

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from vmlab.workflows import outputs as outputs_mod
 from vmlab.workflows import runjob, workdir
 from vmlab.workflows.connect import connect_instance
 from vmlab.workflows.labs import down, power, require_record
+from vmlab.workflows.sentfiles import SentFiles
 
 if TYPE_CHECKING:
     from vmlab.transport.ssh import SSHConnection
@@ -44,6 +46,8 @@ class RunResult:
     run: str
     rc: int
     uploaded: list[str] = field(default_factory=list)
+    #: local files read (hashed) to decide and to send: on a second run of an unchanged tree, 0
+    hashed: int = 0
     fetched: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -98,18 +102,21 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path:
     """Upload, run, follow, fetch; then `after` ("stop" or "down") once the command has ended. `on_start` gets
     the run id once the command runs on the lab (from then on, an interrupt leaves it running)."""
     outputs = outputs_mod.check_paths(outputs)
+    scanned_at = time.time_ns()
     files = workdir.scan(workdir_path)
     provider, record, conn = _connect(store, name)
     with conn:
         home = runjob.home(conn)
         remote = f"{home}/{WORK}/{remote_folder_name(workdir_path)}"
-        sent, considered = workdir.upload(conn, files, remote, outputs, progress)
-        say(f"sent {len(sent)} changed file(s) of {considered} to {name}:{remote}")
+        memory = SentFiles.open(store, name, record.instance_id, workdir_path, remote)
+        upload = workdir.upload(conn, files, remote, memory, outputs, progress, scanned_at)
+        say(f"sent {len(upload.sent)} changed file(s) of {upload.considered} to {name}:{remote} "
+            f"({upload.hashed} read)")
         run = runjob.start(conn, argv, env, workdir=remote, outputs=outputs, home_dir=home)
         on_start(run.id)
         say(f"run {run.id} started on {name}; Ctrl-C detaches (it keeps running: `vmlab run --attach {name}`)")
         result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
-    result.uploaded = sent
+    result.uploaded, result.hashed = upload.sent, upload.hashed
     _finish(store, name, provider, record, after, say)
     result.after = after
     return result
