@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from vmlab.errors import BadInput, HostError
+from vmlab.state import LabStore
 from vmlab.workflows.outputs import _local_target, check_paths
 from vmlab.workflows.runjob import env_values
 from vmlab.workflows.runlab import remote_folder_name
-from vmlab.state import LabStore
 from vmlab.workflows.sentfiles import RACY_NS, Sent, SentFiles, sha256_of
 from vmlab.workflows.workdir import LocalFile, excluded, parse_rules, plan, scan, under
 

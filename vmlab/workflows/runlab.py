@@ -46,7 +46,7 @@ class RunResult:
     run: str
     rc: int
     uploaded: list[str] = field(default_factory=list)
-    #: local files read (hashed) to decide and to send: on a second run of an unchanged tree, 0
+    #: local files read (hashed) to decide what to send: on a second run of an unchanged tree, 0
     hashed: int = 0
     fetched: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -111,7 +111,7 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], *, workdir_path:
         memory = SentFiles.open(store, name, record.instance_id, workdir_path, remote)
         upload = workdir.upload(conn, files, remote, memory, outputs, progress, scanned_at)
         say(f"sent {len(upload.sent)} changed file(s) of {upload.considered} to {name}:{remote} "
-            f"({upload.hashed} read)")
+            f"({upload.hashed} read to decide)")
         run = runjob.start(conn, argv, env, workdir=remote, outputs=outputs, home_dir=home)
         on_start(run.id)
         say(f"run {run.id} started on {name}; Ctrl-C detaches (it keeps running: `vmlab run --attach {name}`)")

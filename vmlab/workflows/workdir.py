@@ -142,6 +142,8 @@ class Plan:
 
 @dataclass
 class Uploaded:
+    """The files sent, the number considered, and how many were read to decide (a file sent is read again)."""
+
     sent: list[str]
     considered: int
     hashed: int
@@ -302,7 +304,7 @@ def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str
         _remote(conn, Command("python3", "-c", SET_TIMES, remote_root, stdin=json.dumps(times),
                               label="set file times"), f"set file times under {remote_root}")
     memory.save(in_sync)
-    return Uploaded(todo, len(files), decided.hashed + len(todo))
+    return Uploaded(todo, len(files), decided.hashed)
 
 
 def _send(conn: SSHConnection, local: LocalFile, remote_path: str) -> Sent | None:
