@@ -1,5 +1,5 @@
-"""`vmlab run` against labs that are sandbox hosts with a real OpenSSH sshd (the provider-contract SandboxProvider,
-tests/integration/test_provider_contract.py): a workdir sent incrementally with its excludes, a command that writes
+"""`vmlab run` against labs that are sandbox hosts with a real OpenSSH sshd (harness/clouds/sandboxprovider.py, the
+`cloud` fixture): a workdir sent incrementally with its excludes, a command that writes
 outputs, one that fails, one killed on the lab, a local SIGTERM that detaches and `--attach` that picks the run up,
 a connection cut mid-run (harness/faults/tcpdrop.py), --stop-after and --down-after, env values that never show in
 any process's command line nor in the logs, and an output symlink that is not followed. No EC2, no QEMU."""
@@ -18,17 +18,15 @@ from typing import Any
 
 import pytest
 
+from harness.clouds.sandboxprovider import Cloud, SandboxProvider
 from harness.drivers.ec2cli import run_vmlab
 from harness.faults.tcpdrop import DropProxy
-from tests.integration.test_provider_contract import Cloud, SandboxProvider, cloud
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec
 from vmlab.state import LabRecord, LabStore
 from vmlab.workflows.sentfiles import RACY_NS
 
 pytestmark = pytest.mark.sshd
-
-__all__ = ["cloud"]  # the fixture, imported for pytest
 
 SECRET = "s3cr3t-" + os.urandom(6).hex()
 
