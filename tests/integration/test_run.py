@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.clouds.sandboxprovider import Cloud, SandboxProvider
+from harness.clouds.sandboxprovider import JUPYTER, Cloud, SandboxProvider
 from harness.drivers.ec2cli import run_vmlab
 from harness.faults.tcpdrop import DropProxy
 from vmlab import keys
@@ -326,3 +326,83 @@ def test_a_lab_stopped_mid_run_ends_the_follow_with_a_clear_message(make_lab: Ca
     assert result.exit_code == 1, (result.output, result.stderr)
     assert "vmlab: error: lab job7 is stopped: run " in result.stderr and "a spot interruption" in result.stderr
     assert time.monotonic() - started < 30, "a stopped lab must not wait out the reconnect time"
+
+
+@pytest.fixture(scope="module")
+def baked(cloud: Cloud) -> str:
+    """A lab image for `run --up` (JupyterLab included: `up` waits for it), baked once for the module."""
+    result = run_vmlab("bake", str(Path(__file__).parent / "recipes" / "ec2_flow.py"), "--provider", "sandbox",
+                       "-e", f"jupyter={JUPYTER}", "--json")
+    assert result.exit_code == 0, (result.output, result.stderr)
+    return str(json.loads(result.stdout)["image"])
+
+
+def test_run_up_launches_the_lab_runs_and_down_after_removes_it(cloud: Cloud, baked: str, tmp_path: Path) -> None:
+    (tmp_path / "job.sh").write_text("mkdir -p out && echo 42 > out/answer && echo ran-on-new-lab && exit 3\n")
+    result, doc = run_json("fresh", "--up", "--provider", "sandbox", "--image", baked, "--max-hours", "2",
+                           "--workdir", str(tmp_path), "--outputs", "out", "--down-after", "--", "sh", "job.sh")
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert doc is not None and (doc["launched"], doc["after"], doc["fetched"]) == (True, "down", ["out/answer"])
+    assert "ran-on-new-lab" in result.stderr
+    assert (tmp_path / "out" / "answer").read_text() == "42\n"
+    assert sorted(cloud.instances) == [] and LabStore().get("fresh") is None  # nothing left
+
+
+def test_run_up_on_a_running_lab_launches_nothing(make_lab: Callable[[str], Lab], cloud: Cloud,
+                                                  tmp_path: Path) -> None:
+    make_lab("already")
+    launched = list(cloud.launched)
+    result = run_vmlab("run", "already", "--up", "--provider", "sandbox", "--workdir", str(tmp_path), "--",
+                       "echo", "hello")
+    assert result.exit_code == 0 and "hello" in result.stdout, (result.stdout, result.stderr)
+    assert "lab already is running: --up launches nothing" in result.stdout
+    assert cloud.launched == launched
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--type", "t3.micro"], "--type is a launch flag: it applies with --up only"),
+    (["--max-hours", "2"], "--max-hours is a launch flag: it applies with --up only"),
+    (["--up", "--spot"], "--spot only applies to --provider ec2 (not sandbox)"),
+    (["--up", "--image", "no-such-image"], "image 'no-such-image' not found for provider sandbox"),
+    (["--up", "--max-hours", "-1"], "--max-hours"),
+    (["--up", "--outputs", "../x"], "--outputs '../x' is not a path inside the run's folder"),
+    (["--up", "--env", "VMLAB_TEST_UNSET_VAR"], "VMLAB_TEST_UNSET_VAR is not set"),
+])
+def test_run_up_checks_everything_before_it_launches(cloud: Cloud, tmp_path: Path, args: list[str],
+                                                     fragment: str) -> None:
+    launched = list(cloud.launched)
+    result = run_vmlab("run", "never", "--provider", "sandbox", *args, "--workdir", str(tmp_path), "--down-after",
+                       "--", "true") if "--up" in args else run_vmlab(
+        "run", "never", *args, "--workdir", str(tmp_path), "--", "true")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert cloud.launched == launched and LabStore().get("never") is None
+
+
+def test_a_lab_launched_by_run_is_removed_when_the_run_fails_before_its_command(
+        cloud: Cloud, baked: str, tmp_path: Path) -> None:
+    """A SIGTERM while the workdir is sent: the command never started, so --down-after removes the new lab."""
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(256 << 20)  # long enough to send that the signal lands during the upload
+    launched = list(cloud.launched)
+
+    def term_once_sending() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            new = [i for i in cloud.launched if i not in launched]
+            box = cloud.boxes.get(new[0]) if new else None
+            try:
+                if box is not None and (box.path(f"/root/work/{tmp_path.name}") / "big.bin").exists():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=term_once_sending, daemon=True).start()
+    result = run_vmlab("run", "doomed", "--up", "--provider", "sandbox", "--image", baked, "--workdir",
+                       str(tmp_path), "--down-after", "--", "true")
+    assert result.exit_code == 143, (result.output, result.stderr)
+    assert "removing lab doomed, launched by this run (--down-after)" in result.output
+    assert [i for i in cloud.launched if i not in launched] and sorted(cloud.instances) == []
+    assert LabStore().get("doomed") is None

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 import click
 
 from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.cli.upflags import UpFlags, up_flag_options
 
 if TYPE_CHECKING:
+    from vmlab.state import LabStore
     from vmlab.workflows.workdir import Progress
 
 
@@ -29,16 +31,23 @@ if TYPE_CHECKING:
 @click.option("--down-after", is_flag=True, help="Remove the lab when the command ends, whatever its exit code.")
 @click.option("--attach", is_flag=True, help="Follow the lab's newest run again (after Ctrl-C or a lost "
                                              "connection), fetch its outputs, exit with its exit code.")
+@click.option("--up", "launch_first", is_flag=True,
+              help="Launch lab NAME first (as `vmlab up`, with its flags below) unless it is running.")
+@up_flag_options
 @json_option
 @handle_errors
 def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[str, ...],
-        env_names: tuple[str, ...], stop_after: bool, down_after: bool, attach: bool, json_mode: bool) -> None:
+        env_names: tuple[str, ...], stop_after: bool, down_after: bool, attach: bool, launch_first: bool,
+        flags: UpFlags, json_mode: bool) -> None:
     """Send DIR to running lab NAME, run COMMAND there (detached: it survives a lost connection), stream its
     output, fetch --outputs, exit with its exit code. Ctrl-C detaches and leaves the command and the lab running.
+    With --up, the lab is launched first when it is not running (every input checked before); with --down-after
+    a lab launched so is removed also when the run fails before the command starts.
 
     \b
     Example:
       vmlab run gpu --workdir . --outputs results/ --env WANDB_API_KEY --stop-after -- python train.py
+      vmlab run gpu --up --provider ec2 --type m+t4 --spot --max-hours 6 --down-after -- python train.py
       vmlab run --attach gpu --down-after
     """
     from pathlib import Path
@@ -51,6 +60,9 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
     out = Output(json_mode)
     if stop_after and down_after:
         raise BadInput("--stop-after and --down-after exclude each other", "choose one")
+    if flags.given() and not launch_first:
+        raise BadInput(f"{flags.given()[0]} is a launch flag: it applies with --up only",
+                       f"add --up to launch lab {name} with it, or drop it")
     after = "stop" if stop_after else "down" if down_after else None
     stream = sys.stderr if json_mode else sys.stdout
 
@@ -61,8 +73,8 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
     started: list[str] = []
     try:
         if attach:
-            if command or outputs or env_names:
-                raise BadInput("--attach follows the lab's last run: it takes no COMMAND, --outputs or --env",
+            if command or outputs or env_names or launch_first:
+                raise BadInput("--attach follows the lab's last run: it takes no COMMAND, --outputs, --env or --up",
                                f"use `vmlab run --attach {name}` alone (with --workdir, --stop-after or --down-after)")
             result = runlab.attach(LabStore(), name, workdir_path=Path(workdir_path), write=write, say=out.say,
                                    after=after, on_start=started.append)
@@ -70,9 +82,11 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
             if not command:
                 raise BadInput("no command to run", f"give it after --, e.g. `vmlab run {name} -- python train.py`")
             env = env_values(env_names, os.environ)
-            result = runlab.run_on_lab(LabStore(), name, command, workdir_path=Path(workdir_path), outputs=outputs,
-                                       env=env, write=write, say=out.say, after=after, progress=_progress(out),
-                                       on_start=started.append)
+            job = runlab.check_run(Path(workdir_path), outputs)
+            store = LabStore()
+            launched = launch_first and _launch(name, flags, out, store)
+            result = runlab.run_on_lab(store, name, command, job, env=env, write=write, say=out.say, after=after,
+                                       progress=_progress(out), on_start=started.append, launched=launched)
     except KeyboardInterrupt:
         if started:  # before the command started, an interrupt simply ends vmlab
             click.echo(f"vmlab: detached from run {started[0]}; the command keeps running on lab {name} (until it "
@@ -81,6 +95,21 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
         raise
     out.emit(result.to_json())
     sys.exit(result.rc)
+
+
+def _launch(name: str, flags: UpFlags, out: Output, store: LabStore) -> bool:
+    """`--up`: launch (or resume) lab `name` as `vmlab up` does unless it is running; whether it was launched
+    new by this run."""
+    from vmlab.cli.upflags import launch, prepare
+    from vmlab.state import check_name
+    from vmlab.workflows.runlab import is_running
+
+    ready = prepare(check_name(name), flags, out)  # the flags checked even when there is nothing to launch
+    if is_running(store, name):
+        if flags.given():
+            out.say(f"lab {name} is running: --up launches nothing, and {', '.join(flags.given())} change nothing")
+        return False
+    return not launch(ready, out).resumed
 
 
 def _progress(out: Output) -> Progress | None:
