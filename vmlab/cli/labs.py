@@ -63,7 +63,7 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
       vmlab down gpu --provider ec2 --region eu-west-1
     """
     from vmlab.state import LabStore, check_name
-    from vmlab.workflows.labs import down as remove_lab
+    from vmlab.workflows.labpower import down as remove_lab
 
     out = Output(json_mode)
     store = LabStore()
@@ -75,7 +75,7 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
 
 def _power(name: str, json_mode: bool, action: str) -> None:
     from vmlab.state import LabStore
-    from vmlab.workflows.labs import power, require_record
+    from vmlab.workflows.labpower import power, require_record
 
     out = Output(json_mode)
     store = LabStore()
@@ -154,7 +154,7 @@ def status(name: str, json_mode: bool) -> None:
     from vmlab.errors import VmlabError
     from vmlab.state import LabStore
     from vmlab.syncurl import redact
-    from vmlab.workflows.labs import agent_status, require_record
+    from vmlab.workflows.labpower import agent_status, require_record
 
     out = Output(json_mode)
     record = require_record(LabStore(), name)
@@ -206,7 +206,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
       vmlab ssh lab -- journalctl -u jupyterlab -n 50
     """
     from vmlab.state import LabStore
-    from vmlab.workflows.labs import require_record
+    from vmlab.workflows.labpower import require_record
     from vmlab.workflows.tunnel import known_hosts_for
 
     record = require_record(LabStore(), name)

@@ -34,7 +34,7 @@ from vmlab.state import LabRecord, LabStore, check_name
 from vmlab.workflows import outputs as outputs_mod
 from vmlab.workflows import runjob, workdir
 from vmlab.workflows.connect import connect_instance
-from vmlab.workflows.labs import down, power, require_record
+from vmlab.workflows.labpower import down, power, require_record
 from vmlab.workflows.sentfiles import SentFiles
 
 if TYPE_CHECKING:
