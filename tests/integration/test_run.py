@@ -270,6 +270,28 @@ def test_a_local_sigterm_detaches_and_attach_picks_the_run_up(make_lab: Callable
     assert SandboxProvider().describe(lab.iid).state == "stopped"
 
 
+def test_runs_are_listed_and_any_of_them_can_be_attached(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    lab = make_lab("many")
+    first, doc1 = run_json("many", "--workdir", str(tmp_path), "--", "sh", "-c", "echo first-run")
+    second, doc2 = run_json("many", "--workdir", str(tmp_path), "--", "sh", "-c", "echo second-run; exit 5")
+    assert (first.exit_code, second.exit_code) == (0, 5) and doc1 and doc2
+    (lab.path("/root/.vmlab-runs") / "not-a-run").mkdir()  # ignored: not a name vmlab gives
+    listed = run_vmlab("run", "--list", "many", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    runs = json.loads(listed.stdout)["runs"]
+    assert [(r["id"], r["state"], r["rc"]) for r in runs] == [(doc1["run"], "exited", 0), (doc2["run"], "exited", 5)]
+    assert runs[1]["argv"] == ["sh", "-c", "echo second-run; exit 5"] and runs[0]["started"].endswith("Z")
+    text = run_vmlab("run", "--list", "many")
+    assert f"{doc2['run']}  exited      5" in text.stdout, text.stdout
+    older, doc = run_json("--attach", "many", doc1["run"], "--workdir", str(tmp_path))  # not the newest
+    assert older.exit_code == 0 and doc is not None and doc["run"] == doc1["run"], older.stderr
+    assert "first-run" in older.stderr and "second-run" not in older.stderr
+    for bad, fragment in (("x; rm -rf /", "is not a run id"),
+                          ("20000101-000000-abcdef", "no run 20000101-000000-abcdef on this lab")):
+        refused = run_vmlab("run", "--attach", "many", bad, "--workdir", str(tmp_path))
+        assert refused.exit_code == 2 and fragment in refused.stderr, refused.stderr
+
+
 def test_a_connection_cut_mid_run_is_reopened_and_the_run_completes(make_lab: Callable[[str], Lab],
                                                                     project: Path, cloud: Cloud) -> None:
     lab = make_lab("job4")

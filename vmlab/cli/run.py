@@ -13,6 +13,7 @@ from vmlab.cli.upflags import UpFlags, up_flag_options
 
 if TYPE_CHECKING:
     from vmlab.state import LabStore
+    from vmlab.workflows.runjob import RunInfo
     from vmlab.workflows.workdir import Progress
 
 
@@ -29,16 +30,19 @@ if TYPE_CHECKING:
               help="Pass this variable's value from your shell (never on a command line); repeatable.")
 @click.option("--stop-after", is_flag=True, help="Stop the lab when the command ends, whatever its exit code.")
 @click.option("--down-after", is_flag=True, help="Remove the lab when the command ends, whatever its exit code.")
-@click.option("--attach", is_flag=True, help="Follow the lab's newest run again (after Ctrl-C or a lost "
-                                             "connection), fetch its outputs, exit with its exit code.")
+@click.option("--attach", is_flag=True, help="Follow the lab's newest run (or `--attach NAME RUN_ID` another) "
+                                             "again after Ctrl-C or a lost connection, fetch its outputs, exit with "
+                                             "its exit code.")
+@click.option("--list", "list_runs", is_flag=True, help="List the lab's runs: id, state, exit code, start time, "
+                                                       "command.")
 @click.option("--up", "launch_first", is_flag=True,
               help="Launch lab NAME first (as `vmlab up`, with its flags below) unless it is running.")
 @up_flag_options
 @json_option
 @handle_errors
 def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[str, ...],
-        env_names: tuple[str, ...], stop_after: bool, down_after: bool, attach: bool, launch_first: bool,
-        flags: UpFlags, json_mode: bool) -> None:
+        env_names: tuple[str, ...], stop_after: bool, down_after: bool, attach: bool, list_runs: bool,
+        launch_first: bool, flags: UpFlags, json_mode: bool) -> None:
     """Send DIR to running lab NAME, run COMMAND there (detached: it survives a lost connection), stream its
     output, fetch --outputs, exit with its exit code. Ctrl-C detaches and leaves the command and the lab running.
     With --up, the lab is launched first when it is not running (every input checked before); with --down-after
@@ -49,6 +53,8 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
       vmlab run gpu --workdir . --outputs results/ --env WANDB_API_KEY --stop-after -- python train.py
       vmlab run gpu --up --provider ec2 --type m+t4 --spot --max-hours 6 --down-after -- python train.py
       vmlab run --attach gpu --down-after
+      vmlab run --list gpu
+      vmlab run --attach gpu 20250101-120000-a1b2c3
     """
     from pathlib import Path
 
@@ -70,14 +76,21 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
         stream.write(text)
         stream.flush()
 
+    if list_runs:
+        if command or outputs or env_names or launch_first or attach or after:
+            raise BadInput("--list shows the lab's runs: it takes no COMMAND or other flag",
+                           f"use `vmlab run --list {name}` alone")
+        _show_runs(out, name, runlab.runs(LabStore(), name))
+        return
     started: list[str] = []
     try:
         if attach:
-            if command or outputs or env_names or launch_first:
-                raise BadInput("--attach follows the lab's last run: it takes no COMMAND, --outputs, --env or --up",
-                               f"use `vmlab run --attach {name}` alone (with --workdir, --stop-after or --down-after)")
+            if len(command) > 1 or outputs or env_names or launch_first:
+                raise BadInput("--attach follows a run: it takes a RUN_ID at most, no COMMAND, --outputs, --env "
+                               "or --up", f"use `vmlab run --attach {name} [RUN_ID]` (with --workdir, --stop-after "
+                               "or --down-after)")
             result = runlab.attach(LabStore(), name, workdir_path=Path(workdir_path), write=write, say=out.say,
-                                   after=after, on_start=started.append)
+                                   after=after, on_start=started.append, run_id=command[0] if command else None)
         else:
             if not command:
                 raise BadInput("no command to run", f"give it after --, e.g. `vmlab run {name} -- python train.py`")
@@ -95,6 +108,18 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
         raise
     out.emit(result.to_json())
     sys.exit(result.rc)
+
+
+def _show_runs(out: Output, name: str, runs: list[RunInfo]) -> None:
+    import shlex
+
+    if not runs:
+        out.say(f"no runs on lab {name}")
+    for r in runs:
+        code = "-" if r.rc is None else str(r.rc)
+        shown = "".join(c if c.isprintable() else "?" for c in shlex.join(r.argv))  # the lab's data: no escapes
+        out.say(f"{r.id}  {r.state:<8} {code:>4}  {r.started}  {shown}")
+    out.emit({"lab": name, "runs": [r.to_json() for r in runs]})
 
 
 def _launch(name: str, flags: UpFlags, out: Output, store: LabStore) -> bool:

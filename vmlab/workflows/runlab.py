@@ -162,18 +162,27 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], job: RunInput, *
 
 
 def attach(store: LabStore, name: str, *, workdir_path: Path, write: Callable[[str], None], say: Say,
-           after: str | None = None, on_start: Callable[[str], None] = lambda _id: None) -> RunResult:
-    """Follow the newest run on lab `name` from the start of its log, fetch its outputs, then `after`."""
+           after: str | None = None, on_start: Callable[[str], None] = lambda _id: None,
+           run_id: str | None = None) -> RunResult:
+    """Follow run `run_id` (default: the newest) on lab `name` from the start of its log, fetch its outputs, then
+    `after`."""
     record = require_record(store, name)
     provider = provider_for(record)
     with _connect(provider, record) as conn:
-        run = runjob.last_run(conn, runjob.home(conn))
+        run = runjob.find_run(conn, runjob.home(conn), run_id)
         on_start(run.id)
         say(f"attached to run {run.id} on {name}")
         result = _complete(conn, run, name, workdir_path, write, say, _state_of(provider, record))
     _finish(store, name, provider, record, after, say)
     result.after = after
     return result
+
+
+def runs(store: LabStore, name: str) -> list[runjob.RunInfo]:
+    """The runs on lab `name` (`vmlab run --list`), the oldest first."""
+    record = require_record(store, name)
+    with _connect(provider_for(record), record) as conn:
+        return runjob.list_runs(conn, runjob.home(conn))
 
 
 def _complete(conn: SSHConnection, run: runjob.Run, name: str, workdir_path: Path, write: Callable[[str], None],
