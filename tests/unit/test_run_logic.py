@@ -117,6 +117,10 @@ def test_the_record_belongs_to_one_instance_of_the_lab(tmp_path: Path) -> None:
     assert SentFiles.open(store, "gpu", "i-2", tmp_path, "/home/u/work/p").files == {}  # re-created lab
     assert SentFiles.open(store, "gpu", "i-1", tmp_path, "/home/u/work/other").files == {}
     assert memory.path.stat().st_mode & 0o777 == 0o600
+    stale = SentFiles.open(store, "gpu", "i-1", tmp_path, "/home/u/work/p")
+    memory.save({})  # another run, meanwhile
+    with stale.locked():
+        assert stale.files == {}  # read again under the lock: never plans from what another run replaced
     memory.path.write_text("{not json")
     assert SentFiles.open(store, "gpu", "i-1", tmp_path, "/home/u/work/p").files == {}
 

@@ -141,7 +141,8 @@ def run_on_lab(store: LabStore, name: str, argv: Sequence[str], job: RunInput, *
             home = runjob.home(conn)
             remote = f"{home}/{WORK}/{remote_folder_name(job.workdir_path)}"
             memory = SentFiles.open(store, name, record.instance_id, job.workdir_path, remote)
-            upload = workdir.upload(conn, job.files, remote, memory, job.outputs, progress, job.scanned_at_ns)
+            with memory.locked():
+                upload = workdir.upload(conn, job.files, remote, memory, job.outputs, progress, job.scanned_at_ns)
             say(f"sent {len(upload.sent)} changed file(s) of {upload.considered} to {name}:{remote} "
                 f"({upload.hashed} read to decide)")
             run = runjob.start(conn, argv, env, workdir=remote, outputs=job.outputs, home_dir=home)

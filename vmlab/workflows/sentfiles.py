@@ -21,10 +21,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,13 +86,30 @@ class SentFiles:
     def open(cls, store: LabStore, lab: str, instance_id: str, local_root: Path, remote_root: str) -> SentFiles:
         key = hashlib.sha256(f"{local_root.resolve()}\0{remote_root}".encode()).hexdigest()[:24]
         memory = cls(lab_folder(store, lab) / f"{key}.json", instance_id)
-        try:
-            data = json.loads(memory.path.read_text())
-            if data.get("version") == VERSION and data.get("instance_id") == instance_id:
-                memory.files = {str(rel): Sent(**entry) for rel, entry in data["files"].items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            memory.files = {}  # no record (or a damaged one): the upload asks the lab instead
+        memory.files = memory._read()
         return memory
+
+    def _read(self) -> dict[str, Sent]:
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("version") == VERSION and data.get("instance_id") == self.instance_id:
+                return {str(rel): Sent(**entry) for rel, entry in data["files"].items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+        return {}  # no record, a damaged one, or one of another instance: the upload asks the lab instead
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held while one `vmlab run` uploads: two at once into the same folder would each record only what they
+        sent, and the last record written could vouch for a file the other one replaced on the lab."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.files = self._read()  # as the run before left it
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def save(self, files: dict[str, Sent]) -> None:
         self.files = dict(files)
@@ -102,9 +122,6 @@ def lab_folder(store: LabStore, lab: str) -> Path:
     return store.root / "uploads" / check_name(lab)
 
 
-def forget(store: LabStore, lab: str) -> bool:
-    """Remove every upload record of lab `lab` (at `vmlab down`); whether there was any."""
-    folder = lab_folder(store, lab)
-    existed = folder.exists()
-    shutil.rmtree(folder, ignore_errors=True)
-    return existed
+def forget(store: LabStore, lab: str) -> None:
+    """Remove every upload record of lab `lab` (at `vmlab down`)."""
+    shutil.rmtree(lab_folder(store, lab), ignore_errors=True)
