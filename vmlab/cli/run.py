@@ -103,8 +103,8 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
     except KeyboardInterrupt:
         if started:  # before the command started, an interrupt simply ends vmlab
             click.echo(f"vmlab: detached from run {started[0]}; the command keeps running on lab {name} (until it "
-                       f"ends) and the lab is left as it is: `vmlab run --attach {name}` follows it again and "
-                       "fetches its outputs", err=True)
+                       f"ends) and the lab is left as it is: `vmlab run --attach {name} {started[0]}` follows it "
+                       "again and fetches its outputs", err=True)
         raise
     out.emit(result.to_json())
     sys.exit(result.rc)
