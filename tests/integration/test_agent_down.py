@@ -22,7 +22,7 @@ from vmlab.errors import HostError
 from vmlab.providers.base import LaunchSpec
 from vmlab.providers.ec2 import Ec2Provider
 from vmlab.state import LabRecord, LabStore
-from vmlab.workflows.labs import agent_status, down
+from vmlab.workflows.labpower import agent_status, down
 
 pytestmark = [pytest.mark.moto, pytest.mark.sshd,
               pytest.mark.skipif(os.geteuid() != 0, reason="down's flush step runs systemctl as root over SSH")]

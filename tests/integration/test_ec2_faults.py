@@ -40,7 +40,7 @@ from vmlab import keys
 from vmlab.providers.base import LaunchSpec
 from vmlab.providers.ec2 import Ec2Provider
 from vmlab.state import LabRecord, LabStore
-from vmlab.workflows.labs import down
+from vmlab.workflows.labpower import down
 
 pytestmark = [pytest.mark.moto, pytest.mark.sshd]
 

@@ -84,3 +84,21 @@ def test_run_then_down_after_leaves_nothing(ec2_cloud: tuple[Any, SandboxCloud, 
     assert result.exit_code == 1, (result.stdout, result.stderr)  # a failed command: the lab goes all the same
     assert state_of(ec2, iid) == "terminated"
     assert vmlab_resources(ec2) == before and LabStore().get("once") is None
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--type", "2xl+2xa100"], "no instance type in us-east-1 gives at least 32 vCPU, 128 GiB, 2x A100"),
+    (["--type", "m+t4", "--max-price", "0.2"], "--max-price applies to spot instances only"),
+    (["--region", "mars-north-1"], "mars-north-1"),
+])
+def test_run_up_on_ec2_refuses_bad_launch_flags_before_anything(ec2_cloud: tuple[Any, SandboxCloud, str],
+                                                                tmp_path: Path, args: list[str],
+                                                                fragment: str) -> None:
+    """`run --up` goes through `up`'s own checks (generic type, spot price, region) before the first resource."""
+    ec2, _cloud, image = ec2_cloud
+    before = vmlab_resources(ec2)
+    result = run_vmlab("run", "job", "--up", "--provider", "ec2", "--image", image, *args, "--workdir",
+                       str(tmp_path), "--down-after", "--", "true")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], (result.stdout, result.stderr)
+    assert "launching" not in result.output and vmlab_resources(ec2) == before and LabStore().get("job") is None

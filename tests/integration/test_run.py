@@ -1,5 +1,5 @@
-"""`vmlab run` against labs that are sandbox hosts with a real OpenSSH sshd (the provider-contract SandboxProvider,
-tests/integration/test_provider_contract.py): a workdir sent incrementally with its excludes, a command that writes
+"""`vmlab run` against labs that are sandbox hosts with a real OpenSSH sshd (harness/clouds/sandboxprovider.py, the
+`cloud` fixture): a workdir sent incrementally with its excludes, a command that writes
 outputs, one that fails, one killed on the lab, a local SIGTERM that detaches and `--attach` that picks the run up,
 a connection cut mid-run (harness/faults/tcpdrop.py), --stop-after and --down-after, env values that never show in
 any process's command line nor in the logs, and an output symlink that is not followed. No EC2, no QEMU."""
@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from harness.clouds.sandboxprovider import Cloud, SandboxProvider
+from harness.clouds.sandboxprovider import JUPYTER, Cloud, SandboxProvider
 from harness.drivers.ec2cli import run_vmlab
 from harness.faults.tcpdrop import DropProxy
 from vmlab import keys
 from vmlab.providers.base import LaunchSpec
 from vmlab.state import LabRecord, LabStore
+from vmlab.workflows.sentfiles import RACY_NS
 
 pytestmark = pytest.mark.sshd
 
@@ -188,6 +189,58 @@ def test_a_run_sends_the_workdir_passes_env_safely_fetches_outputs_and_its_exit_
     assert third.exit_code == 0 and doc is not None and doc["uploaded"] == [], third.stderr
 
 
+def uploaded(*args: str, read: int | None = None) -> list[str]:
+    """The files a `vmlab run` sent; `read`: how many local files it must have hashed to decide."""
+    result, doc = run_json(*args, "--", "true")
+    assert result.exit_code == 0 and doc is not None, (result.stdout, result.stderr)
+    assert read is None or doc["hashed"] == read, doc
+    return sorted(doc["uploaded"])
+
+
+def test_the_upload_never_misses_an_edit_and_sends_nothing_twice(make_lab: Callable[[str], Lab],
+                                                                 project: Path) -> None:
+    lab = make_lab("sync1")
+    args = ("sync1", "--workdir", str(project))
+    assert len(uploaded(*args, read=0)) == 5  # the lab has none: nothing to read to decide
+    time.sleep(RACY_NS / 1e9)  # files changed less than RACY_NS before a run are read again by the next one
+    assert uploaded(*args) == []  # unchanged tree: nothing sent
+    assert uploaded(*args, read=0) == []  # and once their stat has settled, not even read
+    # an edit that keeps the size, its mtime put back to the nanosecond: size + mtime cannot see it
+    job = project / "job.sh"
+    before = job.stat()
+    job.write_text(JOB.replace("starting", "STARTING"))
+    os.utime(job, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert job.stat().st_size == before.st_size and job.stat().st_mtime_ns == before.st_mtime_ns
+    assert uploaded(*args, read=1) == ["job.sh"]
+    remote = lab.path(f"/root/work/{WORKDIR}")
+    assert (remote / "job.sh").read_text() == job.read_text()
+    assert uploaded(*args) == []
+    # touched, not changed: read, not sent
+    os.utime(project / "keep.log", (before.st_mtime + 50, before.st_mtime + 50))
+    assert uploaded(*args) == []
+    # a file changed on the lab is put back
+    (remote / "expected-token").write_text("changed there")
+    assert uploaded(*args) == ["expected-token"]
+    # no record on this machine (another machine, a lost state dir): the lab's copy is compared by hash
+    (remote / "keep.log").write_text("RE-INCLUDED\n")
+    os.utime(remote / "keep.log", (int(before.st_mtime) + 50, int(before.st_mtime) + 50))
+    for record in (Path(os.environ["VMLAB_STATE_DIR"]) / "labs" / "uploads" / "sync1").iterdir():
+        record.unlink()
+    assert uploaded(*args) == ["keep.log"]
+    assert (remote / "keep.log").read_text() == "re-included\n"
+
+
+def test_a_lab_launched_again_under_the_same_name_gets_every_file(make_lab: Callable[[str], Lab],
+                                                                 project: Path) -> None:
+    first = make_lab("sync2")
+    assert len(uploaded("sync2", "--workdir", str(project))) == 5
+    SandboxProvider().terminate(first.iid)
+    second = make_lab("sync2")  # a new instance, an empty disk: the old record must not count
+    assert second.iid != first.iid
+    assert len(uploaded("sync2", "--workdir", str(project))) == 5
+    assert (second.path(f"/root/work/{WORKDIR}") / "job.sh").read_text() == JOB
+
+
 def test_a_command_killed_on_the_lab_and_one_that_cannot_start(make_lab: Callable[[str], Lab],
                                                                  tmp_path: Path) -> None:
     make_lab("job2")
@@ -216,6 +269,28 @@ def test_a_local_sigterm_detaches_and_attach_picks_the_run_up(make_lab: Callable
     assert "starting in" in attached.stderr and "done" in attached.stderr  # the whole log, from its start
     assert (project / "results" / "a.txt").read_text() == "alpha\n"
     assert SandboxProvider().describe(lab.iid).state == "stopped"
+
+
+def test_runs_are_listed_and_any_of_them_can_be_attached(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
+    lab = make_lab("many")
+    first, doc1 = run_json("many", "--workdir", str(tmp_path), "--", "sh", "-c", "echo first-run")
+    second, doc2 = run_json("many", "--workdir", str(tmp_path), "--", "sh", "-c", "echo second-run; exit 5")
+    assert (first.exit_code, second.exit_code) == (0, 5) and doc1 and doc2
+    (lab.path("/root/.vmlab-runs") / "not-a-run").mkdir()  # ignored: not a name vmlab gives
+    listed = run_vmlab("run", "--list", "many", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    runs = json.loads(listed.stdout)["runs"]
+    assert [(r["id"], r["state"], r["rc"]) for r in runs] == [(doc1["run"], "exited", 0), (doc2["run"], "exited", 5)]
+    assert runs[1]["argv"] == ["sh", "-c", "echo second-run; exit 5"] and runs[0]["started"].endswith("Z")
+    text = run_vmlab("run", "--list", "many")
+    assert f"{doc2['run']}  exited      5" in text.stdout, text.stdout
+    older, doc = run_json("--attach", "many", doc1["run"], "--workdir", str(tmp_path))  # not the newest
+    assert older.exit_code == 0 and doc is not None and doc["run"] == doc1["run"], older.stderr
+    assert "first-run" in older.stderr and "second-run" not in older.stderr
+    for bad, fragment in (("x; rm -rf /", "is not a run id"),
+                          ("20000101-000000-abcdef", "no run 20000101-000000-abcdef on this lab")):
+        refused = run_vmlab("run", "--attach", "many", bad, "--workdir", str(tmp_path))
+        assert refused.exit_code == 2 and fragment in refused.stderr, refused.stderr
 
 
 def test_a_connection_cut_mid_run_is_reopened_and_the_run_completes(make_lab: Callable[[str], Lab],
@@ -342,3 +417,81 @@ def test_the_lab_copy_of_the_workdir_is_the_lab_users_alone(make_lab: Callable[[
     assert work.stat().st_mode & 0o777 == 0o700
     assert work.parent.stat().st_mode & 0o777 == 0o700
     assert lab.path("/root/.vmlab-runs").stat().st_mode & 0o777 == 0o700
+@pytest.fixture(scope="module")
+def baked(cloud: Cloud) -> str:
+    """A lab image for `run --up` (JupyterLab included: `up` waits for it), baked once for the module."""
+    result = run_vmlab("bake", str(Path(__file__).parent / "recipes" / "ec2_flow.py"), "--provider", "sandbox",
+                       "-e", f"jupyter={JUPYTER}", "--json")
+    assert result.exit_code == 0, (result.output, result.stderr)
+    return str(json.loads(result.stdout)["image"])
+
+
+def test_run_up_launches_the_lab_runs_and_down_after_removes_it(cloud: Cloud, baked: str, tmp_path: Path) -> None:
+    (tmp_path / "job.sh").write_text("mkdir -p out && echo 42 > out/answer && echo ran-on-new-lab && exit 3\n")
+    result, doc = run_json("fresh", "--up", "--provider", "sandbox", "--image", baked, "--max-hours", "2",
+                           "--workdir", str(tmp_path), "--outputs", "out", "--down-after", "--", "sh", "job.sh")
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert doc is not None and (doc["launched"], doc["after"], doc["fetched"]) == (True, "down", ["out/answer"])
+    assert "ran-on-new-lab" in result.stderr
+    assert (tmp_path / "out" / "answer").read_text() == "42\n"
+    assert sorted(cloud.instances) == [] and LabStore().get("fresh") is None  # nothing left
+
+
+def test_run_up_on_a_running_lab_launches_nothing(make_lab: Callable[[str], Lab], cloud: Cloud,
+                                                  tmp_path: Path) -> None:
+    make_lab("already")
+    launched = list(cloud.launched)
+    result = run_vmlab("run", "already", "--up", "--provider", "sandbox", "--workdir", str(tmp_path), "--",
+                       "echo", "hello")
+    assert result.exit_code == 0 and "hello" in result.stdout, (result.stdout, result.stderr)
+    assert "lab already is running: --up launches nothing" in result.stdout
+    assert cloud.launched == launched
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--type", "t3.micro"], "--type is a launch flag: it applies with --up only"),
+    (["--max-hours", "2"], "--max-hours is a launch flag: it applies with --up only"),
+    (["--up", "--spot"], "--spot only applies to --provider ec2 (not sandbox)"),
+    (["--up", "--image", "no-such-image"], "image 'no-such-image' not found for provider sandbox"),
+    (["--up", "--max-hours", "-1"], "--max-hours"),
+    (["--up", "--outputs", "../x"], "--outputs '../x' is not a path inside the run's folder"),
+    (["--up", "--env", "VMLAB_TEST_UNSET_VAR"], "VMLAB_TEST_UNSET_VAR is not set"),
+])
+def test_run_up_checks_everything_before_it_launches(cloud: Cloud, tmp_path: Path, args: list[str],
+                                                     fragment: str) -> None:
+    launched = list(cloud.launched)
+    result = run_vmlab("run", "never", "--provider", "sandbox", *args, "--workdir", str(tmp_path), "--down-after",
+                       "--", "true") if "--up" in args else run_vmlab(
+        "run", "never", *args, "--workdir", str(tmp_path), "--", "true")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert cloud.launched == launched and LabStore().get("never") is None
+
+
+def test_a_lab_launched_by_run_is_removed_when_the_run_fails_before_its_command(
+        cloud: Cloud, baked: str, tmp_path: Path) -> None:
+    """A SIGTERM while the workdir is sent: the command never started, so --down-after removes the new lab."""
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(256 << 20)  # long enough to send that the signal lands during the upload
+    launched = list(cloud.launched)
+
+    def term_once_sending() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            new = [i for i in cloud.launched if i not in launched]
+            box = cloud.boxes.get(new[0]) if new else None
+            try:
+                if box is not None and (box.path(f"/root/work/{tmp_path.name}") / "big.bin").exists():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=term_once_sending, daemon=True).start()
+    result = run_vmlab("run", "doomed", "--up", "--provider", "sandbox", "--image", baked, "--workdir",
+                       str(tmp_path), "--down-after", "--", "true")
+    assert result.exit_code == 143, (result.output, result.stderr)
+    assert "removing lab doomed, launched by this run (--down-after)" in result.output
+    assert [i for i in cloud.launched if i not in launched] and sorted(cloud.instances) == []
+    assert LabStore().get("doomed") is None

@@ -164,10 +164,11 @@ class Provider:
 def test_up_and_down_refresh_an_existing_config(sshd: SSHD, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Launching or removing a lab rewrites vmlab's SSH config when the user has one; no file appears otherwise.
     (Starting JupyterLab is replaced: this test is about the records and the config.)"""
-    from vmlab.workflows import labs
+    from vmlab.workflows import labpower, labs
 
     monkeypatch.setattr(labs, "_start_server", lambda *args, **kwargs: None)
-    monkeypatch.setattr(labs, "terminate", lambda provider, instance_id: provider.terminate(instance_id))
+    for module in (labs, labpower):  # up's clean-up, down
+        monkeypatch.setattr(module, "terminate", lambda provider, instance_id: provider.terminate(instance_id))
     provider = Provider(sshd)
     config = Path(os.environ["VMLAB_STATE_DIR"]) / "ssh_config"
     labs.up(provider, "first")  # type: ignore[arg-type]
@@ -177,6 +178,6 @@ def test_up_and_down_refresh_an_existing_config(sshd: SSHD, tmp_path: Path, monk
     text = config.read_text()
     assert "Host first\n" in text and "Host second\n" in text
     assert ssh_g(config, "second")["port"] == str(sshd.port)
-    labs.down(provider, "first")  # type: ignore[arg-type]
+    labpower.down(provider, "first")  # type: ignore[arg-type]
     text = config.read_text()
     assert "Host first" not in text and "Host second\n" in text

@@ -8,38 +8,18 @@ import click
 
 from vmlab.cli.options import open_provider, provider_option, region_option
 from vmlab.cli.output import Output, handle_errors, json_option
+from vmlab.cli.upflags import UpFlags, up_flag_options
 from vmlab.providers import provider_for
 
 
 @click.command()
 @click.argument("name", default="lab")
-@provider_option
-@click.option("--image", default=None, help="Image name or id (default: the newest vmlab image).")
-@click.option("--type", "instance_type", default=None, metavar="TYPE",
-              help="Instance type, e.g. g4dn.xlarge, or a size and GPU resolved to the cheapest type that fits, "
-                   "e.g. m+t4, l+a10g, gpu=t4, cpu=8,mem=32 (ec2).")
-@click.option("--spot", is_flag=True, help="Use a spot instance (ec2; falls back to on-demand).")
-@click.option("--max-price", type=float, default=None, metavar="USD",
-              help="Highest spot price per hour (ec2, with --spot; default: the on-demand price).")
-@click.option("--volume-size", type=click.IntRange(1, 16384), default=None, metavar="GB",
-              help="Root disk in GB (default: the image's).")
-@click.option("--ssh-cidr", default=None, metavar="CIDR",
-              help="Who may SSH to the lab (ec2; default: this machine's public IP /32).")
-@click.option("--idle", default=None, metavar="DURATION",
-              help="Power off after this long unused, e.g. 30m, 2h; 0 = never (default 30m, or the lab's last).")
-@click.option("--max-hours", type=float, default=None, metavar="HOURS",
-              help="Power off this many hours after this `up`, used or not; 0 = never (default 24).")
-@click.option("--sync", default=None, metavar="URL",
-              help="Keep ~/data synced with s3://bucket/prefix (on EC2 an instance profile allows that prefix "
-                   "only); '' = stop syncing.")
-@region_option
+@up_flag_options
 @click.option("--dry-run", is_flag=True, help="Check everything, print what would be created and its price; "
                                                "create nothing.")
 @json_option
 @handle_errors
-def up(name: str, provider_name: str | None, image: str | None, instance_type: str | None, spot: bool,
-       max_price: float | None, volume_size: int | None, ssh_cidr: str | None, idle: str | None,
-       max_hours: float | None, sync: str | None, region: str | None, dry_run: bool, json_mode: bool) -> None:
+def up(name: str, flags: UpFlags, dry_run: bool, json_mode: bool) -> None:
     """Launch lab NAME from an image (or resume it) with a fresh Jupyter token, and wait until it answers.
 
     \b
@@ -49,34 +29,20 @@ def up(name: str, provider_name: str | None, image: str | None, instance_type: s
         --idle 30m --max-hours 12 --sync s3://my-bucket/alice
       vmlab up gpu --provider ec2 --type m+t4 --spot --dry-run
     """
-    from vmlab.cli.quote import launch_checks, resolve_type
-    from vmlab.workflows.labs import up as launch_lab
+    from vmlab.cli.upflags import launch, prepare, up_document
 
     out = Output(json_mode)
-    provider = open_provider(provider_name, region, spot=spot, max_price=max_price, ssh_cidr=ssh_cidr)
-    instance_type, choice = resolve_type(provider, out, instance_type, spot)
-    options, quote = launch_checks(provider, out, instance_type, spot, max_price, volume_size, ssh_cidr)
+    ready = prepare(name, flags, out)
     if dry_run:
         from vmlab.workflows.preflight import plan_up
 
-        plan = plan_up(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
-                       sync=sync, options=options)
+        plan = plan_up(ready.provider, name, image=flags.image, instance_type=ready.instance_type, idle=flags.idle,
+                       max_hours=flags.max_hours, sync=flags.sync, options=ready.options)
         for line in plan.lines():
             out.say(line)
-        out.emit({**plan.to_json(), "type_choice": choice.to_json() if choice else None})
+        out.emit({**plan.to_json(), "type_choice": ready.choice.to_json() if ready.choice else None})
         return
-    result = launch_lab(provider, name, image=image, instance_type=instance_type, idle=idle, max_hours=max_hours,
-                 sync=sync, say=out.say, options=options, quote=quote)
-    t = result.timings
-    if result.record.hourly_price is not None:
-        market = "spot" if result.record.spot else "on-demand"
-        out.say(f"{market}, about ${result.record.hourly_price:.4g}/h (estimate) until `vmlab stop {name}`")
-    boot = f"boot to SSH {t['boot_to_ssh']:.0f}s, " if "boot_to_ssh" in t else ""  # none for a container lab
-    out.say(f"lab {name} is up ({result.record.instance_id}) in {t['total']:.0f}s ({boot}JupyterLab start "
-            f"{t.get('jupyter_start', 0):.0f}s, vmlab {t['overhead']:.1f}s); open it with: {result.tunnel_hint}",
-            "bold green")
-    out.emit({**result.to_json(), "offer": quote.offer if quote else None,
-              "type_choice": choice.to_json() if choice else None})
+    out.emit(up_document(ready, launch(ready, out)))
 
 
 @click.command()
@@ -97,7 +63,7 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
       vmlab down gpu --provider ec2 --region eu-west-1
     """
     from vmlab.state import LabStore, check_name
-    from vmlab.workflows.labs import down as remove_lab
+    from vmlab.workflows.labpower import down as remove_lab
 
     out = Output(json_mode)
     store = LabStore()
@@ -109,7 +75,7 @@ def down(name: str, force: bool, provider_name: str | None, region: str | None, 
 
 def _power(name: str, json_mode: bool, action: str) -> None:
     from vmlab.state import LabStore
-    from vmlab.workflows.labs import power, require_record
+    from vmlab.workflows.labpower import power, require_record
 
     out = Output(json_mode)
     store = LabStore()
@@ -195,7 +161,7 @@ def status(name: str, json_mode: bool) -> None:
     from vmlab.errors import VmlabError
     from vmlab.state import LabStore
     from vmlab.syncurl import redact
-    from vmlab.workflows.labs import agent_status, require_record
+    from vmlab.workflows.labpower import agent_status, require_record
 
     out = Output(json_mode)
     record = require_record(LabStore(), name)
@@ -249,7 +215,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
     """
     from vmlab.providers.base import ServesLabs
     from vmlab.state import LabStore
-    from vmlab.workflows.labs import require_record
+    from vmlab.workflows.labpower import require_record
     from vmlab.workflows.tunnel import known_hosts_for
 
     record = require_record(LabStore(), name)

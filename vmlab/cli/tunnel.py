@@ -44,7 +44,7 @@ def tunnel(name: str, port: int | None, open_browser: bool, once: bool, extra: t
     """
     from vmlab.state import LabStore
     from vmlab.workflows import tunnel_bg
-    from vmlab.workflows.labs import require_record
+    from vmlab.workflows.labpower import require_record
     from vmlab.workflows.tunnel import check_port, keep_alive, open_tunnel
 
     out = Output(json_mode)

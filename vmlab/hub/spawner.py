@@ -288,7 +288,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         await asyncio.get_running_loop().run_in_executor(None, self._remove_lab)
 
     def _remove_lab(self) -> None:
-        from vmlab.workflows.labs import down, find_lab_instance
+        from vmlab.workflows.labpower import down, find_lab_instance
 
         provider, store = self._provider(), LabStore()
         inst = find_lab_instance(provider, self.names.lab)

@@ -133,15 +133,18 @@ class SSHConnection:
     def __repr__(self) -> str:
         return f"SSHConnection({self.target.describe()}, {'open' if self.is_open else 'closed'})"
 
-    def _drop(self) -> None:
-        self._detach()
-        self._spare.discard()
+    def _drop_sftp(self) -> None:
         if self._sftp is not None:
             try:
                 self._sftp.close()
             except Exception:  # closing a dead SFTP session: nothing to report
                 pass
         self._sftp = self._sftp_link = None
+
+    def _drop(self) -> None:
+        self._detach()
+        self._spare.discard()
+        self._drop_sftp()
         if self._link is not None:
             self._link.close()
             self._link = None
@@ -277,12 +280,19 @@ class SSHConnection:
         sftp = self._sftp_client()
         src: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         try:
-            with sftp.open(os.fsencode(remote_path), "wb") as fh:  # non-UTF-8 names: their bytes
+            fh = sftp.open(os.fsencode(remote_path), "wb")  # non-UTF-8 names: their bytes
+            try:
                 if mode is not None:
                     fh.chmod(mode)
                 fh.set_pipelined(True)
                 while chunk := src.read(READ_CHUNK):
                     fh.write(chunk)
+            except BaseException:
+                # a Ctrl-C/SIGTERM (or an error) in the middle of a packet leaves the SFTP stream unusable: closing
+                # the file would wait forever for its answer, so the session is dropped (the next use opens one)
+                self._drop_sftp()
+                raise
+            fh.close()
         except CHANNEL_ERRORS as exc:
             raise HostError(f"cannot write {remote_path} on {self.name}: {exc}") from None
         finally:

@@ -151,7 +151,7 @@ def _unrecorded_row(provider: Provider, inst: Instance, here: str | None, now: d
 def _agent_row(provider: Provider, record: LabRecord, inst: Instance | None) -> dict[str, Any] | None:
     """The agent's status of a running lab that syncs, for `ls` (a few seconds at most per lab)."""
     from vmlab.errors import VmlabError
-    from vmlab.workflows.labs import agent_status
+    from vmlab.workflows.labpower import agent_status
 
     if inst is None or inst.state != "running" or not record.agent.sync_url:
         return None

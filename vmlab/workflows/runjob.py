@@ -3,7 +3,8 @@
 Each run has a folder on the lab, `~/.vmlab-runs/ID/` (0700): `argv.json`, `meta.json` (the folder it runs in,
 its outputs), `env.json` (the environment variables passed from the caller, written over SFTP with mode 0600 and
 deleted by the runner once read: values never ride on a command line), `log` (its stdout and stderr), `pid` and,
-when it ends, `rc`. `~/.vmlab-runs/last` names the newest run, the one `vmlab run --attach` follows.
+when it ends, `rc`. `~/.vmlab-runs/last` names the newest run, the one `vmlab run --attach NAME` follows
+(`--attach NAME RUN_ID` follows another; `vmlab run --list NAME` lists them).
 
 The runner (RUNNER, a small Python program) is started with `setsid` and its standard streams on files, so a
 dropped connection, a closed laptop or a killed `vmlab` leaves it running; it starts the command through a login
@@ -116,6 +117,36 @@ print(json.dumps({"data": base64.b64encode(data).decode(), "next": offset + len(
                   "more": size() > offset + len(data), "alive": running}))
 """
 
+# Lists the run folders under $1: [[id, exit status or null, runner alive, argv], ...] (one JSON document).
+LIST_RUNS = r"""
+import json, os, sys
+root, out = sys.argv[1], []
+def read(run, name):
+    try:
+        with open(os.path.join(root, run, name)) as fh:
+            return fh.read()
+    except OSError:
+        return None
+for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    if not os.path.isdir(os.path.join(root, run)):
+        continue
+    try:
+        rc = int(read(run, "rc"))
+    except (TypeError, ValueError):
+        rc = None
+    try:
+        os.kill(int(read(run, "runner.pid")), 0)
+        alive = True
+    except (TypeError, ValueError, OSError):
+        alive = False
+    try:
+        argv = json.loads(read(run, "argv.json"))
+    except (TypeError, ValueError):
+        argv = []
+    out.append([run, rc, alive, argv])
+print(json.dumps(out))
+"""
+
 
 @dataclass(frozen=True)
 class Run:
@@ -167,19 +198,57 @@ def start(conn: SSHConnection, argv: Sequence[str], env: Mapping[str, str], *, w
     return Run(run_id, folder, workdir, tuple(outputs))
 
 
-def last_run(conn: SSHConnection, home_dir: str) -> Run:
-    """The newest run on the lab (for `--attach`); BadInput when there is none."""
-    found = conn.execute(sh('cat "$1/last"', f"{home_dir}/{RUNS}", label="find the last run"))
-    run_id = found.stdout.strip()
-    if found.rc != 0 or not RUN_ID.match(run_id):
-        raise BadInput("no run to attach to on this lab", "start one with `vmlab run NAME -- COMMAND`")
-    folder = f"{home_dir}/{RUNS}/{run_id}"
+def find_run(conn: SSHConnection, home_dir: str, run_id: str | None = None) -> Run:
+    """Run `run_id` on the lab, or the newest one (for `--attach`); BadInput when there is none."""
+    runs = f"{home_dir}/{RUNS}"
+    if run_id is None:
+        found = conn.execute(sh('cat "$1/last"', runs, label="find the last run"))
+        run_id = found.stdout.strip()
+        if found.rc != 0 or not RUN_ID.match(run_id):
+            raise BadInput("no run to attach to on this lab", "start one with `vmlab run NAME -- COMMAND`")
+    elif not RUN_ID.match(run_id):
+        raise BadInput(f"{run_id!r} is not a run id (they look like 20250101-120000-a1b2c3)",
+                       "see the lab's runs with `vmlab run --list NAME`")
+    folder = f"{runs}/{run_id}"
     meta = conn.execute(Command("cat", f"{folder}/meta.json"))
+    if meta.rc != 0:
+        raise BadInput(f"no run {run_id} on this lab", "see the lab's runs with `vmlab run --list NAME`")
     try:
         data = json.loads(meta.stdout)
         return Run(run_id, folder, str(data["workdir"]), tuple(str(p) for p in data["outputs"]))
     except (ValueError, KeyError, TypeError):
         raise HostError(f"run {run_id} on the lab has no readable meta.json") from None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as `vmlab run --list` shows it: "running", "exited" (with its exit code) or "lost" (its runner
+    is gone without an exit status: the lab restarted)."""
+
+    id: str
+    state: str
+    rc: int | None
+    started: str
+    argv: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "state": self.state, "rc": self.rc, "started": self.started, "argv": list(self.argv)}
+
+
+def list_runs(conn: SSHConnection, home_dir: str) -> list[RunInfo]:
+    """Every run on the lab, the oldest first."""
+    listed = conn.execute(Command("python3", "-c", LIST_RUNS, f"{home_dir}/{RUNS}", label="list runs"))
+    if listed.rc != 0:
+        raise HostError(f"cannot list the runs on the lab: {listed.stderr.strip()[-300:]}")
+    runs = []
+    for run_id, rc, alive, argv in json.loads(listed.stdout):
+        if not RUN_ID.match(str(run_id)):
+            continue  # not a run folder vmlab made
+        state = "exited" if rc is not None else "running" if alive else "lost"
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(str(run_id)[:15], "%Y%m%d-%H%M%S"))
+        runs.append(RunInfo(str(run_id), state, rc if isinstance(rc, int) else None, started,
+                            tuple(str(a) for a in argv) if isinstance(argv, list) else ()))
+    return sorted(runs, key=lambda r: r.id)
 
 
 def follow(conn: SSHConnection, run: Run, write: Callable[[str], None], *, reconnect_for: float = 60.0,

@@ -1,6 +1,11 @@
-"""A local working directory sent to a lab incrementally (`vmlab run --workdir DIR`): only the files whose size or
-modification time differ from the lab's copy are uploaded (the quick check rsync makes; the lab's copy gets the
-local modification time), the rest is left alone. Excludes come from `.vmlabignore` and `.gitignore` at the top of
+"""A local working directory sent to a lab incrementally (`vmlab run --workdir DIR`): only the files whose content
+differs from the lab's copy are uploaded, the rest is left alone. What was sent is remembered on this machine
+(vmlab.workflows.sentfiles: stat and SHA-256 per file, for this lab instance), so a file whose stat has not moved
+is not read again, one whose stat moved is hashed and sent only when its content changed, and an edit that keeps
+the size within the same second is never missed (rsync's size + mtime quick check misses it). The lab's copy is
+listed too (size and whole-second mtime, which vmlab sets to the local one): a file changed or removed there is
+sent again. Without a record (another machine, a lost state dir), a file whose size and second match the lab's is
+compared by hash on the lab. Excludes come from `.vmlabignore` and `.gitignore` at the top of
 DIR, in a gitignore subset: `#` comments, `!` re-includes, a trailing `/` for folders only, a `/` inside anchors
 the pattern at DIR, otherwise it matches a name at any depth; `*`, `?`, `[...]` and `**` as in shell globs.
 `.git/` is never sent; symlinks are not sent either (their target may lie outside DIR), nor is anything written
@@ -13,7 +18,8 @@ File names are data: they travel as JSON on stdin and as SFTP paths, never throu
 Example::
 
     files = scan(Path("."))                       # {"train.py": LocalFile(...), ...}, excludes applied
-    sent, considered = upload(conn, files, "/home/admin/work/proj", outputs=["results"])
+    memory = SentFiles.open(LabStore(), "gpu", record.instance_id, Path("."), "/home/admin/work/proj")
+    report = upload(conn, files, "/home/admin/work/proj", memory, outputs=["results"])   # report.sent: [...]
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import fnmatch
 import json
 import os
 import posixpath
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmlab.engine.command import Command
 from vmlab.errors import BadInput, HostError
+from vmlab.workflows.sentfiles import Sent, SentFiles, sha256_of
 
 if TYPE_CHECKING:
     from vmlab.transport.ssh import SSHConnection
@@ -69,6 +77,28 @@ for d in json.load(sys.stdin):
     os.makedirs(os.path.join(sys.argv[1], d), exist_ok=True)
 """
 
+# Prints {relative path: SHA-256} of the regular files under $1 named on stdin (null for one that is not there or
+# not a regular file; a symlink is not followed).
+REMOTE_HASH = r"""
+import hashlib, json, os, stat, sys
+out = {}
+for rel in json.load(sys.stdin):
+    try:
+        fd = os.open(os.path.join(sys.argv[1], rel), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        out[rel] = None
+        continue
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            out[rel] = None
+            continue
+        digest = hashlib.sha256()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        out[rel] = digest.hexdigest()
+print(json.dumps(out))
+"""
+
 # Sets the modification times given on stdin ([[relative path, seconds], ...]) under $1.
 SET_TIMES = r"""
 import json, os, sys
@@ -83,10 +113,44 @@ Progress = Callable[[int, int, int, int], None]
 
 @dataclass(frozen=True)
 class LocalFile:
+    """A file of the workdir and its `lstat` when scanned."""
+
     path: Path
-    size: int
-    mtime: int
-    mode: int
+    stat: os.stat_result
+
+    @property
+    def size(self) -> int:
+        return self.stat.st_size
+
+    @property
+    def mode(self) -> int:
+        return self.stat.st_mode & 0o777
+
+    @property
+    def second(self) -> int:
+        """The whole-second modification time (what the lab's copy gets)."""
+        return self.stat.st_mtime_ns // 1_000_000_000
+
+
+@dataclass
+class Plan:
+    """What an upload does with each file: `send` it, `verify` it (no record; same size and second on the lab:
+    its local hash is compared with the lab's), or `keep` it (the lab has it; its record, refreshed when only its
+    stat moved). `hashed` counts the local files read to decide."""
+
+    send: list[str] = field(default_factory=list)
+    verify: dict[str, str] = field(default_factory=dict)
+    keep: dict[str, Sent] = field(default_factory=dict)
+    hashed: int = 0
+
+
+@dataclass
+class Uploaded:
+    """The files sent, the number considered, and how many were read to decide (a file sent is read again)."""
+
+    sent: list[str]
+    considered: int
+    hashed: int
 
 
 @dataclass(frozen=True)
@@ -155,13 +219,38 @@ def scan(root: Path) -> dict[str, LocalFile]:
             st = path.lstat()
             if excluded(rules, rel, False) or not path.is_file() or path.is_symlink():
                 continue
-            found[rel] = LocalFile(path, st.st_size, int(st.st_mtime), st.st_mode & 0o777)
+            found[rel] = LocalFile(path, st)
     return found
 
 
-def changed(local: Mapping[str, LocalFile], remote: Mapping[str, list[int]]) -> list[str]:
-    """The files whose size or whole-second mtime differ from the lab's (or that the lab lacks)."""
-    return [rel for rel, f in local.items() if remote.get(rel) != [f.size, f.mtime]]
+def plan(local: Mapping[str, LocalFile], remote: Mapping[str, list[int]], known: Mapping[str, Sent],
+         scanned_at_ns: int, digest: Callable[[Path], str] = sha256_of) -> Plan:
+    """Decide per file from the lab's listing (`remote`: [size, whole-second mtime]), the record of what was sent
+    (`known`) and the local stat taken after `scanned_at_ns`; a file is read (`digest`) only when its stat moved,
+    its record is racy, or there is no record but the lab's size and second match."""
+    decided = Plan()
+    for rel, f in local.items():
+        lab, entry = remote.get(rel), known.get(rel)
+        if lab is None:
+            decided.send.append(rel)
+        elif entry is None:
+            if lab == [f.size, f.second]:
+                decided.verify[rel] = digest(f.path)
+                decided.hashed += 1
+            else:
+                decided.send.append(rel)
+        elif lab != [entry.size, entry.lab_mtime]:
+            decided.send.append(rel)  # the lab's copy is no longer what was sent
+        elif entry.same_stat(f.stat) and not entry.racy():
+            decided.keep[rel] = entry
+        else:
+            content = digest(f.path)
+            decided.hashed += 1
+            if content == entry.sha256:
+                decided.keep[rel] = Sent.of(f.stat, content, scanned_at_ns, entry.lab_mtime)
+            else:
+                decided.send.append(rel)
+    return decided
 
 
 def under(rel: str, paths: Iterable[str]) -> bool:
@@ -176,17 +265,29 @@ def _remote(conn: SSHConnection, command: Command, what: str) -> str:
     return result.stdout
 
 
-def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str, outputs: Iterable[str] = (),
-           progress: Progress | None = None) -> tuple[list[str], int]:
-    """Send the files of `files` that differ on the lab into `remote_root` (made when missing). Files under an
-    output path (`outputs`, and those of earlier runs there) are the lab's to write: never sent. Returns what was
-    sent and how many files were considered."""
+def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str, memory: SentFiles,
+           outputs: Iterable[str] = (), progress: Progress | None = None, scanned_at_ns: int = 0) -> Uploaded:
+    """Send the files of `files` whose content the lab's copy in `remote_root` (made when missing) lacks, and
+    record what the lab has in `memory`. Files under an output path (`outputs`, and those of earlier runs there)
+    are the lab's to write: never sent. `scanned_at_ns`: a wall-clock time taken before `files` was scanned."""
     state = json.loads(_remote(conn, Command("python3", "-c", REMOTE_STATE, remote_root, OUTPUTS_FILE,
                                              label="list the lab's copy of the workdir"), "read the workdir copy"))
     known = [str(p) for p in state["outputs"]]
     all_outputs = sorted({*known, *outputs})
     files = {rel: f for rel, f in files.items() if not under(rel, all_outputs) and rel != OUTPUTS_FILE}
-    todo = changed(files, state["files"])
+    decided = plan(files, state["files"], memory.files, scanned_at_ns)
+    in_sync = dict(decided.keep)
+    todo = list(decided.send)
+    if decided.verify:
+        theirs = json.loads(_remote(conn, Command("python3", "-c", REMOTE_HASH, remote_root,
+                                                  stdin=json.dumps(sorted(decided.verify)), label="hash files"),
+                                    f"hash files under {remote_root}"))
+        for rel, mine in decided.verify.items():
+            if theirs.get(rel) == mine:
+                in_sync[rel] = Sent.of(files[rel].stat, mine, scanned_at_ns, files[rel].second)
+            else:
+                todo.append(rel)
+    todo.sort()
     new_outputs = all_outputs != sorted(known)
     written = [*todo, OUTPUTS_FILE] if new_outputs else todo
     blocked = sorted(link for link in state["links"] if any(under(rel, [link]) for rel in written))
@@ -201,14 +302,27 @@ def upload(conn: SSHConnection, files: Mapping[str, LocalFile], remote_root: str
         _remote(conn, Command("python3", "-c", MAKE_DIRS, remote_root, stdin=json.dumps(dirs), label="make folders"),
                 f"make folders under {remote_root}")
     total = sum(files[rel].size for rel in todo)
-    sent_bytes = 0
+    sent_bytes, times = 0, []
     for count, rel in enumerate(todo, 1):
-        conn.put(files[rel].path, f"{remote_root}/{rel}", mode=files[rel].mode)
+        entry = _send(conn, files[rel], f"{remote_root}/{rel}")
+        if entry is not None:
+            in_sync[rel] = entry
+        times.append([rel, entry.lab_mtime if entry is not None else files[rel].second])
         sent_bytes += files[rel].size
         if progress is not None:
             progress(count, len(todo), sent_bytes, total)
-    if todo:
-        times = json.dumps([[rel, files[rel].mtime] for rel in todo])
-        _remote(conn, Command("python3", "-c", SET_TIMES, remote_root, stdin=times, label="set file times"),
-                f"set file times under {remote_root}")
-    return todo, len(files)
+    if times:
+        _remote(conn, Command("python3", "-c", SET_TIMES, remote_root, stdin=json.dumps(times),
+                              label="set file times"), f"set file times under {remote_root}")
+    memory.save(in_sync)
+    return Uploaded(todo, len(files), decided.hashed)
+
+
+def _send(conn: SSHConnection, local: LocalFile, remote_path: str) -> Sent | None:
+    """Put one file; its record, or None when it changed while it was sent (then it is sent again next time)."""
+    stat_at = time.time_ns()
+    before = local.path.lstat()
+    content = sha256_of(local.path)
+    conn.put(local.path, remote_path, mode=local.mode)
+    entry = Sent.of(before, content, stat_at, before.st_mtime_ns // 1_000_000_000)
+    return entry if entry.same_stat(local.path.lstat()) else None
