@@ -41,6 +41,8 @@ from harness.clouds.sandbox import MASKED, Sandbox
 from vmlab.providers import PROVIDERS
 from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, match_tags
 
+#: the test venv's JupyterLab, which a recipe baked for these labs starts (`-e jupyter=JUPYTER`)
+JUPYTER = str(Path(sys.executable).parent / "jupyter")
 #: the test venv and its Python where the sandbox masks them: shared read only into a lab so its Jupyter runs
 SHARED = tuple(dict.fromkeys(
     p for p in (os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix))

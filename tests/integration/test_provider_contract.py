@@ -10,21 +10,19 @@ image is the upper dir a stopped sandbox leaves, the root of the next sandbox. N
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.clouds.sandboxprovider import Cloud
+from harness.clouds.sandboxprovider import JUPYTER, Cloud
 from harness.drivers.ec2cli import run_vmlab
 from vmlab import lab
 
 pytestmark = pytest.mark.sshd
 
 RECIPE = str(Path(__file__).parent / "recipes" / "ec2_flow.py")
-JUPYTER = str(Path(sys.executable).parent / "jupyter")
 
 
 @pytest.fixture(scope="module")
