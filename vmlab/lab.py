@@ -24,6 +24,8 @@ AGENT_STATE_DIR = "/var/lib/vmlab-agent"
 AGENT_STATUS_FILE = AGENT_STATE_DIR + "/status.json"
 #: the agent's own virtualenv on the VM (the recipe installs vmlab's wheel there)
 AGENT_VENV = "/opt/vmlab-agent"
+#: JupyterLab's own venv in a vmlab image (recipes/jupyterlab.py `jupyter_venv`)
+JUPYTER_VENV = "/opt/jupyter"
 #: oneshot restore of the data folder, ordered before JupyterLab
 RESTORE_SERVICE = "vmlab-restore.service"
 #: the sync daemon (`vmlab-agent sync`), SIGTERM flushes pending uploads

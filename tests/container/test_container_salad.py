@@ -23,11 +23,16 @@ PASSWORD = "correct horse battery"
 SECRET_KEY = "salad-secret-key-value"
 
 
-def wait_for(check: Any, timeout: float, what: str) -> None:
+def wait_for(check: Any, timeout: float, what: str, why: Any = lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {why()}"
         time.sleep(0.3)
+
+
+def logs(provider: ContainerProvider, name: str) -> str:
+    proc = provider.engine.call("logs", name)
+    return (proc.stdout + proc.stderr).decode(errors="replace")
 
 
 def answers(url: str) -> bool:
@@ -54,7 +59,8 @@ def test_the_image_runs_from_salad_variables_alone(provider: ContainerProvider, 
         "--entrypoint", f"{lab.AGENT_VENV}/bin/vmlab-agent", lab_image,
         "run", "--jupyter", "--ip", "0.0.0.0", "--port", "8000", env=secrets, what="podman run")
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: answers(base + "/api"), 90, "the readiness path")  # /api: 200 without credentials
+    wait_for(lambda: answers(base + "/api"), 90, "the readiness path",  # /api: 200 without credentials
+             lambda: logs(provider, name)[-3000:])
     inspect = provider.engine.json("inspect", name)[0]
     assert SECRET_KEY not in " ".join(inspect["Config"]["Cmd"] or []) and PASSWORD not in str(inspect["Args"])
 
@@ -87,6 +93,5 @@ def test_the_image_runs_from_salad_variables_alone(provider: ContainerProvider, 
     state = provider.engine.json("inspect", name)[0]["State"]
     assert took < 10 and state["ExitCode"] != 137, (took, state)  # not killed at the end of the grace period
     assert s3.get_object(Bucket="salad", Key="alice/data/last.txt")["Body"].read() == b"the last words\n"
-    proc = provider.engine.call("logs", name)
-    logs = (proc.stdout + proc.stderr).decode(errors="replace")
-    assert "restore" in logs and SECRET_KEY not in logs and PASSWORD not in logs, logs[-2000:]
+    text = logs(provider, name)
+    assert "restore" in text and SECRET_KEY not in text and PASSWORD not in text, text[-2000:]

@@ -76,3 +76,17 @@ def test_missing_or_non_python_file(tmp_path: Path) -> None:
         load_recipe(tmp_path / "nope.py")
     with pytest.raises(BadInput, match="a recipe is a Python file"):
         load_recipe(write(tmp_path, "x", "r.txt"))
+
+
+def test_a_sibling_named_like_a_loaded_module_is_the_sibling_and_the_module_comes_back(tmp_path: Path) -> None:
+    """recipes/jupyterlab.py next to recipes/lab.py, in a process that imported the jupyterlab package (a hub, a
+    test session): the recipe gets its sibling; afterwards the process has its own module again."""
+    import json
+    import sys
+
+    write(tmp_path, "from vmlab.engine import Recipe\nfrom vmlab.operations import shell\n"
+          "recipe = Recipe('json-part')\nrecipe.step('a', shell.Run(('true',)))\n", "json.py")
+    text = "from json import recipe as part\nfrom vmlab.engine import Recipe\nrecipe = Recipe('r')\n" \
+           "recipe.include(part)\n"
+    loaded = load_recipe(write(tmp_path, text))
+    assert loaded.name == "r" and sys.modules["json"] is json and "dumps" in dir(sys.modules["json"])

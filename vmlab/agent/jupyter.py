@@ -75,9 +75,11 @@ def hash_password(password: str) -> str:
 
 
 def _program(name: str, env: Mapping[str, str]) -> str:
-    """`name` on the child's PATH (the lab's environment), else beside this Python; BadInput when missing."""
-    here = Path(sys.executable).parent / name
-    found = shutil.which(name, path=env.get("PATH", os.defpath)) or (str(here) if here.exists() else None)
+    """`name` on the child's PATH (the lab's environment), else beside this Python, else in the JupyterLab venv a
+    vmlab image has (a container platform starts the image with its own PATH); BadInput when missing."""
+    candidates = [Path(sys.executable).parent / name, Path(lab.JUPYTER_VENV) / "bin" / name]
+    found = shutil.which(name, path=env.get("PATH", os.defpath)) or next(
+        (str(c) for c in candidates if os.access(c, os.X_OK)), None)
     if not found:
         raise BadInput(f"{name} is not installed", "install jupyterlab in the image (the jupyterlab recipe)")
     return found

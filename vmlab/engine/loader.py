@@ -31,6 +31,10 @@ def load_recipe(path: str | Path) -> Recipe:
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)
+    # a sibling's name may be a module this process already has (recipes/jupyterlab.py vs the jupyterlab
+    # package): the recipe gets its sibling, and the process gets its own module back afterwards
+    siblings = _sibling_names(resolved.parent)
+    saved = {name: sys.modules.pop(name) for name in siblings if name in sys.modules}
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -46,6 +50,9 @@ def load_recipe(path: str | Path) -> Recipe:
     finally:
         if added:
             sys.path.remove(folder)
+        for name in siblings:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
     recipe = getattr(module, "recipe", None)
     if recipe is None:
         found = [v for v in vars(module).values() if isinstance(v, Recipe)]
@@ -68,3 +75,13 @@ def _line_in(file: Path, exc: BaseException) -> str:
         if Path(frame.filename).resolve() == file:
             line = str(frame.lineno)
     return line
+
+
+def _sibling_names(folder: Path) -> set[str]:
+    """Module names the files and packages next to a recipe take when it imports them."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return set()
+    return {e.stem for e in entries if e.suffix == ".py" and e.is_file()} | {
+        e.name for e in entries if e.is_dir() and (e / "__init__.py").is_file()}
