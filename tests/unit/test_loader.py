@@ -78,15 +78,23 @@ def test_missing_or_non_python_file(tmp_path: Path) -> None:
         load_recipe(write(tmp_path, "x", "r.txt"))
 
 
-def test_a_sibling_named_like_a_loaded_module_is_the_sibling_and_the_module_comes_back(tmp_path: Path) -> None:
-    """recipes/jupyterlab.py next to recipes/lab.py, in a process that imported the jupyterlab package (a hub, a
-    test session): the recipe gets its sibling; afterwards the process has its own module again."""
-    import json
+def test_a_recipe_file_named_like_a_loaded_package_is_the_recipe_and_the_package_comes_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """recipes/jupyterlab.py, imported by a recipe next to it and by one in another folder that has recipes/ on
+    sys.path (tests/e2e's), in a process that imported the jupyterlab package (a hub, a test session): each gets
+    the recipe file; afterwards the process has the package again."""
     import sys
 
-    write(tmp_path, "from vmlab.engine import Recipe\nfrom vmlab.operations import shell\n"
-          "recipe = Recipe('json-part')\nrecipe.step('a', shell.Run(('true',)))\n", "json.py")
-    text = "from json import recipe as part\nfrom vmlab.engine import Recipe\nrecipe = Recipe('r')\n" \
+    import jupyterlab
+
+    recipes, other = tmp_path / "recipes", tmp_path / "other"
+    recipes.mkdir()
+    other.mkdir()
+    write(recipes, "from vmlab.engine import Recipe\nfrom vmlab.operations import shell\n"
+          "recipe = Recipe('jl-part')\nrecipe.step('a', shell.Run(('true',)))\n", "jupyterlab.py")
+    text = "from jupyterlab import recipe as part\nfrom vmlab.engine import Recipe\nrecipe = Recipe('r')\n" \
            "recipe.include(part)\n"
-    loaded = load_recipe(write(tmp_path, text))
-    assert loaded.name == "r" and sys.modules["json"] is json and "dumps" in dir(sys.modules["json"])
+    assert load_recipe(write(recipes, text)).name == "r"
+    monkeypatch.syspath_prepend(str(recipes))
+    assert load_recipe(write(other, text)).name == "r"
+    assert sys.modules["jupyterlab"] is jupyterlab and hasattr(jupyterlab, "__version__")

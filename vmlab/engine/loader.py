@@ -32,8 +32,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if added:
         sys.path.insert(0, folder)
     # a sibling's name may be a module this process already has (recipes/jupyterlab.py vs the jupyterlab
-    # package): the recipe gets its sibling, and the process gets its own module back afterwards
-    siblings = _sibling_names(resolved.parent)
+    # package): the recipe (and the recipes it imports from another folder on sys.path, as tests/e2e's does)
+    # gets the recipe file, and the process gets its own module back afterwards
+    siblings = _recipe_module_names(resolved.parent)
     saved = {name: sys.modules.pop(name) for name in siblings if name in sys.modules}
     try:
         spec.loader.exec_module(module)
@@ -77,11 +78,23 @@ def _line_in(file: Path, exc: BaseException) -> str:
     return line
 
 
-def _sibling_names(folder: Path) -> set[str]:
-    """Module names the files and packages next to a recipe take when it imports them."""
+def _recipe_module_names(folder: Path) -> set[str]:
+    """Module names a recipe's imports may mean as recipe files: the files and packages next to it, and the .py
+    files of folders on sys.path outside Python's own (a recipes folder a caller put there); never vmlab nor a
+    standard module (a stray json.py in the working folder must not replace the real one while a recipe loads)."""
+    names = _names_in(folder, packages=True)
+    python = tuple(str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+    for entry in sys.path:
+        path = Path(entry or ".")
+        if path.is_dir() and not str(path.resolve()).startswith(python):
+            names |= _names_in(path, packages=False)
+    return names - {"vmlab"} - set(sys.stdlib_module_names)
+
+
+def _names_in(folder: Path, packages: bool) -> set[str]:
     try:
         entries = list(folder.iterdir())
     except OSError:
         return set()
     return {e.stem for e in entries if e.suffix == ".py" and e.is_file()} | {
-        e.name for e in entries if e.is_dir() and (e / "__init__.py").is_file()}
+        e.name for e in entries if packages and e.is_dir() and (e / "__init__.py").is_file()}
