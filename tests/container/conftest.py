@@ -98,7 +98,13 @@ def lab_image(container_root: Path) -> str:
         if found:
             print(f"lab image loaded in {time.monotonic() - started:.0f}s", file=sys.stderr)
             return found[0].id
-    result = bake(load_recipe(RECIPES / "lab.py"), made, base="debian-12",
+    repo_recipes = str(Path(__file__).resolve().parents[2] / "recipes")  # the recipe imports the repository's
+    sys.path.insert(0, repo_recipes)
+    try:
+        recipe = load_recipe(RECIPES / "lab.py")
+    finally:
+        sys.path.remove(repo_recipes)
+    result = bake(recipe, made, base="debian-12",
                   say=lambda msg: print(f"lab image: {msg}", file=sys.stderr))
     print(f"lab image baked in {time.monotonic() - started:.0f}s", file=sys.stderr)
     for old in SHARED_CACHE.glob("lab-image-*.tar"):

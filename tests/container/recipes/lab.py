@@ -1,15 +1,11 @@
 """The smallest lab image for the container lab tests: JupyterLab (locked, in its venv) and the vmlab agent on the
-Debian base, no conda, no CUDA. `vmlab up --provider container` runs `vmlab-agent run --jupyter` from it."""
+Debian base, no conda, no CUDA. `vmlab up --provider container` runs `vmlab-agent run --jupyter` from it.
+The repository's recipes/ must be on sys.path (conftest's lab_image puts it there, as tests/e2e does)."""
 
-import sys
-from pathlib import Path
+from agent import recipe as agent
+from jupyterlab import recipe as jupyterlab
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "recipes"))  # the repository's recipes
-
-from agent import recipe as agent  # noqa: E402
-from jupyterlab import recipe as jupyterlab  # noqa: E402
-
-from vmlab.engine import Recipe  # noqa: E402
+from vmlab.engine import Recipe
 
 recipe = Recipe("ctr-lab", become=True)
 recipe.include(jupyterlab)
