@@ -6,7 +6,7 @@ StrictHostKeyChecking=yes|ask|accept-new. As in OpenSSH, the first of ProxyJump 
 ProxyJump chain (`a,b`) is refused. Options that only tune speed or logging (ControlMaster,
 ServerAliveInterval, ConnectTimeout, Compression, ...) are ignored. Everything else is refused in one line
 naming the host, so a connection never silently differs from what OpenSSH would do;
-`StrictHostKeyChecking=no` and `UserKnownHostsFile=/dev/null` are refused because vmlab always checks host keys
+`StrictHostKeyChecking=no`, `UserKnownHostsFile=/dev/null` are refused (reviewed): vmlab always checks host keys
 (reviewed: this module refuses them, never applies them).
 
     >>> parse_ssh_args("-o ProxyJump=admin@bastion -i ~/.ssh/k", "ansible_ssh_common_args", "web1").proxy_jump
