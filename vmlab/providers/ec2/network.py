@@ -1,7 +1,7 @@
 """Who may reach a VM's sshd: the caller's public address as a /32 (or a range the user names), and the default VPC.
 
 The address comes from, in order: the launch's `ssh_cidr`, `VMLAB_SSH_CIDR`, then https://checkip.amazonaws.com.
-A range open to the whole internet (`0.0.0.0/0`, `::/0`; reviewed: never a default) is used only when the user wrote it themselves
+A range open to the whole internet (`0.0.0.0/0`, `::/0`) is only ever used when the user wrote it themselves
 (reviewed: never a default; the caller's /32 is).
 
 Example::
