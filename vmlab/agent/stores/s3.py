@@ -1,8 +1,10 @@
 """A bucket prefix on S3 (or anything that speaks S3, through `AWS_ENDPOINT_URL`), through boto3.
 
-Small files are one PutObject with Content-MD5; larger ones go through boto3's transfer manager (multipart, each
-part retried). botocore's "standard" retry mode repeats throttled, 5xx and broken requests with exponential
-backoff and jitter, `RETRY.attempts` times at most.
+Small files are one PutObject with Content-MD5; larger ones go through one transfer manager per store (multipart,
+each part retried), shared by every upload, so that all of them together send at most `TRANSFER_REQUESTS` parts at
+once, as `aws s3 sync` does: where the link or the server is the bottleneck, more parts in flight only wait longer.
+botocore's "standard" retry mode repeats throttled, 5xx and broken requests with exponential backoff and jitter,
+`RETRY.attempts` times at most.
 
 Example: `S3Store("my-bucket", "alice/").put("a.txt", b"hi", md5)`.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,6 +30,9 @@ from vmlab.agent.stores import (
     normal_prefix,
 )
 from vmlab.errors import StoreError
+
+#: multipart parts in flight at once, over all the store's large uploads (aws s3's default max_concurrent_requests)
+TRANSFER_REQUESTS = 10
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
@@ -45,6 +51,18 @@ class S3Store:
         if client is None:
             client = make_client(retry)
         self.client = client
+        self._transfers: Any = None
+        self._transfers_lock = threading.Lock()
+
+    def _transfer_manager(self) -> Any:
+        with self._transfers_lock:
+            if self._transfers is None:
+                from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+                config = TransferConfig(multipart_threshold=self.multipart_threshold,
+                                        multipart_chunksize=self.part_size, max_concurrency=TRANSFER_REQUESTS)
+                self._transfers = create_transfer_manager(self.client, config)
+            return self._transfers
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -56,14 +74,8 @@ class S3Store:
                 answer = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=source,
                                                 ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode())
                 return str(answer["ETag"]).strip('"')
-            from boto3.s3.transfer import TransferConfig
-
-            config = TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=self.part_size,
-                                    max_concurrency=4)
-            if isinstance(source, Path):
-                self.client.upload_file(str(source), self.bucket, self._key(key), Config=config)
-            else:
-                self.client.upload_fileobj(source, self.bucket, self._key(key), Config=config)
+            what = str(source) if isinstance(source, Path) else source
+            self._transfer_manager().upload(what, self.bucket, self._key(key)).result()
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return str(head["ETag"]).strip('"')
         except Exception as e:
