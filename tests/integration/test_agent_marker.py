@@ -101,3 +101,39 @@ def test_a_folder_replaced_under_the_agent_is_watched_again(lab) -> None:
         _wait(lambda: "later.txt" in _keys(s3, bucket), 15, "an event of the new folder")
     finally:
         daemon.stop()
+
+
+def _once(folder: Path, url: str, state: Path, *extra: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vmlab.agent", "sync", "--once", "--folder", str(folder),
+                           "--url", url, *extra], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "VMLAB_AGENT_STATE_DIR": str(state)})
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_once_on_a_new_prefix_or_one_another_tool_filled_reports_no_loss_and_uploads_nothing_twice(
+        aws_faults, lab) -> None:
+    """A first `--once` on an empty prefix is no lost bucket; nor is a restore from a prefix filled by another
+    tool (no marker there yet): neither says "lost its objects", and a later run puts no file again."""
+    s3, bucket, folder, state = lab
+    first = _once(folder, f"s3://{bucket}/{PREFIX}", state, "--no-restore")
+    assert "lost its objects" not in first and _keys(s3, bucket) == {f"f{i}.txt" for i in range(5)}
+    s3.head_object(Bucket=bucket, Key=PREFIX + MARKER_KEY)  # put, so a later loss can be noticed
+    aws_faults.reset()
+    assert "lost its objects" not in _once(folder, f"s3://{bucket}/{PREFIX}", state)
+    assert [c for c in aws_faults.calls if c.startswith("PUT") and not c.endswith(MARKER_KEY)] == []
+
+    other = "bob/data/"
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"{other}g{i}.txt", Body=b"from another tool %d" % i)
+    restored = folder.with_name("restored")
+    aws_faults.reset()
+    out = _once(restored, f"s3://{bucket}/{other}", state.with_name("state-bob"))
+    assert "lost its objects" not in out, out
+    assert sorted(p.name for p in restored.iterdir()) == ["g0.txt", "g1.txt", "g2.txt"]
+    puts = [c for c in aws_faults.calls if c.startswith("PUT")]
+    assert puts == [f"PUT /{bucket}/{other}{MARKER_KEY}"], puts

@@ -27,12 +27,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vmlab import lab
 from vmlab.errors import VmlabError
+
+if TYPE_CHECKING:  # the agent's modules are imported by each command, so that `--help` stays quick
+    from vmlab.agent.daemon import SyncOptions
+    from vmlab.agent.sync import PushResult
 
 log = logging.getLogger("vmlab.agent")
 
@@ -204,11 +208,7 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
     Example:
       vmlab-agent sync --folder ~/data --url s3://my-bucket/alice --exclude '*.tmp'
     """
-    from vmlab.agent.daemon import flush
-    from vmlab.agent.daemon import run as run_daemon
     from vmlab.agent.deletes import DeletePolicy
-    from vmlab.agent.queue import Pending
-    from vmlab.agent.restore import restore as run_restore
 
     _logging(verbose or not once)
     policy = DeletePolicy(max_share=max_delete_share, min_count=min_deletes, window_s=window_s, settle_s=settle_s,
@@ -220,29 +220,44 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
             return
         options.quiet_s, options.reconcile_s, options.imds_interval_s = quiet_s, reconcile_s, imds_s
         options.check_s = check_s
-        if once:
-            pending = Pending(options.queue_file)
-            if not no_restore:
-                restored = run_restore(options.folder, options.store, options.manifest, options.excludes,
-                                       local_changes=pending.journaled())
-                click.echo(f"restore from {options.store.url}: {restored.summary()}", err=True)
-            options.folder.mkdir(parents=True, exist_ok=True)
-            options.flush_s = 0
-            result = flush(options, pending)
-            pending.close()
-        else:
-            stop = threading.Event()
-
-            def on_signal(signum: int, frame: Any) -> None:
-                log.info("signal %d: pushing what is pending, then exiting", signum)
-                stop.set()
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-            result = run_daemon(options, stop, restore_first=not no_restore)
+        result = _sync_once(options, no_restore) if once else _sync_until_stopped(options, no_restore)
     except VmlabError as e:
         _fail(e)
     sys.exit(1 if result.pending else 0)
+
+
+def _sync_once(options: SyncOptions, no_restore: bool) -> PushResult:
+    """`sync --once`: restore (unless told not to), then one full push with no retry time."""
+    from vmlab.agent.daemon import flush, put_marker
+    from vmlab.agent.queue import Pending
+    from vmlab.agent.restore import restore as run_restore
+
+    pending = Pending(options.queue_file)
+    if not no_restore:
+        restored = run_restore(options.folder, options.store, options.manifest, options.excludes,
+                               local_changes=pending.journaled())
+        click.echo(f"restore from {options.store.url}: {restored.summary()}", err=True)
+        put_marker(options.store)  # as the daemon does after its restore: the manifest matches the store
+    options.folder.mkdir(parents=True, exist_ok=True)
+    options.flush_s = 0
+    result = flush(options, pending)
+    pending.close()
+    return result
+
+
+def _sync_until_stopped(options: SyncOptions, no_restore: bool) -> PushResult:
+    """The daemon, until SIGTERM or SIGINT (then it pushes what is pending)."""
+    from vmlab.agent.daemon import run as run_daemon
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: pushing what is pending, then exiting", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run_daemon(options, stop, restore_first=not no_restore)
 
 
 @cli.command("release-deletes")

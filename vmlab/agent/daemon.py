@@ -244,7 +244,7 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
     backoff = Backoff()
     next_reconcile = 0.0
     next_check = time.monotonic() + options.check_s
-    marker_ok = _put_marker(options.store)
+    marker_ok = put_marker(options.store)
     refilled = False  # a full pass ran since the marker went missing
     while not stop.is_set():
         stop.wait(options.tick_s)
@@ -288,7 +288,7 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
         backoff.succeeded([*result.uploaded, *result.deleted, *(ready - set(result.failed))])
         refilled = refilled or full
         if not marker_ok and refilled and not result.pending and not backoff.paths:
-            marker_ok = _put_marker(options.store)  # everything is there again
+            marker_ok = put_marker(options.store)  # everything is there again
             tracker.status.lost = tracker.status.lost and not marker_ok
         tracker.after(result, backoff)
         for rel in result.pending:
@@ -304,7 +304,7 @@ def _busy(pending: Pending, backoff: Backoff) -> bool:
     return any(not backoff.waiting(rel, now) for rel in pending.waiting())
 
 
-def _put_marker(store: Store) -> bool:
+def put_marker(store: Store) -> bool:
     """Put the marker object whose absence later tells that the store lost what was uploaded."""
     import hashlib
 
@@ -333,6 +333,8 @@ def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
     tracker.status.unverified = ""
     if there:
         return True
+    if not options.manifest.entries:  # nothing was uploaded from here yet: a first sync, nothing can be lost
+        return put_marker(options.store)
     log.error("%s lost its objects (the marker is gone: deleted or re-created?): uploading everything again",
               options.store.url)
     assert options.guard is not None
@@ -417,7 +419,7 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
             break
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
-    if tracker.status.lost and not result.pending and _put_marker(options.store):
+    if tracker.status.lost and not result.pending and put_marker(options.store):
         tracker.status.lost = False  # everything is there again
     if result.pending:
         log.error("exiting with %d files not synced: %s", len(result.pending),
