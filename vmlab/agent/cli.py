@@ -228,7 +228,8 @@ def sync(folder: Path | None, url: str | None, manifest: Path | None, exclude: t
 
 def _sync_once(options: SyncOptions, no_restore: bool) -> PushResult:
     """`sync --once`: restore (unless told not to), then one full push with no retry time."""
-    from vmlab.agent.daemon import flush, put_marker
+    from vmlab.agent.daemon import flush
+    from vmlab.agent.marker import put_marker
     from vmlab.agent.queue import Pending
     from vmlab.agent.restore import restore as run_restore
 

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from vmlab.agent.deletes import DeleteGuard, DeletePolicy
-from vmlab.agent.keys import MARKER_KEY, shown
+from vmlab.agent.keys import shown
 from vmlab.agent.manifest import Excludes, Manifest
+from vmlab.agent.marker import marker_there, put_marker
 from vmlab.agent.queue import Pending, size_of
 from vmlab.agent.restore import RestoreResult, restore
 from vmlab.agent.status import AgentStatus
@@ -258,7 +259,7 @@ def _loop(options: SyncOptions, stop: threading.Event, pending: Pending, tracker
             log.error("cannot watch %s again: %s", options.folder, e)
         if options.check_s and marker_ok and now >= next_check:
             next_check = now + options.check_s
-            if not _marker_there(options, tracker):
+            if not marker_there(options, tracker):
                 full, marker_ok, refilled = True, False, False
         quiet_s = 0.0 if tracker.status.interruption else options.quiet_s
         ready = pending.take_ready(quiet_s, options.max_wait_s)
@@ -302,50 +303,6 @@ def _busy(pending: Pending, backoff: Backoff) -> bool:
     """Events wait that no backoff holds back: a burst of deletes may not be over."""
     now = time.monotonic()
     return any(not backoff.waiting(rel, now) for rel in pending.waiting())
-
-
-def put_marker(store: Store) -> bool:
-    """Put the marker object whose absence later tells that the store lost what was uploaded."""
-    import hashlib
-
-    body = b"vmlab-agent: this prefix is synced; do not delete\n"
-    try:
-        store.put(MARKER_KEY, body, hashlib.md5(body, usedforsecurity=False).hexdigest())
-        return True
-    except VmlabError as e:
-        log.error("cannot put the marker object: %s", e)
-        return False
-
-
-def _marker_there(options: SyncOptions, tracker: Tracker) -> bool:
-    """One check of the marker (S3: a HEAD, or on a 403 a listing of exactly its key). Gone: the bucket or prefix
-    was emptied or re-created, so no copy the manifest records can be trusted: every file is uploaded again, and
-    the status says so until that is done. Known paths stay known (a file deleted meanwhile may have been put
-    into the new bucket before the check: its delete must still be sent), except held deletes: their files are
-    gone here and the store lost its copies, so nothing is left to hold. A check that fails proves nothing
-    either way: the status says `unverified` (never "in sync") until a check answers."""
-    try:
-        there = options.store.exists(MARKER_KEY)
-    except VmlabError as e:
-        log.warning("cannot check the marker object: %s", e)
-        tracker.status.unverified = str(e)
-        return True
-    tracker.status.unverified = ""
-    if there:
-        return True
-    if not options.manifest.entries:  # nothing was uploaded from here yet: a first sync, nothing can be lost
-        return put_marker(options.store)
-    log.error("%s lost its objects (the marker is gone: deleted or re-created?): uploading everything again",
-              options.store.url)
-    assert options.guard is not None
-    for rel in options.guard.held:
-        options.manifest.forget(rel)
-    options.manifest.distrust()
-    options.guard.held.clear()
-    options.guard.save()
-    tracker.status.lost = True
-    tracker.status.last_sync = 0.0
-    return False
 
 
 def _restore_retrying(options: SyncOptions, stop: threading.Event, pending: Pending, tracker: Tracker,
@@ -399,7 +356,7 @@ def flush(options: SyncOptions, pending: Pending, tracker: Tracker | None = None
     assert options.guard is not None
     options.guard.take_releases()
     if options.check_s:
-        _marker_there(options, tracker)  # a bucket re-created since the last check: the final push refills it
+        marker_there(options, tracker)  # a bucket re-created since the last check: the final push refills it
     while True:
         pending.take_all()
         try:
