@@ -20,25 +20,30 @@ import urllib.request
 from pathlib import Path
 
 from harness.emulators.sshd import free_port
-from harness.plumbing.serverproc import http_answers, wait_until_up
+from harness.plumbing.serverproc import http_answers, tcp_accepts, wait_until_up
 
 
 class MotoServer:
     """`python -m moto.server -H 127.0.0.1 -p PORT`, with `endpoint` ("http://127.0.0.1:PORT"), `reset()`
-    and `stop()`. Extra environment (for example `MOTO_AMIS_PATH`) can be given to the server process."""
+    and `stop()`. Extra environment (for example `MOTO_AMIS_PATH`) can be given to the server process. With
+    `tls=(cert, key)` it serves HTTPS (`endpoint` "https://..."; clients trust `cert` through AWS_CA_BUNDLE), as
+    real S3 does: over plain HTTP botocore hashes every request body for the signature, which S3 never asks of a
+    client over HTTPS."""
 
     host = "127.0.0.1"
 
-    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.port = port or free_port()
-        self.endpoint = f"http://{self.host}:{self.port}"
+        self.tls = tls
+        self.endpoint = f"{'https' if tls else 'http'}://{self.host}:{self.port}"
         self._env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="vmlab-moto-", suffix=".log")[1])
 
     @classmethod
-    def start_new(cls, env: dict[str, str] | None = None) -> MotoServer:
-        server = cls(env=env)
+    def start_new(cls, env: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None) -> MotoServer:
+        server = cls(env=env, tls=tls)
         server.start()
         return server
 
@@ -49,12 +54,14 @@ class MotoServer:
         env = {**os.environ, **self._env}
         # An endpoint override is meant for clients (the tests), not for the emulator process itself.
         env.pop("AWS_ENDPOINT_URL", None)
+        tls = ["-c", str(self.tls[0]), "-k", str(self.tls[1])] if self.tls else []
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port), *tls],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
             )
-        if wait_until_up(self._proc, http_answers(f"{self.endpoint}/moto-api/data.json"), timeout):
+        up = tcp_accepts(self.host, self.port) if self.tls else http_answers(f"{self.endpoint}/moto-api/data.json")
+        if wait_until_up(self._proc, up, timeout):
             return
         log_text = self.log_path.read_text(errors="replace")
         self.stop()
