@@ -122,7 +122,11 @@ def _uv_facts(ready: bool) -> dict[object, object]:
     return {FileStat(UV): PathInfo("file", "0755", "root", "root", 1), FileStat(UV_LOCK_ON_HOST): lock}
 
 
-UV_INSTALL = (UV, "pip", "install", "--python", VPY, "--compile-bytecode", "--system-certs")
+def _uv_install(*args: str) -> tuple[str, ...]:
+    """The planned install with uv there: the uv-then-pip script, the interpreter, uv, then pip's arguments."""
+    from vmlab.operations.uvtool import UV_OR_PIP
+
+    return ("sh", "-c", UV_OR_PIP, "sh", VPY, UV, *args)
 
 
 @pytest.mark.parametrize("op, facts, expected", [
@@ -131,10 +135,10 @@ UV_INSTALL = (UV, "pip", "install", "--python", VPY, "--compile-bytecode", "--sy
     # uv installed from the current lock: one uv command, same arguments pip would get
     (Packages(("ipywidgets",), venv="/opt/lab", installer="uv", find_links="/srv/w", extra_args=("--no-index",)),
      {FileStat(VPY): LINK, PythonDists(VPY): ENV, **_uv_facts(True)},
-     [(*UV_INSTALL, "--find-links", "/srv/w", "--no-index", "ipywidgets")]),
+     [_uv_install("--find-links", "/srv/w", "--no-index", "ipywidgets")]),
     # fresh venv, uv there
     (Packages(("jupyterlab",), venv="/opt/lab", installer="uv"), {FileStat(VPY): None, **_uv_facts(True)},
-     [("python3", "-m", "venv", "/opt/lab"), (*UV_INSTALL, "jupyterlab")]),
+     [("python3", "-m", "venv", "/opt/lab"), _uv_install("jupyterlab")]),
     # opting out: plain pip, no uv fact read
     (Packages(("ipywidgets",), venv="/opt/lab", installer="pip"), {FileStat(VPY): LINK, PythonDists(VPY): ENV},
      [(VPY, "-m", "pip", "install", "ipywidgets")]),
@@ -188,6 +192,33 @@ def test_fallback_script_runs_pip_when_uv_cannot_be_installed(tmp_path: Path) ->
     assert b"Requirement already satisfied: pip" in got[1].stdout  # pip's words, not uv's
 
 
+def test_a_failing_uv_hands_the_same_install_to_pip(tmp_path: Path) -> None:
+    """The uv-then-pip script for real: a uv that fails (as one that cannot reach an index only pip.conf names)
+    is followed by pip with the same arguments; a uv that works is the only installer run."""
+    import subprocess
+
+    from vmlab.operations.uvtool import UV_OR_PIP
+
+    log = tmp_path / "log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "pip $*" >> {log}\n')
+    for name, rc in (("failing-uv", 1), ("working-uv", 0)):
+        uv = tmp_path / name
+        uv.write_text(f'#!/bin/sh\necho "uv $*" >> {log}\nexit {rc}\n')
+    for path in (fake_python, tmp_path / "failing-uv", tmp_path / "working-uv"):
+        path.chmod(0o755)
+    failed = subprocess.run(["sh", "-c", UV_OR_PIP, "sh", str(fake_python), str(tmp_path / "failing-uv"), "-r", "l"],
+                            capture_output=True, text=True, timeout=30)
+    assert failed.returncode == 0 and "plain pip tries the same install" in failed.stderr
+    assert log.read_text().splitlines() == [
+        f"uv pip install --python {fake_python} --compile-bytecode --system-certs -r l", "pip -m pip install -r l"]
+    log.unlink()
+    worked = subprocess.run(["sh", "-c", UV_OR_PIP, "sh", str(fake_python), str(tmp_path / "working-uv"), "x"],
+                            capture_output=True, text=True, timeout=30)
+    assert worked.returncode == 0 and log.read_text().splitlines() == [
+        f"uv pip install --python {fake_python} --compile-bytecode --system-certs x"]
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: Packages(("x",), installer="conda"), "installer 'conda' is not uv or pip"),
     (lambda: Packages(("x",), installer="uv", uv_dir="opt/uv"), "is not an absolute path"),
@@ -212,5 +243,5 @@ def test_locked_with_uv(tmp_path: Path) -> None:
     facts = {FileStat(VPY): LINK, FileStat("/opt/lab/requirements.lock"): same, **_uv_facts(True)}
     assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.17.0"}, MARKERS)}) == []
     assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0"}, MARKERS)}) == [
-        (*UV_INSTALL, "--require-hashes", "--no-deps", "-r", "/opt/lab/requirements.lock")]
+        _uv_install("--require-hashes", "--no-deps", "-r", "/opt/lab/requirements.lock")]
     assert "uv=" in op.fingerprint() and "uv=" not in Locked(str(lock), dest="/opt/l.lock").fingerprint()

@@ -6,8 +6,8 @@ uv is installed once per host into `UV_DIR` (``pip install --target``, so it nee
 first pip operation that wants it, with that operation's interpreter. Example of what an operation plans::
 
     install_commands(facts, "uv", "/opt/lab/bin/python", ("--require-hashes", "--no-deps", "-r", "/opt/lab/r.lock"))
-    # uv there:     /opt/vmlab/uv/bin/uv pip install --python /opt/lab/bin/python --compile-bytecode ... -r ...
-    # uv missing:   [get uv from its lock (never fails)], [uv if it came, else python -m pip install ...]
+    # uv there:     [uv pip install --python /opt/lab/bin/python --compile-bytecode ... -r ..., pip if uv fails]
+    # uv missing:   [get uv from its lock (never fails)], [the same: uv if it came and works, else pip]
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ INSTALLERS = ("uv", "pip")
 UV_DIR = "/opt/vmlab/uv"
 #: uv's own lock (made by scripts/lock.sh from locks/uv.in)
 LOCK = Path(__file__).resolve().parent / "locks" / "uv.txt"
-# uv byte-compiles like pip does (the lab user cannot write .pyc files into a root-owned venv, so without them
-# every start would compile again) and trusts the host's certificate store, as pip does through /etc/pip.conf
-UV_FLAGS = ("--compile-bytecode", "--system-certs")
 
 # $1 uv dir, $2 where its lock goes, $3 the interpreter whose pip fetches uv, then pip options (index, find-links).
 # Never fails: without uv the install falls back to pip. The lock is kept only once uv is in, so "lock there and
@@ -43,12 +40,17 @@ else
   echo "vmlab: uv could not be installed from its lock; plain pip installs instead" >&2
 fi
 """
-# $1 interpreter, $2 uv, then the install arguments (pip's, which uv's `pip install` takes too)
+# $1 interpreter, $2 uv, then the install arguments (pip's, which uv's `pip install` takes too). uv byte-compiles
+# like pip does (the lab user cannot write .pyc files into a root-owned venv, so without them every start would
+# compile again) and trusts the host's certificate store, as pip does through /etc/pip.conf. When uv fails
+# (an index only pip knows of, from /etc/pip.conf; a proxy uv cannot pass), pip tries the same install: a real
+# error (a hash that does not match) fails there too.
 UV_OR_PIP = """\
 py=$1 uv=$2
 shift 2
 if [ -x "$uv" ]; then
-  exec "$uv" pip install --python "$py" --compile-bytecode --system-certs "$@"
+  "$uv" pip install --python "$py" --compile-bytecode --system-certs "$@" && exit 0
+  echo "vmlab: uv pip install failed (above); plain pip tries the same install" >&2
 fi
 exec "$py" -m pip install "$@"
 """
@@ -81,12 +83,12 @@ def install_commands(facts: Facts, installer: str, interpreter: str, args: tuple
     if installer != "uv":
         return [Command(interpreter, "-m", "pip", "install", *args)]
     uv = f"{uv_dir}/bin/uv"
+    install = sh(UV_OR_PIP, interpreter, uv, *args,
+                 label=f"uv (or pip) for {interpreter}: pip install {' '.join(args)}")
     if uv_ready(facts, uv_dir):
-        return [Command(uv, "pip", "install", "--python", interpreter, *UV_FLAGS, *args)]
-    text = " ".join(args)
+        return [install]
     return [sh(FETCH_UV, uv_dir, f"{uv_dir}/requirements.lock", interpreter, *fetch_options, stdin=lock_text(),
-               label=f"install uv into {uv_dir} from its lock (if it cannot be, pip installs)"),
-            sh(UV_OR_PIP, interpreter, uv, *args, label=f"uv (or pip) for {interpreter}: pip install {text}")]
+               label=f"install uv into {uv_dir} from its lock (if it cannot be, pip installs)"), install]
 
 
 __all__ = ["INSTALLERS", "LOCK", "UV_DIR", "check_installer", "install_commands", "uv_ready"]
