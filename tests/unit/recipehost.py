@@ -58,7 +58,8 @@ class FreshHost:
     batch_reads = False  # it answers each fact command itself, so the runner must not batch them
 
     def __init__(self, os_release: str, *, gpus: int = 0, cloud: str = "QEMU", machine: str = "x86_64",
-                 container: str = "", answers: Mapping[Fact[Any], str | RunResult] | None = None, name: str = "fresh") -> None:
+                 container: str = "", answers: Mapping[Fact[Any], str | RunResult] | None = None,
+                 name: str = "fresh") -> None:
         self.name = name
         # cloud images come with curl (check mode cannot see an earlier step install it)
         table: dict[Fact[Any], str | RunResult] = {OsRelease(): os_release, NvidiaGpus(): f"{gpus}\n",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from vmlab.errors import BadInput, HostError
 from vmlab.providers import debian
-from vmlab.providers.debian import DEBIAN_12
 from vmlab.providers.base import Image, Progress
 from vmlab.providers.cloudinit import HOSTKEY_DROPIN
+from vmlab.providers.debian import DEBIAN_12
 from vmlab.providers.local import store
 
 BASE_ID = "debian-12"
