@@ -8,6 +8,12 @@ bake on a cheap CPU instance and run the image on a g4dn. Where a GPU is present
 driver and checks that `nvidia-smi` sees it. A host whose driver vmlab did not install (a Deep Learning AMI,
 say: `nvidia-smi` is there but the `cuda_driver` package is not) is left alone: every step is skipped.
 
+In a container (`vmlab bake --provider container`, or any host that is one: the `Container` fact) only the
+toolkit and its libraries are installed: no driver package, kernel headers, DKMS or modprobe. A container has
+no kernel of its own; the host's driver (kernel module, `libcuda`, `nvidia-smi`) comes in when the container
+starts, through the NVIDIA container toolkit (`docker run --gpus all`, CDI, the Kubernetes device plugin: see
+docs/containers.md). An `nvidia-smi` found there is the host's, so it does not make the recipe skip.
+
 Variables:
 - `cuda_version` ("12.6"): the toolkit, `cuda-toolkit-12-6`; must be offered for the release (see
   `vmlab.operations.nvidia.OFFERED`), or the run stops before installing anything.
@@ -20,7 +26,7 @@ Variables:
 """
 
 from vmlab.engine import Recipe, varcheck
-from vmlab.engine.facts import OsRelease, Which
+from vmlab.engine.facts import Container, OsRelease, Which
 from vmlab.errors import BadInput
 from vmlab.operations import apt, files, nvidia, shell
 from vmlab.operations.apt import DpkgInstalled
@@ -34,9 +40,15 @@ recipe = Recipe("cuda", become=True, vars={
 })
 
 
+def in_container(ctx):
+    """The host is a container: its kernel and driver are the machine's it runs on."""
+    return ctx.facts.get(Container()) != ""
+
+
 def preinstalled(ctx):
-    """A driver vmlab did not install (a Deep Learning AMI): `nvidia-smi` is there, our driver package is not."""
-    return (ctx.facts.get(Which("nvidia-smi")) is not None
+    """A driver vmlab did not install (a Deep Learning AMI): `nvidia-smi` is there, our driver package is not.
+    Never in a container, where an `nvidia-smi` is the host's, mounted in."""
+    return (not in_container(ctx) and ctx.facts.get(Which("nvidia-smi")) is not None
             and not ctx.facts.get(DpkgInstalled((ctx.vars["cuda_driver"],))))
 
 
@@ -44,12 +56,21 @@ def wanted(ctx):
     return not preinstalled(ctx)
 
 
+def with_driver(ctx):
+    """A VM or a machine: the driver, its kernel module and what builds it are installed here."""
+    return wanted(ctx) and not in_container(ctx)
+
+
+def toolkit_only(ctx):
+    return wanted(ctx) and in_container(ctx)
+
+
 def on_debian(ctx):
     return wanted(ctx) and ctx.facts.get(OsRelease()).get("ID") == "debian"
 
 
 def with_gpu(ctx):
-    return wanted(ctx) and ctx.facts.get(nvidia.NvidiaGpus()) > 0
+    return with_driver(ctx) and ctx.facts.get(nvidia.NvidiaGpus()) > 0
 
 
 @recipe.check
@@ -95,12 +116,14 @@ TOOLKIT = "cuda-toolkit-{{ cuda_version | string | replace('.', '-') }}"
 
 recipe.step("contrib component", shell.Shell(CONTRIB, unless=HAS_CONTRIB), when=on_debian)
 recipe.step("package lists", apt.UpdateCache(max_age=6 * 3600), when=wanted)
-recipe.step("kernel headers", shell.Shell(HEADERS, unless=HAS_HEADERS), when=wanted)
-recipe.step("DKMS and downloader", apt.Packages(("dkms", "curl", "ca-certificates")), when=wanted)
+recipe.step("kernel headers", shell.Shell(HEADERS, unless=HAS_HEADERS), when=with_driver)
+recipe.step("DKMS and downloader", apt.Packages(("dkms", "curl", "ca-certificates")), when=with_driver)
+recipe.step("downloader", apt.Packages(("curl", "ca-certificates")), when=toolkit_only)
 recipe.step("CUDA repository", nvidia.CudaRepository(url="{{ cuda_repo_url }}",
                                                      keyring_version="{{ cuda_keyring_version }}",
                                                      keyring_sha256="{{ cuda_keyring_sha256 }}"), when=wanted)
-recipe.step("driver and toolkit", apt.Packages(("{{ cuda_driver }}", TOOLKIT)), when=wanted)
+recipe.step("driver and toolkit", apt.Packages(("{{ cuda_driver }}", TOOLKIT)), when=with_driver)
+recipe.step("toolkit", apt.Packages((TOOLKIT,)), when=toolkit_only)
 recipe.step("CUDA on PATH", files.File("/etc/profile.d/cuda.sh", content="export PATH=/usr/local/cuda/bin:$PATH\n",
                                        mode="0644"), when=wanted)
 # on a GPU host: load the module just built and ask the driver; a CPU builder skips this

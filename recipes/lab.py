@@ -11,6 +11,8 @@
 Switches (each part's own variables are in its file: base.py, cuda.py, conda.py, jupyterlab.py, agent.py):
 - `cuda`: "auto" (default) installs the NVIDIA driver and toolkit on EC2 (a lab image there is meant for GPU
   instances, and the builder may be a CPU one) and on any host with an NVIDIA GPU; true always; false never.
+  In a container (cuda.py installs the toolkit only there) "auto" goes by a GPU on the machine alone: a
+  container image is not meant for the cloud it was baked on.
 - `conda` (true): Miniforge with the environments of environment.yml (each a kernel); JupyterLab goes into its
   own venv made from the conda Python (never into the conda base); false: that venv from the system Python.
 - `agent` (true): the on-VM agent (bucket sync of ~/data, idle stop).
@@ -23,6 +25,7 @@ from cuda import recipe as cuda
 from jupyterlab import recipe as jupyterlab
 
 from vmlab.engine import Recipe
+from vmlab.engine.facts import Container
 from vmlab.errors import BadInput
 from vmlab.operations.nvidia import Cloud, NvidiaGpus
 
@@ -40,7 +43,8 @@ def _switches(v):
 
 def wants_cuda(ctx):
     if ctx.vars["cuda"] == "auto":
-        return ctx.facts.get(Cloud()) == "ec2" or ctx.facts.get(NvidiaGpus()) > 0
+        gpu_here = ctx.facts.get(NvidiaGpus()) > 0
+        return gpu_here if ctx.facts.get(Container()) else ctx.facts.get(Cloud()) == "ec2" or gpu_here
     return ctx.vars["cuda"] is True
 
 

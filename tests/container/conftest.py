@@ -1,7 +1,8 @@
 """Container tests run podman with an isolated engine root under the test's tmp folder (never the user's podman
 storage, never vmlab's default one), shared by the session: the Debian base is imported into it once from a tar
 kept in the shared test cache (`/var/tmp/vmlab-test-cache/container`, built by debootstrap on first use, ~2
-minutes). At the end every container, image and the engine root are removed."""
+minutes), the Ubuntu base likewise for the tests that ask for it (`ubuntu_base`, ~70 s to build). At the end
+every container, image and the engine root are removed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +53,28 @@ def container_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
     finally:
         reset_engine(root)
+
+
+@pytest.fixture(scope="session")
+def ubuntu_base(container_root: Path) -> str:
+    """The Ubuntu 24.04 base imported into the session's engine (its tar built once into the shared cache:
+    about 70 s here, debootstrap 60 s of it); returns its reference. Skipped (in CI too) when the tar is not
+    cached and Ubuntu's archive cannot be reached: not every machine of this kind reaches it."""
+    from vmlab.providers.container.baseimage import BASES
+
+    base = BASES["ubuntu-24.04"]
+    if not (base.tar_dir(SHARED_CACHE) / "image.json").is_file():
+        release = f"{base.dist.mirror()}/dists/{base.dist.suite}/Release"
+        try:
+            urllib.request.urlopen(release, timeout=15).close()
+        except OSError as exc:
+            pytest.skip(f"Ubuntu's archive is not reachable ({release}: {exc}) and the base is not cached")
+    started = time.monotonic()
+    image = ContainerProvider(container_root, base_cache=SHARED_CACHE,
+                              progress=lambda msg, _f: print(f"ubuntu base: {msg}", file=sys.stderr)
+                              ).build_base_image(base="ubuntu-24.04")
+    print(f"ubuntu base ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return image.source or image.id
 
 
 @pytest.fixture()

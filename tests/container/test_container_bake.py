@@ -53,7 +53,7 @@ def test_bake_reuse_force_and_images(provider: ContainerProvider) -> None:
     assert labels["vmlab:recipe"] == "ctr-small" and labels["vmlab:recipe-hash"] == made["recipe_hash"]
     assert labels["vmlab:base"] == "debian-12" and labels["vmlab:version"]
     assert labels["org.opencontainers.image.title"] == image.name
-    assert image.source == f"localhost/vmlab/{image.name}:{made['recipe_hash'][:12]}"
+    assert image.source == f"localhost/vmlab/{image.name}:{made['recipe_hash'][:12]}-debian-12"
     assert "vmlab:packages-sha256" in labels  # the package list was taken, and kept on this machine:
     shown = vmlab("images", "show", image.id, "--provider", "container", "--json")
     assert "hello" in json.loads(shown.stdout)["packages"]["apt"]
@@ -143,6 +143,7 @@ def test_fault_mid_apply_removes_the_builder(provider: ContainerProvider, fault:
     (("--name", "Bad Name"), "is not a container image name"),
     (("--volume-size", "20"), "--volume-size does not apply to containers"),
     (("--spot",), "--spot only applies to --provider ec2"),
+    (("--base", "ubuntu-22.04"), "container image 'ubuntu-22.04' not found: the bases are debian-12, ubuntu-24.04"),
 ])
 def test_bad_input_exits_2_before_any_container(provider: ContainerProvider, args: tuple[str, ...],
                                                 says: str) -> None:

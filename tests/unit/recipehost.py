@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmlab.engine.command import Command, RunResult
-from vmlab.engine.facts import Fact, OsRelease, Which
+from vmlab.engine.facts import Container, Fact, OsRelease, Which
 from vmlab.engine.runner import HostRecap
 from vmlab.operations.nvidia import Cloud, Machine, NvidiaGpus
 
@@ -52,17 +52,19 @@ def _fresh(command: Command) -> RunResult | None:
 
 
 class FreshHost:
-    """The engine's Host protocol for a freshly booted machine of the given release, GPUs and cloud."""
+    """The engine's Host protocol for a freshly booted machine of the given release, GPUs and cloud; `container`
+    names the engine when the host is a container ("" for a VM)."""
 
     batch_reads = False  # it answers each fact command itself, so the runner must not batch them
 
     def __init__(self, os_release: str, *, gpus: int = 0, cloud: str = "QEMU", machine: str = "x86_64",
-                 answers: Mapping[Fact[Any], str | RunResult] | None = None, name: str = "fresh") -> None:
+                 container: str = "", answers: Mapping[Fact[Any], str | RunResult] | None = None,
+                 name: str = "fresh") -> None:
         self.name = name
         # cloud images come with curl (check mode cannot see an earlier step install it)
         table: dict[Fact[Any], str | RunResult] = {OsRelease(): os_release, NvidiaGpus(): f"{gpus}\n",
                                                    Cloud(): cloud + "\n", Machine(): machine + "\n",
-                                                   Which("curl"): "/usr/bin/curl\n"}
+                                                   Which("curl"): "/usr/bin/curl\n", Container(): container + "\n"}
         table.update(answers or {})
         self._answers = {fact.command(): value if isinstance(value, RunResult) else RunResult(0, value, "")
                          for fact, value in table.items()}

@@ -12,7 +12,7 @@ from vmlab.providers import get_provider, implements, provider_class
 from vmlab.providers.base import BuildsBaseImage, Executes, PlansLaunches, ScopesStorage, ServesLabs
 from vmlab.providers.container import baseimage
 from vmlab.providers.container.engine import Podman
-from vmlab.providers.container.provider import ContainerProvider, check_labels
+from vmlab.providers.container.provider import ContainerProvider, check_labels, image_tag
 
 
 def test_registered_with_its_capabilities() -> None:
@@ -81,11 +81,35 @@ def test_podman_json_read_as_instance_and_image(tmp_path: Path) -> None:
                                                                    "1970-01-01T00:00:00+00:00")
 
 
-def test_base_version_tracks_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    tag = baseimage.version_tag("http://a")
-    assert tag == baseimage.version_tag("http://a") != baseimage.version_tag("http://b")
+@pytest.mark.parametrize("base_id", ["debian-12", "ubuntu-24.04"])
+def test_base_version_tracks_packages(monkeypatch: pytest.MonkeyPatch, base_id: str) -> None:
+    base = baseimage.BASES[base_id]
+    tag = base.version_tag("http://a")
+    assert tag == base.version_tag("http://a") != base.version_tag("http://b")
     monkeypatch.setattr(baseimage, "PACKAGES", (*baseimage.PACKAGES, "jq"))
-    assert baseimage.version_tag("http://a") != tag
+    assert base.version_tag("http://a") != tag
+
+
+def test_bases_are_kept_apart() -> None:
+    """Each base has its own reference and cache folder; an unknown one is refused naming the others."""
+    debian, ubuntu = baseimage.BASES["debian-12"], baseimage.BASES["ubuntu-24.04"]
+    assert debian.reference().startswith("localhost/vmlab-base/debian-12:v1-")
+    assert ubuntu.reference().startswith("localhost/vmlab-base/ubuntu-24.04:v1-")
+    assert debian.tar_dir(Path("/c")).name.startswith("debian-12-v1-")
+    assert ubuntu.tar_dir(Path("/c")).name.startswith("ubuntu-24.04-v1-")
+    assert "motd-news.timer" in ubuntu.masked_units and "motd-news.timer" not in debian.masked_units
+    with pytest.raises(BadInput) as err:
+        baseimage.base_for("ubuntu-22.04")
+    assert "'ubuntu-22.04' is no container base" in str(err.value) and "debian-12 or ubuntu-24.04" in str(err.value)
+
+
+def test_image_tag_names_the_base() -> None:
+    """One recipe baked under one name on two bases keeps two tagged images."""
+    digest = "0123456789abcdef" * 4
+    assert image_tag({"vmlab:recipe-hash": digest, "vmlab:base": "ubuntu-24.04"}) == "0123456789ab-ubuntu-24.04"
+    assert image_tag({"vmlab:recipe-hash": digest, "vmlab:base": "debian-12"}) == "0123456789ab-debian-12"
+    assert image_tag({"vmlab:recipe-hash": digest, "vmlab:base": "localhost/vmlab/x:1"}) == (
+        "0123456789ab-localhost-vmlab-x-1")
 
 
 def test_lab_container_keeps_secrets_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:

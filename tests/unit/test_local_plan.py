@@ -445,8 +445,8 @@ def test_check_host_requires_the_archive_keyring(tmp_path: Path, monkeypatch: py
 
 def test_debootstrap_verifies_signatures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VMLAB_DEBIAN_KEYRING", raising=False)
-    argv = debian.debootstrap_argv(tmp_path / "rootfs", "http://deb.debian.org/debian", debian.keyring(),
-                                   baseimage.PACKAGES)
+    argv = debian.DEBIAN_12.debootstrap_argv(tmp_path / "rootfs", "http://deb.debian.org/debian",
+                                             debian.DEBIAN_12.keyring(tmp_path), baseimage.PACKAGES)
     assert "--force-check-gpg" in argv and "--no-check-gpg" not in argv
     assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in argv
     assert argv[-3:] == ["bookworm", str(tmp_path / "rootfs"), "http://deb.debian.org/debian"]
@@ -460,8 +460,8 @@ def test_debootstrap_verifies_signatures(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(debian, "run", fake_run)
     with pytest.raises(HostError):
         baseimage.build(tmp_path, lambda msg, frac: None)
-    assert seen == [debian.debootstrap_argv(tmp_path / "rootfs", debian.mirror(), debian.keyring(),
-                                            baseimage.PACKAGES)]
+    assert seen == [debian.DEBIAN_12.debootstrap_argv(tmp_path / "rootfs", debian.DEBIAN_12.mirror(),
+                                                      debian.DEBIAN_12.keyring(tmp_path), baseimage.PACKAGES)]
 
 
 def test_configure_rootfs(tmp_path: Path) -> None:

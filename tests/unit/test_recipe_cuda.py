@@ -195,3 +195,50 @@ def test_unpinned_keyring_version_is_refused_before_any_host() -> None:
     assert any("cuda-keyring_1.2-1_all.deb" in c for c in plan["CUDA repository"])
     with pytest.raises(BadInput, match="is not a sha256"):
         prepare(recipe, {**recipe.vars, "cuda_keyring_sha256": "nope"})
+
+
+# ---- in a container: the toolkit and its libraries only, the driver is the host's ----------------------------
+
+DRIVER_WORDS = ("cuda-drivers", "nvidia-open", "nvidia-driver", "dkms", "linux-headers", "modprobe")
+
+
+@pytest.mark.parametrize("os_release", [UBUNTU_2204, UBUNTU_2404, DEBIAN_12])
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_container_plans_the_toolkit_only(os_release: str, gpus: int) -> None:
+    vm = cuda_plan(os_release, gpus=gpus)
+    ctr = cuda_plan(os_release, gpus=gpus, container="podman")
+    (install,) = ctr["toolkit"]
+    assert install.startswith("env DEBIAN_FRONTEND=noninteractive apt-get install -y")
+    assert install.endswith(" cuda-toolkit-12-6")
+    assert ctr["downloader"][0].endswith(" curl ca-certificates")
+    assert ctr["CUDA repository"] == vm["CUDA repository"] and "CUDA on PATH" in ctr
+    # what a VM plans and a container does not: exactly the driver, its kernel module and their check
+    assert set(vm) - set(ctr) == {"kernel headers", "DKMS and downloader", "driver and toolkit",
+                                  *(("driver answers",) if gpus else ())}
+    assert set(ctr) - set(vm) == {"toolkit", "downloader"}
+    commands = " ".join(c for step in ctr.values() for c in step)
+    assert not [w for w in DRIVER_WORDS if w in commands]
+    assert "cuda-drivers" in " ".join(vm["driver and toolkit"])  # the words are the ones a VM does plan
+
+
+def test_container_with_the_hosts_nvidia_smi_still_gets_the_toolkit() -> None:
+    """The NVIDIA container toolkit mounts the host's nvidia-smi: in a container that is no preinstalled driver
+    (a Deep Learning AMI's is left alone, see above), and no driver package is asked for, whichever is named."""
+    host = {"gpus": 1, "container": "docker", "answers": {Which("nvidia-smi"): "/usr/bin/nvidia-smi\n"}}
+    plan = cuda_plan(UBUNTU_2404, variables={"cuda_driver": "nvidia-open", "cuda_version": "12.8"}, **host)
+    assert plan["toolkit"][0].endswith(" cuda-toolkit-12-8")
+    assert "nvidia-open" not in " ".join(c for step in plan.values() for c in step)
+
+
+@pytest.mark.parametrize("cloud, gpus, container, installs", [
+    ("Amazon EC2", 0, "podman", False),  # `--provider container` on an EC2 build machine: not a GPU image
+    ("Amazon EC2", 1, "podman", True),
+    ("QEMU", 1, "docker", True),
+    ("Amazon EC2", 0, "", True),         # the same machine as a VM builder: the image is for g4dn
+])
+def test_lab_auto_cuda_in_a_container_goes_by_the_gpu(cloud: str, gpus: int, container: str,
+                                                       installs: bool) -> None:
+    plan = planned(lab_plan(UBUNTU_2404, gpus=gpus, cloud=cloud, container=container))
+    assert bool(cuda_steps(set(plan))) == installs
+    assert ("cuda: toolkit" in plan) == (installs and bool(container))
+    assert ("cuda: driver and toolkit" in plan) == (installs and not container)

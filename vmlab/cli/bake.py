@@ -27,8 +27,8 @@ def bundled_recipe(name: str) -> Path:
 @provider_option
 @region_option
 @click.option("--base", default=None, metavar="IMAGE",
-              help="Base image: debian-12 (local, container), ubuntu-24.04/ubuntu-22.04/debian-12/dlami or an AMI id "
-                   "(ec2).")
+              help="Base image: debian-12 (local); debian-12 or ubuntu-24.04 (container); "
+                   "ubuntu-24.04/ubuntu-22.04/debian-12/dlami or an AMI id (ec2).")
 @click.option("--name", default=None, help="Image name (default: vmlab-RECIPE-HASH-TIME).")
 @click.option("--builder-type", default=None, metavar="TYPE", help="Instance type of the builder.")
 @click.option("-e", "--extra-var", "extra", multiple=True, metavar="NAME=VALUE", help="Set a recipe variable.")
@@ -58,7 +58,7 @@ def bake(recipe_file: str | None, provider_name: str | None, region: str | None,
       vmlab bake recipes/lab.py --provider local
       vmlab bake recipes/lab.py --provider ec2 --region eu-west-1 --spot --kms-key alias/vmlab
       vmlab bake recipes/lab.py --provider ec2 --builder-type g4dn.xlarge --dry-run
-      vmlab bake recipes/lab.py --provider container
+      vmlab bake recipes/lab.py --provider container --base ubuntu-24.04
     """
     from vmlab.cli.quote import launch_options
     from vmlab.engine.loader import load_recipe

@@ -44,7 +44,8 @@ def ls_images(provider_name: str | None = None, region: str | None = None, json_
         out.say("no images; bake one with `vmlab bake`")
     for i in found:
         size = f"{i.size_bytes / 2**20:.0f} MiB" if i.size_bytes else "-"
-        out.say(f"{i.id:<24} {i.state:<10} {size:>9}  {i.created or '-':<26} {i.name}")
+        out.say(f"{i.id:<24} {i.state:<10} {size:>9}  {i.created or '-':<26} {i.tags.get('vmlab:base', '-'):<14} "
+                f"{i.name}")
     out.emit({"images": [{"id": i.id, "name": i.name, "state": i.state, "created": i.created,
                           "size_bytes": i.size_bytes, "tags": dict(i.tags), "shared_with": list(i.shared_with)}
                          for i in found]})

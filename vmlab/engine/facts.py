@@ -216,3 +216,30 @@ class Which(Fact["str | None"]):
 
     def parse(self, result: RunResult) -> str | None:
         return result.stdout.strip() or None
+
+
+_CONTAINER_SCRIPT = r"""
+v=$(systemd-detect-virt --container 2>/dev/null) || v=
+case "$v" in ""|none) ;; *) echo "$v"; exit 0;; esac
+if [ -e /run/.containerenv ]; then echo podman
+elif [ -e /.dockerenv ]; then echo docker
+elif [ -s /run/systemd/container ]; then head -n 1 /run/systemd/container
+elif tr '\000' '\n' < /proc/1/environ 2>/dev/null | grep -q '^container=.'; then
+  tr '\000' '\n' < /proc/1/environ | sed -n 's/^container=//p' | head -n 1
+elif grep -qE '/(kubepods|docker|libpod|lxc)' /proc/1/cgroup 2>/dev/null; then echo container-other
+fi
+"""
+
+
+@dataclass(frozen=True)
+class Container(Fact[str]):
+    """The container engine the host runs in ("podman", "docker", "lxc", ...; "container-other" when only its
+    cgroup tells), or "" on a VM or bare metal. Asks systemd-detect-virt first, then the engines' own marks
+    (/run/.containerenv, /.dockerenv), then what PID 1 was started with; each of them alone is enough, so it
+    holds whether or not systemd is PID 1 (a vmlab builder container runs systemd; a lab container does not)."""
+
+    def command(self) -> Command:
+        return sh(_CONTAINER_SCRIPT, label="container engine")
+
+    def parse(self, result: RunResult) -> str:
+        return result.stdout.strip()

@@ -1,14 +1,17 @@
-"""Debian root trees made with debootstrap: what the local VM base and the container base share.
+"""Debian-family root trees made with debootstrap: what the local VM base and the container bases share.
 
-Each base builds its tree in a temporary folder beside its final place, renames it into place when done and
-removes it on any failure or Ctrl-C (`build_once`); concurrent callers wait for one build. debootstrap checks
-what it downloads against Debian's archive keyring (`--force-check-gpg`), so plain http from the mirror is safe.
+A `Distribution` describes a release (suite, mirror, components, the keyring that signs it, the debootstrap
+script when debootstrap has none by the suite's name); `DEBIAN_12` is here, `vmlab.providers.ubuntu` has Ubuntu
+24.04. Each base builds its tree in a temporary folder beside its final place, renames it into place when done
+and removes it on any failure or Ctrl-C (`build_once`); concurrent callers wait for one build. debootstrap
+checks what it downloads against the distribution's archive keyring (`--force-check-gpg`), so plain http from
+the mirror is safe.
 
 Example::
 
-    argv = debootstrap_argv(work / "rootfs", mirror(), keyring(), ("systemd-sysv", "python3"))
-    run(argv, "debootstrap")
-    write(work / "rootfs/etc/apt/sources.list", apt_sources(mirror()))
+    url, keys = DEBIAN_12.mirror(), DEBIAN_12.keyring(cache)
+    bootstrap(DEBIAN_12, work / "rootfs", ("systemd-sysv", "python3"), keys, progress)
+    write(work / "rootfs/etc/apt/sources.list", DEBIAN_12.apt_sources(url))
 """
 
 from __future__ import annotations
@@ -18,54 +21,112 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Progress
+from vmlab.providers.keyrings import PinnedKeyring
 
-SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-#: the keys that sign Debian's Release files (package debian-archive-keyring); debootstrap checks against it
-DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 #: the mark of a finished build inside its folder: a folder without it is never used
 DONE = "image.json"
 
 
-def mirror() -> str:
-    """The Debian mirror: $VMLAB_DEBIAN_MIRROR or deb.debian.org."""
-    return os.environ.get("VMLAB_DEBIAN_MIRROR", DEFAULT_MIRROR).rstrip("/")
+@dataclass(frozen=True)
+class Distribution:
+    """A Debian-family release as debootstrap and apt see it.
+
+    `env` names the overrides: `$ENV_MIRROR` (another mirror) and `$ENV_KEYRING` (the keyring that signs it).
+    The keyring is otherwise `keyring_file` on this machine, or `keyring_package` fetched from the mirror and
+    used only when it matches the sha256 pinned in vmlab (a distribution this machine has no keyring package
+    for). `security_mirror`: where the security fixes come from, added with the default mirror only (Debian's
+    own host; a local mirror rarely carries them); None: the mirror's own `SUITE-security` (Ubuntu's layout).
+    `script`: the debootstrap script to use when debootstrap has none named after the suite.
+    """
+
+    name: str
+    suite: str
+    default_mirror: str
+    env: str
+    components: tuple[str, ...] = ("main",)
+    keyring_file: str = ""
+    keyring_package: PinnedKeyring | None = None
+    security_mirror: str | None = None
+    script: str | None = None
+
+    def mirror(self) -> str:
+        """The mirror: $ENV_MIRROR or the default one."""
+        return os.environ.get(f"{self.env}_MIRROR", self.default_mirror).rstrip("/")
+
+    def keyring_override(self) -> Path | None:
+        value = os.environ.get(f"{self.env}_KEYRING")
+        return Path(value) if value else None
+
+    def keyring(self, cache: Path) -> Path:
+        """The keyring debootstrap verifies the mirror with: $ENV_KEYRING, the keyring file on this machine, or
+        the pinned keyring package's, fetched into `cache` (checked against its pin) when needed."""
+        override = self.keyring_override()
+        if override is not None:
+            return override
+        if self.keyring_package is not None:
+            return self.keyring_package.fetch(self.mirror(), cache / "keyrings")
+        return Path(self.keyring_file)
+
+    def debootstrap_argv(self, rootfs: Path, mirror_url: str, keyring_file: Path,
+                         packages: Iterable[str]) -> list[str]:
+        """debootstrap over plain http is safe only with the signatures checked: `--force-check-gpg` makes a
+        missing or unusable keyring an error instead of a warning."""
+        components = [f"--components={','.join(self.components)}"] if self.components != ("main",) else []
+        return ["debootstrap", "--variant=minbase", f"--keyring={keyring_file}", "--force-check-gpg",
+                *components, f"--include={','.join(packages)}", self.suite, str(rootfs), mirror_url,
+                *([self.script] if self.script else [])]
+
+    def apt_sources(self, mirror_url: str) -> str:
+        """sources.list for the suite, its updates and its security fixes."""
+        security = self.security_mirror if mirror_url == self.default_mirror else None
+        entries = [(mirror_url, self.suite), (mirror_url, f"{self.suite}-updates")]
+        if self.security_mirror is None or security:
+            entries.append((security or mirror_url, f"{self.suite}-security"))
+        return "".join(f"deb {url} {suite} {' '.join(self.components)}\n" for url, suite in entries)
 
 
-def keyring() -> Path:
-    """The keyring debootstrap verifies the mirror with: $VMLAB_DEBIAN_KEYRING (a mirror signed by another key)
-    or Debian's archive keyring."""
-    return Path(os.environ.get("VMLAB_DEBIAN_KEYRING") or DEFAULT_KEYRING)
+DEBIAN_12 = Distribution(
+    name="Debian", suite="bookworm", default_mirror="http://deb.debian.org/debian", env="VMLAB_DEBIAN",
+    # the keys that sign Debian's Release files (package debian-archive-keyring)
+    keyring_file="/usr/share/keyrings/debian-archive-keyring.gpg",
+    security_mirror="http://deb.debian.org/debian-security")
 
 
-def debootstrap_argv(rootfs: Path, mirror_url: str, keyring_file: Path, packages: Iterable[str]) -> list[str]:
-    """debootstrap over plain http is safe only with the signatures checked: `--force-check-gpg` makes a
-    missing or unusable keyring an error instead of a warning."""
-    return ["debootstrap", "--variant=minbase", f"--keyring={keyring_file}", "--force-check-gpg",
-            f"--include={','.join(packages)}", SUITE, str(rootfs), mirror_url]
-
-
-def check_builder(root: Path, tools: Iterable[str], install: str, what: str, min_free: int) -> None:
-    """Refuse early, with the fix, when this host cannot build a base under `root`: missing `tools` (installed
-    by `install`), not root, no archive keyring, less than `min_free` bytes free."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
+def check_builder(dist: Distribution, root: Path, tools: Iterable[str], install: str, what: str,
+                  min_free: int) -> None:
+    """Refuse early, with the fix, when this host cannot build a base of `dist` under `root`: missing `tools`
+    (installed by `install`), not root, no archive keyring or debootstrap script, less than `min_free` bytes
+    free."""
+    fetches = dist.keyring_package is not None and dist.keyring_override() is None
+    missing = [tool for tool in (*tools, *(("dpkg-deb",) if fetches else ())) if shutil.which(tool) is None]
     if missing:
         raise BadInput(f"missing tools: {', '.join(missing)}", install)
     if os.geteuid() != 0:
         raise BadInput(f"building {what} needs root (debootstrap)", "run as root")
-    if not keyring().is_file():
-        raise BadInput(f"no Debian archive keyring at {keyring()}: debootstrap could not check what it downloads",
-                       "apt-get install debian-archive-keyring (or set VMLAB_DEBIAN_KEYRING to the keyring "
-                       "that signs your mirror)")
+    if not fetches and not dist.keyring(root).is_file():
+        raise BadInput(f"no {dist.name} archive keyring at {dist.keyring(root)}: debootstrap could not check what "
+                       "it downloads", keyring_fix(dist))
+    if dist.script and not Path(dist.script).is_file():
+        raise BadInput(f"debootstrap has no {dist.script} to build {dist.name} {dist.suite} with",
+                       "apt-get install debootstrap (Debian 12's has it)")
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
     if free < min_free:
         raise BadInput(f"only {free / 1024**3:.1f} GB free under {root}; building {what} needs "
                        f"{min_free / 1024**3:.0f} GB", "free some space or set VMLAB_CACHE_DIR to a larger disk")
+
+
+def keyring_fix(dist: Distribution) -> str:
+    """How to get a keyring for `dist` onto this machine."""
+    own = f"set {dist.env}_KEYRING to the keyring that signs your mirror"
+    if dist.keyring_file:
+        return f"apt-get install {Path(dist.keyring_file).stem} (or {own})"
+    return f"{own}, or unset it to use vmlab's pinned keyring"
 
 
 def run(argv: list[str], what: str, cwd: Path | None = None) -> str:
@@ -78,11 +139,13 @@ def run(argv: list[str], what: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def bootstrap(rootfs: Path, packages: Iterable[str], progress: Progress) -> None:
-    """debootstrap `packages` (minbase) into `rootfs`, then unmount what it left mounted there."""
-    url = mirror()
-    progress(f"debootstrap {SUITE} from {url} (about 2 minutes)", 0.0)
-    run(debootstrap_argv(rootfs, url, keyring(), packages), "debootstrap")
+def bootstrap(dist: Distribution, rootfs: Path, packages: Iterable[str], keyring_file: Path,
+              progress: Progress) -> None:
+    """debootstrap `packages` of `dist` (minbase) into `rootfs`, checked against `keyring_file`, then unmount
+    what it left mounted there."""
+    url = dist.mirror()
+    progress(f"debootstrap {dist.suite} from {url} (about 2 minutes)", 0.0)
+    run(dist.debootstrap_argv(rootfs, url, keyring_file, packages), "debootstrap")
     unmount_under(rootfs)
 
 
@@ -105,14 +168,6 @@ def mask(rootfs: Path, units: Iterable[str]) -> None:
         for link in (rootfs / name).glob("*"):
             if link.name in units:
                 link.unlink()
-
-
-def apt_sources(mirror_url: str) -> str:
-    """sources.list for the suite, its updates and (from Debian's own mirror) its security fixes."""
-    sources = f"deb {mirror_url} {SUITE} main\ndeb {mirror_url} {SUITE}-updates main\n"
-    if mirror_url == DEFAULT_MIRROR:
-        sources += f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
-    return sources
 
 
 def forget_identity(rootfs: Path) -> None:

@@ -7,7 +7,8 @@ vmlab's own storage (vmlab/providers/container/engine.py). No SSH: commands go t
   container its own network namespace with outbound NAT (like QEMU's user networking): apt and pip reach their
   mirrors, nothing on the host's network is joined or bridged, and nothing listens on this machine.
 - create_image: the container is stopped (systemd shuts down cleanly), then `podman commit`ted to
-  `localhost/vmlab/NAME:HASH` (HASH: the first 12 characters of `vmlab:recipe-hash`), its tags and provenance
+  `localhost/vmlab/NAME:HASH-BASE` (HASH: the first 12 characters of `vmlab:recipe-hash`, BASE: `vmlab:base`),
+  its tags and provenance
   (vmlab's version, the creation time) as image labels.
 - launch_lab (ServesLabs, `vmlab up`): a lab container whose agent runs JupyterLab, published on 127.0.0.1 only,
   the data folder on the volume `vmlab-NAME-data` (labcontainer.py); `terminate` removes that volume too.
@@ -70,12 +71,20 @@ def check_labels(tags: Mapping[str, str]) -> None:
             raise BadInput(f"the value of tag {key} contains a quote or backslash", "leave them out")
 
 
+def image_tag(tags: Mapping[str, str]) -> str:
+    """`HASH-BASE`: the recipe hash's first 12 characters and the base it was baked on, so a recipe baked under
+    one name on two bases keeps both images named."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", tags.get("vmlab:base", ""))[:100]
+    digest = tags.get("vmlab:recipe-hash", "latest")[:12]
+    return f"{digest}-{base}" if base else digest
+
+
 class ContainerProvider:
     """Containers on podman (see the module docstring). `root` is the engine root (default $VMLAB_CONTAINER_ROOT
     or `cache_dir()/container`); `base_cache` where the base image's tar file is built (default `root`)."""
 
     name = "container"
-    default_base = baseimage.BASE_ID
+    default_base = baseimage.DEFAULT
 
     def __init__(self, root: Path | None = None, *, base_cache: Path | None = None,
                  progress: Progress | None = None, stop_timeout: int = 10) -> None:
@@ -123,14 +132,18 @@ class ContainerProvider:
             time.sleep(0.1)
 
     def _image_ref(self, image: str) -> str:
-        """The podman reference of `image` (an id, a name, or the base alias, imported or built first)."""
-        if image == baseimage.BASE_ID:
-            return baseimage.ensure_base_image(self.engine, self.base_cache, self.progress)
+        """The podman reference of `image` (an id, a name, or a base's id, imported or built first)."""
+        if image in baseimage.BASES:
+            return baseimage.ensure_base_image(self.engine, self.base_cache, baseimage.BASES[image], self.progress)
+        return self._require_base(image).id
+
+    def _require_base(self, image: str) -> Image:
+        """A vmlab image to start from; BadInput naming the bases when there is none called `image`."""
         found = self.describe_image(image)
         if found is None:
-            raise BadInput(f"container image {image!r} not found", "list images with `vmlab images --provider "
-                           "container`, or use debian-12")
-        return found.id
+            raise BadInput(f"container image {image!r} not found: the bases are {', '.join(baseimage.BASES)}",
+                           "list vmlab's images with `vmlab images --provider container`")
+        return found
 
     # ---- checks (PlansLaunches) ----------------------------------------------------------------------------
     def check_launch(self, spec: LaunchSpec) -> None:
@@ -147,9 +160,8 @@ class ContainerProvider:
         self.engine.check()
         if self._inspect("container", spec.name) is not None:
             raise BadInput(f"a container named {spec.name} exists", "choose another name, or `vmlab down` it")
-        if spec.image != baseimage.BASE_ID and self.describe_image(spec.image) is None:
-            raise BadInput(f"container image {spec.image!r} not found",
-                           "list images with `vmlab images --provider container`, or use debian-12")
+        if spec.image not in baseimage.BASES:
+            self._require_base(spec.image)
 
     def plan_launch(self, spec: LaunchSpec) -> LaunchPlan:
         self.check_launch(spec)
@@ -245,7 +257,7 @@ class ContainerProvider:
     # ---- labs served on this machine (ServesLabs) ----------------------------------------------------------
     def check_lab_image(self, image: str) -> None:
         """BadInput unless `image` has the vmlab agent, which runs a container lab (labcontainer.py)."""
-        ref = self._image_ref(image) if image != baseimage.BASE_ID else ""
+        ref = self._image_ref(image) if image not in baseimage.BASES else ""
         proc = self.engine.call("run", "--rm", "--pull", "never", "--network", "none", "--entrypoint",
                                 "/usr/bin/test", ref, "-x", labcontainer.AGENT) if ref else None
         if proc is None or proc.returncode != 0:
@@ -317,7 +329,7 @@ class ContainerProvider:
     # ---- images --------------------------------------------------------------------------------------------
     def create_image(self, instance_id: str, name: str, tags: Mapping[str, str],
                      progress: Progress | None = None) -> Image:
-        """Stop the container (a clean systemd shutdown) and commit it to `localhost/vmlab/NAME:HASH`."""
+        """Stop the container (a clean systemd shutdown) and commit it to `localhost/vmlab/NAME:HASH-BASE`."""
         from vmlab import __version__
 
         self.check_image_name(name)
@@ -325,7 +337,7 @@ class ContainerProvider:
                   "org.opencontainers.image.title": name,
                   "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         check_labels(labels)
-        ref = f"{REPOSITORY}/{name}:{tags.get('vmlab:recipe-hash', 'latest')[:12]}"
+        ref = f"{REPOSITORY}/{name}:{image_tag(tags)}"
         (progress or _quiet)(f"stopping {instance_id}", None)
         self.engine.text("stop", "-t", str(self.stop_timeout), instance_id, what=f"stopping {instance_id}")
         (progress or _quiet)(f"committing {ref}", None)
@@ -351,9 +363,9 @@ class ContainerProvider:
                      size_bytes=row.get("Size"), source=names[0] if names else None, user="root")
 
     def describe_image(self, image: str) -> Image | None:
-        """By id (12 or more hex digits), vmlab name, full reference, or the base alias (when imported)."""
-        if image == baseimage.BASE_ID:
-            image = baseimage.reference()
+        """By id (12 or more hex digits), vmlab name, full reference, or a base's id (when imported)."""
+        if image in baseimage.BASES:
+            image = baseimage.BASES[image].reference()
         for found in self._images():
             if (ID_RE.fullmatch(image) and found.id.startswith(image[:12])) or image in (found.name, found.source):
                 return found
@@ -389,10 +401,12 @@ class ContainerProvider:
         shipping.check_destination(dest)
         return shipping.push(self.engine, self._require_image(image).source or "", dest)
 
-    def build_base_image(self, progress: Progress | None = None) -> Image:
-        """BuildsBaseImage: the Debian base, built (debootstrap; root) and imported once."""
+    def build_base_image(self, progress: Progress | None = None, base: str = baseimage.DEFAULT) -> Image:
+        """BuildsBaseImage: a base (Debian 12 unless `base` names another), built (debootstrap; root) and
+        imported once."""
         self.engine.check()
-        ref = baseimage.ensure_base_image(self.engine, self.base_cache, progress or self.progress)
+        ref = baseimage.ensure_base_image(self.engine, self.base_cache, baseimage.base_for(base),
+                                          progress or self.progress)
         found = self.describe_image(ref)
         if found is None:
             raise HostError(f"the base image {ref} was imported but is not listed")

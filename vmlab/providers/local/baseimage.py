@@ -23,6 +23,7 @@ from vmlab.errors import BadInput, HostError
 from vmlab.providers import debian
 from vmlab.providers.base import Image, Progress
 from vmlab.providers.cloudinit import HOSTKEY_DROPIN
+from vmlab.providers.debian import DEBIAN_12
 from vmlab.providers.local import store
 
 BASE_ID = "debian-12"
@@ -59,7 +60,7 @@ FSTAB = "/dev/vda / ext4 rw,errors=remount-ro 0 0\n"
 
 def version_tag(mirror_url: str | None = None) -> str:
     """A tag naming this build recipe; it changes whenever the packages or the configuration change."""
-    text = "\n".join([RECIPE_VERSION, debian.SUITE, mirror_url or debian.mirror(), DISK_SIZE, *PACKAGES,
+    text = "\n".join([RECIPE_VERSION, DEBIAN_12.suite, mirror_url or DEBIAN_12.mirror(), DISK_SIZE, *PACKAGES,
                       *MASKED_UNITS, CLOUD_CFG, NETWORK_UNIT, HOSTKEY_DROPIN])
     return "v" + RECIPE_VERSION + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -77,7 +78,8 @@ def find_base(root: Path) -> Path | None:
 
 def check_host(root: Path) -> None:
     """Refuse early, with the fix, when the host cannot build the base image."""
-    debian.check_builder(root, ("debootstrap", "qemu-img", "qemu-system-x86_64", "genisoimage", "mke2fs"),
+    debian.check_builder(DEBIAN_12, root,
+                         ("debootstrap", "qemu-img", "qemu-system-x86_64", "genisoimage", "mke2fs"),
                          "apt-get install qemu-system-x86 qemu-utils debootstrap genisoimage e2fsprogs",
                          "the local base image", MIN_FREE_BYTES)
 
@@ -101,7 +103,7 @@ def configure_rootfs(rootfs: Path, mirror_url: str) -> None:
     write(rootfs / "etc/fstab", FSTAB)
     write(rootfs / "etc/hostname", "localhost\n")
     write(rootfs / "etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
-    write(rootfs / "etc/apt/sources.list", debian.apt_sources(mirror_url))
+    write(rootfs / "etc/apt/sources.list", DEBIAN_12.apt_sources(mirror_url))
     # identity must be per VM: sshd host keys come from cloud-init, machine-id from systemd at first boot
     debian.forget_identity(rootfs)
 
@@ -119,10 +121,10 @@ def _kernel_files(rootfs: Path) -> tuple[Path, Path]:
 
 def build(work: Path, progress: Progress) -> Image:
     """Build the base image inside `work` (an empty directory). Returns its Image record."""
-    url = debian.mirror()
+    url = DEBIAN_12.mirror()
     rootfs = work / "rootfs"
     started = time.monotonic()
-    debian.bootstrap(rootfs, PACKAGES, progress)
+    debian.bootstrap(DEBIAN_12, rootfs, PACKAGES, DEBIAN_12.keyring(work), progress)
     progress("configuring the root filesystem", 0.6)
     configure_rootfs(rootfs, url)
     kernel, initrd = _kernel_files(rootfs)
@@ -141,7 +143,7 @@ def build(work: Path, progress: Progress) -> Image:
     raw.unlink()
     image = Image(id=BASE_ID, name=f"{BASE_ID}-{version_tag(url)}", state="available", provider="local",
                   created=store.now(), tags={"vmlab:base": BASE_ID, "vmlab:base-version": version_tag(url)},
-                  size_bytes=(work / store.DISK).stat().st_size, source=f"debootstrap {debian.SUITE} {url}")
+                  size_bytes=(work / store.DISK).stat().st_size, source=f"debootstrap {DEBIAN_12.suite} {url}")
     store.write_image(work, image, build_seconds=round(time.monotonic() - started, 1))
     return image
 
