@@ -30,10 +30,11 @@ from traitlets import Callable as CallableTrait
 from traitlets import Float, Integer, List, Unicode, Union, default
 
 from vmlab.errors import VmlabError
-from vmlab.hub.budget import Ledger, Spend, check_can_spawn, running_cost
+from vmlab.hub import served
+from vmlab.hub.budget import Ledger, Spend, check_can_spawn, lab_price, running_cost
 from vmlab.hub.names import CLASS_TAG, LabNames, check_class, check_sync_root
 from vmlab.hub.singleuser import DEFAULT_COMMAND, SingleUserServer, check_command
-from vmlab.providers.base import Instance, Provider, Quotes
+from vmlab.providers.base import Instance, Provider, Quotes, ServesLabs
 from vmlab.state import LabRecord, LabStore
 
 #: serialises the budget's check-and-reserve and the ledger's read-add-write across the hub's spawners
@@ -67,6 +68,8 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     idle = Unicode("0", config=True, help="a lab without SSH or GPU use this long stops itself ('0': never)")
     max_hours = Float(8.0, config=True, help="a lab stops itself this many hours after its start (0: never)")
     budget_usd_per_day = Float(0.0, config=True, help="class budget in USD per UTC day (0: none)")
+    hourly_usd = Float(0.0, config=True, help="USD per hour of one lab, for the budget (0: the provider's price "
+                       "table; needed where the provider quotes none, e.g. containers)")
     singleuser_command = Unicode(DEFAULT_COMMAND, config=True, help="jupyterhub-singleuser on the image")
     lab_port = Union([Integer(), CallableTrait()], default_value=8888, config=True,
                      help="the server's port on the lab's loopback (or a callable of the spawner)")
@@ -110,11 +113,15 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     def _say(self, message: str) -> None:
         """A step of the launch, shown on the spawn page. The first step after a cancel raises SpawnCancelled, so
         the launch stops there and undoes itself (its clean-up's own messages then pass)."""
+        self._tick()
+        self.log.info("lab %s: %s", self.names.lab, message)
+        self._events.append({"progress": min(10 + 10 * len(self._events), 90), "message": message})
+
+    def _tick(self) -> None:
+        """Raises SpawnCancelled once after the hub gave up on the start."""
         if self._cancel.is_set() and not self._cancelled:
             self._cancelled = True
             raise SpawnCancelled(f"the start of lab {self.names.lab} was cancelled")
-        self.log.info("lab %s: %s", self.names.lab, message)
-        self._events.append({"progress": min(10 + 10 * len(self._events), 90), "message": message})
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         sent = 0
@@ -180,6 +187,8 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
                     hourly: float) -> int:
         from vmlab.workflows.labs import up
 
+        if isinstance(provider, ServesLabs):
+            return self._launch_served(provider, store, names, env, hourly)
         local = _free_port()
         lab_port, hub_port = self._port(self.lab_port), self._port(self.lab_hub_port)
         hub_api = _hub_api_port(env)
@@ -196,6 +205,27 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
             self._stop_resumed(provider, store, names)
             raise
         return local
+
+    def _launch_served(self, provider: ServesLabs, store: LabStore, names: LabNames, env: dict[str, str],
+                       hourly: float) -> int:
+        """A lab the provider serves (a container, vmlab.hub.served): relaunched on its kept data at each start;
+        returns the port it is published on."""
+        from vmlab.workflows.labs import up
+
+        base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
+        server = served.HubServer(env, tick=self._tick)
+        served.discard_previous(provider, store, names.lab, stop=lambda record: self._stop_running(base, record))
+        result = up(base, names.lab, image=self.image, instance_type=self.instance_type, store=store,
+                    lab_timeout=float(self.start_timeout), idle=self.idle, max_hours=self.max_hours,
+                    sync=names.sync_url(self.sync_root), say=self._say, tags=names.tags, server=server,
+                    quote=(lambda _img: (hourly, None)) if hourly else None)
+        self._say("lab started; its server answers")
+        return served.target(result.record)
+
+    def _stop_running(self, provider: Provider, record: LabRecord) -> None:
+        inst = provider.describe(record.instance_id)
+        if inst is not None and inst.state == "running":
+            self._stop_instance(provider, record, inst)
 
     def _open_tunnel(self, record: LabRecord, local: int, hub_port: int, hub_api: int) -> None:
         from vmlab.workflows.tunnel import OpenSSH, check_key_file, connect_failure
@@ -272,6 +302,8 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
             self._close_tunnel()
             self._stop_instance(provider, record, inst)
             return 0
+        if isinstance(provider, ServesLabs):
+            return None  # published by the provider: no tunnel to hold
         if self._tunnel is None or not self._tunnel.alive():
             if self._local_port is None:
                 return 0  # a hub restarted without the tunnel's port: the user starts the server again
@@ -292,9 +324,10 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
         provider, store = self._provider(), LabStore()
         inst = find_lab_instance(provider, self.names.lab)
-        if store.get(self.names.lab) is None and inst is None:
-            return
-        down(provider, self.names.lab, store=store, force=inst is None or inst.state != "running", say=self._log)
+        if store.get(self.names.lab) is not None or inst is not None:
+            down(provider, self.names.lab, store=store, force=inst is None or inst.state != "running",
+                 say=self._log)
+        served.remove_data(provider, self.names.lab)
 
     def _log(self, message: str) -> None:
         self.log.info("lab %s: %s", self.names.lab, message)
@@ -317,22 +350,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
     # -- money ----------------------------------------------------------------------------------------------
     def _hourly(self, provider: Provider) -> float | None:
-        """The on-demand price of a lab (USD/hour) when the provider quotes prices; the budget needs one."""
-        if not isinstance(provider, Quotes) or not self.instance_type:
-            if self.budget_usd_per_day > 0:
-                from vmlab.errors import BadInput
-
-                raise BadInput(f"a class budget needs prices: the {provider.name} provider quotes none"
-                               + ("" if self.instance_type else " without an instance type"),
-                               "set c.LabSpawner.instance_type, or budget_usd_per_day = 0")
-            return None
-        price = provider.list_price(self.instance_type)
-        if price is None and self.budget_usd_per_day > 0:
-            from vmlab.errors import BadInput
-
-            raise BadInput(f"a class budget needs prices: {provider.name} has none for {self.instance_type}",
-                           "choose an instance type from its price table, or set budget_usd_per_day = 0")
-        return price
+        return lab_price(provider, self.instance_type, self.hourly_usd, self.budget_usd_per_day)
 
     def _spend(self, provider: Provider, store: LabStore) -> Spend:
         now = dt.datetime.now(dt.timezone.utc)
@@ -343,6 +361,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
                 continue
             record = store.get(inst.tags.get("vmlab:lab", ""))
             hourly = record.hourly_price if record is not None else None
+            hourly = hourly or self.hourly_usd or None
             if hourly is None and isinstance(provider, Quotes) and inst.instance_type:
                 hourly = provider.list_price(inst.instance_type)
             running.append((hourly or 0.0, started))
