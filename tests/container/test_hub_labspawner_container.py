@@ -37,8 +37,9 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 STUDENTS = ("ana", "ben", "chloe")
-#: dan meets the budget, eve's image has no jupyterhub-singleuser, fay is stopped while starting
-OTHERS = ("dan", "eve", "fay", "prof")
+#: dan meets the budget, eve's image has no jupyterhub-singleuser, gus's image does not exist, fay is stopped while
+#: starting
+OTHERS = ("dan", "eve", "fay", "gus", "prof")
 BUCKET = "hubdata"
 PRICE, BUDGET = 1.0, 3.5  # USD per lab-hour (hourly_usd: containers quote none); three labs fit, a fourth not
 
@@ -53,7 +54,7 @@ os.environ["VMLAB_STATE_DIR"] = {state!r}
 class ClassSpawner(LabSpawner):
     @default("image")
     def _eves_image_has_no_singleuser(self):
-        return {plain!r} if self.user.name == "eve" else {image!r}
+        return {{"eve": {plain!r}, "gus": "localhost/vmlab/absent:0"}}.get(self.user.name, {image!r})
 
 
 c.JupyterHub.spawner_class = ClassSpawner
@@ -172,6 +173,18 @@ print(os.environ["JUPYTERHUB_USER"], str(data), sorted(p.name for p in data.iter
 """
 
 
+FROM_INSIDE = """\
+import os, urllib.error, urllib.request
+token = os.environ["JUPYTERHUB_API_TOKEN"]
+request = urllib.request.Request("http://10.0.2.2:{port}/user/ana/api/contents/result.txt",
+                                 headers={{"Authorization": "token " + token}})
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
 def test_the_class_image_has_the_agent_and_jupyterhub_singleuser(engine: Podman, hub_lab_image: str) -> None:
     shown = engine.text("run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "sh", hub_lab_image,
                         "-c", "/opt/jupyter/bin/jupyterhub-singleuser --version; test -x /opt/vmlab-agent/bin/"
@@ -187,6 +200,12 @@ def test_a_launch_whose_server_never_answers_leaves_nothing(hub: Hub, engine: Po
     log = hub.log_path.read_text()
     assert "lab cls-eve stopped while its server was starting" in log, log[-3000:]
     assert "removed lab container" in log, log[-3000:]
+    assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
+
+
+def test_a_missing_image_is_refused_before_anything(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
+    assert not hub.spawn(users["gus"].session, "gus").get("ready")
+    assert "image 'localhost/vmlab/absent:0' not found for provider container" in hub.log_path.read_text()
     assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
 
 
@@ -221,6 +240,9 @@ def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine
     direct = f"http://127.0.0.1:{published_port(engine, 'cls-ana')}/user/ana/api/contents"  # past the proxy
     assert requests.get(direct, headers=ben.auth, timeout=30).status_code == 403
     assert requests.get(direct, headers=ana.auth, timeout=30).status_code == 200
+    # code in ben's lab reaches this machine's loopback (the hub's API is there), so ana's published port too:
+    # with the token ben's own server holds, ana's server still says no
+    assert ben.run_cell(FROM_INSIDE.format(port=published_port(engine, "cls-ana"))).strip() == "403"
 
 
 def test_the_budget_refuses_a_fourth_lab(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
