@@ -136,3 +136,14 @@ def test_lab_flags_a_container_cannot_honour_are_refused() -> None:
     provider = ContainerProvider(Path("/nonexistent-root"))
     with pytest.raises(BadInput, match="--type/--builder-type g4dn.xlarge does not apply"):
         provider.check_launch(LaunchSpec("lab", "img", "", instance_type="g4dn.xlarge"))
+
+
+def test_labs_launched_at_once_are_given_different_ports() -> None:
+    """Nothing binds the first port before the second launch asks (podman binds it a moment later)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vmlab.providers.container import labcontainer
+
+    with ThreadPoolExecutor(8) as pool:
+        ports = list(pool.map(lambda _i: labcontainer.free_port(start=20500, tries=50), range(8)))
+    assert len(set(ports)) == 8 and all(20500 <= p < 20550 for p in ports)

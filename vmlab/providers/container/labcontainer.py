@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Mapping
 
 from vmlab import lab
@@ -57,19 +59,32 @@ HOST_FROM_CONTAINER = "10.0.2.2"
 HUB_URLS = ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL")
 
 
+#: ports handed out lately (port -> until when, monotonic): podman binds a port a moment after it is chosen, so
+#: launches running at once in this process (a hub starting many labs) must not be given the same one
+_CLAIMED: dict[int, float] = {}
+_CLAIM_LOCK = threading.Lock()
+CLAIM_SECONDS = 120.0
+
+
 def free_port(start: int = 8890, tries: int = 200) -> int:
-    """A port nothing listens on at 127.0.0.1 (podman's forwarder binds it a moment later)."""
+    """A port nothing listens on at 127.0.0.1 (podman's forwarder binds it a moment later) and that this process
+    did not hand out in the last CLAIM_SECONDS."""
     import socket
 
     from vmlab.errors import HostError
 
-    for port in range(start, start + tries):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
+    with _CLAIM_LOCK:
+        now = time.monotonic()
+        for port in range(start, start + tries):
+            if _CLAIMED.get(port, 0.0) > now:
                 continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _CLAIMED[port] = now + CLAIM_SECONDS
+            return port
     raise HostError(f"no free port on 127.0.0.1 in {start}-{start + tries - 1}", "stop a lab or a tunnel")
 
 
