@@ -12,7 +12,10 @@ vmlab's provider contract and `vmlab up`'s own workflow.
 - poll: the provider's state of the instance; a lab the provider reports stopped (idle stop, max hours) is
   stopped for the hub too.
 - budget: `budget_usd_per_day` refuses spawns that would not fit and stops running labs once it is spent
-  (vmlab.hub.budget).
+  (vmlab.hub.budget), at the provider's prices or `hourly_usd`.
+- a provider that serves labs itself (`ServesLabs`, the container provider): no SSH and no tunnel; each start
+  launches a new container on the user's kept data volume with the hub's environment, published on 127.0.0.1
+  (vmlab.hub.served).
 
 See docs/hub.md for the jupyterhub_config.py an instructor writes.
 """
@@ -23,6 +26,7 @@ import asyncio
 import datetime as dt
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -32,6 +36,7 @@ from traitlets import Float, Integer, List, Unicode, Union, default
 from vmlab.errors import VmlabError
 from vmlab.hub import served
 from vmlab.hub.budget import Ledger, Spend, check_can_spawn, lab_price, running_cost
+from vmlab.hub.loopback import free_port, hub_api_port, listening
 from vmlab.hub.names import CLASS_TAG, LabNames, check_class, check_sync_root
 from vmlab.hub.singleuser import DEFAULT_COMMAND, SingleUserServer, check_command
 from vmlab.providers.base import Instance, Provider, Quotes, ServesLabs
@@ -41,6 +46,9 @@ from vmlab.state import LabRecord, LabStore
 _MONEY_LOCK = threading.Lock()
 #: class -> USD/hour of its launches in progress (not yet running, so not yet in the provider's list)
 _RESERVED: dict[str, float] = {}
+#: the launches' threads: each mostly waits (a VM's boot, a server starting), and asyncio's default pool has only
+#: CPUs + 4 threads, which made the 7th of ten students pressing start together wait for the first six
+_LAUNCHES = ThreadPoolExecutor(max_workers=64, thread_name_prefix="vmlab-launch")
 
 
 class SpawnCancelled(VmlabError):
@@ -144,7 +152,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         self._events.append({"progress": 5, "message": f"preparing lab {names.lab}"})
         env = self.get_env()
         loop = asyncio.get_running_loop()
-        self._launch = loop.run_in_executor(None, self._start_lab, names, env)
+        self._launch = loop.run_in_executor(_LAUNCHES, self._start_lab, names, env)
         try:
             port = await asyncio.shield(self._launch)
         except asyncio.CancelledError:
@@ -189,9 +197,9 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
         if isinstance(provider, ServesLabs):
             return self._launch_served(provider, store, names, env, hourly)
-        local = _free_port()
+        local = free_port()
         lab_port, hub_port = self._port(self.lab_port), self._port(self.lab_hub_port)
-        hub_api = _hub_api_port(env)
+        hub_api = hub_api_port(env)
         server = SingleUserServer(env, self.singleuser_command, lab_port, hub_port, data_dir="data",
                                   before_start=lambda record: self._open_tunnel(record, local, hub_port, hub_api))
         try:
@@ -239,7 +247,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         for _ in range(100):  # until ssh listens locally (or gives up)
             if not tunnel.alive():
                 raise connect_failure(record, tunnel.failure())
-            if _listening(local):
+            if listening(local):
                 return
             threading.Event().wait(0.05)
 
@@ -308,7 +316,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
             if self._local_port is None:
                 return 0  # a hub restarted without the tunnel's port: the user starts the server again
             self._open_tunnel(record, self._local_port, self._port(self.lab_hub_port),
-                              _hub_api_port(self.get_env()))
+                              hub_api_port(self.get_env()))
         return None
 
     async def delete_forever(self) -> None:
@@ -374,26 +382,3 @@ def _started(inst: Instance) -> dt.datetime | None:
     now = dt.datetime.now(dt.timezone.utc)
     up = uptime_seconds(inst, now)
     return None if up is None else now - dt.timedelta(seconds=up)
-
-
-def _hub_api_port(env: dict[str, str]) -> int:
-    from urllib.parse import urlsplit
-
-    return urlsplit(env["JUPYTERHUB_API_URL"]).port or 80
-
-
-def _free_port() -> int:
-    """A port nothing listens on now, on this machine's 127.0.0.1 (the tunnel's end for the proxy)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
