@@ -180,10 +180,11 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         store = LabStore()
         hourly = self._hourly(provider) or 0.0
         with _MONEY_LOCK:  # two students starting at once must not both fit in the last hour of budget
-            spend = self._spend(provider, store)
             reserved = _RESERVED.get(names.class_name, 0.0)
-            check_can_spawn(Spend(spend.spent, spend.hourly + reserved), hourly, self.budget_usd_per_day,
-                            names.class_name)
+            if self.budget_usd_per_day > 0:  # (listing the class's labs under this lock costs every start)
+                spend = self._spend(provider, store)
+                check_can_spawn(Spend(spend.spent, spend.hourly + reserved), hourly, self.budget_usd_per_day,
+                                names.class_name)
             _RESERVED[names.class_name] = reserved + hourly
         try:
             return self._launch_lab(provider, store, names, env, hourly)
