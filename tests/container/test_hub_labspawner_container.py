@@ -203,6 +203,21 @@ def test_a_launch_whose_server_never_answers_leaves_nothing(hub: Hub, engine: Po
     assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
 
 
+def test_a_failed_launch_keeps_a_volume_that_was_there_before(hub: Hub, engine: Podman, lab_image: str,
+                                                              users: dict[str, User]) -> None:
+    """eve's data volume exists (an earlier start, a backup put back): her failed start removes the container and
+    leaves the volume, files and all."""
+    engine.text("volume", "create", "vmlab-cls-eve-data")
+    engine.text("run", "--rm", "--pull", "never", "--network", "none", "-v", "vmlab-cls-eve-data:/d", "--entrypoint",
+                "sh", lab_image, "-c", "echo from before > /d/old.txt")
+    assert not hub.spawn(users["eve"].session, "eve").get("ready")
+    assert containers(engine) == [] and volumes(engine) == ["vmlab-cls-eve-data"] and records(hub) == []
+    kept = engine.text("run", "--rm", "--pull", "never", "--network", "none", "-v", "vmlab-cls-eve-data:/d",
+                       "--entrypoint", "cat", lab_image, "/d/old.txt")
+    assert kept == "from before\n"
+    engine.text("volume", "rm", "vmlab-cls-eve-data")
+
+
 def test_a_missing_image_is_refused_before_anything(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
     assert not hub.spawn(users["gus"].session, "gus").get("ready")
     assert "image 'localhost/vmlab/absent:0' not found for provider container" in hub.log_path.read_text()
