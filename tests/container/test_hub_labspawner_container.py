@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jupyterhub
+import psutil
 import pytest
 import requests
 
@@ -244,7 +245,9 @@ def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine
         labels = box["Config"]["Labels"]
         assert (labels["vmlab:class"], labels["vmlab:hub-user"]) == ("cls", name)
         assert {m["Name"] for m in box["Mounts"]} == {f"vmlab-cls-{name}-data"}
-        assert "JUPYTERHUB_API_TOKEN" not in " ".join(box["Config"]["Cmd"] or [])  # secrets never in argv
+        token = next(e.split("=", 1)[1] for e in box["Config"]["Env"] if e.startswith("JUPYTERHUB_API_TOKEN="))
+        assert len(token) >= 32 and token not in json.dumps([box["Args"], box["Config"]["Cmd"]])
+        assert not [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
         assert listeners(published_port(engine, f"cls-{name}")) == ["127.0.0.1"]
         assert bucket_text(s3, f"cls/{name}/result.txt") == f"42 by {name}"  # the agent pushed it, to its prefix
     ana, ben, chloe = (users[n] for n in STUDENTS)
