@@ -23,6 +23,9 @@ from vmlab.providers.container.provider import ContainerProvider
 SHARED_CACHE = Path(os.environ.get("VMLAB_TEST_CACHE", "/var/tmp/vmlab-test-cache")) / "container"
 RECIPES = Path(__file__).parent / "recipes"
 LAB_RECIPE = "ctr-lab"
+HUB_LAB_RECIPE = "ctr-hub-lab"
+#: images the session keeps across tests (baked or loaded once)
+SESSION_RECIPES = (LAB_RECIPE, HUB_LAB_RECIPE)
 
 
 def _skip_or_fail(message: str) -> None:
@@ -88,7 +91,7 @@ def provider(container_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     finally:
         made.engine.call("rm", "-a", "-f", "-v", "-t", "0")
         for image in made.list_images({"vmlab:recipe-hash": "*"}):
-            if image.tags.get("vmlab:recipe") != LAB_RECIPE:  # the session's lab image (lab_image) stays
+            if image.tags.get("vmlab:recipe") not in SESSION_RECIPES:  # the session's lab images stay
                 made.delete_image(image.id)
 
 
@@ -136,5 +139,38 @@ def lab_image(container_root: Path) -> str:
     partial = archive.with_suffix(".part")
     made.engine.text("save", "-q", "--format", "oci-archive", "-o", str(partial), result.image.source or "",
                      what="keeping the lab image")
+    partial.rename(archive)
+    return result.image.id
+
+
+@pytest.fixture(scope="session")
+def hub_lab_image(container_root: Path, lab_image: str) -> str:
+    """The id of lab_image plus jupyterhub-singleuser at this hub's version (recipes/hub_lab.py), baked on
+    lab_image (about a minute: one pip step) and kept in the shared test cache like it."""
+    import jupyterhub
+
+    from vmlab.engine.loader import load_recipe
+    from vmlab.workflows.bake import bake
+
+    made = ContainerProvider(container_root, base_cache=SHARED_CACHE)
+    spec = {"jupyterhub_spec": f"jupyterhub=={jupyterhub.__version__}"}
+    # not in RECIPES: lab_image_key() hashes that folder, and a new file there would bake the lab image again
+    recipe_file = Path(__file__).parent / "hubrecipes" / "hub_lab.py"
+    key = hashlib.sha256((lab_image_key() + recipe_file.read_text() + str(spec)).encode()).hexdigest()[:16]
+    archive = SHARED_CACHE / f"hub-lab-image-{key}.tar"
+    if archive.is_file():
+        made.engine.text("load", "-q", "-i", str(archive), what="loading the cached hub lab image")
+        found = made.list_images({"vmlab:recipe": HUB_LAB_RECIPE})
+        if found:
+            return found[0].id
+    started = time.monotonic()
+    result = bake(load_recipe(recipe_file), made, base=lab_image, variables=spec,
+                  say=lambda msg: print(f"hub lab image: {msg}", file=sys.stderr))
+    print(f"hub lab image baked in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    for old in SHARED_CACHE.glob("hub-lab-image-*.tar"):
+        old.unlink()
+    partial = archive.with_suffix(".part")
+    made.engine.text("save", "-q", "--format", "oci-archive", "-o", str(partial), result.image.source or "",
+                     what="keeping the hub lab image")
     partial.rename(archive)
     return result.image.id

@@ -134,9 +134,40 @@ def test_lab_container_keeps_secrets_off_the_command_line(monkeypatch: pytest.Mo
     assert no_sync == {"JUPYTER_TOKEN": "t" * 40}  # no sync: no credentials go in
 
 
+def test_a_hub_lab_gets_the_hubs_environment_as_secrets_and_reaches_its_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmlab.providers.base import LabLaunch
+    from vmlab.providers.container import labcontainer
+
+    monkeypatch.delenv(labcontainer.HOST_LOOPBACK_ENV, raising=False)
+    hub = {"JUPYTERHUB_API_TOKEN": "hub-" + "y" * 40, "JUPYTERHUB_API_URL": "http://127.0.0.1:8081/hub/api",
+           "JUPYTERHUB_ACTIVITY_URL": "http://localhost:8081/hub/api/users/ana/activity",
+           "JUPYTERHUB_SERVICE_PREFIX": "/user/ana/", "JUPYTERHUB_USER": "ana"}
+    argv, env = labcontainer.run_argv("cls-ana", "img", 8891, LabLaunch("", None, hub_env=hub), {}, 15)
+    assert "hub-" not in " ".join(argv) and "JUPYTER_TOKEN" not in env  # no token: the hub checks visitors
+    assert env["JUPYTERHUB_API_TOKEN"] == hub["JUPYTERHUB_API_TOKEN"]
+    assert env["JUPYTERHUB_API_URL"] == "http://10.0.2.2:8081/hub/api"  # this machine's loopback, seen inside
+    assert env["JUPYTERHUB_ACTIVITY_URL"] == "http://10.0.2.2:8081/hub/api/users/ana/activity"
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://0.0.0.0:8888/user/ana/"
+    assert "slirp4netns:allow_host_loopback=true" in argv and argv[-2:] == ["--", "--allow-root"]
+    remote = {**hub, "JUPYTERHUB_API_URL": "https://hub.example.org/hub/api", "JUPYTERHUB_ACTIVITY_URL": ""}
+    argv, _ = labcontainer.run_argv("cls-ana", "img", 8891, LabLaunch("", None, hub_env=remote), {}, 15)
+    assert "slirp4netns" in argv  # a hub elsewhere: the host's loopback stays closed
+
+
 def test_lab_flags_a_container_cannot_honour_are_refused() -> None:
     from vmlab.providers.base import LaunchSpec
 
     provider = ContainerProvider(Path("/nonexistent-root"))
     with pytest.raises(BadInput, match="--type/--builder-type g4dn.xlarge does not apply"):
         provider.check_launch(LaunchSpec("lab", "img", "", instance_type="g4dn.xlarge"))
+
+
+def test_labs_launched_at_once_are_given_different_ports() -> None:
+    """Nothing binds the first port before the second launch asks (podman binds it a moment later)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vmlab.providers.container import labcontainer
+
+    with ThreadPoolExecutor(8) as pool:
+        ports = list(pool.map(lambda _i: labcontainer.free_port(start=20500, tries=50), range(8)))
+    assert len(set(ports)) == 8 and all(20500 <= p < 20550 for p in ports)

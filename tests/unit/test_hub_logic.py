@@ -1,5 +1,5 @@
 """vmlab.hub's pure parts: which hub user names can name a lab, the environment file the lab's
-jupyterhub-singleuser reads, and the class budget."""
+jupyterhub-singleuser reads, the class budget and the price it counts with."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmlab.errors import BadInput
-from vmlab.hub.budget import Ledger, Spend, check_can_spawn, running_cost
+from vmlab.hub.budget import Ledger, Spend, check_can_spawn, lab_price, running_cost
 from vmlab.hub.names import LabNames, check_class
 from vmlab.hub.singleuser import SingleUserServer, check_command, env_text, through_tunnel
 
@@ -108,3 +108,37 @@ def test_the_ledger_keeps_today_only(tmp_path: Path) -> None:
     ledger.add(1.0, tomorrow)
     assert ledger.spent(tomorrow) == 1.0 and ledger.spent(NOON) == 0.0
     assert (tmp_path / "hub" / "cls-spend.json").stat().st_mode & 0o777 == 0o600
+
+
+class _Quoting:
+    name = "ec2"
+
+    def offer(self, instance_type: str | None, image: str | None = None, spot: bool = False) -> None:
+        raise NotImplementedError
+
+    def list_price(self, instance_type: str) -> float | None:
+        return {"g4dn.xlarge": 0.526}.get(instance_type)
+
+
+class _Unpriced:
+    name = "container"
+
+
+def test_a_labs_price_is_the_instructors_figure_else_the_providers() -> None:
+    quoting, unpriced = _Quoting(), _Unpriced()
+    assert lab_price(quoting, "g4dn.xlarge", 0.0, 20.0) == 0.526  # type: ignore[arg-type]
+    assert lab_price(quoting, "g4dn.xlarge", 0.9, 20.0) == 0.9  # type: ignore[arg-type]
+    assert lab_price(unpriced, None, 0.25, 20.0) == 0.25  # type: ignore[arg-type]
+    assert lab_price(unpriced, None, 0.0, 0.0) is None  # type: ignore[arg-type]  # no budget: no price needed
+
+
+@pytest.mark.parametrize("provider, instance_type, says", [
+    (_Unpriced(), None, "the container provider quotes none"),
+    (_Quoting(), "p5.48xlarge", "ec2 has none for p5.48xlarge"),
+    (_Quoting(), None, "the ec2 provider quotes none without an instance type"),
+])
+def test_a_budget_without_a_price_is_refused_in_one_line(provider: object, instance_type: str | None,
+                                                         says: str) -> None:
+    with pytest.raises(BadInput, match=f"a class budget needs prices: {says}") as caught:
+        lab_price(provider, instance_type, 0.0, 20.0)  # type: ignore[arg-type]
+    assert "c.LabSpawner.hourly_usd" in (caught.value.hint or "") and "\n" not in str(caught.value)

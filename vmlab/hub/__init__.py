@@ -1,4 +1,5 @@
-"""JupyterHub integration: `vmlab.hub.LabSpawner`, a lab VM per user (docs/hub.md).
+"""JupyterHub integration: `vmlab.hub.LabSpawner`, a lab per user: a VM (ec2, local) or a container on the hub's
+machine (container) (docs/hub.md).
 
 JupyterHub is imported only when the spawner is (`c.JupyterHub.spawner_class = "vmlab.hub.LabSpawner"`), so
 vmlab itself never needs it.

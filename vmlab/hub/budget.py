@@ -24,6 +24,7 @@ from pathlib import Path
 from vmlab.errors import BadInput
 from vmlab.fileio import write_atomic
 from vmlab.paths import state_dir
+from vmlab.providers.base import Provider, Quotes
 
 
 def today(now: dt.datetime) -> str:
@@ -63,6 +64,23 @@ def check_can_spawn(spend: Spend, hourly: float, budget: float, class_name: str 
         raise BadInput(f"{class_name}'s budget of ${budget:.2f} a day is reached: ${spend.spent:.2f} spent today, "
                        f"another hour of the running labs and this one would make ${need:.2f}",
                        "ask an instructor: stop idle labs, or raise c.LabSpawner.budget_usd_per_day")
+
+
+def lab_price(provider: Provider, instance_type: str | None, hourly_usd: float, budget: float) -> float | None:
+    """USD per hour of one lab: `hourly_usd` when set (c.LabSpawner.hourly_usd: the instructor's own figure wins),
+    else the provider's on-demand price when it quotes one (None: unknown). BadInput when a budget is set and
+    neither gives a price, before anything is made."""
+    if hourly_usd > 0:
+        return float(hourly_usd)
+    quotes = isinstance(provider, Quotes) and bool(instance_type)
+    price = provider.list_price(instance_type) if quotes and instance_type else None  # type: ignore[attr-defined]
+    if price is None and budget > 0:
+        which = (f"{provider.name} has none for {instance_type}" if quotes else
+                 f"the {provider.name} provider quotes none" + ("" if instance_type or not isinstance(
+                     provider, Quotes) else " without an instance type"))
+        raise BadInput(f"a class budget needs prices: {which}",
+                       "set c.LabSpawner.hourly_usd (USD per lab-hour), or budget_usd_per_day = 0")
+    return price
 
 
 class Ledger:

@@ -12,7 +12,10 @@ vmlab's provider contract and `vmlab up`'s own workflow.
 - poll: the provider's state of the instance; a lab the provider reports stopped (idle stop, max hours) is
   stopped for the hub too.
 - budget: `budget_usd_per_day` refuses spawns that would not fit and stops running labs once it is spent
-  (vmlab.hub.budget).
+  (vmlab.hub.budget), at the provider's prices or `hourly_usd`.
+- a provider that serves labs itself (`ServesLabs`, the container provider): no SSH and no tunnel; each start
+  launches a new container on the user's kept data volume with the hub's environment, published on 127.0.0.1
+  (vmlab.hub.served).
 
 See docs/hub.md for the jupyterhub_config.py an instructor writes.
 """
@@ -23,6 +26,7 @@ import asyncio
 import datetime as dt
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -30,16 +34,21 @@ from traitlets import Callable as CallableTrait
 from traitlets import Float, Integer, List, Unicode, Union, default
 
 from vmlab.errors import VmlabError
-from vmlab.hub.budget import Ledger, Spend, check_can_spawn, running_cost
+from vmlab.hub import served
+from vmlab.hub.budget import Ledger, Spend, check_can_spawn, lab_price, running_cost
+from vmlab.hub.loopback import free_port, hub_api_port, listening
 from vmlab.hub.names import CLASS_TAG, LabNames, check_class, check_sync_root
 from vmlab.hub.singleuser import DEFAULT_COMMAND, SingleUserServer, check_command
-from vmlab.providers.base import Instance, Provider, Quotes
+from vmlab.providers.base import Instance, Provider, Quotes, ServesLabs
 from vmlab.state import LabRecord, LabStore
 
 #: serialises the budget's check-and-reserve and the ledger's read-add-write across the hub's spawners
 _MONEY_LOCK = threading.Lock()
 #: class -> USD/hour of its launches in progress (not yet running, so not yet in the provider's list)
 _RESERVED: dict[str, float] = {}
+#: the launches' threads: each mostly waits (a VM's boot, a server starting), and asyncio's default pool has only
+#: CPUs + 4 threads, which made the 7th of ten students pressing start together wait for the first six
+_LAUNCHES = ThreadPoolExecutor(max_workers=64, thread_name_prefix="vmlab-launch")
 
 
 class SpawnCancelled(VmlabError):
@@ -67,6 +76,8 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     idle = Unicode("0", config=True, help="a lab without SSH or GPU use this long stops itself ('0': never)")
     max_hours = Float(8.0, config=True, help="a lab stops itself this many hours after its start (0: never)")
     budget_usd_per_day = Float(0.0, config=True, help="class budget in USD per UTC day (0: none)")
+    hourly_usd = Float(0.0, config=True, help="USD per hour of one lab, for the budget (0: the provider's price "
+                       "table; needed where the provider quotes none, e.g. containers)")
     singleuser_command = Unicode(DEFAULT_COMMAND, config=True, help="jupyterhub-singleuser on the image")
     lab_port = Union([Integer(), CallableTrait()], default_value=8888, config=True,
                      help="the server's port on the lab's loopback (or a callable of the spawner)")
@@ -110,11 +121,15 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     def _say(self, message: str) -> None:
         """A step of the launch, shown on the spawn page. The first step after a cancel raises SpawnCancelled, so
         the launch stops there and undoes itself (its clean-up's own messages then pass)."""
+        self._tick()
+        self.log.info("lab %s: %s", self.names.lab, message)
+        self._events.append({"progress": min(10 + 10 * len(self._events), 90), "message": message})
+
+    def _tick(self) -> None:
+        """Raises SpawnCancelled once after the hub gave up on the start."""
         if self._cancel.is_set() and not self._cancelled:
             self._cancelled = True
             raise SpawnCancelled(f"the start of lab {self.names.lab} was cancelled")
-        self.log.info("lab %s: %s", self.names.lab, message)
-        self._events.append({"progress": min(10 + 10 * len(self._events), 90), "message": message})
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         sent = 0
@@ -137,7 +152,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         self._events.append({"progress": 5, "message": f"preparing lab {names.lab}"})
         env = self.get_env()
         loop = asyncio.get_running_loop()
-        self._launch = loop.run_in_executor(None, self._start_lab, names, env)
+        self._launch = loop.run_in_executor(_LAUNCHES, self._start_lab, names, env)
         try:
             port = await asyncio.shield(self._launch)
         except asyncio.CancelledError:
@@ -165,10 +180,11 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         store = LabStore()
         hourly = self._hourly(provider) or 0.0
         with _MONEY_LOCK:  # two students starting at once must not both fit in the last hour of budget
-            spend = self._spend(provider, store)
             reserved = _RESERVED.get(names.class_name, 0.0)
-            check_can_spawn(Spend(spend.spent, spend.hourly + reserved), hourly, self.budget_usd_per_day,
-                            names.class_name)
+            if self.budget_usd_per_day > 0:  # (listing the class's labs under this lock costs every start)
+                spend = self._spend(provider, store)
+                check_can_spawn(Spend(spend.spent, spend.hourly + reserved), hourly, self.budget_usd_per_day,
+                                names.class_name)
             _RESERVED[names.class_name] = reserved + hourly
         try:
             return self._launch_lab(provider, store, names, env, hourly)
@@ -180,9 +196,11 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
                     hourly: float) -> int:
         from vmlab.workflows.labs import up
 
-        local = _free_port()
+        if isinstance(provider, ServesLabs):
+            return self._launch_served(provider, store, names, env, hourly)
+        local = free_port()
         lab_port, hub_port = self._port(self.lab_port), self._port(self.lab_hub_port)
-        hub_api = _hub_api_port(env)
+        hub_api = hub_api_port(env)
         server = SingleUserServer(env, self.singleuser_command, lab_port, hub_port, data_dir="data",
                                   before_start=lambda record: self._open_tunnel(record, local, hub_port, hub_api))
         try:
@@ -197,6 +215,27 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
             raise
         return local
 
+    def _launch_served(self, provider: ServesLabs, store: LabStore, names: LabNames, env: dict[str, str],
+                       hourly: float) -> int:
+        """A lab the provider serves (a container, vmlab.hub.served): relaunched on its kept data at each start;
+        returns the port it is published on."""
+        from vmlab.workflows.labs import up
+
+        base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
+        server = served.HubServer(env, tick=self._tick)
+        served.discard_previous(provider, store, names.lab, stop=lambda record: self._stop_running(base, record))
+        result = up(base, names.lab, image=self.image, instance_type=self.instance_type, store=store,
+                    lab_timeout=float(self.start_timeout), idle=self.idle, max_hours=self.max_hours,
+                    sync=names.sync_url(self.sync_root), say=self._say, tags=names.tags, server=server,
+                    quote=(lambda _img: (hourly, None)) if hourly else None)
+        self._say("lab started; its server answers")
+        return served.target(result.record)
+
+    def _stop_running(self, provider: Provider, record: LabRecord) -> None:
+        inst = provider.describe(record.instance_id)
+        if inst is not None and inst.state == "running":
+            self._stop_instance(provider, record, inst)
+
     def _open_tunnel(self, record: LabRecord, local: int, hub_port: int, hub_api: int) -> None:
         from vmlab.workflows.tunnel import OpenSSH, check_key_file, connect_failure
 
@@ -209,7 +248,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         for _ in range(100):  # until ssh listens locally (or gives up)
             if not tunnel.alive():
                 raise connect_failure(record, tunnel.failure())
-            if _listening(local):
+            if listening(local):
                 return
             threading.Event().wait(0.05)
 
@@ -272,11 +311,13 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
             self._close_tunnel()
             self._stop_instance(provider, record, inst)
             return 0
+        if isinstance(provider, ServesLabs):
+            return None  # published by the provider: no tunnel to hold
         if self._tunnel is None or not self._tunnel.alive():
             if self._local_port is None:
                 return 0  # a hub restarted without the tunnel's port: the user starts the server again
             self._open_tunnel(record, self._local_port, self._port(self.lab_hub_port),
-                              _hub_api_port(self.get_env()))
+                              hub_api_port(self.get_env()))
         return None
 
     async def delete_forever(self) -> None:
@@ -292,9 +333,10 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
         provider, store = self._provider(), LabStore()
         inst = find_lab_instance(provider, self.names.lab)
-        if store.get(self.names.lab) is None and inst is None:
-            return
-        down(provider, self.names.lab, store=store, force=inst is None or inst.state != "running", say=self._log)
+        if store.get(self.names.lab) is not None or inst is not None:
+            down(provider, self.names.lab, store=store, force=inst is None or inst.state != "running",
+                 say=self._log)
+        served.remove_data(provider, self.names.lab)
 
     def _log(self, message: str) -> None:
         self.log.info("lab %s: %s", self.names.lab, message)
@@ -317,22 +359,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
     # -- money ----------------------------------------------------------------------------------------------
     def _hourly(self, provider: Provider) -> float | None:
-        """The on-demand price of a lab (USD/hour) when the provider quotes prices; the budget needs one."""
-        if not isinstance(provider, Quotes) or not self.instance_type:
-            if self.budget_usd_per_day > 0:
-                from vmlab.errors import BadInput
-
-                raise BadInput(f"a class budget needs prices: the {provider.name} provider quotes none"
-                               + ("" if self.instance_type else " without an instance type"),
-                               "set c.LabSpawner.instance_type, or budget_usd_per_day = 0")
-            return None
-        price = provider.list_price(self.instance_type)
-        if price is None and self.budget_usd_per_day > 0:
-            from vmlab.errors import BadInput
-
-            raise BadInput(f"a class budget needs prices: {provider.name} has none for {self.instance_type}",
-                           "choose an instance type from its price table, or set budget_usd_per_day = 0")
-        return price
+        return lab_price(provider, self.instance_type, self.hourly_usd, self.budget_usd_per_day)
 
     def _spend(self, provider: Provider, store: LabStore) -> Spend:
         now = dt.datetime.now(dt.timezone.utc)
@@ -343,6 +370,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
                 continue
             record = store.get(inst.tags.get("vmlab:lab", ""))
             hourly = record.hourly_price if record is not None else None
+            hourly = hourly or self.hourly_usd or None
             if hourly is None and isinstance(provider, Quotes) and inst.instance_type:
                 hourly = provider.list_price(inst.instance_type)
             running.append((hourly or 0.0, started))
@@ -355,26 +383,3 @@ def _started(inst: Instance) -> dt.datetime | None:
     now = dt.datetime.now(dt.timezone.utc)
     up = uptime_seconds(inst, now)
     return None if up is None else now - dt.timedelta(seconds=up)
-
-
-def _hub_api_port(env: dict[str, str]) -> int:
-    from urllib.parse import urlsplit
-
-    return urlsplit(env["JUPYTERHUB_API_URL"]).port or 80
-
-
-def _free_port() -> int:
-    """A port nothing listens on now, on this machine's 127.0.0.1 (the tunnel's end for the proxy)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -408,6 +408,9 @@ class LabLaunch:
     idle_minutes: float = 0.0
     #: hours each start of the lab may run before the agent stops it (0: no limit)
     max_hours: float = 0.0
+    #: a JupyterHub's environment for the server (JUPYTERHUB_API_TOKEN, ...; secret): the agent then runs
+    #: `jupyterhub-singleuser`, which checks every visitor with the hub, instead of JupyterLab with `token`
+    hub_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @runtime_checkable
@@ -416,7 +419,10 @@ class ServesLabs(Protocol):
     127.0.0.1 (a container running `vmlab-agent run --jupyter`), so `up` passes the token at launch, `tunnel`
     only prints the URL and nothing goes over SSH. The Instance of such a lab has host 127.0.0.1 and `port` the
     published one. `read_file` reads a file of the lab, running or stopped (the agent's status); `shell`
-    returns the argv and environment of an interactive shell in it (`vmlab ssh`)."""
+    returns the argv and environment of an interactive shell in it (`vmlab ssh`). A lab's data (the folder the
+    agent syncs) outlives its instance: `has_lab_data(name)` says whether lab `name`'s exists, `discard_lab`
+    removes an instance and keeps its data (a hub relaunches a user's lab with a new environment at each start),
+    `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both)."""
 
     def check_lab_image(self, image: str) -> None: ...
 
@@ -425,6 +431,12 @@ class ServesLabs(Protocol):
     def read_file(self, instance_id: str, path: str) -> bytes | None: ...
 
     def shell(self, instance_id: str, command: tuple[str, ...]) -> tuple[list[str], dict[str, str]]: ...
+
+    def has_lab_data(self, name: str) -> bool: ...
+
+    def discard_lab(self, instance_id: str) -> None: ...
+
+    def remove_lab_data(self, name: str) -> None: ...
 
 
 @runtime_checkable

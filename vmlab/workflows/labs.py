@@ -38,6 +38,7 @@ from vmlab.workflows.labagent import AgentSettings
 from vmlab.workflows.labpower import SYNC_TAG, find_lab_instance, terminate
 from vmlab.workflows.labserver import JupyterLabServer, LabServer, Stopwatch
 from vmlab.workflows.preflight import check_launch, where_flags
+from vmlab.workflows.servedlab import ServedServer
 
 Say = Callable[[str], None]
 #: called with the resolved image just before a launch: checks the instance type against it, shows what the type
@@ -139,26 +140,26 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
        lab_timeout: float = 180.0, idle: str | None = None, max_hours: float | None = None,
        sync: str | None = None, say: Say = lambda _m: None,
        options: LaunchOptions | None = None, quote: Quote | None = None,
-       tags: Mapping[str, str] | None = None, server: LabServer | None = None) -> UpResult:
+       tags: Mapping[str, str] | None = None, server: LabServer | ServedServer | None = None) -> UpResult:
     """Launch lab `name` (or resume it if it exists) and wait until JupyterLab answers with a fresh token.
     `idle` ("30m"), `max_hours` and `sync` (s3://bucket/prefix) go to the lab's agent (vmlab.workflows.labagent);
     a flag left None keeps the lab's previous setting. `options` are the launch flags (spot, max_price,
     volume_size_gb, ssh_cidr); `quote` runs before a new launch and its price is recorded with the lab. Every
     check (`check_up`) runs before the first thing is made. `server` is what runs on the lab's loopback (default:
-    the recipe's JupyterLab with a fresh token; vmlab.hub gives jupyterhub-singleuser); `tags` go on a new lab."""
+    the recipe's JupyterLab with a fresh token; vmlab.hub gives jupyterhub-singleuser: a LabServer over SSH, a
+    ServedServer for a provider that serves labs itself); `tags` go on a new lab."""
     watch = Stopwatch()
-    if server is not None and isinstance(provider, ServesLabs):
-        raise BadInput(f"the {provider.name} provider runs the image's own JupyterLab (its agent), not another "
-                       "lab server", "use an SSH provider (local, ec2) for this")
-    server = server or JupyterLabServer(lab_timeout)
+    served_server = _served_server(provider, server)
     checks = check_up(provider, name, image=image, instance_type=instance_type, store=store, idle=idle,
                       max_hours=max_hours, sync=sync, options=options, quote=quote, tags=tags)
     store, settings, existing, record = checks.store, checks.settings, checks.existing, checks.record
     if isinstance(provider, ServesLabs):  # the provider runs JupyterLab itself: no SSH
         from vmlab.workflows.servedlab import up_served
 
-        served = up_served(provider, checks, watch, lab_timeout, say)
+        served = up_served(provider, checks, watch, lab_timeout, say, served_server)
         return UpResult(served, existing is not None, tunnel_hint(name), watch.finish())
+    assert not isinstance(server, ServedServer)  # _served_server refused it
+    server = server or JupyterLabServer(lab_timeout)
     if existing is not None and record is not None:
         if existing.state in ("stopped", "stopping"):
             say(f"starting lab {name} ({existing.id})")
@@ -194,6 +195,17 @@ def up(provider: Provider, name: str, *, image: str | None = None, instance_type
         store.put(record)
     sshconfig.refresh(store)
     return UpResult(record, False, tunnel_hint(name), watch.finish())
+
+
+def _served_server(provider: Provider, server: LabServer | ServedServer | None) -> ServedServer | None:
+    """The server a provider that serves labs runs (None: its JupyterLab with a token); BadInput when `server`
+    does not fit how the provider runs labs."""
+    served = isinstance(provider, ServesLabs)
+    if server is not None and served != isinstance(server, ServedServer):
+        raise BadInput(f"the {provider.name} provider " + ("serves labs itself (no SSH): it needs a ServedServer"
+                                                           if served else "reaches labs over SSH: it needs a "
+                                                           "LabServer"), "use the server that fits the provider")
+    return server if isinstance(server, ServedServer) else None
 
 
 def _sync_profile(provider: Provider, settings: AgentSettings, cleanup: Cleanup, say: Say) -> str | None:

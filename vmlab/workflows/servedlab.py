@@ -15,8 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import HostError
@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 LOCAL = "127.0.0.1"
+
+
+@runtime_checkable
+class ServedServer(Protocol):
+    """What a served lab runs instead of JupyterLab with a token (vmlab.hub.served: jupyterhub-singleuser):
+    `hub_env` goes to the lab at launch (LabLaunch.hub_env), `wait` returns once the server answers (HostError
+    when it cannot)."""
+
+    hub_env: Mapping[str, str]
+
+    def wait(self, record: LabRecord, inst: Instance, provider: Provider, timeout: float) -> None: ...
 
 
 def lab_url(record: LabRecord) -> str:
@@ -65,10 +76,11 @@ def wait_answers(record: LabRecord, inst: Instance, provider: Provider, timeout:
                     f"`vmlab ssh {record.name}` and look around, or `vmlab down {record.name}`")
 
 
-def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_timeout: float, say: Say) -> LabRecord:
-    """Start or launch the lab `checks` describe and wait until it answers with its token; returns its record
-    (stored). A failed or interrupted new launch leaves nothing (the provider removes what it made; the
-    container is terminated if the wait fails)."""
+def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_timeout: float, say: Say,
+              server: ServedServer | None = None) -> LabRecord:
+    """Start or launch the lab `checks` describe and wait until it answers with its token (or `server`'s wait);
+    returns its record (stored). A failed or interrupted new launch leaves nothing (the provider removes what it
+    made; the container is removed if the wait fails, and its data unless it was there before)."""
     base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
     store, settings, name = checks.store, checks.settings, checks.name
     if checks.existing is not None and checks.record is not None:
@@ -82,21 +94,24 @@ def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_time
         store.put(record)
         return record
     assert checks.spec and checks.image  # set for a new launch
-    token = secrets.token_urlsafe(32)
+    token = "" if server else secrets.token_urlsafe(32)  # a hub's server checks visitors with the hub
+    launch = LabLaunch(token, settings.sync_url, settings.idle_minutes, settings.max_hours,
+                       hub_env=server.hub_env if server else {})
+    kept_data = provider.has_lab_data(name)  # a failed launch leaves data that was there before
     with Cleanup(say) as cleanup:
         say(f"launching lab {name} from {checks.image.name} ({checks.image.id})")
         with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo
-            inst = provider.launch_lab(checks.spec, LabLaunch(token, settings.sync_url, settings.idle_minutes,
-                                                                   settings.max_hours))
-            cleanup.on_failure(f"lab container {inst.id}", lambda: base.terminate(inst.id))
+            inst = provider.launch_lab(checks.spec, launch)
+            cleanup.on_failure(f"lab container {inst.id}" + (" (its data kept)" if kept_data else ""),
+                               lambda: provider.discard_lab(inst.id) if kept_data else base.terminate(inst.id))
         record = LabRecord(name=name, provider=base.name, instance_id=inst.id, image=checks.image.id,
                            user=inst.user, key_file="", host_key="", token=token, host=inst.host, port=inst.port,
                            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           instance_type=inst.instance_type)
+                           instance_type=inst.instance_type, hourly_price=checks.prices[0])
         record.agent = settings.section()
-        say("waiting for JupyterLab to answer")
+        say("waiting for the lab's server to answer" if server else "waiting for JupyterLab to answer")
         with watch.lap("jupyter_start"):
-            wait_answers(record, inst, base, lab_timeout)
+            (server.wait if server else wait_answers)(record, inst, base, lab_timeout)
         store.put(record)
     return record
 

@@ -13,6 +13,11 @@ a named volume.
 - Data: the volume `vmlab-LAB-data` at /root/data, labelled `vmlab:lab`; kept across stop/start, removed with the
   container (`terminate`, i.e. `vmlab down`). The agent's state (manifest, journal, status) is in the
   container's own layer, also kept across stop/start.
+- Under a JupyterHub (vmlab.hub.LabSpawner, `LabLaunch.hub_env`): the hub's environment goes in as secrets the
+  same way (no JUPYTER_TOKEN), the agent runs `jupyterhub-singleuser` (as root: `--allow-root`), and the hub's
+  API on this machine's loopback is reached as 10.0.2.2 (slirp4netns `allow_host_loopback`: the server checks
+  every visitor with the hub). That lets the lab reach anything on this machine's loopback, as DockerSpawner's
+  host network does: keep nothing unauthenticated there (docs/hub.md).
 - `VMLAB_CONTAINER_HOST_LOOPBACK=1` (tests with a store emulator on this machine's loopback only): the container
   may reach this machine's 127.0.0.1 as 10.0.2.2 (slirp4netns `allow_host_loopback`), and an AWS endpoint on
   127.0.0.1 or localhost is rewritten to it. Off by default: a lab must not reach the host's local services.
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Mapping
 
 from vmlab import lab
@@ -46,21 +53,38 @@ HOST_LOOPBACK_ENV = "VMLAB_CONTAINER_HOST_LOOPBACK"
 PORT_LABEL = "vmlab:lab-port"
 VOLUME_LABEL = "vmlab:volume"
 _LOOPBACK_URL = re.compile(r"^(https?://)(127\.0\.0\.1|localhost)([:/]|$)")
+#: this machine's loopback as a container sees it (slirp4netns with allow_host_loopback)
+HOST_FROM_CONTAINER = "10.0.2.2"
+#: the hub's URLs the server must reach from inside its container
+HUB_URLS = ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL")
+
+
+#: ports handed out lately (port -> until when, monotonic): podman binds a port a moment after it is chosen, so
+#: launches running at once in this process (a hub starting many labs) must not be given the same one
+_CLAIMED: dict[int, float] = {}
+_CLAIM_LOCK = threading.Lock()
+CLAIM_SECONDS = 120.0
 
 
 def free_port(start: int = 8890, tries: int = 200) -> int:
-    """A port nothing listens on at 127.0.0.1 (podman's forwarder binds it a moment later)."""
+    """A port nothing listens on at 127.0.0.1 (podman's forwarder binds it a moment later) and that this process
+    did not hand out in the last CLAIM_SECONDS."""
     import socket
 
     from vmlab.errors import HostError
 
-    for port in range(start, start + tries):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
+    with _CLAIM_LOCK:
+        now = time.monotonic()
+        for port in range(start, start + tries):
+            if _CLAIMED.get(port, 0.0) > now:
                 continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _CLAIMED[port] = now + CLAIM_SECONDS
+            return port
     raise HostError(f"no free port on 127.0.0.1 in {start}-{start + tries - 1}", "stop a lab or a tunnel")
 
 
@@ -79,24 +103,44 @@ def plain_env(launch: LabLaunch) -> dict[str, str]:
             "PATH": PATH}
 
 
+def from_container(url: str) -> str:
+    """`url` with this machine's loopback host replaced by the address a container reaches it at."""
+    return _LOOPBACK_URL.sub(rf"\g<1>{HOST_FROM_CONTAINER}\g<3>", url)
+
+
+def hub_env(launch: LabLaunch) -> dict[str, str]:
+    """The hub's environment for a server in the container: its URLs as the container reaches them, and its own
+    address (the container's port, under the prefix the hub gave)."""
+    env = {**launch.hub_env, **{k: from_container(launch.hub_env[k]) for k in HUB_URLS if launch.hub_env.get(k)}}
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    return {**env, "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{INSIDE_PORT}{prefix}"}
+
+
 def secret_env(launch: LabLaunch, environ: Mapping[str, str]) -> dict[str, str]:
-    """The lab container's token, sync URL and storage variables (passed by name: see the module docstring)."""
-    env = {"JUPYTER_TOKEN": launch.token}
+    """The lab container's token (or the hub's environment), sync URL and storage variables (passed by name: see
+    the module docstring)."""
+    env = hub_env(launch) if launch.hub_env else {"JUPYTER_TOKEN": launch.token}
     if launch.sync_url:
         env["VMLAB_SYNC_URL"] = launch.sync_url
         env.update({name: environ[name] for name in STORAGE_ENV if environ.get(name)})
     if host_loopback(environ):
         for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
             if name in env:
-                env[name] = _LOOPBACK_URL.sub(r"\g<1>10.0.2.2\g<3>", env[name])
+                env[name] = from_container(env[name])
     return env
+
+
+def reaches_host(launch: LabLaunch, environ: Mapping[str, str]) -> bool:
+    """Whether the container may reach this machine's loopback: a hub's API there, or the tests' switch."""
+    hub_local = any(_LOOPBACK_URL.match(launch.hub_env.get(k, "")) for k in HUB_URLS)
+    return hub_local or host_loopback(environ)
 
 
 def run_argv(name: str, image: str, port: int, launch: LabLaunch, labels: Mapping[str, str],
              stop_timeout: int) -> tuple[list[str], dict[str, str]]:
     """`podman run` words, and the variables to add to podman's environment (the values of the `-e NAME` words)."""
     env = secret_env(launch, os.environ)
-    network = "slirp4netns:allow_host_loopback=true" if host_loopback(os.environ) else "slirp4netns"
+    network = "slirp4netns:allow_host_loopback=true" if reaches_host(launch, os.environ) else "slirp4netns"
     argv = ["run", "-d", "--pull", "never", "--name", name, "--hostname", name[:63], "--network", network,
             "-p", f"127.0.0.1:{port}:{INSIDE_PORT}", "-v", f"{volume_name(name)}:{DATA}",
             "--stop-signal", "SIGTERM", "--stop-timeout", str(stop_timeout), "--systemd", "false",
@@ -104,5 +148,6 @@ def run_argv(name: str, image: str, port: int, launch: LabLaunch, labels: Mappin
             *(arg for key in sorted(env) for arg in ("-e", key)),
             *(arg for k, v in {**labels, PORT_LABEL: str(port), VOLUME_LABEL: volume_name(name)}.items()
               for arg in ("--label", f"{k}={v}")),
-            "--entrypoint", AGENT, image, "run", "--jupyter", "--ip", "0.0.0.0", "--port", str(INSIDE_PORT)]
+            "--entrypoint", AGENT, image, "run", "--jupyter", "--ip", "0.0.0.0", "--port", str(INSIDE_PORT),
+            *(("--", "--allow-root") if launch.hub_env else ())]
     return argv, env

@@ -249,6 +249,20 @@ class ContainerProvider:
         if volume:
             self._remove_volume(volume)
 
+    def discard_lab(self, instance_id: str) -> None:
+        """ServesLabs: remove a lab container, keep its data volume (a missing container is a no-op)."""
+        proc = self.engine.call("rm", "-f", "-v", "-t", "2", instance_id)
+        if proc.returncode != 0 and not missing(proc):
+            raise HostError(f"removing container {instance_id} failed: {tail(proc.stderr)}")
+
+    def has_lab_data(self, name: str) -> bool:
+        """ServesLabs: whether lab `name`'s data volume exists."""
+        return self._inspect("volume", labcontainer.volume_name(name)) is not None
+
+    def remove_lab_data(self, name: str) -> None:
+        """ServesLabs: remove lab `name`'s data volume (refused by podman while a container uses it)."""
+        self._remove_volume(labcontainer.volume_name(name))
+
     def _remove_volume(self, volume: str) -> None:
         proc = self.engine.call("volume", "rm", "-f", volume)
         if proc.returncode != 0 and not missing(proc):

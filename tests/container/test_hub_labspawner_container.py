@@ -1,0 +1,335 @@
+"""`vmlab.hub.LabSpawner(provider_name="container")` under a real JupyterHub and configurable-http-proxy on
+127.0.0.1: each user's lab is a podman container of conftest's hub_lab_image (the lab image plus
+jupyterhub-singleuser), published on 127.0.0.1, its `~/data` synced with the user's own prefix of a bucket on the
+moto server (reached from the containers through slirp4netns's host loopback).
+
+One hub for the module; the tests run in order: a launch whose server never comes up leaves nothing; three users
+each get their own container, run a cell over the kernel websocket that writes to ~/data, and reach only their own
+server; the budget refuses a fourth; stop keeps the container's volume and start finds the data; a deleted and
+re-added user finds their data restored from the bucket (their volume went with them); a stop while starting
+leaves nothing; a hub restart reaches the running labs again; a spent budget stops the running labs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jupyterhub
+import psutil
+import pytest
+import requests
+
+from harness.emulators.jupyterhub import Hub
+from harness.emulators.moto import MotoServer
+from vmlab.providers.container.engine import Podman
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_hub_dockerspawner import User  # noqa: E402
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple"
+STUDENTS = ("ana", "ben", "chloe")
+#: dan meets the budget, eve's image has no jupyterhub-singleuser, gus's image does not exist, fay is stopped while
+#: starting
+OTHERS = ("dan", "eve", "fay", "gus", "prof")
+BUCKET = "hubdata"
+PRICE, BUDGET = 1.0, 3.5  # USD per lab-hour (hourly_usd: containers quote none); three labs fit, a fourth not
+
+CONFIG = """
+import os
+from traitlets import default
+from vmlab.hub.spawner import LabSpawner
+
+os.environ["VMLAB_STATE_DIR"] = {state!r}
+
+
+class ClassSpawner(LabSpawner):
+    @default("image")
+    def _eves_image_has_no_singleuser(self):
+        return {{"eve": {plain!r}, "gus": "localhost/vmlab/absent:0"}}.get(self.user.name, {image!r})
+
+
+c.JupyterHub.spawner_class = ClassSpawner
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # a start request answers at once (202)
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allowed_users = {users!r}
+c.Authenticator.admin_users = {{"prof"}}
+c.LabSpawner.provider_name = "container"
+c.LabSpawner.class_name = "cls"
+c.LabSpawner.sync_root = "s3://{bucket}/cls"
+c.LabSpawner.hourly_usd = {price!r}
+c.LabSpawner.budget_usd_per_day = {budget!r}
+c.LabSpawner.start_timeout = 240
+c.LabSpawner.poll_interval = 1  # the budget is checked at each poll
+c.JupyterHub.cleanup_servers = False  # a hub restart keeps the labs
+"""
+
+
+@pytest.fixture(scope="module")
+def engine(container_root: Path) -> Iterator[Podman]:
+    made = Podman(container_root)
+    yield made
+    made.call("rm", "-a", "-f", "-v", "-t", "0")
+    for volume in made.text("volume", "ls", "-q").split():
+        made.call("volume", "rm", "-f", volume)
+
+
+@pytest.fixture(scope="module")
+def s3(moto_server: MotoServer) -> Any:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_server.endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture(scope="module")
+def hub(container_root: Path, engine: Podman, hub_lab_image: str, lab_image: str, s3: Any,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    work = tmp_path_factory.mktemp("hub")
+    config = CONFIG.format(state=str(work / "state"), plain=lab_image, image=hub_lab_image, password=PASSWORD,
+                           users={*STUDENTS, *OTHERS}, bucket=BUCKET, price=PRICE, budget=BUDGET)
+    made = Hub(work, config, env={"VMLAB_CONTAINER_ROOT": str(container_root), "PYTHONPATH": str(ROOT),
+                                  "VMLAB_CONTAINER_HOST_LOOPBACK": "1"})  # the bucket is on this loopback
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture(scope="module")
+def users(hub: Hub) -> Iterator[dict[str, User]]:
+    logged = {name: User(hub, name, PASSWORD) for name in (*STUDENTS, *OTHERS)}
+    yield logged
+    for user in logged.values():
+        user.session.close()
+
+
+def containers(engine: Podman) -> list[str]:
+    return sorted(engine.text("ps", "-a", "--format", "{{.Names}}").split())
+
+
+def volumes(engine: Podman) -> list[str]:
+    return sorted(engine.text("volume", "ls", "--format", "{{.Name}}").split())
+
+
+def records(hub: Hub) -> list[str]:
+    labs = hub.workdir / "state" / "labs"
+    return sorted(p.name for p in labs.glob("*.json"))
+
+
+def state(engine: Podman, name: str) -> str:
+    return str(engine.json("container", "inspect", name)[0]["State"]["Status"])
+
+
+def published_port(engine: Podman, name: str) -> int:
+    return int(engine.json("container", "inspect", name)[0]["Config"]["Labels"]["vmlab:lab-port"])
+
+
+def listeners(port: int) -> list[str]:
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.split()[3].endswith(f":{port}")]
+
+
+def bucket_text(s3: Any, key: str, timeout: float = 30.0) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return str(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
+        except s3.exceptions.NoSuchKey:
+            time.sleep(0.5)
+    return None
+
+
+def progress_messages(user: User) -> list[str]:
+    """Start `user`'s server and read the spawn page's event stream until it says ready (or failed)."""
+    hub_api = f"{user.hub.url}/hub/api/users/{user.name}/server"
+    assert requests.post(hub_api, headers=user.auth, timeout=60).status_code in (201, 202)
+    messages = []
+    with requests.get(hub_api + "/progress", headers=user.auth, stream=True, timeout=240) as events:
+        for line in events.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if event.get("ready") or event.get("failed"):
+                    break
+    return messages
+
+
+CELL = """\
+import os, pathlib
+data = pathlib.Path.home() / "data"
+(data / "result.txt").write_text(f"{6 * 7} by {os.environ['JUPYTERHUB_USER']}")
+print(os.environ["JUPYTERHUB_USER"], str(data), sorted(p.name for p in data.iterdir()))
+"""
+
+
+FROM_INSIDE = """\
+import os, urllib.error, urllib.request
+token = os.environ["JUPYTERHUB_API_TOKEN"]
+request = urllib.request.Request("http://10.0.2.2:{port}/user/ana/api/contents/result.txt",
+                                 headers={{"Authorization": "token " + token}})
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+def test_the_class_image_has_the_agent_and_jupyterhub_singleuser(engine: Podman, hub_lab_image: str) -> None:
+    shown = engine.text("run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "sh", hub_lab_image,
+                        "-c", "/opt/jupyter/bin/jupyterhub-singleuser --version; test -x /opt/vmlab-agent/bin/"
+                        "vmlab-agent && echo agent")
+    assert shown.split() == [jupyterhub.__version__, "agent"]
+
+
+def test_a_launch_whose_server_never_answers_leaves_nothing(hub: Hub, engine: Podman,
+                                                            users: dict[str, User]) -> None:
+    eve = users["eve"]
+    server = hub.spawn(eve.session, "eve")
+    assert not server.get("ready")
+    log = hub.log_path.read_text()
+    assert "lab cls-eve stopped while its server was starting" in log, log[-3000:]
+    assert "removed lab container" in log, log[-3000:]
+    assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
+
+
+def test_a_failed_launch_keeps_a_volume_that_was_there_before(hub: Hub, engine: Podman, lab_image: str,
+                                                              users: dict[str, User]) -> None:
+    """eve's data volume exists (an earlier start, a backup put back): her failed start removes the container and
+    leaves the volume, files and all."""
+    engine.text("volume", "create", "vmlab-cls-eve-data")
+    engine.text("run", "--rm", "--pull", "never", "--network", "none", "-v", "vmlab-cls-eve-data:/d", "--entrypoint",
+                "sh", lab_image, "-c", "echo from before > /d/old.txt")
+    assert not hub.spawn(users["eve"].session, "eve").get("ready")
+    assert containers(engine) == [] and volumes(engine) == ["vmlab-cls-eve-data"] and records(hub) == []
+    kept = engine.text("run", "--rm", "--pull", "never", "--network", "none", "-v", "vmlab-cls-eve-data:/d",
+                       "--entrypoint", "cat", lab_image, "/d/old.txt")
+    assert kept == "from before\n"
+    engine.text("volume", "rm", "vmlab-cls-eve-data")
+
+
+def test_a_missing_image_is_refused_before_anything(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
+    assert not hub.spawn(users["gus"].session, "gus").get("ready")
+    assert "image 'localhost/vmlab/absent:0' not found for provider container" in hub.log_path.read_text()
+    assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
+
+
+def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine: Podman, s3: Any,
+                                                                users: dict[str, User]) -> None:
+    messages = progress_messages(users["ana"])
+    steps = ["preparing lab cls-ana", "launching lab cls-ana", "waiting for the lab's server to answer",
+             "Server ready"]
+    assert [any(m.startswith(step) for m in messages) for step in steps] == [True] * 4, messages
+    spawn = {name: users[name].start(timeout=240) for name in STUDENTS[1:]}  # ana's runs
+    print(f"spawn to the server answering through the proxy: {spawn}", file=sys.stderr)
+    assert containers(engine) == [f"cls-{n}" for n in STUDENTS]
+    assert volumes(engine) == [f"vmlab-cls-{n}-data" for n in STUDENTS]
+    for name in STUDENTS:
+        user = users[name]
+        who, folder, files = user.run_cell(CELL).strip().split(" ", 2)
+        assert (who, folder, files) == (name, "/root/data", "['result.txt']")  # no other user's files
+        got = user.get("/api/contents/result.txt?content=1")
+        assert got.status_code == 200 and got.json()["content"] == f"42 by {name}"
+        box = engine.json("container", "inspect", f"cls-{name}")[0]
+        labels = box["Config"]["Labels"]
+        assert (labels["vmlab:class"], labels["vmlab:hub-user"]) == ("cls", name)
+        assert {m["Name"] for m in box["Mounts"]} == {f"vmlab-cls-{name}-data"}
+        token = next(e.split("=", 1)[1] for e in box["Config"]["Env"] if e.startswith("JUPYTERHUB_API_TOKEN="))
+        assert len(token) >= 32 and token not in json.dumps([box["Args"], box["Config"]["Cmd"]])
+        assert not [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
+        assert listeners(published_port(engine, f"cls-{name}")) == ["127.0.0.1"]
+        assert bucket_text(s3, f"cls/{name}/result.txt") == f"42 by {name}"  # the agent pushed it, to its prefix
+    ana, ben, chloe = (users[n] for n in STUDENTS)
+    assert ana.get("/api/contents/result.txt", headers=ben.auth).status_code == 403
+    assert ben.get("/api/contents", headers=chloe.auth).status_code == 403
+    by_cookie = ben.session.get(ana.server + "/api/contents/result.txt", timeout=30)
+    assert by_cookie.status_code == 403 and "42 by ana" not in by_cookie.text
+    direct = f"http://127.0.0.1:{published_port(engine, 'cls-ana')}/user/ana/api/contents"  # past the proxy
+    assert requests.get(direct, headers=ben.auth, timeout=30).status_code == 403
+    assert requests.get(direct, headers=ana.auth, timeout=30).status_code == 200
+    # code in ben's lab reaches this machine's loopback (the hub's API is there), so ana's published port too:
+    # with the token ben's own server holds, ana's server still says no
+    assert ben.run_cell(FROM_INSIDE.format(port=published_port(engine, "cls-ana"))).strip() == "403"
+
+
+def test_the_budget_refuses_a_fourth_lab(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
+    assert not hub.spawn(users["dan"].session, "dan").get("ready")
+    assert "cls's budget of $3.50 a day is reached" in hub.log_path.read_text()
+    assert "cls-dan" not in containers(engine) and "vmlab-cls-dan-data" not in volumes(engine)
+
+
+def test_stop_keeps_the_volume_and_start_finds_the_data(hub: Hub, engine: Podman,
+                                                         users: dict[str, User]) -> None:
+    ana = users["ana"]
+    assert hub.api(ana.session, "DELETE", "users/ana/server").status_code in (202, 204)
+    hub.wait_stopped(ana.session, "ana")
+    assert state(engine, "cls-ana") == "exited" and "vmlab-cls-ana-data" in volumes(engine)
+    again = ana.start(timeout=240)
+    print(f"ana's start after a stop: {again:.1f}s", file=sys.stderr)
+    assert ana.get("/api/contents/result.txt?content=1").json()["content"] == "42 by ana"
+    assert state(engine, "cls-ana") == "running" and containers(engine).count("cls-ana") == 1
+
+
+def test_a_deleted_user_added_again_finds_the_data_restored_from_the_bucket(
+        hub: Hub, engine: Podman, s3: Any, users: dict[str, User]) -> None:
+    prof, ben = users["prof"], users["ben"]
+    assert hub.api(prof.session, "DELETE", "users/ben").status_code == 204
+    assert "cls-ben" not in containers(engine) and "vmlab-cls-ben-data" not in volumes(engine)
+    assert "cls-ben.json" not in records(hub)
+    assert bucket_text(s3, "cls/ben/result.txt") == "42 by ben"  # the bucket prefix stays
+    assert hub.api(prof.session, "POST", "users/ben").status_code == 201
+    ben = users["ben"] = User(hub, "ben", PASSWORD)
+    ben.start(timeout=240)
+    got = ben.get("/api/contents/result.txt?content=1")
+    assert got.status_code == 200 and got.json()["content"] == "42 by ben"
+    assert hub.api(ben.session, "DELETE", "users/ben/server").status_code in (202, 204)  # room in the budget
+    hub.wait_stopped(ben.session, "ben")
+
+
+def test_a_stop_while_starting_leaves_nothing(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
+    fay = users["fay"]
+    assert hub.api(fay.session, "POST", "users/fay/server").status_code == 202
+    deadline = time.monotonic() + 60
+    while "cls-fay" not in containers(engine):  # the container exists (its server starting) before the stop
+        assert time.monotonic() < deadline, hub.log_path.read_text()[-3000:]
+        time.sleep(0.1)
+    assert hub.api(fay.session, "DELETE", "users/fay/server").status_code in (202, 204)
+    hub.wait_stopped(fay.session, "fay")
+    deadline = time.monotonic() + 30
+    while "cls-fay" in containers(engine):
+        assert time.monotonic() < deadline, "the cancelled launch left its container"
+        time.sleep(0.2)
+    assert "vmlab-cls-fay-data" not in volumes(engine) and "cls-fay.json" not in records(hub)
+    assert "the start of lab cls-fay was cancelled" in hub.log_path.read_text()
+
+
+def test_a_hub_restart_reaches_the_running_labs_again(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
+    hub.restart()
+    assert state(engine, "cls-chloe") == "running"
+    chloe = users["chloe"]
+    got = chloe.get("/api/contents/result.txt?content=1")
+    assert got.status_code == 200 and got.json()["content"] == "42 by chloe"
+
+
+def test_a_spent_budget_stops_the_running_labs(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
+    running = [n for n in STUDENTS if state(engine, f"cls-{n}") == "running"]
+    assert running == ["ana", "chloe"]  # ben was stopped
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    (hub.workdir / "state" / "hub" / "cls-spend.json").write_text(json.dumps({today: BUDGET}))  # earlier sessions
+    for name in running:
+        hub.wait_stopped(users[name].session, name, timeout=60)
+        assert state(engine, f"cls-{name}") == "exited", "the lab must be stopped, its volume kept"
+    assert set(volumes(engine)) == {f"vmlab-cls-{n}-data" for n in STUDENTS}
+    assert "class cls spent its budget: stopping lab" in hub.log_path.read_text()
+    assert not hub.spawn(users["ana"].session, "ana").get("ready")  # and no new start while it is spent
