@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 STUDENTS = ("ana", "ben", "chloe")
 #: dan meets the budget, eve's image has no jupyterhub-singleuser, gus's image does not exist, fay is stopped while
-#: starting
-OTHERS = ("dan", "eve", "fay", "gus", "prof")
+#: starting, hal's spawner was not allowed to share the hub's storage credentials
+OTHERS = ("dan", "eve", "fay", "gus", "hal", "prof")
 BUCKET = "hubdata"
 PRICE, BUDGET = 1.0, 3.5  # USD per lab-hour (hourly_usd: containers quote none); three labs fit, a fourth not
 
@@ -56,6 +56,10 @@ class ClassSpawner(LabSpawner):
     @default("image")
     def _eves_image_has_no_singleuser(self):
         return {{"eve": {plain!r}, "gus": "localhost/vmlab/absent:0"}}.get(self.user.name, {image!r})
+
+    @default("share_storage_credentials")
+    def _not_for_hal(self):
+        return self.user.name != "hal"  # the others share the class key; hal keeps the default (False)
 
 
 c.JupyterHub.spawner_class = ClassSpawner
@@ -222,6 +226,17 @@ def test_a_failed_launch_keeps_a_volume_that_was_there_before(hub: Hub, engine: 
 def test_a_missing_image_is_refused_before_anything(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
     assert not hub.spawn(users["gus"].session, "gus").get("ready")
     assert "image 'localhost/vmlab/absent:0' not found for provider container" in hub.log_path.read_text()
+    assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
+
+
+def test_shared_storage_credentials_are_refused_unless_the_class_allows_them(hub: Hub, engine: Podman,
+                                                                            users: dict[str, User]) -> None:
+    """A container lab would sync with the hub's own credentials, readable by its student: a hub that did not
+    set c.LabSpawner.share_storage_credentials gets a one-line refusal, and nothing is made."""
+    assert not hub.spawn(users["hal"].session, "hal").get("ready")
+    log = hub.log_path.read_text()
+    assert "gives every lab the hub's own storage credentials" in log, log[-3000:]
+    assert "c.LabSpawner.share_storage_credentials = True" in log
     assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
 
 

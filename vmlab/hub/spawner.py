@@ -30,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from traitlets import Bool, Float, Integer, List, Unicode, Union, default
 from traitlets import Callable as CallableTrait
-from traitlets import Float, Integer, List, Unicode, Union, default
 
-from vmlab.errors import VmlabError
+from vmlab.errors import BadInput, VmlabError
 from vmlab.hub import served
 from vmlab.hub.budget import Ledger, Spend, check_can_spawn, lab_price, running_cost
 from vmlab.hub.loopback import free_port, hub_api_port, listening
@@ -78,6 +78,8 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     budget_usd_per_day = Float(0.0, config=True, help="class budget in USD per UTC day (0: none)")
     hourly_usd = Float(0.0, config=True, help="USD per hour of one lab, for the budget (0: the provider's price "
                        "table; needed where the provider quotes none, e.g. containers)")
+    share_storage_credentials = Bool(False, config=True, help="labs the provider serves (containers) sync with the "
+                                     "hub's own storage credentials, which each student can read: allow that")
     singleuser_command = Unicode(DEFAULT_COMMAND, config=True, help="jupyterhub-singleuser on the image")
     lab_port = Union([Integer(), CallableTrait()], default_value=8888, config=True,
                      help="the server's port on the lab's loopback (or a callable of the spawner)")
@@ -222,6 +224,11 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         from vmlab.workflows.labs import up
 
         base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
+        if self.sync_root and not self.share_storage_credentials:
+            raise BadInput(f"the {base.name} provider gives every lab the hub's own storage credentials, which each "
+                           "student could read (and so every student's data)",
+                           "use VM labs (ec2: an instance profile per student's prefix), or set "
+                           "c.LabSpawner.share_storage_credentials = True for a class that may share the bucket")
         server = served.HubServer(env, tick=self._tick)
         served.discard_previous(provider, store, names.lab, stop=lambda record: self._stop_running(base, record))
         result = up(base, names.lab, image=self.image, instance_type=self.instance_type, store=store,
