@@ -15,9 +15,9 @@ stays inert:
 - vmlab-sync.service: `vmlab-agent sync` as the lab user, given 120 s after SIGTERM to flush pending uploads;
 - vmlab-idle.service: `vmlab-agent idle` as root (it powers the VM off after the idle limit).
 
-Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`), `installer` (`pip`, or `uv`:
-`uv pip install`, uv itself hash-pinned from PyPI, pip when uv cannot be installed). pip follows /etc/pip.conf, uv
-does not: with a PyPI mirror set there by an earlier step, use `-e installer=pip`.
+Variables: `user` (who owns `~/data`; default: the SSH user), `data_dir` (`data`), `installer` (`uv`: `uv pip
+install`, uv itself hash-pinned from PyPI, pip when uv cannot be installed or its install fails; or `pip`). pip
+follows /etc/pip.conf, uv does not: with a PyPI mirror set there by an earlier step, use `-e installer=pip`.
 """
 
 from pathlib import Path
@@ -31,7 +31,7 @@ AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
 #: exact versions and hashes of vmlab's dependencies with the agent extra (made by scripts/lock.sh)
 LOCK = str(Path(__file__).resolve().parent / "locks" / "agent.txt")
 
-recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR, "installer": "pip"})
+recipe = Recipe("agent", become=True, vars={"data_dir": lab.DATA_DIR, "installer": "uv"})
 
 
 @recipe.check

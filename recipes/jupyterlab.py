@@ -48,7 +48,7 @@ recipe = Recipe("jupyterlab", become=True, vars={
     "jupyter_venv": "/opt/jupyter",
     "jupyterlab_spec": "jupyterlab>=4,<5",
     "jupyterlab_lock": True,
-    "installer": "pip",
+    "installer": "uv",
     "jupyter_port": lab.PORT,
     "env_file": lab.ENV_FILE,
     "jupyter_password_hash": "",

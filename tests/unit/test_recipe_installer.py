@@ -1,5 +1,5 @@
-"""The lab recipes install with pip by default and with uv on request (`-e installer=uv`): their plans on a fresh
-host. (uv is not the default until a bake of the lab recipe with it has run in the QEMU end-to-end tests.)"""
+"""The lab recipes install with uv by default (pip when uv cannot be had or fails) and with plain pip on request
+(`-e installer=pip`): their plans on a fresh host."""
 
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ def plan(name: str, variables: dict[str, object] | None = None) -> dict[str, tup
     ("agent.py", "agent dependencies, locked", f"{lab.AGENT_VENV}/bin/python",
      f"--require-hashes --no-deps -r {lab.AGENT_VENV}/requirements.lock"),
 ])
-def test_pip_by_default_uv_on_request(name: str, step: str, python: str, args: str) -> None:
-    *_, fetch, install = plan(name, {"installer": "uv"})[step]
+def test_uv_by_default_pip_on_request(name: str, step: str, python: str, args: str) -> None:
+    *_, fetch, install = plan(name)[step]
     assert fetch == FETCH and install == f"uv (or pip) for {python}: pip install {args}"
-    assert plan(name)[step][-1] == f"{python} -m pip install {args}"
+    assert plan(name, {"installer": "pip"})[step][-1] == f"{python} -m pip install {args}"
 
 
 def test_the_agent_wheel_goes_in_with_uv_too() -> None:
-    installs = plan("agent.py", {"installer": "uv"})["vmlab"][-1]
+    installs = plan("agent.py")["vmlab"][-1]
     assert installs.startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install --no-deps vmlab @ file://")
 
 
