@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 STUDENTS = ("ana", "ben", "chloe")
 #: dan meets the budget, eve's image has no jupyterhub-singleuser, gus's image does not exist, fay is stopped while
-#: starting, hal's spawner was not allowed to share the hub's storage credentials
-OTHERS = ("dan", "eve", "fay", "gus", "hal", "prof")
+#: starting, hal's spawner was not allowed to share the hub's storage credentials, ivy's lab name is taken
+OTHERS = ("dan", "eve", "fay", "gus", "hal", "ivy", "prof")
 BUCKET = "hubdata"
 PRICE, BUDGET = 1.0, 3.5  # USD per lab-hour (hourly_usd: containers quote none); three labs fit, a fourth not
 
@@ -238,6 +238,29 @@ def test_shared_storage_credentials_are_refused_unless_the_class_allows_them(hub
     assert "gives every lab the hub's own storage credentials" in log, log[-3000:]
     assert "c.LabSpawner.share_storage_credentials = True" in log
     assert containers(engine) == [] and volumes(engine) == [] and records(hub) == []
+
+
+def test_a_lab_of_the_same_name_from_another_class_is_never_taken(hub: Hub, engine: Podman, lab_image: str,
+                                                                 users: dict[str, User]) -> None:
+    """Class `cls` and user `ivy` make lab `cls-ivy`, as class `cls-ivy`... or a `vmlab up cls-ivy` would: that
+    other lab's container and data volume are left alone (not stopped, not mounted), the start refused in one
+    line."""
+    other = ["--label", "vmlab:lab=cls-ivy", "--label", "vmlab:class=cls-i", "--label", "vmlab:hub-user=vy"]
+    engine.text("volume", "create", *other, "vmlab-cls-ivy-data")
+    engine.text("run", "-d", "--pull", "never", "--network", "none", "--name", "someone-elses", *other,
+                "--entrypoint", "sleep", lab_image, "600")
+    try:
+        assert not hub.spawn(users["ivy"].session, "ivy").get("ready")
+        log = hub.log_path.read_text()
+        assert "lab cls-ivy's container belongs to another lab of the same name" in log, log[-3000:]
+        assert state(engine, "someone-elses") == "running" and "vmlab-cls-ivy-data" in volumes(engine)
+        engine.call("rm", "-f", "-t", "0", "someone-elses")
+        assert not hub.spawn(users["ivy"].session, "ivy").get("ready")  # the volume alone is refused too
+        assert "lab cls-ivy's data volume belongs to another lab" in hub.log_path.read_text()
+        assert containers(engine) == [] and volumes(engine) == ["vmlab-cls-ivy-data"] and records(hub) == []
+    finally:
+        engine.call("rm", "-f", "-t", "0", "someone-elses")
+        engine.call("volume", "rm", "-f", "vmlab-cls-ivy-data")
 
 
 def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine: Podman, s3: Any,

@@ -171,3 +171,17 @@ def test_labs_launched_at_once_are_given_different_ports() -> None:
     with ThreadPoolExecutor(8) as pool:
         ports = list(pool.map(lambda _i: labcontainer.free_port(start=20500, tries=50), range(8)))
     assert len(set(ports)) == 8 and all(20500 <= p < 20550 for p in ports)
+
+
+@pytest.mark.parametrize("podman, utc", [
+    ("2026-12-06T12:00:00.123456789+02:00", "2026-12-06T10:00:00+00:00"),   # east of UTC: not 2 h in the future
+    ("2026-12-06T12:00:00.5-05:00", "2026-12-06T17:00:00+00:00"),           # west: not 5 h more of uptime
+    ("2026-12-06T12:00:00Z", "2026-12-06T12:00:00+00:00"),
+    ("2026-12-06T12:00:00", "2026-12-06T12:00:00+00:00"),
+    ("0001-01-01T00:00:00Z", None),                                          # podman's "never started"
+    ("", None),
+])
+def test_podman_times_are_read_with_their_offset(podman: str, utc: str | None) -> None:
+    from vmlab.providers.container.engine import utc_time
+
+    assert utc_time(podman) == utc

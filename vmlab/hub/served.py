@@ -81,6 +81,30 @@ class HubServer:
                         f"({f'HTTP {last}' if last else 'no answer'})", "see the container's log (podman logs)")
 
 
+def check_relaunch(provider: ServesLabs, name: str, owner: Mapping[str, str], image: str | None,
+                   idle: str | None, max_hours: float | None, sync: str | None) -> None:
+    """What a relaunch checks before `discard_previous` touches the user's previous lab: the lab's flags and
+    image (as `up` does: a bad config must not cost the user their container), and that lab `name`'s container
+    and data belong to this class and user (`owner`: the hub's tags). Two classes can make one name (class
+    `intro` with user `ml-ana`, class `intro-ml` with user `ana`), and a `vmlab up` lab can have it too: their
+    container and data are never taken."""
+    from vmlab.state import check_name
+    from vmlab.workflows.labagent import AgentSettings
+    from vmlab.workflows.labpower import find_lab_instance
+    from vmlab.workflows.labs import resolve_image
+
+    base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
+    check_name(name)
+    AgentSettings.from_flags(idle, max_hours, sync, None)
+    provider.check_lab_image(resolve_image(base, image).id)
+    inst = find_lab_instance(base, name)
+    for what, tags in (("container", inst.tags if inst else None), ("data volume", provider.lab_data_tags(name))):
+        if tags is not None and any(tags.get(key) != value for key, value in owner.items()):
+            held = ", ".join(f"{key}={tags.get(key, '')}" for key in owner)
+            raise BadInput(f"lab {name}'s {what} belongs to another lab of the same name ({held})",
+                           "rename the class (lab names are CLASS-USER), or remove that lab first")
+
+
 def discard_previous(provider: ServesLabs, store: LabStore, name: str, stop: Callable[[LabRecord], None]) -> None:
     """Before a start: lab `name`'s container from an earlier start is removed (a running one is first stopped
     with `stop`, so its agent pushes), its record forgotten; its data volume stays for the new container."""
@@ -99,7 +123,7 @@ def discard_previous(provider: ServesLabs, store: LabStore, name: str, stop: Cal
 
 def remove_data(provider: Provider, name: str) -> None:
     """After a user's lab is removed: its data volume too, when no container held it (a failed relaunch)."""
-    if isinstance(provider, ServesLabs) and provider.has_lab_data(name):
+    if isinstance(provider, ServesLabs) and provider.lab_data_tags(name) is not None:
         provider.remove_lab_data(name)
 
 

@@ -230,10 +230,12 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
                            "use VM labs (ec2: an instance profile per student's prefix), or set "
                            "c.LabSpawner.share_storage_credentials = True for a class that may share the bucket")
         server = served.HubServer(env, tick=self._tick)
+        sync = names.sync_url(self.sync_root)
+        served.check_relaunch(provider, names.lab, names.tags, self.image, self.idle, self.max_hours, sync)
         served.discard_previous(provider, store, names.lab, stop=lambda record: self._stop_running(base, record))
         result = up(base, names.lab, image=self.image, instance_type=self.instance_type, store=store,
                     lab_timeout=float(self.start_timeout), idle=self.idle, max_hours=self.max_hours,
-                    sync=names.sync_url(self.sync_root), say=self._say, tags=names.tags, server=server,
+                    sync=sync, say=self._say, tags=names.tags, server=server,
                     quote=(lambda _img: (hourly, None)) if hourly else None)
         self._say("lab started; its server answers")
         return served.target(result.record)

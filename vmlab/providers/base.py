@@ -420,7 +420,8 @@ class ServesLabs(Protocol):
     only prints the URL and nothing goes over SSH. The Instance of such a lab has host 127.0.0.1 and `port` the
     published one. `read_file` reads a file of the lab, running or stopped (the agent's status); `shell`
     returns the argv and environment of an interactive shell in it (`vmlab ssh`). A lab's data (the folder the
-    agent syncs) outlives its instance: `has_lab_data(name)` says whether lab `name`'s exists, `discard_lab`
+    agent syncs) outlives its instance: `lab_data_tags(name)` gives the tags lab `name`'s data was made with (None
+    when it has none), `discard_lab`
     removes an instance and keeps its data (a hub relaunches a user's lab with a new environment at each start),
     `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both)."""
 
@@ -432,7 +433,7 @@ class ServesLabs(Protocol):
 
     def shell(self, instance_id: str, command: tuple[str, ...]) -> tuple[list[str], dict[str, str]]: ...
 
-    def has_lab_data(self, name: str) -> bool: ...
+    def lab_data_tags(self, name: str) -> dict[str, str] | None: ...
 
     def discard_lab(self, instance_id: str) -> None: ...
 

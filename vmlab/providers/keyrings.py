@@ -52,10 +52,12 @@ class PinnedKeyring:
 
     def _download(self, url: str, deb: Path) -> None:
         deb.parent.mkdir(parents=True, exist_ok=True)
-        partial = deb.with_suffix(".part")
+        # a new file of its own (O_EXCL: never a symlink left there, never another build's download)
+        fd, name = tempfile.mkstemp(dir=deb.parent, prefix=deb.name + ".", suffix=".part")
+        partial = Path(name)
         try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:  # noqa: S310 (the pin checks it)
-                partial.write_bytes(answer.read(MAX_BYTES + 1))
+            with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT) as answer:  # noqa: S310
+                out.write(answer.read(MAX_BYTES + 1))  # (the pin checks what came)
         except OSError as exc:
             partial.unlink(missing_ok=True)
             raise HostError(f"downloading {url} failed: {exc}", "check the mirror can be reached") from exc

@@ -97,7 +97,7 @@ def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_time
     token = "" if server else secrets.token_urlsafe(32)  # a hub's server checks visitors with the hub
     launch = LabLaunch(token, settings.sync_url, settings.idle_minutes, settings.max_hours,
                        hub_env=server.hub_env if server else {})
-    kept_data = provider.has_lab_data(name)  # a failed launch leaves data that was there before
+    kept_data = provider.lab_data_tags(name) is not None  # a failed launch leaves data that was there before
     with Cleanup(say) as cleanup:
         say(f"launching lab {name} from {checks.image.name} ({checks.image.id})")
         with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo

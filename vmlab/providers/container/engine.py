@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,17 @@ def missing(proc: subprocess.CompletedProcess[bytes]) -> bool:
     """Whether podman failed because the container or image does not exist (exit 125 and a 'no such')."""
     text = proc.stderr.decode(errors="replace").lower()
     return proc.returncode != 0 and ("no such" in text or "image not known" in text or "not found" in text)
+
+
+_PODMAN_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
+def utc_time(text: str) -> str | None:
+    """podman's time ("2026-12-06T12:00:00.123456789+02:00", nanoseconds and the machine's offset) in UTC
+    ("2026-12-06T10:00:00+00:00"); None when it is not one (podman's zero time for never started included)."""
+    found = _PODMAN_TIME.match(text.strip())
+    if not found or found.group(1).startswith("0001-"):
+        return None
+    zone = found.group(2) or "Z"
+    when = datetime.fromisoformat(found.group(1) + ("+00:00" if zone == "Z" else zone))
+    return when.astimezone(timezone.utc).isoformat()

@@ -36,7 +36,7 @@ from typing import Any
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LabLaunch, LaunchPlan, LaunchSpec, Progress, StorageGrant, match_tags
 from vmlab.providers.container import baseimage, labcontainer, shipping
-from vmlab.providers.container.engine import Podman, default_root, missing, tail
+from vmlab.providers.container.engine import Podman, default_root, missing, tail, utc_time
 from vmlab.providers.container.exechost import ExecHost
 from vmlab.safetext import check_text
 
@@ -114,7 +114,8 @@ class ContainerProvider:
                         state=STATES.get(status, "stopped"), host="127.0.0.1" if served.isdigit() else None,
                         port=int(served) if served.isdigit() else 0, user="root",
                         image=str(data.get("ImageName", "")), provider=self.name, instance_type="container",
-                        tags=labels, launched_at=str(data.get("Created", ""))[:19])
+                        tags=labels, launched_at=utc_time(str(state.get("StartedAt") or data.get("Created") or "")
+                                                          if isinstance(state, dict) else str(data.get("Created", ""))))
 
     def _wait_booted(self, container: str) -> None:
         """Until systemd in the container has started everything (running, or degraded: a unit failed). Right
@@ -255,9 +256,11 @@ class ContainerProvider:
         if proc.returncode != 0 and not missing(proc):
             raise HostError(f"removing container {instance_id} failed: {tail(proc.stderr)}")
 
-    def has_lab_data(self, name: str) -> bool:
-        """ServesLabs: whether lab `name`'s data volume exists."""
-        return self._inspect("volume", labcontainer.volume_name(name)) is not None
+    def lab_data_tags(self, name: str) -> dict[str, str] | None:
+        """ServesLabs: the labels of lab `name`'s data volume (the tags of the launch that made it); None when
+        there is no such volume."""
+        found = self._inspect("volume", labcontainer.volume_name(name))
+        return None if found is None else dict(found.get("Labels") or {})
 
     def remove_lab_data(self, name: str) -> None:
         """ServesLabs: remove lab `name`'s data volume (refused by podman while a container uses it)."""
