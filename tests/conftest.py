@@ -18,6 +18,18 @@ if _ROOT not in sys.path:
 from harness.emulators.moto import MotoServer  # noqa: E402
 from harness.emulators.sshd import SSHD  # noqa: E402
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite sends SIGHUP and SIGINT to the vmlab processes it starts, to prove they clean up; a run under
+    `nohup` (or as a shell's background job) would pass those signals on ignored, and vmlab keeps an ignored
+    signal ignored (it is the user's choice), so the tests' signals would do nothing. Give them back their
+    default action for this process and its children."""
+    import signal
+
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGHUP else signal.default_int_handler)
+
 AWS_TEST_ENV = {
     "AWS_MAX_ATTEMPTS": "1",  # botocore would retry moto's 500s and hide them
     "AWS_ACCESS_KEY_ID": "testing",
