@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from vmlab.providers.base import Image
 from vmlab.providers.container.engine import Podman
 from vmlab.providers.container.provider import ContainerProvider
 
@@ -134,13 +135,19 @@ def lab_image(container_root: Path) -> str:
     result = bake(recipe, made, base="debian-12",
                   say=lambda msg: print(f"lab image: {msg}", file=sys.stderr))
     print(f"lab image baked in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    for old in SHARED_CACHE.glob("lab-image-*.tar"):
+    return keep_in_cache(made, result.image, archive, "lab-image-*.tar")
+
+
+def keep_in_cache(made: ContainerProvider, image: Image, archive: Path, older: str) -> str:
+    """Save a test image baked now as `archive` in the shared cache (older ones matching `older` go first, the
+    file appears whole or not at all); returns the image's id."""
+    for old in SHARED_CACHE.glob(older):
         old.unlink()
     partial = archive.with_suffix(".part")
-    made.engine.text("save", "-q", "--format", "oci-archive", "-o", str(partial), result.image.source or "",
-                     what="keeping the lab image")
+    made.engine.text("save", "-q", "--format", "oci-archive", "-o", str(partial), image.source or "",
+                     what=f"keeping {archive.name}")
     partial.rename(archive)
-    return result.image.id
+    return image.id
 
 
 @pytest.fixture(scope="session")
@@ -167,10 +174,4 @@ def hub_lab_image(container_root: Path, lab_image: str) -> str:
     result = bake(load_recipe(recipe_file), made, base=lab_image, variables=spec,
                   say=lambda msg: print(f"hub lab image: {msg}", file=sys.stderr))
     print(f"hub lab image baked in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    for old in SHARED_CACHE.glob("hub-lab-image-*.tar"):
-        old.unlink()
-    partial = archive.with_suffix(".part")
-    made.engine.text("save", "-q", "--format", "oci-archive", "-o", str(partial), result.image.source or "",
-                     what="keeping the hub lab image")
-    partial.rename(archive)
-    return result.image.id
+    return keep_in_cache(made, result.image, archive, "hub-lab-image-*.tar")
