@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ from harness.plumbing.serverproc import stop_process, wait_until_up
 
 CHP = Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
 XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
+
+
+def dummy_login(password: str, users: Iterable[str], admins: Iterable[str] = ("prof",)) -> str:
+    """Config lines of a test hub: a start request answers at once (202), DummyAuthenticator with one password for
+    `users`, `admins` its admins."""
+    return ("c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
+            'c.JupyterHub.authenticator_class = "dummy"\n'
+            f"c.DummyAuthenticator.password = {password!r}\n"
+            f"c.Authenticator.allowed_users = {sorted(users)!r}\n"
+            f"c.Authenticator.admin_users = {sorted(admins)!r}\n")
 
 
 class Hub:

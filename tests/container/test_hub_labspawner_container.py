@@ -26,7 +26,7 @@ import psutil
 import pytest
 import requests
 
-from harness.emulators.jupyterhub import Hub
+from harness.emulators.jupyterhub import Hub, dummy_login
 from harness.emulators.moto import MotoServer
 from vmlab.providers.container.engine import Podman
 
@@ -63,11 +63,7 @@ class ClassSpawner(LabSpawner):
 
 
 c.JupyterHub.spawner_class = ClassSpawner
-c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # a start request answers at once (202)
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {password!r}
-c.Authenticator.allowed_users = {users!r}
-c.Authenticator.admin_users = {{"prof"}}
+{login}
 c.LabSpawner.provider_name = "container"
 c.LabSpawner.class_name = "cls"
 c.LabSpawner.sync_root = "s3://{bucket}/cls"
@@ -101,8 +97,9 @@ def s3(moto_server: MotoServer) -> Any:
 def hub(container_root: Path, engine: Podman, hub_lab_image: str, lab_image: str, s3: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("hub")
-    config = CONFIG.format(state=str(work / "state"), plain=lab_image, image=hub_lab_image, password=PASSWORD,
-                           users={*STUDENTS, *OTHERS}, bucket=BUCKET, price=PRICE, budget=BUDGET)
+    config = CONFIG.format(state=str(work / "state"), plain=lab_image, image=hub_lab_image,
+                           login=dummy_login(PASSWORD, {*STUDENTS, *OTHERS}), bucket=BUCKET, price=PRICE,
+                           budget=BUDGET)
     made = Hub(work, config, env={"VMLAB_CONTAINER_ROOT": str(container_root), "PYTHONPATH": str(ROOT),
                                   "VMLAB_CONTAINER_HOST_LOOPBACK": "1"})  # the bucket is on this loopback
     try:

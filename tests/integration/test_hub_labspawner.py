@@ -23,7 +23,7 @@ import pytest
 
 from harness.clouds.sandboxprovider import URL_ENV, Cloud, CloudServer, open_cloud
 from harness.drivers.ec2cli import run_vmlab
-from harness.emulators.jupyterhub import Hub
+from harness.emulators.jupyterhub import Hub, dummy_login
 
 pytestmark = pytest.mark.sshd
 
@@ -62,11 +62,7 @@ class ClassSpawner(LabSpawner):
 
 
 c.JupyterHub.spawner_class = ClassSpawner
-c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # a start request answers at once (202)
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {password!r}
-c.Authenticator.allowed_users = {users!r}
-c.Authenticator.admin_users = {{"prof"}}
+{login}
 c.LabSpawner.provider_name = "sandbox"
 c.LabSpawner.class_name = "cls"
 c.LabSpawner.image = {image!r}
@@ -96,7 +92,7 @@ def hub(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
     with CloudServer(cloud) as server:
         os.environ.update({URL_ENV: server.url, "PYTHONPATH": str(ROOT)})
         users = {*STUDENTS, *OTHERS}
-        hub = Hub(work, CONFIG.format(password=PASSWORD, users=users, image=image.id, budget=BUDGET,
+        hub = Hub(work, CONFIG.format(login=dummy_login(PASSWORD, users), image=image.id, budget=BUDGET,
                                       singleuser=SINGLEUSER, state=str(work / "state")))
         try:
             yield hub

@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from harness.clouds.ec2cloud import SandboxCloud, census
-from harness.emulators.jupyterhub import Hub
+from harness.emulators.jupyterhub import Hub, dummy_login
 from harness.emulators.moto import MotoServer
 from harness.faults.awsfaults import FaultProxy
 from tests.integration.test_ec2_flow import CIDR, SHARED
@@ -46,11 +46,7 @@ def free_port(_spawner):
 
 
 c.JupyterHub.spawner_class = "vmlab.hub.LabSpawner"
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {password!r}
-c.Authenticator.allowed_users = {{"ana", "ben", "prof"}}
-c.Authenticator.admin_users = {{"prof"}}
-c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+{login}
 c.LabSpawner.provider_name = "ec2"
 c.LabSpawner.region = "us-east-1"
 c.LabSpawner.class_name = "cls"
@@ -103,8 +99,8 @@ def rig(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                            "PYTHONPATH": str(ROOT)}.items():
             monkeypatch.setenv(key, value)
         (tmp_path / "hub").mkdir()
-        hub = Hub(tmp_path / "hub", CONFIG.format(password=PASSWORD, image=ami, bucket=BUCKET,
-                                                  singleuser=SINGLEUSER))
+        login = dummy_login(PASSWORD, ("ana", "ben", "prof"))
+        hub = Hub(tmp_path / "hub", CONFIG.format(login=login, image=ami, bucket=BUCKET, singleuser=SINGLEUSER))
         try:
             yield Rig(ec2, iam, proxy, cloud, hub, state)
         finally:
