@@ -155,6 +155,7 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         env = self.get_env()
         loop = asyncio.get_running_loop()
         self._launch = loop.run_in_executor(_LAUNCHES, self._start_lab, names, env)
+        self._launch.add_done_callback(self._launch_ended)
         try:
             port = await asyncio.shield(self._launch)
         except asyncio.CancelledError:
@@ -173,7 +174,16 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         self._cancel.set()
         try:
             await asyncio.shield(launch)
-        except BaseException as exc:  # noqa: BLE001 - the launch's own failure: its clean-up has run
+        except BaseException:  # noqa: BLE001 - the launch's own failure, logged by _launch_ended
+            pass
+
+    def _launch_ended(self, launch: asyncio.Future[int]) -> None:
+        """Logs how a launch the hub gave up on ended (nobody awaits its result then); it may end before or after
+        the hub's stop."""
+        if launch.cancelled() or not self._cancel.is_set():
+            return
+        exc = launch.exception()
+        if exc is not None:
             self.log.info("lab %s: launch ended: %s", self.names.lab, exc)
 
     def _start_lab(self, names: LabNames, env: dict[str, str]) -> int:
