@@ -84,3 +84,32 @@ def test_a_multipart_object_equal_to_the_local_file_is_in_sync(bucket, tmp_path:
     done = restore(folder, name, tmp_path / "state")
     assert "in sync 1" in done.stderr and "conflicts 0" in done.stderr, done.stderr
     assert [p.name for p in folder.iterdir()] == ["big.bin"]
+
+
+def test_a_large_file_the_agent_sent_is_known_by_its_etag_through_touches_and_edits(bucket, tmp_path: Path) -> None:
+    """A file above the multipart threshold is recorded by the ETag S3 computed for its parts (no hashing pass
+    before its upload): a touch is still "in sync" at restore, a same-size edit with the old mtime put back is
+    still seen ("kept", then sent)."""
+    s3, name = bucket
+    folder, state = tmp_path / "data", tmp_path / "state"
+    folder.mkdir()
+    big = folder / "big.bin"
+    data = os.urandom(1 << 20) * 9 + b"!"
+    big.write_bytes(data)
+    sync = [sys.executable, "-m", "vmlab.agent", "sync", "--once", "--no-restore", "--folder", str(folder),
+            "--url", f"s3://{name}/{PREFIX}"]
+    done = subprocess.run(sync, cwd=ROOT, env=agent_env(state), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert s3.head_object(Bucket=name, Key=PREFIX + "big.bin")["ETag"].strip('"').endswith("-2")
+    mtime = big.stat().st_mtime_ns
+    os.utime(big, ns=(mtime, mtime + 10**9))
+    done = restore(folder, name, state)
+    assert "in sync 1" in done.stderr and "conflicts 0" in done.stderr, done.stderr
+    edited = data[:-1] + b"?"
+    big.write_bytes(edited)
+    os.utime(big, ns=(mtime, mtime))
+    done = restore(folder, name, state)
+    assert "kept local 1" in done.stderr and big.read_bytes() == edited, done.stderr
+    done = subprocess.run(sync, cwd=ROOT, env=agent_env(state), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert s3.get_object(Bucket=name, Key=PREFIX + "big.bin")["Body"].read() == edited

@@ -16,7 +16,7 @@ import pytest
 
 from harness.drivers.storebackends import Backend, Daemon, make_backend
 from harness.faults.tcpdrop import DropProxy
-from vmlab.agent.manifest import Excludes, Manifest
+from vmlab.agent.manifest import PARTS_DIGEST, Excludes, Manifest, digest_like
 from vmlab.agent.restore import restore
 from vmlab.agent.stores import RetryPolicy
 from vmlab.agent.sync import push
@@ -283,8 +283,22 @@ def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend
     assert sorted(push(folder, store, manifest).uploaded) == sorted([os.fsdecode(b"caf\xe9.txt"), "report.txt",
                                                                      "big.bin"])
     assert backend.objects()[backend.prefix + "big.bin"] == big
-    # the whole file's MD5 is recorded (restore and the next scan compare by it), whatever the store's ETag is
-    assert manifest.entries["big.bin"].md5 == hashlib.md5(big).hexdigest()
+    # the bytes' digest is recorded (restore and the next scan compare by it): on S3 the multipart ETag S3 computed
+    # (no hashing pass before the upload), elsewhere the whole file's MD5
+    entry = manifest.entries["big.bin"]
+    if store.parts_etag:
+        assert PARTS_DIGEST.fullmatch(entry.md5)
+        assert entry.md5 == entry.etag == digest_like(folder, "big.bin", entry.md5)
+    else:
+        assert entry.md5 == hashlib.md5(big).hexdigest()
+    mtime = (folder / "big.bin").stat().st_mtime_ns
+    os.utime(folder / "big.bin", ns=(mtime, mtime + 10**9))  # touched: the same bytes are not sent again
+    assert push(folder, store, manifest).uploaded == []
+    big = big[:-1] + bytes([big[-1] ^ 1])  # a same-size edit that puts the old mtime back is sent
+    write(folder / "big.bin", big)
+    os.utime(folder / "big.bin", ns=(mtime, mtime))
+    assert push(folder, store, manifest).uploaded == ["big.bin"]
+    assert backend.objects()[backend.prefix + "big.bin"] == big
     assert backend.objects()[backend.prefix + "caf\uf7e9.txt"] == b"latin-1 name"
     backend.requests()
     assert store.exists("report.txt") and not store.exists("no-such-key")

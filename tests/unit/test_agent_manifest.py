@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
+from vmlab.agent.manifest import PARTS_DIGEST, Entry, Excludes, Manifest, Stat, diff, md5_reader, parts_digest, scan
 from vmlab.errors import BadInput
 
 
@@ -24,7 +24,7 @@ def entry(size: int, mtime_ns: int, data: bytes) -> Entry:
 def hashes(contents: dict[str, bytes]):
     calls: list[str] = []
 
-    def md5_of(rel: str) -> str | None:
+    def md5_of(rel: str, like: str = "") -> str | None:
         calls.append(rel)
         return md5(contents[rel]) if rel in contents else None
 
@@ -173,3 +173,29 @@ def test_corrupt_manifest_is_bad_input(tmp_path: Path) -> None:
         Manifest.load(path, "u")
     path.write_text(json.dumps({"version": 99, "url": "u", "entries": {"a": [1, 1, "x", "x"]}}))
     assert Manifest.load(path, "u").entries == {}
+
+
+def s3_etag(data: bytes, part: int) -> str:
+    """S3's multipart ETag, computed here independently: the MD5 of the parts' MD5s, '-', their count."""
+    parts = [hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part)]
+    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+def test_a_large_file_known_by_its_parts_digest_is_read_in_that_form(tmp_path: Path) -> None:
+    mib = 1 << 20
+    data = os.urandom(mib) * 20 + b"tail"
+    (tmp_path / "big.bin").write_bytes(data)
+    read = md5_reader(tmp_path)
+    assert read("big.bin") == hashlib.md5(data).hexdigest()
+    assert read("big.bin", s3_etag(data, 8 * mib)) == s3_etag(data, 8 * mib) == parts_digest(tmp_path, "big.bin", 3)
+    # a transfer that had to use bigger parts (huge files: at most 10,000 parts) doubles them: 2 parts of 16 MiB
+    assert parts_digest(tmp_path, "big.bin", 2) == s3_etag(data, 16 * mib)
+    assert parts_digest(tmp_path, "big.bin", 1) == s3_etag(data, 32 * mib)
+    assert read("gone.bin", s3_etag(data, 8 * mib)) is None
+    etag = s3_etag(data, 8 * mib)
+    st = Stat.of((tmp_path / "big.bin").stat())
+    known = {"big.bin": Entry(st.size, st.mtime_ns - 1, etag, etag)}  # the stat moved: settled by the digest
+    assert set(diff({"big.bin": st}, known, read).touched) == {"big.bin"}
+    (tmp_path / "big.bin").write_bytes(data[:-1] + b"!")  # the same size, other bytes
+    assert diff({"big.bin": st}, known, read).changed == {"big.bin"}
+    assert not PARTS_DIGEST.fullmatch(hashlib.md5(data).hexdigest())

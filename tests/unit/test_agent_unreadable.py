@@ -69,7 +69,7 @@ def test_unreadable_root_deletes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_unreadable_file_is_neither_changed_nor_deleted(tmp_path: Path) -> None:
-    def md5_of(rel: str) -> str | None:
+    def md5_of(rel: str, like: str = "") -> str | None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     changes = diff({"f": Entry(4, 9, "m", "e").stat}, {"f": Entry(4, 1, "m", "e")}, md5_of)

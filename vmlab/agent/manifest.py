@@ -19,12 +19,15 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import stat as stat_module
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from vmlab.agent import safefs
+from vmlab.agent.stores import PART_SIZE
 from vmlab.errors import BadInput
 from vmlab.fileio import write_atomic
 
@@ -51,7 +54,9 @@ class Stat:
 
 @dataclass(frozen=True)
 class Entry:
-    """A file as it was when last synced: its stat then, the MD5 of its bytes and the store's ETag."""
+    """A file as it was when last synced: its stat then, the digest of its bytes and the store's ETag. The digest is
+    their MD5, or for a large file on S3 the multipart ETag S3 computed (`PARTS_DIGEST`), so that uploading it
+    costs no hashing pass of its own (`digest_like` reads a file's digest in either form)."""
 
     size: int
     mtime_ns: int
@@ -106,14 +111,14 @@ class Diff:
         return bool(self.new or self.changed or self.deleted or self.touched)
 
 
-def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable[[str], str | None],
+def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable[[str, str], str | None],
          unreadable: Mapping[str, str] | None = None) -> Diff:
     """Compare scanned files with the manifest. A file whose size, mtime, ctime and inode all equal the manifest's
     is taken as unchanged; any other difference (an older mtime included: a restored copy, `touch -r`, an editor
-    keeping the mtime, which still moves the ctime) is settled by MD5, so a same-size edit is never missed and a
-    touch costs no upload. `md5_of` returns None for a file that vanished since the scan; it is then left for
-    the next pass. A file `md5_of` cannot read, and every known path under an `unreadable` one (a scan's), goes
-    to `unreadable`: never judged deleted.
+    keeping the mtime, which still moves the ctime) is settled by the bytes' digest (`md5_of(rel, entry.md5)`, in
+    the entry's form), so a same-size edit is never missed and a touch costs no upload. `md5_of` returns None for
+    a file that vanished since the scan; it is then left for the next pass. A file `md5_of` cannot read, and every
+    known path under an `unreadable` one (a scan's), goes to `unreadable`: never judged deleted.
 
     Example: `diff({"a": Stat(1, 5)}, {}, md5_of).new == {"a"}`.
     """
@@ -126,7 +131,7 @@ def diff(local: Mapping[str, Stat], known: Mapping[str, Entry], md5_of: Callable
         if entry.stat == st:
             continue
         try:
-            digest = md5_of(rel)
+            digest = md5_of(rel, entry.md5)
         except OSError as e:
             result.unreadable[rel] = str(e)
             continue
@@ -193,19 +198,50 @@ def md5_file(path: Path) -> str | None:
 def md5_under(folder: Path, rel: str) -> str | None:
     """Hex MD5 of `rel` under `folder`, reached without following symlinks; None when it is gone or not a
     regular file."""
+    return _digest_under(folder, rel, 0)
+
+
+#: S3's ETag of a multipart upload: the MD5 of its parts' MD5s and their count
+PARTS_DIGEST = re.compile(r"[0-9a-f]{32}-([1-9][0-9]{0,4})")
+
+
+def parts_digest(folder: Path, rel: str, parts: int) -> str | None:
+    """The ETag S3 gives `rel`'s bytes uploaded in `parts` parts of PART_SIZE (doubled until that many parts hold
+    the file, as the transfer manager does for huge files): "<md5 of the parts' MD5s>-<parts>". None when gone.
+
+    Example: a 20 MiB file, 3 parts -> "<md5 of three 8 MiB-part digests>-3"."""
+    return _digest_under(folder, rel, parts)
+
+
+def digest_like(folder: Path, rel: str, like: str = "") -> str | None:
+    """`rel`'s content digest in the form of `like` (a manifest entry's): its parts digest when `like` is one (a
+    large file on S3 is known by its ETag), else its MD5."""
+    parts = PARTS_DIGEST.fullmatch(like)
+    return _digest_under(folder, rel, int(parts.group(1)) if parts else 0)
+
+
+def _digest_under(folder: Path, rel: str, parts: int) -> str | None:
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with safefs.open_under(folder, rel) as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+            if not parts:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                return digest.hexdigest()
+            size, part_size = os.fstat(f.fileno()).st_size, PART_SIZE
+            while -(-size // part_size) > parts:
+                part_size *= 2
+            digests = []
+            while chunk := f.read(part_size):
+                digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
     except (FileNotFoundError, NotADirectoryError, safefs.Outside):
         return None
-    return digest.hexdigest()
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
-def md5_reader(folder: Path) -> Callable[[str], str | None]:
-    """The `md5_of` argument of `diff` for files under `folder`."""
-    return lambda rel: md5_under(folder, rel)
+def md5_reader(folder: Path) -> Callable[[str, str], str | None]:
+    """The `md5_of` argument of `diff` for files under `folder` (see `digest_like`)."""
+    return partial(digest_like, folder)
 
 
 class Manifest:

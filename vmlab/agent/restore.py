@@ -38,8 +38,8 @@ from typing import Any, BinaryIO
 
 from vmlab.agent import safefs
 from vmlab.agent.keys import MARKER_KEY, key_of, rel_of, shown
-from vmlab.agent.manifest import Entry, Excludes, Manifest, Stat, md5_under, scan
-from vmlab.agent.stores import PART_SIZE, ObjectInfo, Store
+from vmlab.agent.manifest import PARTS_DIGEST, Entry, Excludes, Manifest, Stat, digest_like, parts_digest, scan
+from vmlab.agent.stores import ObjectInfo, Store
 from vmlab.agent.sync import WORKERS, _entry
 from vmlab.errors import VmlabError
 
@@ -163,9 +163,9 @@ def _decide(folder: Path, rel: str, obj: ObjectInfo, st: Stat | None, manifest: 
         return "download"
     if entry is not None and entry.stat == st:
         return "in sync" if entry.etag == obj.etag else "download"
-    digest = md5_under(folder, rel) or ""
-    if digest == (obj.md5 or obj.etag) or (  # the store's MD5 (S3: a single-part ETag is one)
-            entry is None and not obj.md5 and st.size == obj.size and multipart_etag(folder, rel) == obj.etag):
+    digest = digest_like(folder, rel, entry.md5 if entry is not None else "") or ""
+    if digest == (obj.md5 or obj.etag) or (  # the store's MD5 (S3: a single-part ETag is one, a multipart one a
+            entry is None and not obj.md5 and st.size == obj.size and _same_parts(folder, rel, obj.etag)):  # parts
         manifest.record(rel, _entry(st, digest, obj.etag))
         return "in sync"
     if entry is not None and digest == entry.md5:
@@ -179,19 +179,10 @@ def _decide(folder: Path, rel: str, obj: ObjectInfo, st: Stat | None, manifest: 
     return "local newer" if st.mtime_ns / 1e9 >= obj.modified else "remote newer"
 
 
-def multipart_etag(folder: Path, rel: str, part_size: int = PART_SIZE) -> str:
-    """The ETag S3 gives `rel`'s bytes uploaded in `part_size` parts (the agent's; also `aws s3`'s default):
-    the MD5 of the parts' MD5s, "-" and their count. "" when the file cannot be read.
-
-    Example: a 20 MiB file in 8 MiB parts -> "<md5 of three digests>-3"."""
-    digests = []
-    try:
-        with safefs.open_under(folder, rel) as f:
-            while chunk := f.read(part_size):
-                digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
-    except OSError:
-        return ""
-    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+def _same_parts(folder: Path, rel: str, etag: str) -> bool:
+    """`rel`'s bytes are those of an object S3 uploaded in parts and tagged `etag` (another tool's upload)."""
+    parts = PARTS_DIGEST.fullmatch(etag)
+    return parts is not None and parts_digest(folder, rel, int(parts.group(1))) == etag
 
 
 def conflict_name(name: str, host: str, when: float) -> str:

@@ -25,11 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from vmlab.agent import safefs
 from vmlab.agent.deletes import DeleteGuard, DeletePolicy
 from vmlab.agent.keys import key_of, shown
-from vmlab.agent.manifest import UNVERIFIED, Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
+from vmlab.agent.manifest import PARTS_DIGEST, UNVERIFIED, Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
 from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
 from vmlab.errors import BadInput, VmlabError
 
@@ -213,20 +214,27 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
                 digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
                 etag = store.put(key_of(rel), data, digest)
             else:
-                hasher = hashlib.md5(usedforsecurity=False)
-                while chunk := f.read(1 << 20):
-                    hasher.update(chunk)
-                digest = hasher.hexdigest()
-                f.seek(0)
+                digest = "" if store.parts_etag else _md5(f)
                 # the open file by its /proc link (the same inode whatever happens to the path since), so the
                 # store's transfer manager reads parts in parallel; elsewhere the file object itself
                 proc = Path(f"/proc/self/fd/{f.fileno()}")
                 etag = store.put(key_of(rel), proc if proc.exists() else f, digest)
+                if not digest:  # the store's ETag is the parts' digest; one that is not (a store's own) costs a pass
+                    digest = etag if PARTS_DIGEST.fullmatch(etag) else _md5(f)
                 if not _same(folder, rel, before):
                     return None  # the object may hold a mix of versions; the next pass uploads it again
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, safefs.Outside):
         return None  # renamed, deleted or swapped for a symlink since the scan: its event is queued
     return _entry(Stat.of(before), digest, etag)
+
+
+def _md5(f: BinaryIO) -> str:
+    """The hex MD5 of an open file's bytes, read from its start."""
+    f.seek(0)
+    hasher = hashlib.md5(usedforsecurity=False)
+    while chunk := f.read(1 << 20):
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _same(folder: Path, rel: str, before: os.stat_result) -> bool:

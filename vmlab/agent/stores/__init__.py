@@ -84,9 +84,13 @@ class Store(Protocol):
     file or a path above it; `md5` is the hex MD5 of the content, checked by the store on the way); `get` writes
     the object into `out` and returns its version tag; `delete` of a missing key is not an error; `list` is only
     used by restore, never while watching; `exists` is one HEAD request (the daemon's check that the bucket did
-    not lose its objects). Every failure is raised as `StoreError` with a one-line message and hint."""
+    not lose its objects). Every failure is raised as `StoreError` with a one-line message and hint.
+    `parts_etag` is true where a large upload's version tag is the digest of its parts (S3's multipart ETag: the
+    MD5 of the parts' MD5s, computed by the store), so the agent puts a large file without hashing it first and
+    `md5` is "" then."""
 
     url: str
+    parts_etag: bool
 
     def put(self, key: str, source: bytes | BinaryIO | Path, md5: str) -> str: ...
 

@@ -43,6 +43,8 @@ class AzureStore:
     "http://127.0.0.1:PORT/ACCOUNT"); `credential` a SAS token (without "?"), or an account key dict.
     Example: `AzureStore("https://acct.blob.core.windows.net", "acct", "lab", "alice/", credential=sas)`."""
 
+    parts_etag = False  # see Store
+
     def __init__(self, account_url: str, account: str, container: str, prefix: str = "", credential: Any = None,
                  retry: RetryPolicy = RETRY, part_size: int = PART_SIZE,
                  multipart_threshold: int = MULTIPART_THRESHOLD) -> None:

@@ -35,6 +35,8 @@ _CHUNK_UNIT = 256 * 1024  # resumable chunks are a multiple of this
 class GCSStore:
     """A bucket prefix on GCS. Example: `GCSStore("my-bucket", "alice/")`."""
 
+    parts_etag = False  # see Store
+
     def __init__(self, bucket: str, prefix: str = "", project: str | None = None, client: Any = None,
                  retry: RetryPolicy = RETRY, part_size: int = PART_SIZE,
                  multipart_threshold: int = MULTIPART_THRESHOLD) -> None:

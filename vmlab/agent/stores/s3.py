@@ -41,6 +41,8 @@ class S3Store:
     """A bucket prefix on S3, credentials from the standard chain (instance profile on a lab VM).
     Example: `S3Store("my-bucket", "alice/")`."""
 
+    parts_etag = True  # see Store
+
     def __init__(self, bucket: str, prefix: str = "", client: Any = None, retry: RetryPolicy = RETRY,
                  part_size: int = PART_SIZE, multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
         self.bucket = bucket
@@ -158,7 +160,19 @@ class S3Store:
 
 
 def make_client(retry: RetryPolicy = RETRY) -> Any:
-    """An S3 client with bounded retries and timeouts, region from AWS_REGION / AWS_DEFAULT_REGION."""
+    """An S3 client with bounded retries and timeouts, region from AWS_REGION / AWS_DEFAULT_REGION.
+    Example: `make_client().meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"` (with AWS_REGION=eu-west-1).
+    """
+    client = _client(retry, sign_payload=True)
+    if str(client.meta.endpoint_url).startswith("https://"):
+        # over TLS the parts of a large upload are sent unsigned, as aws s3 does: TLS already protects the bytes on
+        # the way, and SHA-256 over every part costs a second pass of CPU over the file (a tenth of a large
+        # upload's time on two cores). Plain-HTTP endpoints (a local MinIO) keep the signed payload.
+        client = _client(retry, sign_payload=False)
+    return client
+
+
+def _client(retry: RetryPolicy, sign_payload: bool) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -166,8 +180,8 @@ def make_client(retry: RetryPolicy = RETRY) -> Any:
     # room for the 10 parallel transfers (and a multipart upload's own threads) without dropping connections.
     # Checksums only where S3 requires them: a single PUT carries the Content-MD5 the agent computed anyway, and
     # botocore's default CRC32 trailer on every multipart part costs ~15% of a large upload's time (aws-chunked
-    # encoding read in small pieces), which is what aws s3 sync does not pay either.
+    # encoding read in small pieces), and S3-compatible stores reject its aws-chunked trailers.
     config = Config(retries={"mode": "standard", "total_max_attempts": retry.attempts}, max_pool_connections=48,
                     connect_timeout=retry.timeout_s, read_timeout=retry.timeout_s,
-                    request_checksum_calculation="when_required")
+                    request_checksum_calculation="when_required", s3={"payload_signing_enabled": sign_payload})
     return boto3.session.Session().client("s3", region_name=region, config=config)
