@@ -16,6 +16,10 @@ Everything runs on 127.0.0.1 in a podman engine root of its own under a temporar
 - restart: the first user's server is stopped, then started again (a new container on the kept data volume).
 - concurrent: `--concurrent` other users press start at once; every server must answer (a failure is counted and
   makes the exit code 1); per-user times and the wall time until all answer.
+- qemu (`--qemu-image ID`): one user's lab VM on the local provider (QEMU) from a class image baked with
+  jupyterhub-singleuser, e.g. `vmlab bake tests/e2e/recipes/e2e_lab.py` (the e2e recipe sets `hub_singleuser`)
+  with VMLAB_CACHE_DIR=/var/tmp/vmlab-test-cache: the same start-to-answer time, then the user is deleted
+  (the VM with it).
 Results are printed and written to bench/results/hub_spawn.json. See bench/README.md.
 """
 
@@ -100,6 +104,41 @@ class Student:
         self.hub.wait_stopped(self.session, self.name, timeout=120)
 
 
+QEMU_CONFIG = """
+import os
+os.environ["VMLAB_STATE_DIR"] = {state!r}
+c.JupyterHub.spawner_class = "vmlab.hub.LabSpawner"
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allowed_users = {{"vm1", "prof"}}
+c.Authenticator.admin_users = {{"prof"}}
+c.LabSpawner.provider_name = "local"
+c.LabSpawner.class_name = "benchvm"
+c.LabSpawner.image = {image!r}
+"""
+
+
+def qemu_round(image: str, work: Path) -> dict[str, Any]:
+    """One user's lab VM (local provider) from `image`: start to answering, stop, start again; then the user is
+    deleted, which removes the VM."""
+    work.mkdir()
+    hub = Hub(work, QEMU_CONFIG.format(state=str(work / "state"), password=PASSWORD, image=image),
+              env={"PYTHONPATH": str(REPO)})
+    try:
+        student, prof = Student(hub, "vm1"), hub.session("prof", PASSWORD)
+        try:
+            first = round(student.start(timeout=900), 2)
+            print(f"QEMU lab spawn: {first} s", flush=True)
+            student.stop()
+            again = round(student.start(timeout=900), 2)
+            print(f"QEMU lab stopped and started again: {again} s", flush=True)
+        finally:
+            hub.api(prof, "DELETE", "users/vm1")  # its lab VM goes with the user
+        return {"qemu_spawn_s": first, "qemu_restart_s": again}
+    finally:
+        hub.stop()
+
+
 def attempt(student: Student) -> float | str:
     try:
         return round(student.start(), 2)
@@ -147,11 +186,14 @@ def main() -> int:
     parser.add_argument("--serial", type=int, default=3, help="users started one after another (default 3)")
     parser.add_argument("--concurrent", type=int, default=10, help="users started at once (default 10)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/hub_spawn.json")
+    parser.add_argument("--qemu-image", help="also one lab VM (local provider) from this class image id")
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("podman") is None:
         sys.exit("needs root and podman (the container provider's engine)")
     with tempfile.TemporaryDirectory(prefix="vmlab-bench-hub-") as tmp:
         result = run(args, Path(tmp))
+        if args.qemu_image:
+            result.update(qemu_round(args.qemu_image, Path(tmp) / "qemu"))
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     result.update({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg": load},

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
@@ -215,6 +216,61 @@ def test_second_bake_reuses_the_image(baked: Flow) -> None:
     again = json.loads(proc.stdout)
     assert again["reused"] is True and again["image"] == baked.image
     assert baked.vm_dirs() == vms  # no builder was launched
+
+
+HUB_CONFIG = """
+import os
+os.environ["VMLAB_STATE_DIR"] = {state!r}
+c.JupyterHub.spawner_class = "vmlab.hub.spawner.LabSpawner"
+{login}
+c.LabSpawner.provider_name = "local"
+c.LabSpawner.class_name = "e2ehub"
+c.LabSpawner.image = {image!r}
+"""
+
+
+def test_a_hub_gives_a_student_a_lab_vm_stops_it_and_removes_it_with_the_user(baked: Flow, tmp_path: Path) -> None:
+    """Issue 16 end to end on the local provider: JupyterHub's LabSpawner boots the student's lab VM from the
+    class image (jupyterhub-singleuser baked in by `hub_singleuser`), its server answers through the hub's proxy
+    over the spawner's SSH tunnel, stop keeps the VM's disk, deleting the user removes the VM."""
+    from harness.emulators.jupyterhub import Hub, dummy_login
+
+    password = secrets.token_urlsafe(12)
+    vms = baked.vm_dirs()
+    hub = Hub(tmp_path, HUB_CONFIG.format(state=str(baked.state), image=baked.image,
+                                          login=dummy_login(password, ["stu", "eve", "prof"])),
+              # not the flow's PYTHONPATH: recipes/jupyterhub.py would stand in for the jupyterhub package
+              env={"VMLAB_STATE_DIR": str(baked.state), "VMLAB_CACHE_DIR": str(baked.cache), "PYTHONPATH": str(ROOT)})
+    try:
+        student, prof, eve = (hub.session(user, password) for user in ("stu", "prof", "eve"))
+        token = {user: s.post(f"{hub.url}/hub/api/users/{user}/tokens", json={"note": "e2e"}, timeout=30).json()
+                 ["token"] for user, s in (("stu", student), ("eve", eve))}
+        server = hub.url + "/user/stu/api"
+
+        def call(method: str, path: str, as_user: str = "stu", **kw: object) -> int:
+            got = requests.request(method, server + path, headers={"Authorization": f"token {token[as_user]}"},
+                                   allow_redirects=False, timeout=60, **kw)  # type: ignore[arg-type]
+            return got.status_code
+
+        t0 = time.monotonic()
+        assert hub.spawn(student, "stu", timeout=900).get("ready"), hub.log_path.read_text()[-3000:]
+        print(f"\nhub spawn of a QEMU lab to its server answering: {time.monotonic() - t0:.1f} s")
+        assert call("GET", "/status") == 200
+        assert call("PUT", "/contents/from-the-hub.txt",
+                    json={"type": "file", "format": "text", "content": "hello"}) in (200, 201)
+        assert call("GET", "/status", as_user="eve") == 403
+        on_vm = baked.run("ssh", "e2ehub-stu", "--", "sudo find /home -name from-the-hub.txt -exec cat {} +",
+                          timeout=120).stdout
+        assert on_vm.strip() == "hello"  # on the lab VM's disk, not on the hub's machine
+        (new_vm,) = baked.vm_dirs() - vms
+        assert hub.api(student, "DELETE", "users/stu/server").status_code in (202, 204)
+        hub.wait_stopped(student, "stu", timeout=300)
+        labs = {row["name"]: row for row in json.loads(baked.run("ls", "--json").stdout)["labs"]}
+        assert labs["e2ehub-stu"]["state"] == "stopped" and new_vm in baked.vm_dirs()
+        assert hub.api(prof, "DELETE", "users/stu").status_code == 204
+        assert baked.vm_dirs() == vms and "e2ehub-stu" not in baked.run("ls").stdout
+    finally:
+        hub.stop()
 
 
 def test_lab_serves_jupyter_through_the_tunnel_only_with_its_token(lab: Flow) -> None:
