@@ -9,6 +9,7 @@ slirp4netns's host loopback (enabled for these tests only)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -133,6 +134,8 @@ def test_a_lab_relaunched_on_its_volumes_uploads_the_edit_the_last_container_cou
         time.sleep(0.3)
     assert keys(s3, "cat/") == ["cat/.~vmlab-agent-marker", "cat/notes.txt"]
     assert in_lab(provider, "ctr7", "ls /root/data") == "notes.txt\n"  # no conflict copy, no agent file
+    listed = json.loads(vmlab("ls", "--json").stdout)["labs"]  # `ls` reads the status on the agent's volume
+    assert listed[0]["agent"]["summary"].startswith("synced"), listed
     removed = vmlab("down", "ctr7")
     assert removed.exit_code == 0, removed.output
     assert leftovers(provider) == ([], [])
