@@ -10,7 +10,10 @@ slirp4netns's host loopback (enabled for these tests only)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -102,12 +105,32 @@ def test_down_of_a_stopped_lab_with_an_unsynced_change_refuses_then_flushes_it(
     assert "bob/draft.txt" not in keys(s3, "bob/")
 
     aws_faults.reset()  # the bucket takes uploads again
+    interrupted_during_the_check(provider, aws_faults)
     started = time.monotonic()
     removed = vmlab("down", "ctr6")
     print(f"down (flushed, then removed) in {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert removed.exit_code == 0, removed.output
     assert bucket_text(s3, "bob/draft.txt", timeout=0) == "draft\n"
     assert leftovers(provider) == ([], [])
+
+
+def interrupted_during_the_check(provider: ContainerProvider, aws_faults: FaultProxy) -> None:
+    """SIGTERM to `vmlab down` while its flush container waits for the bucket: exit 143, the flush container is
+    gone, the lab is kept whole."""
+    listing = f"GET /{BUCKET}"
+    aws_faults.delay(listing, 30, nth=1)
+    proc = subprocess.Popen([sys.executable, "-m", "vmlab", "down", "ctr6"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        assert aws_faults.wait_for(listing, timeout=60), aws_faults.calls
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out
+    assert leftovers(provider) == (["ctr6"], ["vmlab-ctr6-agent", "vmlab-ctr6-data"])
+    aws_faults.reset()
 
 
 def test_a_lab_relaunched_on_its_volumes_uploads_the_edit_the_last_container_could_not(

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from vmlab import lab
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import HostError
+from vmlab.interrupts import ctrl_c_ignored
 from vmlab.providers.container import labcontainer
 from vmlab.providers.container.engine import Podman, missing, tail
 from vmlab.syncurl import redact
@@ -105,9 +106,11 @@ def flush(engine: Podman, name: str, image: str, sync_url: str,
     argv, env = flush_argv(name, image, sync_url, os.environ if environ is None else environ)
     try:
         proc = engine.tool("podman", *argv, env=env, timeout=FLUSH_TIMEOUT)
-    except BaseException:
-        for cid in engine.call("ps", "-a", "-q", "--filter", f"label={FLUSH_LABEL}={name}").stdout.decode().split():
-            engine.call("rm", "-f", "-t", "0", cid)
+    except BaseException:  # an interrupt (Ctrl-C, SIGTERM) or a timeout: the container must not outlive this call
+        with ctrl_c_ignored():
+            found = engine.call("ps", "-a", "-q", "--filter", f"label={FLUSH_LABEL}={name}")
+            for cid in found.stdout.decode().split():
+                engine.call("rm", "-f", "-t", "0", cid)
         raise
     status = AgentStatus.parse(proc.stdout.decode(errors="replace"))
     if proc.returncode == 0 and status is not None:
