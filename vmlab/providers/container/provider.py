@@ -246,12 +246,14 @@ class ContainerProvider:
         """Remove the container, its anonymous volumes and a lab's data and agent volumes (its disk); a missing
         container is a no-op."""
         found = self._inspect("container", instance_id)
-        tags = self._instance(found).tags if found else {}
+        inst = self._instance(found) if found else None
         proc = self.engine.call("rm", "-f", "-v", "-t", "2", instance_id)
         if proc.returncode != 0 and not missing(proc):
             raise HostError(f"removing container {instance_id} failed: {tail(proc.stderr)}")
-        labvolumes.remove(self.engine, *(tags[k] for k in (labcontainer.VOLUME_LABEL, labcontainer.AGENT_VOLUME_LABEL)
-                                         if tags.get(k)))
+        if inst is not None and inst.tags.get(labcontainer.VOLUME_LABEL):
+            # a lab's volumes; one launched before the agent volume has no label for it (`down`'s check made one)
+            agent = inst.tags.get(labcontainer.AGENT_VOLUME_LABEL) or labcontainer.agent_volume_name(inst.name)
+            labvolumes.remove(self.engine, inst.tags[labcontainer.VOLUME_LABEL], agent)
 
     def discard_lab(self, instance_id: str) -> None:
         """ServesLabs: remove a lab container, keep its data volume (a missing container is a no-op)."""
@@ -277,6 +279,7 @@ class ContainerProvider:
         if found is not None and self._instance(found).state == "running":
             raise HostError(f"lab {name} is running", "stop it first (its agent pushes at the stop)")
         ref = str(found.get("Image") or image) if found is not None else image
+        labvolumes.create_missing(self.engine, name, self.lab_data_tags(name) or {})  # labelled as the lab's
         return labvolumes.flush(self.engine, name, ref, sync_url)
 
     # ---- labs served on this machine (ServesLabs) ----------------------------------------------------------
