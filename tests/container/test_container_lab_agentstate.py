@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from harness.emulators.moto import object_text
 from harness.faults.awsfaults import FaultProxy
 from vmlab.providers.container.provider import ContainerProvider
 from vmlab.state import LabStore
@@ -42,17 +43,6 @@ def s3(aws_faults: FaultProxy, moto_server: Any, monkeypatch: pytest.MonkeyPatch
     client = boto3.client("s3", endpoint_url=moto_server.endpoint)
     client.create_bucket(Bucket=BUCKET)
     return client
-
-
-def bucket_text(s3: Any, key: str, timeout: float = 30.0) -> str | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return str(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
-        except s3.exceptions.NoSuchKey:
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.3)
 
 
 def keys(s3: Any, prefix: str) -> list[str]:
@@ -110,7 +100,7 @@ def test_down_of_a_stopped_lab_with_an_unsynced_change_refuses_then_flushes_it(
     removed = vmlab("down", "ctr6")
     print(f"down (flushed, then removed) in {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert removed.exit_code == 0, removed.output
-    assert bucket_text(s3, "bob/draft.txt", timeout=0) == "draft\n"
+    assert object_text(s3, BUCKET, "bob/draft.txt", timeout=0) == "draft\n"
     assert leftovers(provider) == ([], [])
 
 
@@ -140,7 +130,7 @@ def test_a_lab_relaunched_on_its_volumes_uploads_the_edit_the_last_container_cou
     copy, as a restore with no record of the last sync would make)."""
     up("ctr7", lab_image, "--sync", f"s3://{BUCKET}/cat")
     in_lab(provider, "ctr7", "printf 'v1\\n' > /root/data/notes.txt")
-    assert bucket_text(s3, "cat/notes.txt") == "v1\n"
+    assert object_text(s3, BUCKET, "cat/notes.txt") == "v1\n"
     action = refuse_uploads(aws_faults, "cat/notes.txt")
     in_lab(provider, "ctr7", "printf 'v2, edited\\n' > /root/data/notes.txt")
     assert aws_faults.wait_for(action), aws_faults.calls
@@ -152,7 +142,7 @@ def test_a_lab_relaunched_on_its_volumes_uploads_the_edit_the_last_container_cou
 
     up("ctr7", lab_image, "--sync", f"s3://{BUCKET}/cat")
     deadline = time.monotonic() + 30
-    while bucket_text(s3, "cat/notes.txt") != "v2, edited\n":
+    while object_text(s3, BUCKET, "cat/notes.txt") != "v2, edited\n":
         assert time.monotonic() < deadline, keys(s3, "cat/")
         time.sleep(0.3)
     assert keys(s3, "cat/") == ["cat/.~vmlab-agent-marker", "cat/notes.txt"]
@@ -175,5 +165,5 @@ def test_down_of_a_lab_whose_container_is_gone_checks_and_removes_its_volumes(
                          "echo written while no agent ran > /d/late.txt")
     removed = vmlab("down", "ctr8")
     assert removed.exit_code == 0, removed.output
-    assert bucket_text(s3, "dee/late.txt", timeout=0) == "written while no agent ran\n"
+    assert object_text(s3, BUCKET, "dee/late.txt", timeout=0) == "written while no agent ran\n"
     assert leftovers(provider) == ([], [])

@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from harness.emulators.jupyterhub import Hub, dummy_login
-from harness.emulators.moto import MotoServer
+from harness.emulators.moto import MotoServer, object_text
 from harness.faults.awsfaults import FaultProxy
 from vmlab.providers.container.engine import Podman
 
@@ -157,17 +157,6 @@ def published_port(engine: Podman, name: str) -> int:
 def listeners(port: int) -> list[str]:
     out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
     return [line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.split()[3].endswith(f":{port}")]
-
-
-def bucket_text(s3: Any, key: str, timeout: float = 30.0) -> str | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return str(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
-        except s3.exceptions.NoSuchKey:
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.5)
 
 
 def progress_messages(user: User) -> list[str]:
@@ -302,7 +291,8 @@ def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine
         assert len(token) >= 32 and token not in json.dumps([box["Args"], box["Config"]["Cmd"]])
         assert not [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
         assert listeners(published_port(engine, f"cls-{name}")) == ["127.0.0.1"]
-        assert bucket_text(s3, f"cls/{name}/result.txt") == f"42 by {name}"  # the agent pushed it, to its prefix
+        # the agent pushed it, to its prefix
+        assert object_text(s3, BUCKET, f"cls/{name}/result.txt") == f"42 by {name}"
     ana, ben, chloe = (users[n] for n in STUDENTS)
     assert ana.get("/api/contents/result.txt", headers=ben.auth).status_code == 403
     assert ben.get("/api/contents", headers=chloe.auth).status_code == 403
@@ -340,7 +330,7 @@ def test_a_deleted_user_added_again_finds_the_data_restored_from_the_bucket(
     assert hub.api(prof.session, "DELETE", "users/ben").status_code == 204
     assert "cls-ben" not in containers(engine) and not set(lab_volumes("ben")) & set(volumes(engine))
     assert "cls-ben.json" not in records(hub)
-    assert bucket_text(s3, "cls/ben/result.txt") == "42 by ben"  # the bucket prefix stays
+    assert object_text(s3, BUCKET, "cls/ben/result.txt") == "42 by ben"  # the bucket prefix stays
     assert hub.api(prof.session, "POST", "users/ben").status_code == 201
     ben = users["ben"] = User(hub, "ben", PASSWORD)
     ben.start(timeout=240)
@@ -375,12 +365,12 @@ def test_a_deleted_user_whose_stopped_lab_holds_an_unsynced_change_keeps_the_lab
         assert kept.startswith("[E "), kept
     finally:
         store_faults.reset()
-    assert bucket_text(s3, "cls/kim/unsaved.txt", timeout=0) is None
+    assert object_text(s3, BUCKET, "cls/kim/unsaved.txt", timeout=0) is None
     assert hub.api(prof.session, "POST", "users/kim").status_code == 201
     started = time.monotonic()
     assert hub.api(prof.session, "DELETE", "users/kim").status_code == 204
     print(f"kim's deletion, flushed then removed: {time.monotonic() - started:.1f}s", file=sys.stderr)
-    assert bucket_text(s3, "cls/kim/unsaved.txt", timeout=0) == "not in the bucket yet\n"
+    assert object_text(s3, BUCKET, "cls/kim/unsaved.txt", timeout=0) == "not in the bucket yet\n"
     assert "cls-kim" not in containers(engine) and not set(lab_volumes("kim")) & set(volumes(engine))
     assert "cls-kim.json" not in records(hub)
 
