@@ -20,7 +20,7 @@ Example::
 
     status = flush(engine, "cls-ana", image_id, "s3://bucket/cls/ana")   # AgentStatus; HostError: no proof
     if not status.unsynced:
-        remove(engine, "cls-ana")
+        remove(engine, *names("cls-ana"))
 """
 
 from __future__ import annotations
