@@ -18,6 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from harness.emulators.sshd import free_port
 from harness.plumbing.serverproc import http_answers, tcp_accepts, wait_until_up
@@ -91,3 +92,20 @@ class MotoServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+
+def object_text(s3: Any, bucket: str, key: str, timeout: float = 30.0) -> str | None:
+    """The text of object `key` once it exists (an agent uploads it a moment later), None if it does not appear
+    within `timeout` seconds (0: look once). `s3` is a boto3 S3 client.
+
+    Example: `assert object_text(s3, "class", "ana/result.txt") == "42"`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+        except s3.exceptions.NoSuchKey:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.3)

@@ -1,13 +1,15 @@
 """`vmlab.hub.LabSpawner(provider_name="container")` under a real JupyterHub and configurable-http-proxy on
 127.0.0.1: each user's lab is a podman container of conftest's hub_lab_image (the lab image plus
 jupyterhub-singleuser), published on 127.0.0.1, its `~/data` synced with the user's own prefix of a bucket on the
-moto server (reached from the containers through slirp4netns's host loopback).
+moto server (reached from the containers through slirp4netns's host loopback, and through a FaultProxy).
 
 One hub for the module; the tests run in order: a launch whose server never comes up leaves nothing; three users
 each get their own container, run a cell over the kernel websocket that writes to ~/data, and reach only their own
 server; the budget refuses a fourth; stop keeps the container's volume and start finds the data; a deleted and
-re-added user finds their data restored from the bucket (their volume went with them); a stop while starting
-leaves nothing; a hub restart reaches the running labs again; a spent budget stops the running labs.
+re-added user finds their data restored from the bucket (their volumes went with them); a deleted user whose
+stopped lab holds a change the bucket refused keeps the lab (logged at ERROR), and deleted again once the bucket
+takes it, the agent's kept state pushes the change before everything goes; a stop while starting leaves
+nothing; a hub restart reaches the running labs again; a spent budget stops the running labs.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import pytest
 import requests
 
 from harness.emulators.jupyterhub import Hub, dummy_login
-from harness.emulators.moto import MotoServer
+from harness.emulators.moto import MotoServer, object_text
+from harness.faults.awsfaults import FaultProxy
 from vmlab.providers.container.engine import Podman
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,8 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 STUDENTS = ("ana", "ben", "chloe")
 #: dan meets the budget, eve's image has no jupyterhub-singleuser, gus's image does not exist, fay is stopped while
-#: starting, hal's spawner was not allowed to share the hub's storage credentials, ivy's lab name is taken
-OTHERS = ("dan", "eve", "fay", "gus", "hal", "ivy", "prof")
+#: starting, hal's spawner was not allowed to share the hub's storage credentials, ivy's lab name is taken, kim is
+#: deleted while her stopped lab holds a change the bucket refused
+OTHERS = ("dan", "eve", "fay", "gus", "hal", "ivy", "kim", "prof")
 BUCKET = "hubdata"
 PRICE, BUDGET = 1.0, 3.5  # USD per lab-hour (hourly_usd: containers quote none); three labs fit, a fourth not
 
@@ -94,14 +98,22 @@ def s3(moto_server: MotoServer) -> Any:
 
 
 @pytest.fixture(scope="module")
+def store_faults(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    """The hub and its labs reach the bucket through this proxy (the tests read it directly)."""
+    with FaultProxy(moto_server.endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
 def hub(container_root: Path, engine: Podman, hub_lab_image: str, lab_image: str, s3: Any,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+        store_faults: FaultProxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("hub")
     config = CONFIG.format(state=str(work / "state"), plain=lab_image, image=hub_lab_image,
                            login=dummy_login(PASSWORD, {*STUDENTS, *OTHERS}), bucket=BUCKET, price=PRICE,
                            budget=BUDGET)
     made = Hub(work, config, env={"VMLAB_CONTAINER_ROOT": str(container_root), "PYTHONPATH": str(ROOT),
-                                  "VMLAB_CONTAINER_HOST_LOOPBACK": "1"})  # the bucket is on this loopback
+                                  "VMLAB_CONTAINER_HOST_LOOPBACK": "1",  # the bucket is on this loopback
+                                  "AWS_ENDPOINT_URL": store_faults.endpoint})
     try:
         yield made
     finally:
@@ -124,6 +136,11 @@ def volumes(engine: Podman) -> list[str]:
     return sorted(engine.text("volume", "ls", "--format", "{{.Name}}").split())
 
 
+def lab_volumes(*users: str) -> list[str]:
+    """The volumes of these users' labs: data and the agent's state."""
+    return sorted(f"vmlab-cls-{user}-{kind}" for user in users for kind in ("agent", "data"))
+
+
 def records(hub: Hub) -> list[str]:
     labs = hub.workdir / "state" / "labs"
     return sorted(p.name for p in labs.glob("*.json"))
@@ -140,16 +157,6 @@ def published_port(engine: Podman, name: str) -> int:
 def listeners(port: int) -> list[str]:
     out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
     return [line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.split()[3].endswith(f":{port}")]
-
-
-def bucket_text(s3: Any, key: str, timeout: float = 30.0) -> str | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return str(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
-        except s3.exceptions.NoSuchKey:
-            time.sleep(0.5)
-    return None
 
 
 def progress_messages(user: User) -> list[str]:
@@ -269,7 +276,7 @@ def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine
     spawn = {name: users[name].start(timeout=240) for name in STUDENTS[1:]}  # ana's runs
     print(f"spawn to the server answering through the proxy: {spawn}", file=sys.stderr)
     assert containers(engine) == [f"cls-{n}" for n in STUDENTS]
-    assert volumes(engine) == [f"vmlab-cls-{n}-data" for n in STUDENTS]
+    assert volumes(engine) == lab_volumes(*STUDENTS)
     for name in STUDENTS:
         user = users[name]
         who, folder, files = user.run_cell(CELL).strip().split(" ", 2)
@@ -279,12 +286,13 @@ def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine
         box = engine.json("container", "inspect", f"cls-{name}")[0]
         labels = box["Config"]["Labels"]
         assert (labels["vmlab:class"], labels["vmlab:hub-user"]) == ("cls", name)
-        assert {m["Name"] for m in box["Mounts"]} == {f"vmlab-cls-{name}-data"}
+        assert sorted(m["Name"] for m in box["Mounts"]) == lab_volumes(name)
         token = next(e.split("=", 1)[1] for e in box["Config"]["Env"] if e.startswith("JUPYTERHUB_API_TOKEN="))
         assert len(token) >= 32 and token not in json.dumps([box["Args"], box["Config"]["Cmd"]])
         assert not [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
         assert listeners(published_port(engine, f"cls-{name}")) == ["127.0.0.1"]
-        assert bucket_text(s3, f"cls/{name}/result.txt") == f"42 by {name}"  # the agent pushed it, to its prefix
+        # the agent pushed it, to its prefix
+        assert object_text(s3, BUCKET, f"cls/{name}/result.txt") == f"42 by {name}"
     ana, ben, chloe = (users[n] for n in STUDENTS)
     assert ana.get("/api/contents/result.txt", headers=ben.auth).status_code == 403
     assert ben.get("/api/contents", headers=chloe.auth).status_code == 403
@@ -301,7 +309,7 @@ def test_three_users_run_a_cell_and_reach_only_their_own_server(hub: Hub, engine
 def test_the_budget_refuses_a_fourth_lab(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
     assert not hub.spawn(users["dan"].session, "dan").get("ready")
     assert "cls's budget of $3.50 a day is reached" in hub.log_path.read_text()
-    assert "cls-dan" not in containers(engine) and "vmlab-cls-dan-data" not in volumes(engine)
+    assert "cls-dan" not in containers(engine) and not set(lab_volumes("dan")) & set(volumes(engine))
 
 
 def test_stop_keeps_the_volume_and_start_finds_the_data(hub: Hub, engine: Podman,
@@ -320,9 +328,9 @@ def test_a_deleted_user_added_again_finds_the_data_restored_from_the_bucket(
         hub: Hub, engine: Podman, s3: Any, users: dict[str, User]) -> None:
     prof, ben = users["prof"], users["ben"]
     assert hub.api(prof.session, "DELETE", "users/ben").status_code == 204
-    assert "cls-ben" not in containers(engine) and "vmlab-cls-ben-data" not in volumes(engine)
+    assert "cls-ben" not in containers(engine) and not set(lab_volumes("ben")) & set(volumes(engine))
     assert "cls-ben.json" not in records(hub)
-    assert bucket_text(s3, "cls/ben/result.txt") == "42 by ben"  # the bucket prefix stays
+    assert object_text(s3, BUCKET, "cls/ben/result.txt") == "42 by ben"  # the bucket prefix stays
     assert hub.api(prof.session, "POST", "users/ben").status_code == 201
     ben = users["ben"] = User(hub, "ben", PASSWORD)
     ben.start(timeout=240)
@@ -330,6 +338,51 @@ def test_a_deleted_user_added_again_finds_the_data_restored_from_the_bucket(
     assert got.status_code == 200 and got.json()["content"] == "42 by ben"
     assert hub.api(ben.session, "DELETE", "users/ben/server").status_code in (202, 204)  # room in the budget
     hub.wait_stopped(ben.session, "ben")
+
+
+def test_a_deleted_user_whose_stopped_lab_holds_an_unsynced_change_keeps_the_lab(
+        hub: Hub, engine: Podman, s3: Any, store_faults: FaultProxy, users: dict[str, User]) -> None:
+    """The bucket refuses kim's change until after her lab stopped: deleting her keeps her lab (container,
+    volumes, record) and logs why at ERROR. With only the volumes left (as a failed relaunch leaves them), a
+    deletion checks them from the class image and keeps them too. Once the bucket takes the change, deleting her
+    (added again) pushes it from the agent's kept state and removes both volumes."""
+    prof, kim = users["prof"], users["kim"]
+    kim.start(timeout=240)
+    action = f"PUT /{BUCKET}/cls/kim/unsaved.txt"
+    store_faults.fail(action, nth=None, code="ServiceUnavailable", status=503)
+    try:
+        engine.text("exec", "cls-kim", "sh", "-c", "printf 'not in the bucket yet\\n' > /root/data/unsaved.txt")
+        assert store_faults.wait_for(action, timeout=60), store_faults.calls[-20:]
+        assert hub.api(kim.session, "DELETE", "users/kim/server").status_code in (202, 204)
+        hub.wait_stopped(kim.session, "kim")
+        started = time.monotonic()
+        assert hub.api(prof.session, "DELETE", "users/kim").status_code == 204
+        print(f"kim's deletion, refused by the check: {time.monotonic() - started:.1f}s", file=sys.stderr)
+        assert state(engine, "cls-kim") == "exited" and set(lab_volumes("kim")) <= set(volumes(engine))
+        assert "cls-kim.json" in records(hub)
+        assert kept_lines(hub) == 1
+        engine.text("rm", "cls-kim")  # only the volumes are left now
+        (hub.workdir / "state" / "labs" / "cls-kim.json").unlink()
+        assert hub.api(prof.session, "POST", "users/kim").status_code == 201
+        assert hub.api(prof.session, "DELETE", "users/kim").status_code == 204
+        assert set(lab_volumes("kim")) <= set(volumes(engine)) and kept_lines(hub) == 2
+    finally:
+        store_faults.reset()
+    assert object_text(s3, BUCKET, "cls/kim/unsaved.txt", timeout=0) is None
+    assert hub.api(prof.session, "POST", "users/kim").status_code == 201
+    started = time.monotonic()
+    assert hub.api(prof.session, "DELETE", "users/kim").status_code == 204
+    print(f"kim's deletion, flushed then removed: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    assert object_text(s3, BUCKET, "cls/kim/unsaved.txt", timeout=0) == "not in the bucket yet\n"
+    assert not set(lab_volumes("kim")) & set(volumes(engine)) and kept_lines(hub) == 2
+
+
+def kept_lines(hub: Hub) -> int:
+    """How many times the hub logged at ERROR that it kept kim's lab, saying why."""
+    log = hub.log_path.read_text()
+    kept = [line for line in log.splitlines() if "lab cls-kim: kept, with its data" in line]
+    assert all(line.startswith("[E ") and "lab cls-kim has data not yet synced" in line for line in kept), kept
+    return len(kept)
 
 
 def test_a_stop_while_starting_leaves_nothing(hub: Hub, engine: Podman, users: dict[str, User]) -> None:
@@ -345,7 +398,7 @@ def test_a_stop_while_starting_leaves_nothing(hub: Hub, engine: Podman, users: d
     while "cls-fay" in containers(engine):
         assert time.monotonic() < deadline, "the cancelled launch left its container"
         time.sleep(0.2)
-    assert "vmlab-cls-fay-data" not in volumes(engine) and "cls-fay.json" not in records(hub)
+    assert not set(lab_volumes("fay")) & set(volumes(engine)) and "cls-fay.json" not in records(hub)
     deadline = time.monotonic() + 10  # the hub logs the launch's end after it answered the stop
     while "the start of lab cls-fay was cancelled" not in hub.log_path.read_text():
         assert time.monotonic() < deadline, hub.log_path.read_text()[-3000:]
@@ -368,6 +421,6 @@ def test_a_spent_budget_stops_the_running_labs(hub: Hub, engine: Podman, users: 
     for name in running:
         hub.wait_stopped(users[name].session, name, timeout=60)
         assert state(engine, f"cls-{name}") == "exited", "the lab must be stopped, its volume kept"
-    assert set(volumes(engine)) == {f"vmlab-cls-{n}-data" for n in STUDENTS}
+    assert volumes(engine) == lab_volumes(*STUDENTS)
     assert "class cls spent its budget: stopping lab" in hub.log_path.read_text()
     assert not hub.spawn(users["ana"].session, "ana").get("ready")  # and no new start while it is spent

@@ -126,6 +126,7 @@ def test_lab_container_keeps_secrets_off_the_command_line(monkeypatch: pytest.Mo
     assert env["JUPYTER_TOKEN"] == launch.token and env["VMLAB_SYNC_URL"] == "s3://bucket/alice"
     assert ["-e", "JUPYTER_TOKEN"] == argv[argv.index("JUPYTER_TOKEN") - 1:argv.index("JUPYTER_TOKEN") + 1]
     assert "127.0.0.1:8891:8888" in argv and "vmlab-lab-data:/root/data" in argv
+    assert "vmlab-lab-agent:/var/lib/vmlab-agent" in argv and "vmlab:agent-volume=vmlab-lab-agent" in argv
     assert "slirp4netns" in argv and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"  # host loopback closed
     monkeypatch.setenv(labcontainer.HOST_LOOPBACK_ENV, "1")
     argv, env = labcontainer.run_argv("lab", "img", 8891, launch, {}, 15)
@@ -185,3 +186,21 @@ def test_podman_times_are_read_with_their_offset(podman: str, utc: str | None) -
     from vmlab.providers.container.engine import utc_time
 
     assert utc_time(podman) == utc
+
+
+def test_the_flush_container_mounts_both_volumes_and_keeps_secrets_off_the_command_line() -> None:
+    from vmlab.providers.container import labvolumes
+
+    environ = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-key-value", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
+               "VMLAB_CONTAINER_HOST_LOOPBACK": "1", "HOME": "/root"}
+    argv, env = labvolumes.flush_argv("cls-ana", "img1", "s3://bucket/cls/ana/", environ)
+    words = " ".join(argv)
+    assert "s3cr3t" not in words and "s3://bucket" not in words and "HOME" not in words
+    assert env == {"VMLAB_SYNC_URL": "s3://bucket/cls/ana/", "AWS_SECRET_ACCESS_KEY": "s3cr3t-key-value",
+                   "AWS_ENDPOINT_URL": "http://10.0.2.2:5000"}
+    assert {"vmlab-cls-ana-data:/root/data", "vmlab-cls-ana-agent:/var/lib/vmlab-agent"} <= set(argv)
+    assert argv[:2] == ["run", "--rm"] and "slirp4netns:allow_host_loopback=true" in argv
+    assert argv[argv.index("img1") + 1:] == ["-c", labvolumes.FLUSH, "sh", "/opt/vmlab-agent/bin/vmlab-agent",
+                                             "/var/lib/vmlab-agent/status.json"]
+    closed, _ = labvolumes.flush_argv("cls-ana", "img1", "s3://bucket/cls/ana/", {})
+    assert "slirp4netns" in closed and "slirp4netns:allow_host_loopback=true" not in closed

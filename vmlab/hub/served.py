@@ -5,8 +5,10 @@
   user's own prefix, then runs `jupyterhub-singleuser`, published on this machine's 127.0.0.1:PORT, where the
   hub's proxy reaches it. The hub makes a new API token at every spawn and a container's environment is fixed
   when it is made, so a stopped lab is not restarted: its container is removed, its data volume kept, and a new
-  container is launched on that volume (the agent's restore then merges the bucket in; nothing local is deleted).
-- stop: the container stops (the agent pushes on SIGTERM); delete: container and volume go.
+  container is launched on that volume (the agent's restore then merges the bucket in; nothing local is deleted),
+  with the agent's state volume too, so it uploads what the last container left pending.
+- stop: the container stops (the agent pushes on SIGTERM); delete: container and volumes go once the agent's
+  push proves the data is in the bucket (else they stay, and the hub logs why).
 
 Example::
 
@@ -121,10 +123,19 @@ def discard_previous(provider: ServesLabs, store: LabStore, name: str, stop: Cal
         store.delete(name)
 
 
-def remove_data(provider: Provider, name: str) -> None:
-    """After a user's lab is removed: its data volume too, when no container held it (a failed relaunch)."""
-    if isinstance(provider, ServesLabs) and provider.lab_data_tags(name) is not None:
-        provider.remove_lab_data(name)
+def remove_data(provider: Provider, name: str, sync_url: str | None, image: str | None) -> None:
+    """After a user's lab is removed: its data volumes too, when no container held them (a failed relaunch).
+    With a sync URL, only once the agent's push from the state kept with them (from `image`, the class image)
+    proves everything is in the bucket: HostError (or BadInput: no such image) otherwise, and they stay."""
+    from vmlab.workflows.labagent import check_can_remove
+    from vmlab.workflows.labs import resolve_image
+
+    if not isinstance(provider, ServesLabs) or provider.lab_data_tags(name) is None:
+        return
+    if sync_url:
+        status = provider.flush_lab_data(name, sync_url, resolve_image(provider, image).id)
+        check_can_remove(name, status, force=False, served=True)
+    provider.remove_lab_data(name)
 
 
 def target(record: LabRecord) -> int:

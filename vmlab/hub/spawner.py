@@ -342,7 +342,9 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
     async def delete_forever(self) -> None:
         """The user is deleted from the hub: their lab goes (instance and disk; the bucket prefix stays). A running
         lab first pushes what its agent has not synced (`vmlab down` refuses while anything is left); a stopped
-        one flushed at its shutdown and is removed as it is."""
+        VM flushed at its shutdown and is removed as it is. A lab the provider serves (a container), running,
+        stopped or with its data volumes only, goes once its agent's push proves nothing is unsynced; otherwise
+        it stays (container, volumes and record: `vmlab ls` shows it) and the reason is logged as an error."""
         await self._cancel_launch()
         self._close_tunnel()
         await asyncio.get_running_loop().run_in_executor(None, self._remove_lab)
@@ -352,10 +354,17 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
 
         provider, store = self._provider(), LabStore()
         inst = find_lab_instance(provider, self.names.lab)
-        if store.get(self.names.lab) is not None or inst is not None:
-            down(provider, self.names.lab, store=store, force=inst is None or inst.state != "running",
-                 say=self._log)
-        served.remove_data(provider, self.names.lab)
+        serves = isinstance(provider, ServesLabs)
+        try:
+            if store.get(self.names.lab) is not None or inst is not None:
+                down(provider, self.names.lab, store=store,
+                     force=not serves and (inst is None or inst.state != "running"), say=self._log)
+            served.remove_data(provider, self.names.lab, self.names.sync_url(self.sync_root), self.image)
+        except VmlabError as e:
+            if not serves:
+                raise
+            self.log.error("lab %s: kept, with its data (the user is deleted; `vmlab ls`, then `vmlab start` or "
+                           "`vmlab down` it): %s", self.names.lab, e)
 
     def _log(self, message: str) -> None:
         self.log.info("lab %s: %s", self.names.lab, message)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from vmlab.agent.status import AgentStatus
     from vmlab.engine.host import Session
 
 #: states an Instance can be in, the same words for every provider
@@ -423,7 +424,10 @@ class ServesLabs(Protocol):
     agent syncs) outlives its instance: `lab_data_tags(name)` gives the tags lab `name`'s data was made with (None
     when it has none), `discard_lab`
     removes an instance and keeps its data (a hub relaunches a user's lab with a new environment at each start),
-    `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both)."""
+    `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both). The agent's own
+    state (what is not in the bucket yet) is kept with the data: `flush_lab_data` runs the agent's push on the data
+    of a lab that is not running (from its instance's image, else `image`) and returns the status it ends with;
+    HostError when that proves nothing."""
 
     def check_lab_image(self, image: str) -> None: ...
 
@@ -438,6 +442,8 @@ class ServesLabs(Protocol):
     def discard_lab(self, instance_id: str) -> None: ...
 
     def remove_lab_data(self, name: str) -> None: ...
+
+    def flush_lab_data(self, name: str, sync_url: str, image: str) -> AgentStatus: ...
 
 
 @runtime_checkable

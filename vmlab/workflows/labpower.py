@@ -69,10 +69,10 @@ def agent_status(provider: Provider, record: LabRecord, timeout: float = 10.0, f
     from pathlib import Path
 
     inst = provider.describe(record.instance_id)
-    if isinstance(provider, ServesLabs) and inst is not None:  # its files are readable running or stopped
+    if isinstance(provider, ServesLabs):  # its files are readable running or stopped, or with no instance left
         from vmlab.workflows.servedlab import served_status
 
-        return served_status(provider, record, status_path, flush and inst.state == "running")
+        return served_status(provider, record, inst, status_path, flush)
     if inst is None or inst.state != "running":
         return None
     with connect_instance(provider, inst, Path(record.key_file), record.host_key, timeout=timeout) as conn:
@@ -98,18 +98,22 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
         try:
             status = agent_status(provider, record, flush=True, status_path=status_path)
         except HostError as e:
+            retry = f"`vmlab start {name}` so it syncs" if isinstance(provider, ServesLabs) else "try again"
             raise HostError(f"cannot read lab {name}'s sync status, so its data may not be in its bucket: {e}",
-                            f"try again, or `vmlab down {name} --force` to lose what is not synced") from e
+                            f"{retry}, or `vmlab down {name} --force` to lose what is not synced") from e
         if status is None:
             # a stopped lab (idle stop, time limit) or an agent that never ran: nothing says the data is safe
             raise HostError(f"lab {name} syncs ~/{lab.DATA_DIR} but reports no sync status (stopped, or its agent "
                             "never ran)", f"`vmlab start {name}` and try again, or `vmlab down {name} --force` "
                             "to lose what is not synced")
-        labagent.check_can_remove(name, status, force)
+        labagent.check_can_remove(name, status, force, served=isinstance(provider, ServesLabs))
     removed = []
     if provider.describe(record.instance_id) is not None:
         terminate(provider, record.instance_id)
         removed.append(f"instance {record.instance_id}")
+    if isinstance(provider, ServesLabs) and provider.lab_data_tags(name) is not None:  # its instance was gone
+        provider.remove_lab_data(name)
+        removed.append(f"data of lab {name}")
     removed += _forget(store, name)
     for r in removed:
         say(f"removed {r}")

@@ -23,6 +23,7 @@ from vmlab.errors import HostError
 from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import Instance, LabLaunch, Provider, ServesLabs
 from vmlab.state import LabRecord
+from vmlab.syncurl import redact
 from vmlab.workflows.cleanup import Cleanup
 
 if TYPE_CHECKING:
@@ -116,11 +117,18 @@ def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_time
     return record
 
 
-def served_status(provider: ServesLabs, record: LabRecord, path: str, flush: bool) -> AgentStatus | None:
-    """The agent's status file of a served lab (with `flush`: after stopping the lab, whose agent pushes what is
-    pending on SIGTERM); None when it has none."""
-    if flush:
-        base: Provider = provider  # type: ignore[assignment]
-        base.stop(record.instance_id)
-    data = provider.read_file(record.instance_id, path)
-    return AgentStatus.parse(data.decode(errors="replace")) if data is not None else None
+def served_status(provider: ServesLabs, record: LabRecord, inst: Instance | None, path: str,
+                  flush: bool) -> AgentStatus | None:
+    """The agent's status file of a served lab; None when it has none. With `flush`: the lab is stopped if it
+    runs (its agent pushes what is pending on SIGTERM), then the agent pushes whatever is still left from the
+    state it keeps with the lab's data (ServesLabs.flush_lab_data: this works for a lab whose instance is gone
+    too), and that final status is returned (nothing left of the lab: nothing to lose)."""
+    base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
+    if not flush:
+        data = provider.read_file(inst.id, path) if inst is not None else None
+        return AgentStatus.parse(data.decode(errors="replace")) if data is not None else None
+    if inst is not None and inst.state == "running":
+        base.stop(inst.id)
+    if inst is None and provider.lab_data_tags(record.name) is None:
+        return AgentStatus(url=redact(record.agent.sync_url or ""), stopped=True)
+    return provider.flush_lab_data(record.name, record.agent.sync_url or "", record.image)

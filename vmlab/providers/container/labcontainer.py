@@ -10,9 +10,9 @@ a named volume.
   (JUPYTER_TOKEN), the sync URL (VMLAB_SYNC_URL; an Azure URL holds its SAS) and the storage credentials of this
   environment (AWS_*, AZURE_*; see STORAGE_ENV). podman keeps them in the container's configuration in vmlab's
   engine root (root only), as the VM providers keep the token in a root-only file on the VM.
-- Data: the volume `vmlab-LAB-data` at /root/data, labelled `vmlab:lab`; kept across stop/start, removed with the
-  container (`terminate`, i.e. `vmlab down`). The agent's state (manifest, journal, status) is in the
-  container's own layer, also kept across stop/start.
+- Data: the volume `vmlab-LAB-data` at /root/data, and the agent's state (manifest, journal, status) on the
+  volume `vmlab-LAB-agent` (labvolumes.py says why), both labelled like the container; kept across stop/start
+  and a hub's relaunch, removed with the container (`terminate`, i.e. `vmlab down`).
 - Under a JupyterHub (vmlab.hub.LabSpawner, `LabLaunch.hub_env`): the hub's environment goes in as secrets the
   same way (no JUPYTER_TOKEN), the agent runs `jupyterhub-singleuser` (as root: `--allow-root`), and the hub's
   API on this machine's loopback is reached as 10.0.2.2 (slirp4netns `allow_host_loopback`: the server checks
@@ -52,6 +52,7 @@ HOST_LOOPBACK_ENV = "VMLAB_CONTAINER_HOST_LOOPBACK"
 #: label holding the published port: marks a lab container (no systemd) and tells `describe` where it answers
 PORT_LABEL = "vmlab:lab-port"
 VOLUME_LABEL = "vmlab:volume"
+AGENT_VOLUME_LABEL = "vmlab:agent-volume"
 _LOOPBACK_URL = re.compile(r"^(https?://)(127\.0\.0\.1|localhost)([:/]|$)")
 #: this machine's loopback as a container sees it (slirp4netns with allow_host_loopback)
 HOST_FROM_CONTAINER = "10.0.2.2"
@@ -92,6 +93,10 @@ def volume_name(lab_name: str) -> str:
     return f"vmlab-{lab_name}-data"
 
 
+def agent_volume_name(lab_name: str) -> str:
+    return f"vmlab-{lab_name}-agent"
+
+
 def host_loopback(environ: Mapping[str, str]) -> bool:
     return environ.get(HOST_LOOPBACK_ENV) == "1"
 
@@ -121,8 +126,14 @@ def secret_env(launch: LabLaunch, environ: Mapping[str, str]) -> dict[str, str]:
     the module docstring)."""
     env = hub_env(launch) if launch.hub_env else {"JUPYTER_TOKEN": launch.token}
     if launch.sync_url:
-        env["VMLAB_SYNC_URL"] = launch.sync_url
-        env.update({name: environ[name] for name in STORAGE_ENV if environ.get(name)})
+        env.update(store_env(launch.sync_url, environ))
+    return env
+
+
+def store_env(sync_url: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The agent's sync URL and this environment's storage variables (an AWS endpoint on this machine's loopback
+    rewritten when the tests' switch allows it)."""
+    env = {"VMLAB_SYNC_URL": sync_url, **{name: environ[name] for name in STORAGE_ENV if environ.get(name)}}
     if host_loopback(environ):
         for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
             if name in env:
@@ -143,10 +154,12 @@ def run_argv(name: str, image: str, port: int, launch: LabLaunch, labels: Mappin
     network = "slirp4netns:allow_host_loopback=true" if reaches_host(launch, os.environ) else "slirp4netns"
     argv = ["run", "-d", "--pull", "never", "--name", name, "--hostname", name[:63], "--network", network,
             "-p", f"127.0.0.1:{port}:{INSIDE_PORT}", "-v", f"{volume_name(name)}:{DATA}",
+            "-v", f"{agent_volume_name(name)}:{lab.AGENT_STATE_DIR}",
             "--stop-signal", "SIGTERM", "--stop-timeout", str(stop_timeout), "--systemd", "false",
             *(arg for key, value in plain_env(launch).items() for arg in ("-e", f"{key}={value}")),
             *(arg for key in sorted(env) for arg in ("-e", key)),
-            *(arg for k, v in {**labels, PORT_LABEL: str(port), VOLUME_LABEL: volume_name(name)}.items()
+            *(arg for k, v in {**labels, PORT_LABEL: str(port), VOLUME_LABEL: volume_name(name),
+                                             AGENT_VOLUME_LABEL: agent_volume_name(name)}.items()
               for arg in ("--label", f"{k}={v}")),
             "--entrypoint", AGENT, image, "run", "--jupyter", "--ip", "0.0.0.0", "--port", str(INSIDE_PORT),
             *(("--", "--allow-root") if launch.hub_env else ())]

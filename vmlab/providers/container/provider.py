@@ -11,7 +11,8 @@ vmlab's own storage (vmlab/providers/container/engine.py). No SSH: commands go t
   its tags and provenance
   (vmlab's version, the creation time) as image labels.
 - launch_lab (ServesLabs, `vmlab up`): a lab container whose agent runs JupyterLab, published on 127.0.0.1 only,
-  the data folder on the volume `vmlab-NAME-data` (labcontainer.py); `terminate` removes that volume too.
+  the data folder on the volume `vmlab-NAME-data`, the agent's state on `vmlab-NAME-agent` (labcontainer.py,
+  labvolumes.py); `terminate` removes both volumes too.
 
 Example::
 
@@ -33,9 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vmlab.agent.status import AgentStatus
 from vmlab.errors import BadInput, HostError
 from vmlab.providers.base import Image, Instance, LabLaunch, LaunchPlan, LaunchSpec, Progress, StorageGrant, match_tags
-from vmlab.providers.container import baseimage, labcontainer, shipping
+from vmlab.providers.container import baseimage, labcontainer, labvolumes, shipping
 from vmlab.providers.container.engine import Podman, default_root, missing, tail, utc_time
 from vmlab.providers.container.exechost import ExecHost
 from vmlab.safetext import check_text
@@ -166,7 +168,8 @@ class ContainerProvider:
 
     def plan_launch(self, spec: LaunchSpec) -> LaunchPlan:
         self.check_launch(spec)
-        creates = ((f"podman volume {labcontainer.volume_name(spec.name)} (the data folder, unless it exists)",
+        creates = ((f"podman volumes {', '.join(labvolumes.names(spec.name))} (the data folder and the agent's "
+                    "state, unless they exist)",
                     f"podman container {spec.name} from {spec.image} (the agent runs JupyterLab, published on "
                     "127.0.0.1 only; own network namespace, slirp4netns)") if "vmlab:lab" in spec.tags else
                    (f"podman container {spec.name} from {spec.image} (systemd; own network namespace, "
@@ -240,15 +243,17 @@ class ContainerProvider:
         return found
 
     def terminate(self, instance_id: str) -> None:
-        """Remove the container, its anonymous volumes and a lab's data volume (its disk); a missing container
-        is a no-op."""
+        """Remove the container, its anonymous volumes and a lab's data and agent volumes (its disk); a missing
+        container is a no-op."""
         found = self._inspect("container", instance_id)
-        volume = self._instance(found).tags.get(labcontainer.VOLUME_LABEL) if found else None
+        inst = self._instance(found) if found else None
         proc = self.engine.call("rm", "-f", "-v", "-t", "2", instance_id)
         if proc.returncode != 0 and not missing(proc):
             raise HostError(f"removing container {instance_id} failed: {tail(proc.stderr)}")
-        if volume:
-            self._remove_volume(volume)
+        if inst is not None and inst.tags.get(labcontainer.VOLUME_LABEL):
+            # a lab's volumes; one launched before the agent volume has no label for it (`down`'s check made one)
+            agent = inst.tags.get(labcontainer.AGENT_VOLUME_LABEL) or labcontainer.agent_volume_name(inst.name)
+            labvolumes.remove(self.engine, inst.tags[labcontainer.VOLUME_LABEL], agent)
 
     def discard_lab(self, instance_id: str) -> None:
         """ServesLabs: remove a lab container, keep its data volume (a missing container is a no-op)."""
@@ -263,13 +268,19 @@ class ContainerProvider:
         return None if found is None else dict(found.get("Labels") or {})
 
     def remove_lab_data(self, name: str) -> None:
-        """ServesLabs: remove lab `name`'s data volume (refused by podman while a container uses it)."""
-        self._remove_volume(labcontainer.volume_name(name))
+        """ServesLabs: remove lab `name`'s data and agent volumes (refused by podman while a container uses
+        them)."""
+        labvolumes.remove(self.engine, *labvolumes.names(name))
 
-    def _remove_volume(self, volume: str) -> None:
-        proc = self.engine.call("volume", "rm", "-f", volume)
-        if proc.returncode != 0 and not missing(proc):
-            raise HostError(f"removing volume {volume} failed: {tail(proc.stderr)}")
+    def flush_lab_data(self, name: str, sync_url: str, image: str) -> AgentStatus:
+        """ServesLabs: the agent's `sync --once` on lab `name`'s volumes, from its container's image (or `image`
+        when it has no container), while the lab does not run (labvolumes.flush)."""
+        found = self._inspect("container", name)
+        if found is not None and self._instance(found).state == "running":
+            raise HostError(f"lab {name} is running", "stop it first (its agent pushes at the stop)")
+        ref = str(found.get("Image") or image) if found is not None else image
+        labvolumes.create_missing(self.engine, name, self.lab_data_tags(name) or {})  # labelled as the lab's
+        return labvolumes.flush(self.engine, name, ref, sync_url)
 
     # ---- labs served on this machine (ServesLabs) ----------------------------------------------------------
     def check_lab_image(self, image: str) -> None:
@@ -284,25 +295,21 @@ class ContainerProvider:
 
     def launch_lab(self, spec: LaunchSpec, lab: LabLaunch) -> Instance:
         """ServesLabs: the lab container (labcontainer.py), JupyterLab on 127.0.0.1:PORT of this machine. A
-        failure or an interrupt removes the container, and the data volume when this launch made it."""
+        failure or an interrupt removes the container, and the volumes this launch made."""
         self.check_launch(spec)
         ref = self._image_ref(spec.image)
         launch_label = secrets.token_hex(6)
         labels = {**spec.tags, "vmlab:launch": launch_label}
-        volume = labcontainer.volume_name(spec.name)
-        made_volume = False
+        made: list[str] = []
         try:
-            if self._inspect("volume", volume) is None:
-                made_volume = True
-                self.engine.text("volume", "create", *(a for k, v in labels.items() for a in ("--label", f"{k}={v}")),
-                                 volume, what=f"creating volume {volume}")
+            made = labvolumes.create_missing(self.engine, spec.name, labels)
             argv, env = labcontainer.run_argv(spec.name, ref, labcontainer.free_port(), lab, labels,
                                               self.stop_timeout + 5)
             cid = self.engine.text(*argv, env=env, what=f"starting lab container {spec.name}").strip()
             return self._require(cid)
         except BaseException:
             self._remove_launch(launch_label)
-            if made_volume:
+            for volume in made:
                 self.engine.call("volume", "rm", "-f", volume)
             raise
 
