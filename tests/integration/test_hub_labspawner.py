@@ -107,12 +107,6 @@ def tagged(cloud: Cloud, user: str) -> list[str]:
     return [i.id for i in cloud.instances.values() if i.tags.get("vmlab:lab") == f"cls-{user}"]
 
 
-
-
-
-
-
-
 def get(hub: Hub, s: Any, path: str) -> Any:
     """A browser's GET through the proxy (following the hub's OAuth redirects)."""
     return s.get(hub.url + path, timeout=60)
