@@ -64,12 +64,7 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
     from vmlab.workflows.runjob import env_values
 
     out = Output(json_mode)
-    if stop_after and down_after:
-        raise BadInput("--stop-after and --down-after exclude each other", "choose one")
-    if flags.given() and not launch_first:
-        raise BadInput(f"{flags.given()[0]} is a launch flag: it applies with --up only",
-                       f"add --up to launch lab {name} with it, or drop it")
-    after = "stop" if stop_after else "down" if down_after else None
+    after = _after(name, stop_after, down_after, flags, launch_first)
     stream = sys.stderr if json_mode else sys.stdout
 
     def write(text: str) -> None:
@@ -108,6 +103,18 @@ def run(name: str, command: tuple[str, ...], workdir_path: str, outputs: tuple[s
         raise
     out.emit(result.to_json())
     sys.exit(result.rc)
+
+
+def _after(name: str, stop_after: bool, down_after: bool, flags: UpFlags, launch_first: bool) -> str | None:
+    """What happens to the lab after the run ("stop", "down" or None), the flags checked."""
+    from vmlab.errors import BadInput
+
+    if stop_after and down_after:
+        raise BadInput("--stop-after and --down-after exclude each other", "choose one")
+    if flags.given() and not launch_first:
+        raise BadInput(f"{flags.given()[0]} is a launch flag: it applies with --up only",
+                       f"add --up to launch lab {name} with it, or drop it")
+    return "stop" if stop_after else "down" if down_after else None
 
 
 def _show_runs(out: Output, name: str, runs: list[RunInfo]) -> None:
