@@ -4,7 +4,10 @@ through local symlinks), env names and values."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from vmlab.errors import BadInput, HostError
 from vmlab.state import LabStore
 from vmlab.workflows.outputs import _local_target, check_paths
-from vmlab.workflows.runjob import env_values
+from vmlab.workflows.runjob import LIST_RUNS, env_values
 from vmlab.workflows.runlab import remote_folder_name
 from vmlab.workflows.sentfiles import RACY_NS, Sent, SentFiles, sha256_of
 from vmlab.workflows.workdir import LocalFile, excluded, parse_rules, plan, scan, under
@@ -166,3 +169,15 @@ def test_files_under_an_output_path_are_recognised() -> None:
     assert under("results/a.txt", ["results"]) and under("results/a.txt", ["results/"])
     assert under("model.pt", ["model.pt"]) and not under("results2/a.txt", ["results"])
     assert not under("a.txt", [])
+
+
+def test_runs_of_one_second_are_listed_in_the_order_they_started(tmp_path: Path) -> None:
+    """Run ids of the same second differ only by their random part: the list goes by when each started."""
+    for n, run_id in enumerate(("20261206-051500-ffffff", "20261206-051500-000000")):  # started in this order
+        folder = tmp_path / run_id
+        folder.mkdir()
+        (folder / "argv.json").write_text(json.dumps([f"run{n}"]))
+        os.utime(folder / "argv.json", ns=(0, 10**18 + n * 10**6))
+    listed = subprocess.run([sys.executable, "-c", LIST_RUNS, str(tmp_path)], capture_output=True, text=True,
+                            check=True)
+    assert [run[0] for run in json.loads(listed.stdout)] == ["20261206-051500-ffffff", "20261206-051500-000000"]

@@ -127,7 +127,12 @@ def read(run, name):
             return fh.read()
     except OSError:
         return None
-for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+def started(run):  # argv.json is written once, at the start (ids of one second sort by their random part)
+    try:
+        return os.stat(os.path.join(root, run, "argv.json")).st_mtime_ns
+    except OSError:
+        return 0
+for run in sorted(os.listdir(root) if os.path.isdir(root) else [], key=lambda run: (started(run), run)):
     if not os.path.isdir(os.path.join(root, run)):
         continue
     try:
@@ -248,7 +253,7 @@ def list_runs(conn: SSHConnection, home_dir: str) -> list[RunInfo]:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(str(run_id)[:15], "%Y%m%d-%H%M%S"))
         runs.append(RunInfo(str(run_id), state, rc if isinstance(rc, int) else None, started,
                             tuple(str(a) for a in argv) if isinstance(argv, list) else ()))
-    return sorted(runs, key=lambda r: r.id)
+    return runs  # in the order they started
 
 
 def follow(conn: SSHConnection, run: Run, write: Callable[[str], None], *, reconnect_for: float = 60.0,
