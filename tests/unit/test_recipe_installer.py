@@ -43,6 +43,11 @@ def test_uv_by_default_pip_on_request(name: str, step: str, python: str, args: s
 def test_the_agent_wheel_goes_in_with_uv_too() -> None:
     installs = plan("agent.py")["vmlab"][-1]
     assert installs.startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install --no-deps vmlab @ file://")
+    recipe = load_recipe(RECIPES / "agent.py")
+    recap = apply(recipe, FreshHost(DEBIAN_12), variables={"user": "lab"}, check=True)
+    (handler,) = [r for r in recap.results if r.handler]
+    assert handler.commands[-1].startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install --no-deps "
+                                           "--force-reinstall vmlab @ file://")
 
 
 @pytest.mark.parametrize("name", ["jupyterlab.py", "agent.py", "lab.py"])
