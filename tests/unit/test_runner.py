@@ -59,6 +59,15 @@ def test_operations_see_whether_the_host_is_thrown_away() -> None:
     assert apply(r, LocalHost(), check=True).results[0].commands == ("echo kept",)
 
 
+def test_a_bake_applies_its_recipe_to_a_throwaway_host() -> None:
+    from vmlab.workflows.bake import _apply
+
+    r = Recipe("t")
+    r.step("a", SaysWhere())
+    (recap,) = _apply(r, LocalHost(), {}, verify=False, report=None)
+    assert recap.results[0].commands == ("echo builder",)
+
+
 def test_second_run_changes_nothing(tmp_path: Path) -> None:
     r = Recipe("t", vars={"d": str(tmp_path)})
     r.step("a", Touch("{{ d }}/a"))
