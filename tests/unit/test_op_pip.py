@@ -268,8 +268,8 @@ def test_venv_script_uses_uv_and_falls_back_to_python_venv(tmp_path: Path) -> No
         (tmp_path / name).write_text(f'#!/bin/sh\necho "uv $*" >> {log}\nexit {rc}\n')
     for path in (fake_python, tmp_path / "failing-uv", tmp_path / "working-uv"):
         path.chmod(0o755)
-    uv_line = (f"uv venv --quiet --python {fake_python} --no-managed-python --no-python-downloads --no-project "
-               "--no-config /v")
+    uv_line = (f"uv venv --quiet --allow-existing --python {fake_python} --no-managed-python --no-python-downloads "
+               "--no-project --no-config /v")
     for uv, expected in (("working-uv", [uv_line]), ("failing-uv", [uv_line, "python -m venv /v"]),
                          ("missing-uv", ["python -m venv /v"])):
         done = subprocess.run(["sh", "-c", UV_VENV, "sh", str(tmp_path / uv), str(fake_python), "/v"],

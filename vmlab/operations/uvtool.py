@@ -78,12 +78,13 @@ fi
 exec "$py" -m pip install "$@"
 """
 # $1 uv, $2 the Python to make the venv from, $3 the venv. Only the given Python (never one uv downloads or
-# manages), no uv.toml or project settings; `python -m venv` when uv fails.
+# manages), no uv.toml or project settings; files already in the folder stay (as with `python -m venv`: the agent
+# recipe puts its wheel folder there first); `python -m venv` when uv fails.
 UV_VENV = """\
 uv=$1 py=$2 venv=$3
 if [ -x "$uv" ]; then
-  "$uv" venv --quiet --python "$py" --no-managed-python --no-python-downloads --no-project --no-config "$venv" \\
-    && exit 0
+  "$uv" venv --quiet --allow-existing --python "$py" --no-managed-python --no-python-downloads --no-project \\
+    --no-config "$venv" && exit 0
   echo "vmlab: uv venv failed (above); python -m venv makes the venv" >&2
 fi
 exec "$py" -m venv "$venv"
