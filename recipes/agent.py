@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vmlab import lab
 from vmlab.engine import Recipe, varcheck
-from vmlab.operations import apt, files, ownwheel, pip, shell, systemd
+from vmlab.operations import apt, files, ownwheel, pip, systemd
 
 WHEEL_ON_VM = f"{lab.AGENT_VENV}/wheels/{ownwheel.wheel_name()}"
 AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
@@ -112,6 +112,8 @@ recipe.step("env folder", files.Directory("/etc/vmlab", mode="0700", owner="root
 for unit, text in ((lab.RESTORE_SERVICE, RESTORE), (lab.SYNC_SERVICE, SYNC), (lab.IDLE_SERVICE, IDLE)):
     recipe.step(f"{unit}", systemd.Unit(unit, content=text))
     recipe.step(f"{unit} at boot", systemd.Service(unit, enabled=True))
-# same version, new code: pip would call the installed one satisfied, so a changed wheel is forced in
-recipe.handler("reinstall the agent", shell.Run((f"{lab.AGENT_VENV}/bin/python", "-m", "pip", "install",
-                                                 "--force-reinstall", "--no-deps", WHEEL_ON_VM)))
+# same version, new code: pip would call the installed one satisfied, so a changed wheel is forced in (with the
+# recipe's installer: a venv uv made has no pip)
+recipe.handler("reinstall the agent", pip.Packages((f"vmlab @ file://{WHEEL_ON_VM}",), venv=lab.AGENT_VENV,
+                                                   extra_args=("--no-deps",), installer="{{ installer }}",
+                                                   reinstall=True))

@@ -66,16 +66,28 @@ def test_uv_installs_a_locked_local_wheel_then_plans_nothing(sshd: SSHD, tmp_pat
     recipe.step("locked", pip.Locked(str(lock), dest=f"{venv}/requirements.lock", venv=str(venv),
                                      python=sys.executable, **where))  # type: ignore[arg-type]
     recipe.step("another", pip.Packages(("vmlabtwo==1.0",), venv=str(venv), **where))  # type: ignore[arg-type]
+    # a second venv, in a folder that already holds something (the agent recipe's wheel folder, say)
+    other = tmp_path / "other"
+    (other / "wheels").mkdir(parents=True)
+    (other / "wheels" / "keep.txt").write_text("kept\n")
+    recipe.step("other venv", pip.Packages(("vmlabtwo==1.0",), venv=str(other), python=sys.executable,
+                                           **where))  # type: ignore[arg-type]
     with SSHConnection(sshd.target()) as conn:
         first = apply(recipe, conn)
-        assert first.success and first.changed == 2, [(r.name, r.error) for r in first.results]
-        locked, another = first.results
-        assert any("install uv into" in c for c in locked.commands)  # fetched from its lock, then used
+        assert first.success and first.changed == 3, [(r.name, r.error) for r in first.results]
+        locked, another, second_venv = first.results
+        # uv fetched from its lock first, then it makes the venv and installs
+        assert [c.split(" ")[0] for c in locked.commands[:2]] == ["install", "uv"], locked.commands
         assert another.commands == (f"uv (or pip) for {venv}/bin/python: pip install --find-links {wheelhouse} "
                                     "--no-index vmlabtwo==1.0",)  # uv there: no fetch
+        assert second_venv.commands[0] == f"uv venv {other} from {sys.executable} (or python -m venv)"
         second = apply(recipe, conn)
         assert second.success and second.changed == 0
     assert (uv_dir / "requirements.lock").read_bytes() == LOCK.read_bytes()
+    for folder in (venv, other):  # uv made both venvs (python -m venv writes no uv line), without pip
+        assert "\nuv = " in (folder / "pyvenv.cfg").read_text()
+        assert not list((folder / "lib").glob("python3*/site-packages/pip"))
+    assert (other / "wheels" / "keep.txt").read_text() == "kept\n"
     for name in ("vmlabtiny", "vmlabtwo"):  # uv, not pip, put them there; and byte-compiled them
         (info,) = (venv / "lib").glob(f"python3*/site-packages/{name}-1.0.dist-info")
         assert (info / "INSTALLER").read_text().strip() == "uv"

@@ -19,11 +19,14 @@ T = TypeVar("T")
 
 
 class StaticFacts:
-    """Stands in for `Facts`: answers from a dict {fact: value}; any other fact is a test failure."""
+    """Stands in for `Facts`: answers from a dict {fact: value}; any other fact is a test failure. `throwaway`:
+    the host is a bake's builder."""
 
-    def __init__(self, values: Mapping[Fact[Any], object] | None = None, sudo: bool = False) -> None:
+    def __init__(self, values: Mapping[Fact[Any], object] | None = None, sudo: bool = False,
+                 throwaway: bool = False) -> None:
         self.values = dict(values or {})
         self.sudo = sudo
+        self.throwaway = throwaway
         self.asked: list[Fact[Any]] = []
 
     def get(self, fact: Fact[T]) -> T:
@@ -35,18 +38,19 @@ class StaticFacts:
         return cast(T, self.values[fact])
 
 
-def _facts(values: Mapping[Fact[Any], object] | None) -> Facts:
-    return cast(Facts, StaticFacts(values))
+def _facts(values: Mapping[Fact[Any], object] | None, throwaway: bool = False) -> Facts:
+    return cast(Facts, StaticFacts(values, throwaway=throwaway))
 
 
-def plan(op: Operation, values: Mapping[Fact[Any], object] | None = None) -> list[Command]:
-    """The commands `op` plans when the host has exactly these facts."""
-    return list(op.plan(_facts(values)))
+def plan(op: Operation, values: Mapping[Fact[Any], object] | None = None, *, throwaway: bool = False) -> list[Command]:
+    """The commands `op` plans when the host has exactly these facts (`throwaway`: a bake's builder)."""
+    return list(op.plan(_facts(values, throwaway)))
 
 
-def argvs(op: Operation, values: Mapping[Fact[Any], object] | None = None) -> list[tuple[str, ...]]:
+def argvs(op: Operation, values: Mapping[Fact[Any], object] | None = None, *,
+          throwaway: bool = False) -> list[tuple[str, ...]]:
     """Just the argument tuples of `plan(op, values)`."""
-    return [c.argv for c in plan(op, values)]
+    return [c.argv for c in plan(op, values, throwaway=throwaway)]
 
 
 def diff(op: Operation, values: Mapping[Fact[Any], object] | None = None) -> str | None:

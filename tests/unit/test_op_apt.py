@@ -61,6 +61,43 @@ def test_packages_plans(op, query, expected) -> None:
     assert argvs(op, {DpkgInstalled(query): INSTALLED}) == expected
 
 
+UNSAFE_IO = ("-o", "Dpkg::Options::=--force-unsafe-io")
+NO_TRANSLATIONS = ("-o", "Acquire::Languages=none")
+
+
+def test_a_bakes_builder_gets_dpkg_without_fsync_and_lists_without_translations() -> None:
+    """On a throwaway builder (a bake) dpkg skips its per-file fsync and apt fetches no translations; a host that
+    `vmlab provision` configures keeps both (the plans above)."""
+    facts = {DpkgInstalled(("curl", "git")): INSTALLED}
+    assert argvs(Packages(("curl", "git")), facts, throwaway=True) == [(*INSTALL[:-2], *UNSAFE_IO, *INSTALL[-2:],
+                                                                        "git")]
+    assert argvs(Packages(("curl", "git"), present=False), facts, throwaway=True) == [(*PURGE, *UNSAFE_IO, "curl")]
+    assert argvs(Packages(("curl",)), {DpkgInstalled(("curl",)): INSTALLED}, throwaway=True) == []
+    assert argvs(UpdateCache(), {AptListsAge(): None}, throwaway=True) == [(*UPDATE, *NO_TRANSLATIONS)]
+    assert argvs(UpdateCache(), {AptListsAge(): 60}, throwaway=True) == []
+    facts = {FileStat(REPO.key_path): f(KEY_SHA), FileStat(REPO.list_path): f("old")}
+    assert argvs(REPO, facts, throwaway=True)[-1] == (*UPDATE, *NO_TRANSLATIONS)
+    for command in (c for op in (Packages(("git",)), UpdateCache()) for c in argvs(
+            op, {DpkgInstalled(("git",)): {}, AptListsAge(): None})):
+        assert UNSAFE_IO[1] not in command and NO_TRANSLATIONS[1] not in command
+
+
+def test_update_script_passes_its_options_to_apt_get_and_stamps(tmp_path: Path) -> None:
+    """The update script for real, with a stand-in apt-get on PATH: the options reach it before `update`, and the
+    stamp is touched only when it succeeds."""
+    if not Path("/var/lib/apt/periodic").is_dir():
+        pytest.skip("needs apt's /var/lib/apt/periodic (the script makes it otherwise)")
+    log = tmp_path / "log"
+    for rc in (0, 100):
+        (tmp_path / "apt-get").write_text(f'#!/bin/sh\necho "$*" > {log}\nexit {rc}\n')
+        (tmp_path / "apt-get").chmod(0o755)
+        stamp = tmp_path / f"stamp{rc}"
+        done = subprocess.run(["sh", "-c", UPDATE_SCRIPT, "sh", str(stamp), *NO_TRANSLATIONS],
+                              env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, timeout=30)
+        assert log.read_text() == "-o Acquire::Languages=none update\n"
+        assert (done.returncode == 0) == (rc == 0) and stamp.exists() == (rc == 0)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: Packages(()), "names is empty"),
     (lambda: Packages("curl"), r"write names=\('curl',\)"),

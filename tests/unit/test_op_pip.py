@@ -12,6 +12,7 @@ from vmlab.engine.command import RunResult
 from vmlab.engine.facts import FileStat, PathInfo
 from vmlab.errors import BadInput
 from vmlab.operations.pip import DISTS_SCRIPT, Packages, PythonDists, PythonEnv, satisfied
+from vmlab.operations.uvtool import FETCH_UV, UV_VENV
 
 MARKERS = {"python_version": "3.11", "sys_platform": "linux", "platform_machine": "x86_64",
            "python_full_version": "3.11.7", "implementation_name": "cpython", "os_name": "posix"}
@@ -136,9 +137,24 @@ def _uv_install(*args: str) -> tuple[str, ...]:
     (Packages(("ipywidgets",), venv="/opt/lab", installer="uv", find_links="/srv/w", extra_args=("--no-index",)),
      {FileStat(VPY): LINK, PythonDists(VPY): ENV, **_uv_facts(True)},
      [_uv_install("--find-links", "/srv/w", "--no-index", "ipywidgets")]),
-    # fresh venv, uv there
+    # fresh venv, uv there: uv makes the venv too (no pip in it; python -m venv if uv fails)
     (Packages(("jupyterlab",), venv="/opt/lab", installer="uv"), {FileStat(VPY): None, **_uv_facts(True)},
-     [("python3", "-m", "venv", "/opt/lab"), _uv_install("jupyterlab")]),
+     [("sh", "-c", UV_VENV, "sh", UV, "python3", "/opt/lab"), _uv_install("jupyterlab")]),
+    # fresh venv, uv not yet on the host: uv first (with python3's pip or the wheel it ships), then the same
+    (Packages(("jupyterlab",), venv="/opt/lab", installer="uv", extra_args=("--no-index",)),
+     {FileStat(VPY): None, **_uv_facts(False)},
+     [("sh", "-c", FETCH_UV, "sh", "/opt/vmlab/uv", UV_LOCK_ON_HOST, "python3", "--no-index"),
+      ("sh", "-c", UV_VENV, "sh", UV, "python3", "/opt/lab"), _uv_install("--no-index", "jupyterlab")]),
+    # fresh venv, pip: python -m venv whether or not uv is there
+    (Packages(("jupyterlab",), venv="/opt/lab", installer="pip", python="/opt/conda/bin/python"),
+     {FileStat(VPY): None}, [("/opt/conda/bin/python", "-m", "venv", "/opt/lab"), (VPY, "-m", "pip", "install",
+                                                                                   "jupyterlab")]),
+    # a reinstall installs again whatever is there, without asking what is
+    (Packages(("vmlab @ file:///w/vmlab.whl",), venv="/opt/lab", installer="uv", extra_args=("--no-deps",),
+              reinstall=True), {FileStat(VPY): LINK, **_uv_facts(True)},
+     [_uv_install("--no-deps", "--force-reinstall", "vmlab @ file:///w/vmlab.whl")]),
+    (Packages(("six",), venv="/opt/lab", reinstall=True), {FileStat(VPY): LINK},
+     [(VPY, "-m", "pip", "install", "--force-reinstall", "six")]),
     # opting out: plain pip, no uv fact read
     (Packages(("ipywidgets",), venv="/opt/lab", installer="pip"), {FileStat(VPY): LINK, PythonDists(VPY): ENV},
      [(VPY, "-m", "pip", "install", "ipywidgets")]),
@@ -210,8 +226,9 @@ def test_a_failing_uv_hands_the_same_install_to_pip(tmp_path: Path) -> None:
     failed = subprocess.run(["sh", "-c", UV_OR_PIP, "sh", str(fake_python), str(tmp_path / "failing-uv"), "-r", "l"],
                             capture_output=True, text=True, timeout=30)
     assert failed.returncode == 0 and "plain pip tries the same install" in failed.stderr
-    assert log.read_text().splitlines() == [
-        f"uv pip install --python {fake_python} --compile-bytecode --system-certs -r l", "pip -m pip install -r l"]
+    assert log.read_text().splitlines() == [  # pip is there (the fake answers), so ensurepip does not run
+        f"uv pip install --python {fake_python} --compile-bytecode --system-certs -r l", "pip -m pip --version",
+        "pip -m pip install -r l"]
     log.unlink()
     worked = subprocess.run(["sh", "-c", UV_OR_PIP, "sh", str(fake_python), str(tmp_path / "working-uv"), "x"],
                             capture_output=True, text=True, timeout=30)
@@ -219,8 +236,52 @@ def test_a_failing_uv_hands_the_same_install_to_pip(tmp_path: Path) -> None:
         f"uv pip install --python {fake_python} --compile-bytecode --system-certs x"]
 
 
+def test_pip_fallback_puts_pip_into_a_venv_uv_made_without_it(tmp_path: Path) -> None:
+    """A venv without pip (as `uv venv` makes them): when uv fails, the script first puts pip in from the copy
+    Python ships (ensurepip, no network), then pip runs the install."""
+    import subprocess
+
+    from vmlab.operations.uvtool import UV_OR_PIP
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    vpy = str(venv / "bin" / "python")
+    assert subprocess.run([vpy, "-m", "pip", "--version"], capture_output=True, timeout=60).returncode != 0
+    failing_uv = tmp_path / "uv"
+    failing_uv.write_text("#!/bin/sh\nexit 2\n")
+    failing_uv.chmod(0o755)
+    done = subprocess.run(["sh", "-c", UV_OR_PIP, "sh", vpy, str(failing_uv), "--no-index", "pip"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Requirement already satisfied: pip" in done.stdout  # pip's own words: ensurepip put it in
+
+
+def test_venv_script_uses_uv_and_falls_back_to_python_venv(tmp_path: Path) -> None:
+    """The venv script for real with stand-ins: a working uv alone makes the venv, with only the given Python
+    and no settings of its own; a failing (or missing) uv hands over to `python -m venv`."""
+    import subprocess
+
+    log = tmp_path / "log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "python $*" >> {log}\n')
+    for name, rc in (("failing-uv", 1), ("working-uv", 0)):
+        (tmp_path / name).write_text(f'#!/bin/sh\necho "uv $*" >> {log}\nexit {rc}\n')
+    for path in (fake_python, tmp_path / "failing-uv", tmp_path / "working-uv"):
+        path.chmod(0o755)
+    uv_line = (f"uv venv --quiet --allow-existing --python {fake_python} --no-managed-python --no-python-downloads "
+               "--no-project --no-config /v")
+    for uv, expected in (("working-uv", [uv_line]), ("failing-uv", [uv_line, "python -m venv /v"]),
+                         ("missing-uv", ["python -m venv /v"])):
+        done = subprocess.run(["sh", "-c", UV_VENV, "sh", str(tmp_path / uv), str(fake_python), "/v"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and log.read_text().splitlines() == expected, (uv, done.stderr)
+        assert ("python -m venv makes the venv" in done.stderr) == (uv == "failing-uv")
+        log.unlink()
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: Packages(("x",), installer="conda"), "installer 'conda' is not uv or pip"),
+    (lambda: Packages(("x",), reinstall="yes"), "reinstall 'yes' is not true or false"),
     (lambda: Packages(("x",), installer="uv", uv_dir="opt/uv"), "is not an absolute path"),
 ])
 def test_bad_installer(make, message) -> None:

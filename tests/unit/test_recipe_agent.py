@@ -79,6 +79,9 @@ def test_install_plan_uploads_the_wheel_into_the_agent_venv() -> None:
     assert plan["agent state"] == (f"mkdir -p -m 0755 {lab.AGENT_STATE_DIR}", f"chown lab:lab {lab.AGENT_STATE_DIR}")
     handlers = [r for r in recap.results if r.handler]
     assert [h.name for h in handlers] == ["reinstall the agent"]
+    # with the recipe's installer (a venv uv made has no pip), forced: same version, new code
+    assert handlers[0].commands[-1] == (f"{lab.AGENT_VENV}/bin/python -m pip install --no-deps --force-reinstall "
+                                        f"'vmlab @ file://{wheel}'")
     for unit in (lab.RESTORE_SERVICE, lab.SYNC_SERVICE, lab.IDLE_SERVICE):
         assert plan[f"{unit} at boot"] == (f"systemctl enable {unit}",)
 

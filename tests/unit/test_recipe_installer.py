@@ -29,14 +29,25 @@ def plan(name: str, variables: dict[str, object] | None = None) -> dict[str, tup
      f"--require-hashes --no-deps -r {lab.AGENT_VENV}/requirements.lock"),
 ])
 def test_uv_by_default_pip_on_request(name: str, step: str, python: str, args: str) -> None:
-    *_, fetch, install = plan(name)[step]
-    assert fetch == FETCH and install == f"uv (or pip) for {python}: pip install {args}"
-    assert plan(name, {"installer": "pip"})[step][-1] == f"{python} -m pip install {args}"
+    """On a fresh host uv comes first, then makes the venv (no pip, no ensurepip) and installs; pip's plan is
+    `python -m venv` and the venv's pip."""
+    venv = python.removesuffix("/bin/python")
+    fetch, make, lock, install = plan(name)[step]
+    assert fetch == FETCH and make == f"uv venv {venv} from python3 (or python -m venv)"
+    assert lock.startswith(f"write {venv}/requirements.lock")
+    assert install == f"uv (or pip) for {python}: pip install {args}"
+    make, _, install = plan(name, {"installer": "pip"})[step]
+    assert make == f"python3 -m venv {venv}" and install == f"{python} -m pip install {args}"
 
 
 def test_the_agent_wheel_goes_in_with_uv_too() -> None:
     installs = plan("agent.py")["vmlab"][-1]
     assert installs.startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install --no-deps vmlab @ file://")
+    recipe = load_recipe(RECIPES / "agent.py")
+    recap = apply(recipe, FreshHost(DEBIAN_12), variables={"user": "lab"}, check=True)
+    (handler,) = [r for r in recap.results if r.handler]
+    assert handler.commands[-1].startswith(f"uv (or pip) for {lab.AGENT_VENV}/bin/python: pip install --no-deps "
+                                           "--force-reinstall vmlab @ file://")
 
 
 @pytest.mark.parametrize("name", ["jupyterlab.py", "agent.py", "lab.py"])

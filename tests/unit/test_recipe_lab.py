@@ -57,7 +57,8 @@ def test_lab_defaults_on_an_ec2_ubuntu_builder() -> None:
                   variables={"user": "ubuntu"}, check=True)
     plan = planned(recap)
     assert "cuda: driver and toolkit" in plan and "conda: Miniforge" in plan
-    assert plan["jupyterlab: jupyterlab in a venv"][0] == "/opt/conda/bin/python -m venv /opt/jupyter"
+    assert plan["jupyterlab: jupyterlab in a venv"][1] == ("uv venv /opt/jupyter from /opt/conda/bin/python "
+                                                           "(or python -m venv)")
     assert f"agent: {lab.SYNC_SERVICE}" in plan
     steps = [r.name for r in recap.results]
     # order: base, then cuda, conda, JupyterLab, agent
@@ -79,7 +80,7 @@ def test_e2e_recipe_on_the_local_debian_vm() -> None:
     assert _names(recap, "lab: cuda: ") <= skipped(recap) and _names(recap, "lab: cuda: ")
     assert _names(recap, "lab: conda: ") <= skipped(recap) and _names(recap, "lab: conda: ")
     assert "lab: base: pending upgrades" in skipped(recap)
-    assert plan["lab: jupyterlab: jupyterlab in a venv"][0] == "python3 -m venv /opt/jupyter"
+    assert plan["lab: jupyterlab: jupyterlab in a venv"][1] == "uv venv /opt/jupyter from python3 (or python -m venv)"
     assert "lab: agent: agent dependencies, locked" in plan and "lab: agent: vmlab" in plan
     for command in (c for commands in plan.values() for c in commands):
         assert "nvidia" not in command and "github.com" not in command  # the VM reaches PyPI and Debian only

@@ -42,6 +42,32 @@ class Fail(Operation):
         yield Command("false")
 
 
+@dataclass(frozen=True)
+class SaysWhere(Operation):
+    def plan(self, facts: Facts) -> Iterator[Command]:
+        yield Command("echo", "builder" if facts.throwaway else "kept")
+
+
+def test_operations_see_whether_the_host_is_thrown_away() -> None:
+    """`throwaway` (set by `bake` only) reaches each operation's plan, the probes of the read-ahead included."""
+    r = Recipe("t")
+    r.step("a", SaysWhere())
+    r.step("b", SaysWhere())
+    for flag, word in ((True, "builder"), (False, "kept")):
+        recap = apply(r, LocalHost(), check=True, throwaway=flag)
+        assert [res.commands for res in recap.results] == [(f"echo {word}",)] * 2
+    assert apply(r, LocalHost(), check=True).results[0].commands == ("echo kept",)
+
+
+def test_a_bake_applies_its_recipe_to_a_throwaway_host() -> None:
+    from vmlab.workflows.bake import _apply
+
+    r = Recipe("t")
+    r.step("a", SaysWhere())
+    (recap,) = _apply(r, LocalHost(), {}, verify=False, report=None)
+    assert recap.results[0].commands == ("echo builder",)
+
+
 def test_second_run_changes_nothing(tmp_path: Path) -> None:
     r = Recipe("t", vars={"d": str(tmp_path)})
     r.step("a", Touch("{{ d }}/a"))

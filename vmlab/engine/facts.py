@@ -45,11 +45,13 @@ class FactCache:
 
     `load` reads many facts in batches (one command per privilege, see `vmlab.engine.batch`) and keeps their raw
     results; `get` parses a result when a step asks for it, so a fact that failed to read fails the step that
-    needed it, as if it had been read on its own. `reads` counts the commands sent.
+    needed it, as if it had been read on its own. `reads` counts the commands sent. `throwaway`: what the run
+    knows of the host without asking it, that it is a bake's builder (see `Facts.throwaway`).
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, throwaway: bool = False) -> None:
         self.host = host
+        self.throwaway = throwaway
         self._values: dict[tuple[Fact, bool], object] = {}
         self._raw: dict[tuple[Fact, bool], RunResult] = {}
         self.reads = 0
@@ -105,11 +107,21 @@ class FactCache:
 
 
 class Facts:
-    """What an operation sees while planning: cached fact reads with the step's privilege."""
+    """What an operation sees while planning: cached fact reads with the step's privilege, and `throwaway`.
+
+    `throwaway` is true when the host is a bake's builder: it is thrown away if the run fails, and synced and
+    shut down (or committed) before its disk becomes an image. Operations may then skip safety that only a
+    long-lived host needs, such as dpkg's fsync of every file it unpacks (`apt.Packages`). It is false for
+    `vmlab provision`, whose hosts outlive a crash in the middle of a step.
+    """
 
     def __init__(self, cache: FactCache, sudo: bool) -> None:
         self._cache = cache
         self.sudo = sudo
+
+    @property
+    def throwaway(self) -> bool:
+        return self._cache.throwaway
 
     def get(self, fact: Fact[T]) -> T:
         return self._cache.get(fact, self.sudo)

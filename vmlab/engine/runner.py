@@ -89,16 +89,17 @@ Reporter = Callable[[StepResult], None]
 
 
 def apply(recipe: Recipe, host: Host, *, variables: Mapping[str, Any] | None = None, check: bool = False,
-          diff: bool = False, report: Reporter | None = None) -> HostRecap:
+          diff: bool = False, report: Reporter | None = None, throwaway: bool = False) -> HostRecap:
     """Apply `recipe` to `host`. `variables` override the recipe's own. Stops at the first failed step;
     handlers run only when every step succeeded. Returns the recap; raises only for bad input (recipe errors,
-    or a host check refusing this host), before anything ran."""
+    or a host check refusing this host), before anything ran. `throwaway`: the host is a bake's builder,
+    discarded on failure (operations see it as `Facts.throwaway`)."""
     started = time.perf_counter()
     env: dict[str, Any] = {**recipe.vars, **(variables or {})}
     env.setdefault("inventory_hostname", host.name)
     planned, prepared_handlers = prepare(recipe, env)
     recap = HostRecap(host=host.name, check=check)
-    cache = FactCache(host)
+    cache = FactCache(host, throwaway)
     check_host(recipe, env, Facts(cache, recipe.become))
     ahead = _Lookahead(cache, recipe, env, check, diff)
     notified: list[str] = []

@@ -182,7 +182,7 @@ class CudaRepository(Operation):
             commands.append(write_file(list_path, content=line, mode="0644"))
         if commands:
             yield from commands
-            yield update_command()
+            yield update_command(facts.throwaway)
 
 
 __all__ = ["ARCHES", "KEYRING_FILE", "KEYRING_SHA256", "OFFERED", "Cloud", "CudaRepository", "Machine", "NvidiaGpus",

@@ -24,7 +24,7 @@ from vmlab.engine.facts import Fact, Facts, FileStat
 from vmlab.engine.operation import Operation
 from vmlab.errors import BadInput
 from vmlab.operations._write import check_path, check_strings, is_pending
-from vmlab.operations.uvtool import UV_DIR, check_installer, install_commands
+from vmlab.operations.uvtool import UV_DIR, check_installer, install_commands, venv_commands
 
 # Runs on the host's interpreter: every installed distribution (first on sys.path wins, as for imports) with
 # its PEP 503 name, plus the PEP 508 marker environment so requirements' markers are judged for that host.
@@ -109,7 +109,9 @@ class Packages(Operation):
 
     Without `venv`, a distribution's Python may refuse (PEP 668): pass
     ``extra_args=("--break-system-packages",)`` if you mean it. With ``installer="uv"``, `extra_args` go to
-    `uv pip install`: use options both know (``--no-deps``, ``--no-index``, ``--force-reinstall``, ...).
+    `uv pip install`: use options both know (``--no-deps``, ``--no-index``, ...). `reinstall=True` installs
+    every requirement again (``--force-reinstall``) even when it is met: for a handler that puts in a rebuilt
+    wheel whose version did not change.
     """
 
     packages: tuple[str, ...]
@@ -120,6 +122,7 @@ class Packages(Operation):
     extra_args: tuple[str, ...] = ()
     installer: str = "pip"
     uv_dir: str = UV_DIR
+    reinstall: bool = False
 
     def __post_init__(self) -> None:
         from packaging.requirements import InvalidRequirement, Requirement
@@ -136,6 +139,8 @@ class Packages(Operation):
         check_strings(self, "extra_args", "pip arguments", allow_empty=True)
         check_installer(self, self.installer)
         check_path(self, "uv_dir")
+        if not isinstance(self.reinstall, bool):
+            raise BadInput(f"pip.Packages: reinstall {self.reinstall!r} is not true or false", "reinstall=True")
         for name in ("python", "index_url", "find_links"):
             value = getattr(self, name)
             if value is None and name != "python":
@@ -149,16 +154,23 @@ class Packages(Operation):
         """The Python that pip runs under on the host."""
         return f"{self.venv.rstrip('/')}/bin/python" if self.venv else self.python
 
-    def _install(self, facts: Facts, requirements: list[str]) -> list[Command]:
+    def _install(self, facts: Facts, requirements: list[str], new_venv: bool = False) -> list[Command]:
         options = index_options(self.index_url, self.find_links)
-        return install_commands(facts, self.installer, self.interpreter, (*options, *self.extra_args, *requirements),
-                                fetch_options(options, self.extra_args), self.uv_dir)
+        again = ("--force-reinstall",) if self.reinstall else ()
+        return install_commands(facts, self.installer, self.interpreter,
+                                (*options, *self.extra_args, *again, *requirements),
+                                fetch_options(options, self.extra_args), self.uv_dir, new_venv=new_venv)
 
     def plan(self, facts: Facts) -> Iterator[Command]:
         wanted = list(dict.fromkeys(self.packages))
         if self.venv and facts.get(FileStat(self.interpreter)) is None:
-            yield Command(self.python, "-m", "venv", self.venv)
-            yield from self._install(facts, wanted)  # pip itself skips requirements whose markers exclude the host
+            options = fetch_options(index_options(self.index_url, self.find_links), self.extra_args)
+            yield from venv_commands(facts, self.installer, self.python, self.venv, options, self.uv_dir)
+            # pip itself skips requirements whose markers exclude the host
+            yield from self._install(facts, wanted, new_venv=True)
+            return
+        if self.reinstall:
+            yield from self._install(facts, wanted)
             return
         env = facts.get(PythonDists(self.interpreter))
         missing = [r for r in wanted if not satisfied(r, env)]
@@ -265,18 +277,19 @@ class Locked(Operation):
         from vmlab.operations.files import plan_content
 
         text = self._text()
+        options = index_options(self.index_url, self.find_links)
         fresh = bool(self.venv) and facts.get(FileStat(self.interpreter)) is None
         if fresh:
-            yield Command(self.python, "-m", "venv", self.venv or "")
+            yield from venv_commands(facts, self.installer, self.python, self.venv or "",
+                                     fetch_options(options, self.extra_args), self.uv_dir)
         yield from plan_content(facts, self.dest, text.encode(), "0644", None, None)
         if not fresh:
             env = facts.get(PythonDists(self.interpreter))
             if all(satisfied(r, env) for r in lock_requirements(text, self.lock)):
                 return
-        options = index_options(self.index_url, self.find_links)
         args = (*options, *self.extra_args, "--require-hashes", "--no-deps", "-r", self.dest)
         yield from install_commands(facts, self.installer, self.interpreter, args,
-                                    fetch_options(options, self.extra_args), self.uv_dir)
+                                    fetch_options(options, self.extra_args), self.uv_dir, new_venv=fresh)
 
     def fingerprint(self) -> str:
         import hashlib

@@ -172,7 +172,8 @@ def _apply(recipe: Recipe, conn: Any, variables: Mapping[str, Any], verify: bool
     """Apply the recipe on the builder (twice with `verify`: the second run must change nothing)."""
     recaps: list[HostRecap] = []
     for attempt in range(2 if verify else 1):
-        recap = apply(recipe, conn, variables=variables, report=report)
+        # the builder is thrown away on failure and synced (scrub) and stopped before its disk becomes the image
+        recap = apply(recipe, conn, variables=variables, report=report, throwaway=True)
         recaps.append(recap)
         if not recap.success:
             failed = next((r for r in recap.results if r.status == "failed"), None)
