@@ -1,8 +1,9 @@
-"""The whole flow on real QEMU VMs, through the real CLI: bake (with a verify run), up, tunnel, resume, down.
+"""The whole flow on real QEMU VMs, through the real CLI: bake (with a verify run), up, tunnel, resume, down, and
+a JupyterHub student's lab.
 
-VM boots are slow under TCG (~40 s each, plus ~3 min for the bake's uv installs), so the module
-shares one bake and one lab across its tests and boots six VMs in all. Every test checks what it created and
-what it must not leave behind; the module's finaliser removes whatever a failed test left.
+VM boots are slow under TCG (~40 s each, plus ~3 min for the bake's uv installs), so the module shares one bake
+and one lab across its tests and boots seven VMs in all. Every test checks what it created and what it must not
+leave behind; the module's finaliser removes whatever a failed test left.
 """
 
 from __future__ import annotations
