@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -306,3 +307,21 @@ def test_locked_with_uv(tmp_path: Path) -> None:
     assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0"}, MARKERS)}) == [
         _uv_install("--require-hashes", "--no-deps", "-r", "/opt/lab/requirements.lock")]
     assert "uv=" in op.fingerprint() and "uv=" not in Locked(str(lock), dest="/opt/l.lock").fingerprint()
+
+
+def test_plain_pip_into_a_venv_uv_made_puts_pip_in_first(tmp_path: Path) -> None:
+    """A venv uv made has no pip: with installer="pip" (`-e installer=pip` on a host an earlier bake made with uv),
+    pip comes in first from the copy Python ships (offline), and then installs."""
+    facts = {FileStat(VPY): LINK, PythonDists(VPY): PythonEnv({}, MARKERS)}
+    assert argvs(Packages(("six",), venv="/opt/lab"), facts) == [(VPY, "-m", "ensurepip", "--default-pip"),
+                                                                   (VPY, "-m", "pip", "install", "six")]
+    with_pip = {FileStat(VPY): LINK, PythonDists(VPY): PythonEnv({"pip": "24.0"}, MARKERS)}
+    assert argvs(Packages(("six",), venv="/opt/lab"), with_pip) == [(VPY, "-m", "pip", "install", "six")]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    vpy = str(venv / "bin" / "python")
+    (ensure,) = plan(Packages(("six",), venv=str(venv)), {FileStat(vpy): LINK,
+                                                          PythonDists(vpy): PythonEnv({}, MARKERS)})[:1]
+    assert subprocess.run([vpy, "-m", "pip", "--version"], capture_output=True).returncode != 0
+    subprocess.run(ensure.argv, check=True, capture_output=True, timeout=300)
+    assert subprocess.run([vpy, "-m", "pip", "--version"], capture_output=True).returncode == 0

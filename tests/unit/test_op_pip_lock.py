@@ -61,7 +61,10 @@ def test_plans(tmp_path: Path) -> None:
     assert fresh[0] == ("python3", "-m", "venv", "/opt/lab") and fresh[-1] == install and len(fresh) == 3
     facts = {FileStat(VPY): FILE, FileStat("/opt/lab/requirements.lock"): same}
     assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.17.0"}, MARKERS)}) == []  # pywin32: not here
-    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0"}, MARKERS)}) == [install]
+    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0", "pip": "24.0"}, MARKERS)}) == [install]
+    # a venv uv made has no pip: plain pip is put in first (from the copy Python ships), then installs
+    assert argvs(op, {**facts, PythonDists(VPY): PythonEnv({"six": "1.16.0"}, MARKERS)}) == [
+        (VPY, "-m", "ensurepip", "--default-pip"), install]
     before = op.fingerprint()
     _op(tmp_path, SIX)  # the same file, new content
     assert op.fingerprint() != before  # a new lock is a new recipe digest

@@ -175,7 +175,16 @@ class Packages(Operation):
         env = facts.get(PythonDists(self.interpreter))
         missing = [r for r in wanted if not satisfied(r, env)]
         if missing:
+            yield from pip_into_venv(self.installer, self.venv, self.interpreter, env)
             yield from self._install(facts, missing)
+
+
+def pip_into_venv(installer: str, venv: str | None, interpreter: str, env: PythonEnv) -> list[Command]:
+    """pip itself, from the copy Python ships (ensurepip, offline), into a venv that has none (uv made it) when
+    plain pip is to install there."""
+    if installer != "pip" or not venv or "pip" in env.dists:
+        return []
+    return [Command(interpreter, "-m", "ensurepip", "--default-pip", label=f"pip into {venv} (uv made it without)")]
 
 
 def index_options(index_url: str | None, find_links: str | None) -> tuple[str, ...]:
@@ -287,6 +296,7 @@ class Locked(Operation):
             env = facts.get(PythonDists(self.interpreter))
             if all(satisfied(r, env) for r in lock_requirements(text, self.lock)):
                 return
+            yield from pip_into_venv(self.installer, self.venv, self.interpreter, env)
         args = (*options, *self.extra_args, "--require-hashes", "--no-deps", "-r", self.dest)
         yield from install_commands(facts, self.installer, self.interpreter, args,
                                     fetch_options(options, self.extra_args), self.uv_dir, new_venv=fresh)
