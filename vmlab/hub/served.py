@@ -141,7 +141,7 @@ def _check_and_remove(provider: ServesLabs, name: str, sync_url: str | None, ima
     if sync_url:
         status = provider.flush_lab_data(name, sync_url, resolve_image(provider, image).id)  # type: ignore[arg-type]
         check_can_remove(name, status, force=False,
-                         served=f"`vmlab up {name}` (relaunches on its kept volumes), then `vmlab down {name}`")
+                         served="relaunch it on its kept volumes (its agent syncs), then remove it")
     provider.remove_lab_data(name)
 
 

@@ -136,7 +136,8 @@ def relaunch_hint(provider: Provider, record: LabRecord) -> str:
     """How to get a served lab's agent syncing again: start its instance, or relaunch one on its kept data."""
     if provider.describe(record.instance_id) is not None:
         return f"`vmlab start {record.name}` so it syncs"
-    return f"`vmlab up {record.name}` (relaunches on its kept volumes), then `vmlab down {record.name}`"
+    return (f"`vmlab up {record.name} --image {record.image}` (relaunches on its kept volumes), then "
+            f"`vmlab down {record.name}`")
 
 
 def _adopt_down(provider: Provider, name: str, store: LabStore, force: bool, say: Say) -> list[str]:

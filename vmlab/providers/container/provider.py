@@ -317,9 +317,9 @@ class ContainerProvider:
             self._check_store(name, labvolumes.inspect(self.engine, agent))
         ref = str(found.get("Image") or image) if found is not None else image
         if self._inspect("image", ref) is None:
-            raise HostError(f"lab {name}'s image {ref} is gone, so no agent can check its data is in its bucket",
-                            "bake that image again (`vmlab bake`), or `vmlab down --force` to lose what is not "
-                            "synced")
+            raise BadInput(f"lab {name}'s image {ref} is gone, so no agent can check its data is in its bucket",
+                           f"bake it again (`vmlab bake`), or `vmlab down {name} --force` to lose what is not "
+                           "synced")
         labvolumes.create_missing(self.engine, name, self.lab_data_tags(name) or {},  # labelled as the lab's
                                   labvolumes.store_settings(environ))
         return labvolumes.flush(self.engine, name, ref, sync_url, environ)
