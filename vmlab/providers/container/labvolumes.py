@@ -9,7 +9,11 @@
   sees (or deletes, or syncs) the agent's files in ~/data, and neither volume depends on the other's layout.
 
 Both carry the launch's tags as labels (`vmlab:lab`, `vmlab:run`, a hub's `vmlab:class`), so listings and leak
-checks find them; `terminate` (`vmlab down`) removes both with the container.
+checks find them; `terminate` (`vmlab down`) removes both with the container, the agent volume first (a data
+volume left alone gets a fresh agent volume whose restore merges; the reverse would pair a manifest with no
+data), never with `-f`. The agent volume also records the data volume it belongs to (create_missing) and the
+store settings the lab was launched with (STORE_SETTINGS: endpoint and region, no secret), which a check of a
+lab with no container left must use.
 
 `flush`: before a lab that is not running is removed, a short-lived container of the lab's image mounts both
 volumes and runs the agent's own `vmlab-agent sync --once` against the bucket (restore, then push what is left),

@@ -299,7 +299,7 @@ class ContainerProvider:
         when it has no container), while the container is fully stopped (labvolumes.flush). The store is the
         lab's: its container's storage variables when it has one, else this shell's, refused when they point at
         another store than the lab was launched with (recorded on its agent volume). A lab with only its agent
-        volume left has no data to prove: nothing unsynced."""
+        volume left has no data to prove: nothing unsynced. BadInput when the image is gone."""
         found = self._inspect("container", name)
         status = str((found or {}).get("State", {}).get("Status", ""))
         if found is not None and status not in FULLY_STOPPED:
