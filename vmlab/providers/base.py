@@ -425,11 +425,13 @@ class ServesLabs(Protocol):
     agent syncs) outlives its instance: `lab_data_tags(name)` gives the tags lab `name`'s data was made with (None
     when it has none), `discard_lab`
     removes an instance and keeps its data (a hub relaunches a user's lab with a new environment at each start),
-    `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both). The agent's own
-    state (what is not in the bucket yet) is kept with the data: `flush_lab_data` runs the agent's push on the data
-    of a lab that is not running (from its instance's image, else `image`) and returns the status it ends with;
-    HostError when that proves nothing (LabNotStopped: the instance is stopping or paused). `lab_lock(name)` is
-    held across a launch of lab `name` and across `down`'s check and removal, so they never interleave."""
+    `undo_lab_launch` removes an instance and the data its launch made (a failed launch keeps only what was there
+    before), `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both). The
+    agent's own state (what is not in the bucket yet) is kept with the data: `flush_lab_data` runs the agent's
+    push on the data of a lab that is not running (from its instance's image, else `image`) and returns the
+    status it ends with; HostError when that proves nothing (LabNotStopped: the instance is stopping or paused).
+    `lab_lock(name)` is held across a launch of lab `name` and across `down`'s check and removal, so they never
+    interleave."""
 
     def check_lab_image(self, image: str) -> None: ...
 
@@ -442,6 +444,8 @@ class ServesLabs(Protocol):
     def lab_data_tags(self, name: str) -> dict[str, str] | None: ...
 
     def discard_lab(self, instance_id: str) -> None: ...
+
+    def undo_lab_launch(self, instance_id: str) -> None: ...
 
     def remove_lab_data(self, name: str) -> None: ...
 

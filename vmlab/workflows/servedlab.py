@@ -105,7 +105,7 @@ def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_time
         with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo
             inst = provider.launch_lab(checks.spec, launch)
             cleanup.on_failure(f"lab container {inst.id}" + (" (its data kept)" if kept_data else ""),
-                               lambda: provider.discard_lab(inst.id) if kept_data else base.terminate(inst.id))
+                               lambda: provider.undo_lab_launch(inst.id))
         record = LabRecord(name=name, provider=base.name, instance_id=inst.id, image=checks.image.id,
                            user=inst.user, key_file="", host_key="", token=token, host=inst.host, port=inst.port,
                            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -55,6 +55,8 @@ REPOSITORY = "localhost/vmlab"
 STATES = {"created": "pending", "configured": "pending", "initialized": "pending", "running": "running",
           "paused": "running", "stopping": "stopping", "exited": "stopped", "stopped": "stopped",
           "removing": "terminated"}
+#: on a lab container: the volumes its launch made (comma-separated), which undo_lab_launch removes
+MADE_LABEL = "vmlab:launch-made"
 #: podman's states of a container whose processes are all gone (its volumes free for a flush)
 FULLY_STOPPED = ("created", "configured", "exited", "stopped")
 BOOT_TIMEOUT = 120.0
@@ -267,6 +269,14 @@ class ContainerProvider:
         if proc.returncode != 0 and not missing(proc):
             raise HostError(f"removing container {instance_id} failed: {tail(proc.stderr)}")
 
+    def undo_lab_launch(self, instance_id: str) -> None:
+        """ServesLabs: remove a lab container and the volumes its launch made (the agent volume first); volumes
+        that were there before stay (a missing container is a no-op)."""
+        found = self._inspect("container", instance_id)
+        made = str(((found or {}).get("Config") or {}).get("Labels", {}).get(MADE_LABEL, "")).split(",")
+        self.discard_lab(instance_id)
+        labvolumes.remove(self.engine, *(v for v in reversed(made) if v))
+
     def lab_data_tags(self, name: str) -> dict[str, str] | None:
         """ServesLabs: the labels of lab `name`'s data volume, else of its agent volume when only that is left
         (the tags of the launch that made it); None when it has neither."""
@@ -356,8 +366,8 @@ class ContainerProvider:
         with self.lab_lock(spec.name):
             try:
                 made = labvolumes.create_missing(self.engine, spec.name, labels, labvolumes.store_settings(os.environ))
-                argv, env = labcontainer.run_argv(spec.name, ref, labcontainer.free_port(), lab, labels,
-                                                  self.stop_timeout + 5)
+                argv, env = labcontainer.run_argv(spec.name, ref, labcontainer.free_port(), lab,
+                                                  {**labels, MADE_LABEL: ",".join(made)}, self.stop_timeout + 5)
                 cid = self.engine.text(*argv, env=env, what=f"starting lab container {spec.name}").strip()
                 return self._require(cid)
             except BaseException:
