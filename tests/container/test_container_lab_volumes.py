@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vmlab.errors import BadInput, HostError
+from vmlab.errors import BadInput, HostError, LabNotStopped
 from vmlab.providers.container import labvolumes
 from vmlab.providers.container.provider import ContainerProvider
 
@@ -78,3 +78,14 @@ def test_a_lone_agent_volume_has_nothing_to_check(volumes: ContainerProvider) ->
     assert not volumes.flush_lab_data("vol4", "s3://bucket/vol4", "no-such-image").unsynced
     volumes.remove_lab_data("vol4")
     assert volumes.lab_data_tags("vol4") is None
+
+
+def test_a_paused_lab_is_not_checked(volumes: ContainerProvider, lab_image: str) -> None:
+    """Its agent could still write the state a check would read: refused until it has stopped."""
+    labvolumes.create_missing(volumes.engine, "vol5", {"vmlab:lab": "vol5"}, STORE)
+    volumes.engine.text("run", "-d", "--name", "vol5", "--network", "none", "-v", "vmlab-vol5-agent:/a",
+                        "--entrypoint", "sleep", lab_image, "600")
+    if volumes.engine.call("pause", "vol5").returncode != 0:
+        pytest.skip("podman cannot pause here (no cgroup freezer)")
+    with pytest.raises(LabNotStopped, match="lab vol5's container is paused"):
+        volumes.flush_lab_data("vol5", "s3://bucket/vol5", lab_image)

@@ -241,3 +241,17 @@ def test_store_settings_are_recorded_without_secrets() -> None:
                                                        "AWS_REGION": "", "AWS_DEFAULT_REGION": ""}
     assert labvolumes.store_settings({"AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "r"}) == {
         "AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "", "AWS_REGION": "r", "AWS_DEFAULT_REGION": ""}
+
+
+def test_the_lab_lock_is_held_per_lab(tmp_path: Path) -> None:
+    import fcntl
+
+    provider = ContainerProvider(tmp_path)
+    with provider.lab_lock("ana"):
+        with open(tmp_path / "locks" / "lab-ana.lock", "a") as other:  # another `down` or `up` of ana waits
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with provider.lab_lock("bob"):  # another lab does not
+            pass
+    with open(tmp_path / "locks" / "lab-ana.lock", "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
