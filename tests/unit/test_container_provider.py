@@ -255,3 +255,13 @@ def test_the_lab_lock_is_held_per_lab(tmp_path: Path) -> None:
             pass
     with open(tmp_path / "locks" / "lab-ana.lock", "a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+def test_a_served_labs_flush_refuses_a_status_path_it_cannot_honour(tmp_path: Path) -> None:
+    from vmlab.state import LabRecord
+    from vmlab.workflows.servedlab import served_status
+
+    record = LabRecord(name="ana", provider="container", instance_id="c1", image="img", user="root", key_file="",
+                       host_key="", token="t")
+    with pytest.raises(BadInput, match="lab ana is served: its agent's status is at /var/lib/vmlab-agent/status"):
+        served_status(ContainerProvider(tmp_path), record, None, str(tmp_path / "status.json"), flush=True)
