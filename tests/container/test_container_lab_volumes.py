@@ -34,8 +34,9 @@ def test_removal_refuses_while_a_container_uses_the_volumes_and_the_container_su
                                                                                        "vmlab-vol1-agent"]
     engine.text("run", "-d", "--name", "relaunched", "--network", "none", "-v", "vmlab-vol1-data:/d",
                 "-v", "vmlab-vol1-agent:/a", "--entrypoint", "sleep", lab_image, "600")
-    with pytest.raises(HostError, match="removing volume vmlab-vol1-agent failed"):
+    with pytest.raises(HostError, match="removing volume vmlab-vol1-agent failed") as refused:
         volumes.remove_lab_data("vol1")
+    assert "a container uses it" in str(refused.value.hint)
     assert engine.text("inspect", "--format", "{{.State.Status}}", "relaunched").strip() == "running"
     assert volumes.lab_data_tags("vol1") == {"vmlab:lab": "vol1"}
 

@@ -134,8 +134,9 @@ def remove(engine: Podman, *volumes: str) -> None:
     for volume in volumes:
         proc = engine.call("volume", "rm", volume)
         if proc.returncode != 0 and not missing(proc):
+            used = "being used" in proc.stderr.decode(errors="replace")
             raise HostError(f"removing volume {volume} failed: {tail(proc.stderr)}",
-                            "a container uses it (the lab was started again): `vmlab down` it again")
+                            "a container uses it (the lab was started again): `vmlab down` it again" if used else None)
 
 
 def flush_argv(name: str, image: str, sync_url: str, environ: Mapping[str, str],
