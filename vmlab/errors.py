@@ -31,6 +31,10 @@ class HostError(VmlabError):
     """A host could not be reached or a command on it failed."""
 
 
+class LabNotStopped(HostError):
+    """A lab's instance is between running and stopped (stopping, paused): its data cannot be checked yet."""
+
+
 class ConnectError(HostError):
     """SSH never came up; `reason` is one of refused, timeout, auth, hostkey, dns, protocol."""
 

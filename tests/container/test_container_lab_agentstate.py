@@ -84,12 +84,20 @@ def test_down_of_a_stopped_lab_with_an_unsynced_change_refuses_then_flushes_it(
     refused = vmlab("down", "ctr6")
     print(f"down refused (upload refused) in {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert refused.exit_code == 1 and "vmlab start ctr6" in error_line(refused.output), refused.output
-    with monkeypatch.context() as patch:  # the bucket cannot be reached at all
+    tries = aws_faults.calls.count(action)
+    with monkeypatch.context() as patch:  # this shell points elsewhere: the check still uses the lab's own store
         patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
-        started = time.monotonic()
-        unreachable = vmlab("down", "ctr6")
-        print(f"down refused (no store) in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    assert unreachable.exit_code == 1 and "vmlab start ctr6" in error_line(unreachable.output), unreachable.output
+        elsewhere = vmlab("down", "ctr6")
+    assert elsewhere.exit_code == 1 and "vmlab start ctr6" in error_line(elsewhere.output), elsewhere.output
+    assert aws_faults.calls.count(action) > tries  # the upload was tried again, at the lab's store
+    aws_faults.fail(f"GET /{BUCKET}", nth=None, code="ServiceUnavailable", status=503)  # the store cannot be read
+    started = time.monotonic()
+    unreachable = vmlab("down", "ctr6")
+    print(f"down refused (no store) in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    last = unreachable.output.strip().splitlines()[-1]  # no status of this check (the old one is not read): no proof
+    assert unreachable.exit_code == 1 and last.startswith("vmlab: error: cannot read lab ctr6's sync status, so its "
+                                                          "data may not be in its bucket"), unreachable.output
+    assert "vmlab start ctr6" in last, unreachable.output
     assert leftovers(provider) == (["ctr6"], ["vmlab-ctr6-agent", "vmlab-ctr6-data"])
     assert provider.describe("ctr6").state == "stopped"  # type: ignore[union-attr]
     assert "bob/draft.txt" not in keys(s3, "bob/")

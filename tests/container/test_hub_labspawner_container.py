@@ -214,13 +214,16 @@ def test_a_launch_whose_server_never_answers_leaves_nothing(hub: Hub, engine: Po
 
 def test_a_failed_launch_keeps_a_volume_that_was_there_before(hub: Hub, engine: Podman, lab_image: str,
                                                               users: dict[str, User]) -> None:
-    """eve's data volume exists (an earlier start, a backup put back): her failed start removes the container and
-    leaves the volume, files and all."""
-    engine.text("volume", "create", "vmlab-cls-eve-data")
+    """eve's data volume exists (an earlier start, a backup put back), labelled as her lab's: the launch goes
+    ahead and fails (her image has no jupyterhub-singleuser), which removes the container and the agent volume it
+    made and leaves the data volume, files and all."""
+    engine.text("volume", "create", "--label", "vmlab:class=cls", "--label", "vmlab:hub-user=eve",
+                "vmlab-cls-eve-data")
     engine.text("run", "--rm", "--pull", "never", "--network", "none", "-v", "vmlab-cls-eve-data:/d", "--entrypoint",
                 "sh", lab_image, "-c", "echo from before > /d/old.txt")
     assert not hub.spawn(users["eve"].session, "eve").get("ready")
     assert containers(engine) == [] and volumes(engine) == ["vmlab-cls-eve-data"] and records(hub) == []
+    assert "lab cls-eve's data volume belongs to another lab" not in hub.log_path.read_text()  # it was launched
     kept = engine.text("run", "--rm", "--pull", "never", "--network", "none", "-v", "vmlab-cls-eve-data:/d",
                        "--entrypoint", "cat", lab_image, "/d/old.txt")
     assert kept == "from before\n"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.errors import BadInput
+from vmlab.agent.status import AgentStatus
+from vmlab.errors import BadInput, HostError
 from vmlab.providers import get_provider, implements, provider_class
 from vmlab.providers.base import BuildsBaseImage, Executes, PlansLaunches, ScopesStorage, ServesLabs
 from vmlab.providers.container import baseimage
@@ -204,3 +205,63 @@ def test_the_flush_container_mounts_both_volumes_and_keeps_secrets_off_the_comma
                                              "/var/lib/vmlab-agent/status.json"]
     closed, _ = labvolumes.flush_argv("cls-ana", "img1", "s3://bucket/cls/ana/", {})
     assert "slirp4netns" in closed and "slirp4netns:allow_host_loopback=true" not in closed
+    assert f"{labvolumes.FLUSH_ID_LABEL}=" in closed  # each flush labels its container with its own id
+    assert labvolumes.FLUSH.lstrip().startswith('rm -f "$2"')  # a stale status is never reported
+
+
+@pytest.mark.parametrize(("rc", "status", "error"), [
+    (0, AgentStatus(last_sync=1.0), ""),  # synced
+    (0, AgentStatus(pending=2), ""),  # unsynced, as the agent says
+    (1, AgentStatus(pending=2), "boom"),  # unsynced, the failure as its error
+    (1, AgentStatus(pending=2, last_error="503"), "503"),  # unsynced, the agent's own error kept
+    (0, None, None),  # no status written: no proof
+    (1, AgentStatus(last_sync=1.0), None),  # failed with nothing recorded as pending: no proof
+    (1, None, None),
+    (125, None, None),  # the image could not run
+])
+def test_what_a_flush_proves(rc: int, status: AgentStatus | None, error: str | None) -> None:
+    from vmlab.providers.container.labvolumes import flush_result
+
+    if error is None:
+        with pytest.raises(HostError, match=rf"could not push lab ana's data to s3://b/ana \(exit {rc}: boom\)"):
+            flush_result("ana", "s3://b/ana", rc, status, "boom")
+        return
+    assert status is not None
+    unsynced = status.unsynced
+    got = flush_result("ana", "s3://b/ana", rc, status, "boom")
+    assert got is status and got.unsynced == unsynced and got.last_error == error
+
+
+def test_store_settings_are_recorded_without_secrets() -> None:
+    from vmlab.providers.container import labvolumes
+
+    made_with = {"Labels": {labvolumes.STORE_LABEL + "AWS_ENDPOINT_URL": "http://a:9000"}}
+    assert labvolumes.recorded_settings({"Labels": {}}) is None  # made before settings were recorded
+    assert labvolumes.recorded_settings(made_with) == {"AWS_ENDPOINT_URL": "http://a:9000", "AWS_ENDPOINT_URL_S3": "",
+                                                       "AWS_REGION": "", "AWS_DEFAULT_REGION": ""}
+    assert labvolumes.store_settings({"AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "r"}) == {
+        "AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "", "AWS_REGION": "r", "AWS_DEFAULT_REGION": ""}
+
+
+def test_the_lab_lock_is_held_per_lab(tmp_path: Path) -> None:
+    import fcntl
+
+    provider = ContainerProvider(tmp_path)
+    with provider.lab_lock("ana"):
+        with open(tmp_path / "locks" / "lab-ana.lock", "a") as other:  # another `down` or `up` of ana waits
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with provider.lab_lock("bob"):  # another lab does not
+            pass
+    with open(tmp_path / "locks" / "lab-ana.lock", "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+def test_a_served_labs_flush_refuses_a_status_path_it_cannot_honour(tmp_path: Path) -> None:
+    from vmlab.state import LabRecord
+    from vmlab.workflows.servedlab import served_status
+
+    record = LabRecord(name="ana", provider="container", instance_id="c1", image="img", user="root", key_file="",
+                       host_key="", token="t")
+    with pytest.raises(BadInput, match="lab ana is served: its agent's status is at /var/lib/vmlab-agent/status"):
+        served_status(ContainerProvider(tmp_path), record, None, str(tmp_path / "status.json"), flush=True)

@@ -127,14 +127,21 @@ def remove_data(provider: Provider, name: str, sync_url: str | None, image: str 
     """After a user's lab is removed: its data volumes too, when no container held them (a failed relaunch).
     With a sync URL, only once the agent's push from the state kept with them (from `image`, the class image)
     proves everything is in the bucket: HostError (or BadInput: no such image) otherwise, and they stay."""
+    if not isinstance(provider, ServesLabs):
+        return
+    with provider.lab_lock(name):
+        if provider.lab_data_tags(name) is not None:
+            _check_and_remove(provider, name, sync_url, image)
+
+
+def _check_and_remove(provider: ServesLabs, name: str, sync_url: str | None, image: str | None) -> None:
     from vmlab.workflows.labagent import check_can_remove
     from vmlab.workflows.labs import resolve_image
 
-    if not isinstance(provider, ServesLabs) or provider.lab_data_tags(name) is None:
-        return
     if sync_url:
-        status = provider.flush_lab_data(name, sync_url, resolve_image(provider, image).id)
-        check_can_remove(name, status, force=False, served=True)
+        status = provider.flush_lab_data(name, sync_url, resolve_image(provider, image).id)  # type: ignore[arg-type]
+        check_can_remove(name, status, force=False,
+                         served="relaunch it on its kept volumes (its agent syncs), then remove it")
     provider.remove_lab_data(name)
 
 

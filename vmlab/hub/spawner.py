@@ -355,16 +355,19 @@ class LabSpawner(Spawner):  # type: ignore[misc]  # jupyterhub ships no type hin
         provider, store = self._provider(), LabStore()
         inst = find_lab_instance(provider, self.names.lab)
         serves = isinstance(provider, ServesLabs)
+        listed = store.get(self.names.lab) is not None or inst is not None
         try:
-            if store.get(self.names.lab) is not None or inst is not None:
+            if listed:
                 down(provider, self.names.lab, store=store,
                      force=not serves and (inst is None or inst.state != "running"), say=self._log)
             served.remove_data(provider, self.names.lab, self.names.sync_url(self.sync_root), self.image)
         except VmlabError as e:
             if not serves:
                 raise
-            self.log.error("lab %s: kept, with its data (the user is deleted; `vmlab ls`, then `vmlab start` or "
-                           "`vmlab down` it): %s", self.names.lab, e)
+            how = ("`vmlab ls`, then `vmlab start` or `vmlab down` it" if listed else
+                   "only its volumes are left, which `vmlab ls` does not list: add the user again and start their "
+                   "server (it syncs), or delete them again once the bucket is back")
+            self.log.error("lab %s: kept, with its data (the user is deleted; %s): %s", self.names.lab, how, e)
 
     def _log(self, message: str) -> None:
         self.log.info("lab %s: %s", self.names.lab, message)

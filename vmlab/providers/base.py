@@ -11,6 +11,7 @@ See docs/providers.md for the whole contract.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -424,10 +425,13 @@ class ServesLabs(Protocol):
     agent syncs) outlives its instance: `lab_data_tags(name)` gives the tags lab `name`'s data was made with (None
     when it has none), `discard_lab`
     removes an instance and keeps its data (a hub relaunches a user's lab with a new environment at each start),
-    `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both). The agent's own
-    state (what is not in the bucket yet) is kept with the data: `flush_lab_data` runs the agent's push on the data
-    of a lab that is not running (from its instance's image, else `image`) and returns the status it ends with;
-    HostError when that proves nothing."""
+    `undo_lab_launch` removes an instance and the data its launch made (a failed launch keeps only what was there
+    before), `remove_lab_data` removes the data of a lab that has no instance (`terminate` removes both). The
+    agent's own state (what is not in the bucket yet) is kept with the data: `flush_lab_data` runs the agent's
+    push on the data of a lab that is not running (from its instance's image, else `image`) and returns the
+    status it ends with; HostError when that proves nothing (LabNotStopped: the instance is stopping or paused).
+    `lab_lock(name)` is held across a launch of lab `name` and across `down`'s check and removal, so they never
+    interleave."""
 
     def check_lab_image(self, image: str) -> None: ...
 
@@ -441,9 +445,13 @@ class ServesLabs(Protocol):
 
     def discard_lab(self, instance_id: str) -> None: ...
 
+    def undo_lab_launch(self, instance_id: str) -> None: ...
+
     def remove_lab_data(self, name: str) -> None: ...
 
     def flush_lab_data(self, name: str, sync_url: str, image: str) -> AgentStatus: ...
+
+    def lab_lock(self, name: str) -> AbstractContextManager[None]: ...
 
 
 @runtime_checkable

@@ -202,11 +202,11 @@ def read_status(conn: Host, path: str = lab.AGENT_STATUS_FILE) -> AgentStatus | 
     return AgentStatus.parse(result.stdout)
 
 
-def check_can_remove(name: str, status: AgentStatus | None, force: bool, served: bool = False) -> None:
-    """Refuse to terminate a lab whose agent reports data not yet in its bucket, unless forced. `served`: a lab
-    its provider serves, stopped by the check (its agent syncs again once it is started)."""
+def check_can_remove(name: str, status: AgentStatus | None, force: bool, served: str = "") -> None:
+    """Refuse to terminate a lab whose agent reports data not yet in its bucket, unless forced. `served`: for a
+    lab its provider serves (stopped by the check), how to get its agent syncing again."""
     if force or status is None or not status.unsynced:
         return
-    wait = f"`vmlab start {name}` so it syncs" if served else f"wait and check `vmlab status {name}`"
+    wait = served or f"wait and check `vmlab status {name}`"
     raise HostError(f"lab {name} has data not yet synced to {status.url or 'its bucket'} "
                     f"({status.summary()})", f"{wait}, or `vmlab down {name} --force` to lose it")

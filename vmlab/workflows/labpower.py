@@ -12,11 +12,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
-from vmlab.errors import BadInput, HostError
+from vmlab.errors import BadInput, HostError, LabNotStopped
 from vmlab.providers.base import Instance, Provider, ServesLabs
 from vmlab.state import LabRecord, LabStore, check_name
 from vmlab.workflows import labagent, sentfiles, sshconfig, tunnel_bg
@@ -93,12 +94,22 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
     record = store.get(check_name(name))
     if record is None:
         return _adopt_down(provider, name, store, force, say)
+    with provider.lab_lock(name) if isinstance(provider, ServesLabs) else contextlib.nullcontext():
+        return _down(provider, record, store, force, say, status_path)
+
+
+def _down(provider: Provider, record: LabRecord, store: LabStore, force: bool, say: Say,
+          status_path: str) -> list[str]:
+    """`down` of a lab with a record (a served lab's under its lab_lock): the check, then the removal."""
+    name = record.name
     if not force and record.agent.sync_url:
         say(f"pushing lab {name}'s pending changes to its bucket")
         try:
             status = agent_status(provider, record, flush=True, status_path=status_path)
+        except LabNotStopped:
+            raise
         except HostError as e:
-            retry = f"`vmlab start {name}` so it syncs" if isinstance(provider, ServesLabs) else "try again"
+            retry = relaunch_hint(provider, record) if isinstance(provider, ServesLabs) else "try again"
             raise HostError(f"cannot read lab {name}'s sync status, so its data may not be in its bucket: {e}",
                             f"{retry}, or `vmlab down {name} --force` to lose what is not synced") from e
         if status is None:
@@ -106,7 +117,8 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
             raise HostError(f"lab {name} syncs ~/{lab.DATA_DIR} but reports no sync status (stopped, or its agent "
                             "never ran)", f"`vmlab start {name}` and try again, or `vmlab down {name} --force` "
                             "to lose what is not synced")
-        labagent.check_can_remove(name, status, force, served=isinstance(provider, ServesLabs))
+        labagent.check_can_remove(name, status, force,
+                                  served=relaunch_hint(provider, record) if isinstance(provider, ServesLabs) else "")
     removed = []
     if provider.describe(record.instance_id) is not None:
         terminate(provider, record.instance_id)
@@ -118,6 +130,14 @@ def down(provider: Provider, name: str, *, store: LabStore | None = None, force:
     for r in removed:
         say(f"removed {r}")
     return removed
+
+
+def relaunch_hint(provider: Provider, record: LabRecord) -> str:
+    """How to get a served lab's agent syncing again: start its instance, or relaunch one on its kept data."""
+    if provider.describe(record.instance_id) is not None:
+        return f"`vmlab start {record.name}` so it syncs"
+    return (f"`vmlab up {record.name} --image {record.image}` (relaunches on its kept volumes), then "
+            f"`vmlab down {record.name}`")
 
 
 def _adopt_down(provider: Provider, name: str, store: LabStore, force: bool, say: Say) -> list[str]:

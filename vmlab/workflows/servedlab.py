@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from vmlab import lab
 from vmlab.agent.status import AgentStatus
-from vmlab.errors import HostError
+from vmlab.errors import BadInput, HostError
 from vmlab.interrupts import deferred_signals
 from vmlab.providers.base import Instance, LabLaunch, Provider, ServesLabs
 from vmlab.state import LabRecord
@@ -104,7 +105,7 @@ def up_served(provider: ServesLabs, checks: UpChecks, watch: Stopwatch, lab_time
         with watch.lap("launch"), deferred_signals():  # a signal right after the launch waits for the undo
             inst = provider.launch_lab(checks.spec, launch)
             cleanup.on_failure(f"lab container {inst.id}" + (" (its data kept)" if kept_data else ""),
-                               lambda: provider.discard_lab(inst.id) if kept_data else base.terminate(inst.id))
+                               lambda: provider.undo_lab_launch(inst.id))
         record = LabRecord(name=name, provider=base.name, instance_id=inst.id, image=checks.image.id,
                            user=inst.user, key_file="", host_key="", token=token, host=inst.host, port=inst.port,
                            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -122,11 +123,15 @@ def served_status(provider: ServesLabs, record: LabRecord, inst: Instance | None
     """The agent's status file of a served lab; None when it has none. With `flush`: the lab is stopped if it
     runs (its agent pushes what is pending on SIGTERM), then the agent pushes whatever is still left from the
     state it keeps with the lab's data (ServesLabs.flush_lab_data: this works for a lab whose instance is gone
-    too), and that final status is returned (nothing left of the lab: nothing to lose)."""
+    too), and that final status is returned (nothing left of the lab: nothing to lose). `path` is where a read
+    looks; a flush reports the status the agent writes in its own state, so another `path` is refused there."""
     base: Provider = provider  # type: ignore[assignment]  # a ServesLabs provider is a Provider
     if not flush:
         data = provider.read_file(inst.id, path) if inst is not None else None
         return AgentStatus.parse(data.decode(errors="replace")) if data is not None else None
+    if path != lab.AGENT_STATUS_FILE:
+        raise BadInput(f"lab {record.name} is served: its agent's status is at {lab.AGENT_STATUS_FILE}, not {path}",
+                       "leave the status path out")
     if inst is not None and inst.state == "running":
         base.stop(inst.id)
     if inst is None and provider.lab_data_tags(record.name) is None:
