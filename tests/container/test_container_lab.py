@@ -208,7 +208,8 @@ def test_a_volume_made_before_up_is_used_and_kept_by_a_failed_launch(provider: C
     provider.engine.text("volume", "create", "vmlab-ctr5-data")
     provider.engine.text("run", "--rm", "--network", "none", "-v", "vmlab-ctr5-data:/d", lab_image, "sh", "-c",
                          "echo from before > /d/old.txt")
-    from vmlab.providers.base import LabLaunch, LaunchSpec
+    from vmlab.providers.base import LaunchSpec
+    from vmlab.providers.capabilities import LabLaunch
 
     spec = LaunchSpec("ctr5", lab_image, "", tags={"vmlab:lab": "ctr5", "vmlab:run": "t"})
     with socket.socket() as taken, monkeypatch.context() as patch:

@@ -9,7 +9,7 @@ import pytest
 
 from vmlab.errors import BadInput
 from vmlab.providers import PROVIDERS, name_for, names_with, require
-from vmlab.providers.base import (
+from vmlab.providers.capabilities import (
     BuildsBaseImage,
     ChoosesTypes,
     CustomerKeys,

@@ -10,7 +10,8 @@ import pytest
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import BadInput, HostError
 from vmlab.providers import get_provider, implements, provider_class
-from vmlab.providers.base import BuildsBaseImage, Executes, PlansLaunches, ScopesStorage, ServesLabs
+from vmlab.providers.base import PlansLaunches
+from vmlab.providers.capabilities import BuildsBaseImage, Executes, ScopesStorage, ServesLabs
 from vmlab.providers.container import baseimage
 from vmlab.providers.container.engine import Podman
 from vmlab.providers.container.provider import ContainerProvider, check_labels, image_tag
@@ -114,7 +115,7 @@ def test_image_tag_names_the_base() -> None:
 
 
 def test_lab_container_keeps_secrets_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vmlab.providers.base import LabLaunch
+    from vmlab.providers.capabilities import LabLaunch
     from vmlab.providers.container import labcontainer
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-key-value")
@@ -137,7 +138,7 @@ def test_lab_container_keeps_secrets_off_the_command_line(monkeypatch: pytest.Mo
 
 
 def test_a_hub_lab_gets_the_hubs_environment_as_secrets_and_reaches_its_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vmlab.providers.base import LabLaunch
+    from vmlab.providers.capabilities import LabLaunch
     from vmlab.providers.container import labcontainer
 
     monkeypatch.delenv(labcontainer.HOST_LOOPBACK_ENV, raising=False)

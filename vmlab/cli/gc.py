@@ -29,7 +29,7 @@ def gc(provider_name: str | None, region: str | None, yes: bool, labs: bool, jso
       vmlab gc --yes --json
     """
     from vmlab.providers import name_for
-    from vmlab.providers.base import SweepsLeftovers
+    from vmlab.providers.capabilities import SweepsLeftovers
     from vmlab.workflows import gc as sweep
 
     out = Output(json_mode)

@@ -139,7 +139,7 @@ def export_image(image_id: str, oci_dir: str | None, archive: str | None, provid
 
     from vmlab.errors import BadInput
     from vmlab.providers import require
-    from vmlab.providers.base import ShipsImages
+    from vmlab.providers.capabilities import ShipsImages
 
     out = Output(json_mode)
     if (oci_dir is None) == (archive is None):

@@ -213,7 +213,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
     Example:
       vmlab ssh lab -- journalctl -u jupyterlab -n 50
     """
-    from vmlab.providers.base import ServesLabs
+    from vmlab.providers.capabilities import ServesLabs
     from vmlab.state import LabStore
     from vmlab.workflows.labpower import require_record
     from vmlab.workflows.tunnel import known_hosts_for

@@ -30,7 +30,7 @@ def init(json_mode: bool) -> None:
       sudo vmlab local init
     """
     from vmlab.providers import get_provider, name_for, require
-    from vmlab.providers.base import BuildsBaseImage
+    from vmlab.providers.capabilities import BuildsBaseImage
 
     out = Output(json_mode)
     builder = require(get_provider(name_for(BuildsBaseImage, None)), BuildsBaseImage, "build a base image")

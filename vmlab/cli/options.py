@@ -33,8 +33,8 @@ def region_option(f: F) -> F:
 
 
 def _needs() -> dict[str, type[Any]]:
-    """Option -> the capability a provider needs for it (vmlab.providers.base)."""
-    from vmlab.providers.base import CustomerKeys, Firewalled, Quotes, Regional
+    """Option -> the capability a provider needs for it (vmlab.providers.capabilities)."""
+    from vmlab.providers.capabilities import CustomerKeys, Firewalled, Quotes, Regional
 
     return {"region": Regional, "kms_key": CustomerKeys, "spot": Quotes, "max_price": Quotes,
             "ssh_cidr": Firewalled}
@@ -61,7 +61,7 @@ def open_provider(name: str | None, region: str | None = None, *, kms_key: str |
     """The provider `name` (default $VMLAB_PROVIDER or local). Options it cannot honour are refused; a regional
     provider's region is checked at once, so an unknown region fails before anything is created."""
     from vmlab.providers import default_provider_name, get_provider
-    from vmlab.providers.base import Regional
+    from vmlab.providers.capabilities import Regional
 
     name = name or default_provider_name()
     check_options(name, region=region, kms_key=kms_key, **flags)

@@ -24,7 +24,7 @@ def push(image_id: str, dest: str, provider_name: str | None, json_mode: bool) -
       vmlab push vmlab-lab-1a2b3c4d 127.0.0.1:5000/lab:v1 --provider container
     """
     from vmlab.providers import require
-    from vmlab.providers.base import ShipsImages
+    from vmlab.providers.capabilities import ShipsImages
 
     out = Output(json_mode)
     shipper = require(open_provider(provider_name), ShipsImages, "push images")

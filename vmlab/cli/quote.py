@@ -8,7 +8,8 @@ from typing import Any
 
 from vmlab.cli.output import Output
 from vmlab.errors import BadInput
-from vmlab.providers.base import ChoosesTypes, Firewalled, Image, LaunchOptions, Provider, Quotes, TypeChoice
+from vmlab.providers.base import Image, LaunchOptions, Provider
+from vmlab.providers.capabilities import ChoosesTypes, Firewalled, Quotes, TypeChoice
 
 
 class TypeQuote:

@@ -41,7 +41,7 @@ def share_ami(image: str, accounts: tuple[str, ...], orgs: tuple[str, ...], ous:
           --regions eu-west-1,us-west-2 --kms-key eu-west-1=alias/vmlab --kms-key us-west-2=alias/vmlab
     """
     from vmlab.providers import name_for
-    from vmlab.providers.base import ShareRequest, SharesImages
+    from vmlab.providers.capabilities import ShareRequest, SharesImages
     from vmlab.workflows import share
 
     out = Output(json_mode)

@@ -100,7 +100,7 @@ def _served(out: Output, record: Any, port: int | None, extra: tuple[int, ...], 
     that it answers to its token and print the URL. False for a lab reached over SSH."""
     from vmlab.errors import HostError
     from vmlab.providers import provider_for
-    from vmlab.providers.base import ServesLabs
+    from vmlab.providers.capabilities import ServesLabs
     from vmlab.workflows.servedlab import lab_url, wait_answers
 
     provider = provider_for(record)

@@ -25,7 +25,8 @@ from vmlab.cli.output import Output
 
 if TYPE_CHECKING:
     from vmlab.cli.quote import TypeQuote
-    from vmlab.providers.base import LaunchOptions, Provider, TypeChoice
+    from vmlab.providers.base import LaunchOptions, Provider
+    from vmlab.providers.capabilities import TypeChoice
     from vmlab.workflows.labs import UpResult
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -24,7 +24,8 @@ from pathlib import Path
 from vmlab.errors import BadInput
 from vmlab.fileio import write_atomic
 from vmlab.paths import state_dir
-from vmlab.providers.base import Provider, Quotes
+from vmlab.providers.base import Provider
+from vmlab.providers.capabilities import Quotes
 
 
 def today(now: dt.datetime) -> str:

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping
 
 from vmlab.errors import BadInput, HostError
 from vmlab.hub.singleuser import ENV_KEY, env_text
-from vmlab.providers.base import Instance, Provider, ServesLabs
+from vmlab.providers.base import Instance, Provider
+from vmlab.providers.capabilities import ServesLabs
 from vmlab.state import LabRecord, LabStore
 
 #: JupyterHub's readiness path under the server's prefix: answers 200 without credentials

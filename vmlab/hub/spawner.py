@@ -39,7 +39,8 @@ from vmlab.hub.budget import Ledger, Spend, check_can_spawn, lab_price, running_
 from vmlab.hub.loopback import free_port, hub_api_port, listening
 from vmlab.hub.names import CLASS_TAG, LabNames, check_class, check_sync_root
 from vmlab.hub.singleuser import DEFAULT_COMMAND, SingleUserServer, check_command
-from vmlab.providers.base import Instance, Provider, Quotes, ServesLabs
+from vmlab.providers.base import Instance, Provider
+from vmlab.providers.capabilities import Quotes, ServesLabs
 from vmlab.state import LabRecord, LabStore
 
 #: serialises the budget's check-and-reserve and the ledger's read-add-write across the hub's spawners

@@ -49,7 +49,7 @@ def get_provider(name: str | None = None, **options: Any) -> Provider:
 
 
 def implements(cls: type[Any], capability: type[Any]) -> bool:
-    """Whether instances of `cls` have `capability` (a method-only protocol of vmlab.providers.base)."""
+    """Whether instances of `cls` have `capability` (a method-only protocol of vmlab.providers.capabilities)."""
     return issubclass(cls, capability)
 
 

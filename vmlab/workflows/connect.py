@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from vmlab.engine.command import sh
 from vmlab.errors import ConnectError, HostError, HostKeyMismatch
-from vmlab.providers.base import Executes, Instance, Provider
+from vmlab.providers.base import Instance, Provider
+from vmlab.providers.capabilities import Executes
 
 if TYPE_CHECKING:
     from vmlab.engine.host import Session

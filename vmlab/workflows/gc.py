@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmlab.providers.base import Leftover, Provider, Regional, SweepsLeftovers
+from vmlab.providers.base import Provider
+from vmlab.providers.capabilities import Leftover, Regional, SweepsLeftovers
 
 
 @dataclass

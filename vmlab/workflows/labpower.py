@@ -18,7 +18,8 @@ from collections.abc import Callable
 from vmlab import keys, lab
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import BadInput, HostError, LabNotStopped
-from vmlab.providers.base import Instance, Provider, ServesLabs
+from vmlab.providers.base import Instance, Provider
+from vmlab.providers.capabilities import ServesLabs
 from vmlab.state import LabRecord, LabStore, check_name
 from vmlab.workflows import labagent, sentfiles, sshconfig, tunnel_bg
 from vmlab.workflows.connect import connect_instance

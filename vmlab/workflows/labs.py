@@ -18,16 +18,8 @@ from typing import Any
 from vmlab import keys
 from vmlab.errors import BadInput, HostError
 from vmlab.interrupts import deferred_signals
-from vmlab.providers.base import (
-    Image,
-    Instance,
-    LaunchOptions,
-    LaunchSpec,
-    Provider,
-    Regional,
-    ScopesStorage,
-    ServesLabs,
-)
+from vmlab.providers.base import Image, Instance, LaunchOptions, LaunchSpec, Provider
+from vmlab.providers.capabilities import Regional, ScopesStorage, ServesLabs
 from vmlab.safetext import check_record
 from vmlab.state import AgentSection, LabRecord, LabStore, check_name
 from vmlab.syncurl import redact

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vmlab.hub.names import CLASS_TAG
-from vmlab.providers.base import Instance, Provider, Quotes, Regional
+from vmlab.providers.base import Instance, Provider
+from vmlab.providers.capabilities import Quotes, Regional
 from vmlab.state import LabRecord
 
 #: opens the provider of a name (None: the default) in a region (None: its default), options checked

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vmlab.providers.base import LaunchPlan, LaunchSpec, PlansLaunches, Provider, Regional, ScopesStorage
+from vmlab.providers.base import LaunchPlan, LaunchSpec, PlansLaunches, Provider
+from vmlab.providers.capabilities import Regional, ScopesStorage
 from vmlab.syncurl import redact
 
 if TYPE_CHECKING:

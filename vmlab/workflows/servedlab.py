@@ -22,7 +22,8 @@ from vmlab import lab
 from vmlab.agent.status import AgentStatus
 from vmlab.errors import BadInput, HostError
 from vmlab.interrupts import deferred_signals
-from vmlab.providers.base import Instance, LabLaunch, Provider, ServesLabs
+from vmlab.providers.base import Instance, Provider
+from vmlab.providers.capabilities import LabLaunch, ServesLabs
 from vmlab.state import LabRecord
 from vmlab.syncurl import redact
 from vmlab.workflows.cleanup import Cleanup

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from vmlab.errors import BadInput
-from vmlab.providers.base import Provider, Regional, ShareRequest, SharesImages
+from vmlab.providers.base import Provider
+from vmlab.providers.capabilities import Regional, ShareRequest, SharesImages
 
 Say = Callable[[str], None]
 

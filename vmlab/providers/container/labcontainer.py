@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping
 
 from vmlab import lab
-from vmlab.providers.base import LabLaunch
+from vmlab.providers.capabilities import LabLaunch
 
 AGENT = f"{lab.AGENT_VENV}/bin/vmlab-agent"
 DATA = "/root/" + lab.DATA_DIR

@@ -1,4 +1,4 @@
-"""The optional capabilities EC2 has beyond the base verbs (vmlab.providers.base): regions, list prices,
+"""The optional capabilities EC2 has beyond the base verbs (vmlab.providers.capabilities): regions, list prices,
 an SSH range, per-prefix bucket access for a lab's agent, and sweeping leftovers. Mixed into Ec2Provider;
 image sharing and copying live with the other image verbs (imaging.py).
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vmlab.providers.base import Leftover, StorageGrant
+from vmlab.providers.capabilities import Leftover, StorageGrant
 from vmlab.providers.ec2.client import Aws, known_regions, translated
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ import re
 from collections.abc import Mapping
 
 from vmlab.errors import BadInput
-from vmlab.providers.base import Image, Progress, ShareRequest
+from vmlab.providers.base import Image, Progress
+from vmlab.providers.capabilities import ShareRequest
 from vmlab.providers.ec2.amis import Amis
 from vmlab.providers.ec2.capabilities import CloudVerbs
 from vmlab.providers.ec2.client import Aws, error_code, translated

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from vmlab.providers.base import Leftover
+from vmlab.providers.capabilities import Leftover
 from vmlab.providers.ec2.amis import COPY_TAG
 from vmlab.providers.ec2.client import error_code, translated
 from vmlab.providers.ec2.records import LAUNCH_TAG, SOURCE_TAG, snapshot_ids, tag_dict

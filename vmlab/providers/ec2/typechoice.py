@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmlab.errors import BadInput
-from vmlab.providers.base import TypeChoice
+from vmlab.providers.capabilities import TypeChoice
 from vmlab.providers.ec2 import prices
 from vmlab.providers.ec2.client import Aws, translated
 from vmlab.providers.ec2.offers import Offer, to_offer

@@ -16,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmlab.errors import BadInput, HostError
-from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, StorageGrant, match_tags
+from vmlab.providers.base import Image, Instance, LaunchSpec, Progress, match_tags
+from vmlab.providers.capabilities import StorageGrant
 from vmlab.providers.local import accel, baseimage, qemu, seed, store
 from vmlab.providers.local.images import ImageFiles, ImageShelf
 
