@@ -317,3 +317,18 @@ def test_marker_check_escaped_keys_and_conflicts_on_every_store(backend: Backend
     (copy,) = result.conflicts
     assert (stale / "report.txt").read_bytes() == b"v1"
     assert (stale / copy).read_bytes() == b"an old snapshot" and copy.startswith("report.conflict-")
+
+
+@pytest.mark.timeout(120)  # the Azure SDK, given a file left at its end, reads on forever
+def test_a_large_file_sent_from_its_file_object_arrives_whole(backend: Backend, folder: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /proc the store reads the open file itself: from its start, also after the agent hashed it."""
+    from vmlab.agent import sync
+
+    monkeypatch.setattr(sync, "_source", lambda f: f)
+    big = os.urandom(1 << 20) * 9 + b"end"
+    write(folder / "big.bin", big)
+    store = backend.store()
+    manifest = manifest_for(backend, tmp_path / "m.json")
+    assert push(folder, store, manifest).uploaded == ["big.bin"]
+    assert backend.objects()[backend.prefix + "big.bin"] == big

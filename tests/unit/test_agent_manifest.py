@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmlab.agent.manifest import PARTS_DIGEST, Entry, Excludes, Manifest, Stat, diff, md5_reader, parts_digest, scan
+from vmlab.agent.manifest import PARTS_DIGEST, Entry, Excludes, Manifest, Stat, diff, md5_reader, part_count, scan
 from vmlab.errors import BadInput
 
 
@@ -187,10 +187,12 @@ def test_a_large_file_known_by_its_parts_digest_is_read_in_that_form(tmp_path: P
     (tmp_path / "big.bin").write_bytes(data)
     read = md5_reader(tmp_path)
     assert read("big.bin") == hashlib.md5(data).hexdigest()
-    assert read("big.bin", s3_etag(data, 8 * mib)) == s3_etag(data, 8 * mib) == parts_digest(tmp_path, "big.bin", 3)
+    assert read("big.bin", s3_etag(data, 8 * mib)) == s3_etag(data, 8 * mib)
     # a transfer that had to use bigger parts (huge files: at most 10,000 parts) doubles them: 2 parts of 16 MiB
-    assert parts_digest(tmp_path, "big.bin", 2) == s3_etag(data, 16 * mib)
-    assert parts_digest(tmp_path, "big.bin", 1) == s3_etag(data, 32 * mib)
+    assert read("big.bin", "0" * 32 + "-2") == s3_etag(data, 16 * mib)
+    assert read("big.bin", "0" * 32 + "-1") == s3_etag(data, 32 * mib)
+    assert part_count(len(data)) == 3 and part_count(len(data), most=2) == 2 and part_count(8 * mib) == 1
+    assert part_count(10_000 * 8 * mib) == 10_000 and part_count(10_000 * 8 * mib + 1) == 5_001
     assert read("gone.bin", s3_etag(data, 8 * mib)) is None
     etag = s3_etag(data, 8 * mib)
     st = Stat.of((tmp_path / "big.bin").stat())
@@ -199,3 +201,26 @@ def test_a_large_file_known_by_its_parts_digest_is_read_in_that_form(tmp_path: P
     (tmp_path / "big.bin").write_bytes(data[:-1] + b"!")  # the same size, other bytes
     assert diff({"big.bin": st}, known, read).changed == {"big.bin"}
     assert not PARTS_DIGEST.fullmatch(hashlib.md5(data).hexdigest())
+
+
+def test_restore_matches_a_local_file_in_the_objects_digest_form_whatever_the_entrys(tmp_path: Path) -> None:
+    """A large file known by a parts digest, changed here to exactly the bytes another tool put in one PUT (the
+    object has an MD5): in sync, not a conflict."""
+    import time
+
+    from vmlab.agent.restore import _decide
+    from vmlab.agent.stores import ObjectInfo
+
+    mib = 1 << 20
+    old, new = os.urandom(mib) * 9, os.urandom(mib) * 9 + b"!"
+    (tmp_path / "big.bin").write_bytes(new)
+    st = Stat.of((tmp_path / "big.bin").stat())
+    manifest = Manifest(tmp_path / "m.json", "s3://b/p/")
+    manifest.record("big.bin", Entry(len(old), 1, s3_etag(old, 8 * mib), s3_etag(old, 8 * mib)))
+    obj = ObjectInfo("big.bin", len(new), md5(new), md5(new), time.time())
+    assert _decide(tmp_path, "big.bin", obj, st, manifest, changed_here=False) == "in sync"
+    assert manifest.entries["big.bin"].md5 == md5(new)
+    # and an object in parts form against an entry with the whole file's MD5 (a file the restore downloaded)
+    manifest.record("big.bin", Entry(len(old), 1, md5(old), "etag-of-old"))
+    parts = ObjectInfo("big.bin", len(new), s3_etag(new, 8 * mib), "", time.time())
+    assert _decide(tmp_path, "big.bin", parts, st, manifest, changed_here=False) == "in sync"

@@ -205,17 +205,22 @@ def md5_under(folder: Path, rel: str) -> str | None:
 PARTS_DIGEST = re.compile(r"[0-9a-f]{32}-([1-9][0-9]{0,4})")
 
 
-def parts_digest(folder: Path, rel: str, parts: int) -> str | None:
-    """The ETag S3 gives `rel`'s bytes uploaded in `parts` parts of PART_SIZE (doubled until that many parts hold
-    the file, as the transfer manager does for huge files): "<md5 of the parts' MD5s>-<parts>". None when gone.
-
-    Example: a 20 MiB file, 3 parts -> "<md5 of three 8 MiB-part digests>-3"."""
-    return _digest_under(folder, rel, parts)
+def part_count(size: int, most: int = 10_000) -> int:
+    """How many parts S3's transfer manager sends a file of `size` bytes in: PART_SIZE parts, doubled until at most
+    `most` hold it. Example: `part_count(20 << 20) == 3`."""
+    part_size = PART_SIZE
+    while -(-size // part_size) > most:
+        part_size *= 2
+    return max(1, -(-size // part_size))
 
 
 def digest_like(folder: Path, rel: str, like: str = "") -> str | None:
-    """`rel`'s content digest in the form of `like` (a manifest entry's): its parts digest when `like` is one (a
-    large file on S3 is known by its ETag), else its MD5."""
+    """`rel`'s content digest in the form of `like` (a manifest entry's, an object's): with a parts digest of N
+    parts, the ETag S3 gives its bytes uploaded in N parts of PART_SIZE (doubled until N hold the file, as the
+    transfer manager does for huge files): "<md5 of the parts' MD5s>-N" (a large file on S3 is known by its
+    ETag); else its MD5. None when it is gone.
+
+    Example: a 20 MiB file, like "<32 hex>-3" -> "<md5 of three 8 MiB-part digests>-3"."""
     parts = PARTS_DIGEST.fullmatch(like)
     return _digest_under(folder, rel, int(parts.group(1)) if parts else 0)
 
@@ -230,7 +235,7 @@ def _digest_under(folder: Path, rel: str, parts: int) -> str | None:
                 return digest.hexdigest()
             size, part_size = os.fstat(f.fileno()).st_size, PART_SIZE
             while -(-size // part_size) > parts:
-                part_size *= 2
+                part_size *= 2  # as the transfer manager does for a huge file (at most 10,000 parts)
             digests = []
             while chunk := f.read(part_size):
                 digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())

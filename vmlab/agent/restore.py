@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from vmlab.agent import safefs
 from vmlab.agent.keys import MARKER_KEY, key_of, rel_of, shown
-from vmlab.agent.manifest import PARTS_DIGEST, Entry, Excludes, Manifest, Stat, digest_like, parts_digest, scan
+from vmlab.agent.manifest import PARTS_DIGEST, Entry, Excludes, Manifest, Stat, digest_like, scan
 from vmlab.agent.stores import ObjectInfo, Store
 from vmlab.agent.sync import WORKERS, _entry
 from vmlab.errors import VmlabError
@@ -163,11 +163,16 @@ def _decide(folder: Path, rel: str, obj: ObjectInfo, st: Stat | None, manifest: 
         return "download"
     if entry is not None and entry.stat == st:
         return "in sync" if entry.etag == obj.etag else "download"
-    digest = digest_like(folder, rel, entry.md5 if entry is not None else "") or ""
-    if digest == (obj.md5 or obj.etag) or (  # the store's MD5 (S3: a single-part ETag is one, a multipart one a
-            entry is None and not obj.md5 and st.size == obj.size and _same_parts(folder, rel, obj.etag)):  # parts
-        manifest.record(rel, _entry(st, digest, obj.etag))
+    # the object's digest: the store's MD5 (S3: a single-part ETag is one) or S3's multipart ETag (a parts digest)
+    remote = obj.md5 or (obj.etag if PARTS_DIGEST.fullmatch(obj.etag) else "")
+    here = (digest_like(folder, rel, remote) or "") if remote and st.size == obj.size else ""
+    if here and here == remote:
+        manifest.record(rel, _entry(st, here, obj.etag))
         return "in sync"
+    if entry is None:
+        digest = ""
+    else:  # the local bytes in the form the entry knows them
+        digest = here if here and _form(here) == _form(entry.md5) else digest_like(folder, rel, entry.md5) or ""
     if entry is not None and digest == entry.md5:
         if entry.etag == obj.etag:
             manifest.record(rel, _entry(st, digest, obj.etag))
@@ -179,10 +184,10 @@ def _decide(folder: Path, rel: str, obj: ObjectInfo, st: Stat | None, manifest: 
     return "local newer" if st.mtime_ns / 1e9 >= obj.modified else "remote newer"
 
 
-def _same_parts(folder: Path, rel: str, etag: str) -> bool:
-    """`rel`'s bytes are those of an object S3 uploaded in parts and tagged `etag` (another tool's upload)."""
-    parts = PARTS_DIGEST.fullmatch(etag)
-    return parts is not None and parts_digest(folder, rel, int(parts.group(1))) == etag
+def _form(digest: str) -> str:
+    """A digest's form: the part count of a parts digest, "" for an MD5."""
+    parts = PARTS_DIGEST.fullmatch(digest)
+    return parts.group(1) if parts else ""
 
 
 def conflict_name(name: str, host: str, when: float) -> str:

@@ -30,7 +30,18 @@ from typing import BinaryIO
 from vmlab.agent import safefs
 from vmlab.agent.deletes import DeleteGuard, DeletePolicy
 from vmlab.agent.keys import key_of, shown
-from vmlab.agent.manifest import PARTS_DIGEST, UNVERIFIED, Entry, Excludes, Manifest, Stat, diff, md5_reader, scan
+from vmlab.agent.manifest import (
+    PARTS_DIGEST,
+    UNVERIFIED,
+    Entry,
+    Excludes,
+    Manifest,
+    Stat,
+    diff,
+    md5_reader,
+    part_count,
+    scan,
+)
 from vmlab.agent.stores import MULTIPART_THRESHOLD, Store
 from vmlab.errors import BadInput, VmlabError
 
@@ -215,12 +226,11 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
                 etag = store.put(key_of(rel), data, digest)
             else:
                 digest = "" if store.parts_etag else _md5(f)
-                # the open file by its /proc link (the same inode whatever happens to the path since), so the
-                # store's transfer manager reads parts in parallel; elsewhere the file object itself
-                proc = Path(f"/proc/self/fd/{f.fileno()}")
-                etag = store.put(key_of(rel), proc if proc.exists() else f, digest)
-                if not digest:  # the store's ETag is the parts' digest; one that is not (a store's own) costs a pass
-                    digest = etag if PARTS_DIGEST.fullmatch(etag) else _md5(f)
+                etag = store.put(key_of(rel), _source(f), digest)
+                if not digest:  # the store's ETag is the parts' digest; one that is not (a store's own, or
+                    # another writer's object since) costs a pass
+                    parts = PARTS_DIGEST.fullmatch(etag)
+                    digest = etag if parts and int(parts.group(1)) == part_count(before.st_size) else _md5(f)
                 if not _same(folder, rel, before):
                     return None  # the object may hold a mix of versions; the next pass uploads it again
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, safefs.Outside):
@@ -228,12 +238,21 @@ def _upload(folder: Path, rel: str, store: Store) -> Entry | None:
     return _entry(Stat.of(before), digest, etag)
 
 
+def _source(f: BinaryIO) -> Path | BinaryIO:
+    """What a large upload reads: the open file by its /proc link (the same inode whatever happens to the path
+    since), so the store's transfer manager reads parts in parallel; elsewhere the file object itself."""
+    proc = Path(f"/proc/self/fd/{f.fileno()}")
+    return proc if proc.exists() else f
+
+
 def _md5(f: BinaryIO) -> str:
-    """The hex MD5 of an open file's bytes, read from its start."""
+    """The hex MD5 of an open file's bytes, read from its start; the file is left at its start again (a store
+    given the file object itself reads it from there)."""
     f.seek(0)
     hasher = hashlib.md5(usedforsecurity=False)
     while chunk := f.read(1 << 20):
         hasher.update(chunk)
+    f.seek(0)
     return hasher.hexdigest()
 
 

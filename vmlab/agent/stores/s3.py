@@ -61,8 +61,11 @@ class S3Store:
             if self._transfers is None:
                 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
+                # the classic manager always (never the CRT one, which picks its own part sizes): the ETag of a
+                # large upload is then the digest the agent records for it (vmlab.agent.manifest.digest_like)
                 config = TransferConfig(multipart_threshold=self.multipart_threshold,
-                                        multipart_chunksize=self.part_size, max_concurrency=TRANSFER_REQUESTS)
+                                        multipart_chunksize=self.part_size, max_concurrency=TRANSFER_REQUESTS,
+                                        preferred_transfer_client="classic")
                 self._transfers = create_transfer_manager(self.client, config)
             return self._transfers
 
