@@ -121,6 +121,16 @@ class Podman:
         """`podman ARGS` with vmlab's settings; never raises for a non-zero exit."""
         return self.tool("podman", *args, stdin=stdin, timeout=timeout)
 
+    def inspect(self, kind: str, ident: str) -> dict[str, Any] | None:
+        """`podman KIND inspect IDENT` (container, image or volume) as a dict; None when it does not exist."""
+        proc = self.call(kind, "inspect", ident)
+        if proc.returncode != 0:
+            if missing(proc):
+                return None
+            raise HostError(f"podman {kind} inspect {ident} failed: {tail(proc.stderr)}")
+        data = json.loads(proc.stdout or b"[]")
+        return dict(data[0]) if data else None
+
     def tool(self, *argv: str, stdin: bytes | None = None, timeout: float = TIMEOUT,
              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
         """A containers tool (podman, skopeo) run with vmlab's settings (`env`: variables added to its

@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -71,13 +70,7 @@ def names(name: str) -> tuple[str, str]:
 
 def inspect(engine: Podman, volume: str) -> dict[str, Any] | None:
     """`podman volume inspect` of `volume`; None when it does not exist."""
-    proc = engine.call("volume", "inspect", volume)
-    if proc.returncode != 0:
-        if missing(proc):
-            return None
-        raise HostError(f"podman volume inspect {volume} failed: {tail(proc.stderr)}")
-    found = json.loads(proc.stdout or b"[]")
-    return found[0] if found else None
+    return engine.inspect("volume", volume)
 
 
 def store_settings(environ: Mapping[str, str]) -> dict[str, str]:

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
@@ -99,13 +98,7 @@ class ContainerProvider(ServedLabs):
     # ---- helpers -------------------------------------------------------------------------------------------
     def _inspect(self, kind: str, ident: str) -> dict[str, Any] | None:
         """`podman KIND inspect IDENT` (container or image) as a dict; None when it does not exist."""
-        proc = self.engine.call(kind, "inspect", ident)
-        if proc.returncode != 0:
-            if missing(proc):
-                return None
-            raise HostError(f"podman {kind} inspect {ident} failed: {tail(proc.stderr)}")
-        data = json.loads(proc.stdout or b"[]")
-        return data[0] if data else None
+        return self.engine.inspect(kind, ident)
 
     def _instance(self, data: Mapping[str, Any]) -> Instance:
         state = data.get("State") or {}
